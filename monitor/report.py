@@ -29,6 +29,9 @@ class UnitReport:
     ``restore_target``; ``add_collateral`` maps an asset to the amount to deposit for the same.
     ``hours_to_bars`` maps a bar name to the hours of interest accrual (prices standing) until
     the level reaches it; None where interest never gets it there.
+    ``unpriced_assets`` lists the assets with a balance and no price yet: while it is not empty the
+    level, distances and restore amounts are unknown (None / empty), never "safe", and the totals
+    cover the priced assets only.
     """
 
     unit: str
@@ -49,6 +52,7 @@ class UnitReport:
     hours_to_bars: dict[str, float | None] = field(default_factory=dict)
     approximate: bool = False
     exchange_margin_level: float | None = None
+    unpriced_assets: list[str] = field(default_factory=list)
 
     @property
     def liquidation_distance(self) -> float | None:

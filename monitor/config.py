@@ -1,0 +1,329 @@
+"""The one typed configuration object, loaded from ``config.yaml`` and validated before any network call.
+
+Secrets may be written literally, as ``${ENV_VAR}`` references, or read from files
+(``api_key_file`` / ``api_secret_file``). Every error is one line naming the file, the key path and
+what was expected (:class:`ConfigError`); unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken config from looping
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class ConfigError(Exception):
+    """A configuration problem, rendered as one line: ``FILE: key.path: what was expected``."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``30``, ``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"``; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("expected a duration ≥ 0")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError("expected a duration such as 30s, 5m or 1h")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExchangeConfig(_Strict):
+    """Where the data comes from: the embedded simulator (default) or Binance."""
+
+    kind: Literal["simulator", "binance"] = "simulator"
+    scenario: str = "crash"
+    rest_url: str = "https://api.binance.com"
+    stream_url: str = "wss://stream.binance.com:9443"
+    ws_api_url: str = "wss://ws-api.binance.com:443/ws-api/v3"
+    risk_stream_url: str = "wss://margin-stream.binance.com"
+    quote: str = "USDT"
+    stablecoins: tuple[str, ...] = ("USDT", "USDC", "FDUSD")
+    snapshot_interval: Duration = 60.0
+    resync_interval: Duration = 30.0
+
+    @field_validator("rest_url", "stream_url", "ws_api_url", "risk_stream_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(https?|wss?)://[^\s/]+", value):
+            raise ValueError("expected a URL such as https://api.binance.com or ws://127.0.0.1:8080")
+        return value.rstrip("/")
+
+    @field_validator("quote")
+    @classmethod
+    def _asset(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z0-9]{2,12}", value):
+            raise ValueError("expected an asset name such as USDT")
+        return value
+
+
+class LevelConfig(_Strict):
+    """One rung of the alert ladder: a bar (the exchange's bar name or a number) and its routes."""
+
+    bar: str | float
+    name: str | None = None
+    routes: tuple[str, ...] = ()
+    repeat: Duration | None = None
+    resolved: bool = True
+
+    @field_validator("bar")
+    @classmethod
+    def _bar(cls, value: str | float) -> str | float:
+        if isinstance(value, str) and value not in ("normal", "margin_call", "liquidation"):
+            raise ValueError("expected normal, margin_call, liquidation or a number such as 1.25")
+        if isinstance(value, float | int) and not 0 < value < 1000:
+            raise ValueError("expected a margin level > 0")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or (self.bar if isinstance(self.bar, str) else f"level_{self.bar:g}")
+
+
+class DistanceRuleConfig(_Strict):
+    """Alert when a uniform move of ``within`` (a fraction, 0.05 = 5 %) would liquidate."""
+
+    within: float = Field(gt=0, lt=1)
+    routes: tuple[str, ...] = ()
+    repeat: Duration | None = None
+
+
+class AlertsConfig(_Strict):
+    levels: tuple[LevelConfig, ...] | None = None
+    hysteresis: float = Field(default=0.02, ge=0, lt=1)
+    for_: Duration = Field(default=0.0, alias="for")
+    resolved: bool = True
+    distance: DistanceRuleConfig | None = None
+    stale_after: Duration = 30.0
+    blind_routes: tuple[str, ...] | None = None
+    default_routes: tuple[str, ...] = ()
+    restore_target: str = "normal"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AccountAlertsOverride(_Strict):
+    levels: tuple[LevelConfig, ...] | None = None
+    routes: tuple[str, ...] | None = None
+
+
+class AccountConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+    api_key_file: Path | None = None
+    api_secret_file: Path | None = None
+    cross: bool = True
+    isolated: Literal["all"] | tuple[str, ...] = ()
+    allow_trading_keys: bool = False
+    alerts: AccountAlertsOverride | None = None
+
+    @field_validator("isolated", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            for symbol in value:
+                if not isinstance(symbol, str) or not re.fullmatch(r"[A-Z0-9]{4,20}", symbol):
+                    raise ValueError(f"expected symbols such as BTCUSDT, got {symbol!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> AccountConfig:
+        if (self.api_key is None) == (self.api_key_file is None):
+            raise ValueError("give exactly one of api_key or api_key_file")
+        if (self.api_secret is None) == (self.api_secret_file is None):
+            raise ValueError("give exactly one of api_secret or api_secret_file")
+        return self
+
+
+class RouteConfig(_Strict):
+    urls: tuple[SecretStr, ...] = Field(min_length=1)
+    max_per_window: int | None = Field(default=None, gt=0)
+    window: Duration = 60.0
+
+
+class NotifyConfig(_Strict):
+    routes: dict[str, RouteConfig] = Field(min_length=1)
+    timeout: Duration = 10.0
+
+
+class LogConfig(_Strict):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class HttpConfig(_Strict):
+    enabled: bool = True
+    listen: str = "127.0.0.1:9108"
+    token: SecretStr | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Config(_Strict):
+    exchange: ExchangeConfig = ExchangeConfig()
+    accounts: tuple[AccountConfig, ...] = Field(min_length=1)
+    alerts: AlertsConfig = AlertsConfig()
+    notify: NotifyConfig
+    state_dir: Path = Path("state")
+    log: LogConfig = LogConfig()
+    http: HttpConfig = HttpConfig()
+    shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Config:
+        names = [a.name for a in self.accounts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"account names must be unique, repeated: {', '.join(dupes)}")
+        known = set(self.notify.routes)
+        wanted: list[tuple[str, str]] = []
+        for i, level in enumerate(self.alerts.levels or ()):
+            wanted += [(f"alerts.levels.{i}.routes", r) for r in level.routes]
+        if self.alerts.distance:
+            wanted += [("alerts.distance.routes", r) for r in self.alerts.distance.routes]
+        wanted += [("alerts.blind_routes", r) for r in self.alerts.blind_routes or ()]
+        wanted += [("alerts.default_routes", r) for r in self.alerts.default_routes]
+        for a, account in enumerate(self.accounts):
+            override = account.alerts
+            if override and override.routes:
+                wanted += [(f"accounts.{a}.alerts.routes", r) for r in override.routes]
+            for i, level in enumerate((override.levels if override else None) or ()):
+                wanted += [(f"accounts.{a}.alerts.levels.{i}.routes", r) for r in level.routes]
+        for where, route in wanted:
+            if route not in known:
+                raise ValueError(f"{where}: unknown route {route!r}; notify.routes has {sorted(known)}")
+        return self
+
+    def route_names(self) -> tuple[str, ...]:
+        return tuple(self.notify.routes)
+
+
+def _expand_env(node: Any, path: str, missing: list[str]) -> Any:
+    """Replace ``${VAR}`` in every string with the environment's value (recording what is unset)."""
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), missing) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}.{i}", missing) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def sub(match: re.Match[str]) -> str:
+            value = os.environ.get(match.group(1))
+            if value is None:
+                missing.append(f"{path}: environment variable {match.group(1)} is not set")
+                return ""
+            return value
+
+        return _ENV_REF.sub(sub, node)
+    return node
+
+
+def _describe(error: dict[str, Any]) -> str:
+    parts = [str(p) for p in error["loc"] if not str(p).startswith("function-after")]
+    loc = ".".join(p if p.isprintable() and len(p) <= 64 else repr(p[:64]) for p in parts)
+    msg = " ".join(str(error["msg"]).split())
+    msg = msg.removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if error["type"] == "missing":
+        return f"{loc}: required key is missing"
+    # never echo a value back: it could be a secret
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, expand and validate a config file, or raise :class:`ConfigError` with one line."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    missing: list[str] = []
+    expanded = _expand_env(raw, "", missing)
+    if missing:
+        raise ConfigError(f"{path}: {missing[0]}")
+    try:
+        config = Config.model_validate(expanded)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        raise ConfigError(f"{path}: {_describe(dict(first))}") from None
+    base = path.parent
+    return config.model_copy(update={"state_dir": (base / config.state_dir).resolve()})
+
+
+def read_secret(value: SecretStr | None, file: Path | None, what: str, config_path: Path) -> str:
+    """The secret's value, from the literal/env value or from its file (relative to the config)."""
+    if value is not None:
+        secret = value.get_secret_value().strip()
+    else:
+        assert file is not None
+        target = file if file.is_absolute() else config_path.parent / file
+        try:
+            secret = target.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{config_path}: {what}: cannot read {target}: {exc.strerror}") from None
+    if not secret:
+        raise ConfigError(f"{config_path}: {what}: is empty")
+    return secret
+
+
+def loose_permissions(path: Path) -> bool:
+    """True when a config or secret file can be read by users other than its owner's group."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return bool(mode & stat.S_IROTH)

@@ -1,0 +1,344 @@
+"""Binance REST through python-binance's ``AsyncClient``: URLs, retries, typed results.
+
+``make_client`` builds an ``AsyncClient`` whose URLs point anywhere (``https://api.binance.com``, a
+proxy, or the simulator on 127.0.0.1) and syncs the time offset like ``AsyncClient.create``.
+``BinanceRest`` wraps it: every call goes through one retry policy —
+
+- 5xx, timeouts, refused or reset connections, unreadable bodies: jittered backoff, then
+  ``ExchangeUnavailable`` after ``attempts`` tries;
+- 429 / 418 (and -1003): wait ``Retry-After`` (shared by every call on this client), or raise
+  ``RateLimited`` when the wait is longer than ``max_wait``;
+- -1021 (timestamp outside recvWindow): resync the offset from ``GET /api/v3/time`` and retry;
+- -2015 / -2014 / -1022: ``KeyRejected`` at once (fatal: the daemon says so and goes on with the
+  other accounts); any other 4xx: ``ExchangeRequestError``.
+
+and returns typed values from ``monitor.exchange.parse`` (Decimal at the boundary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import structlog
+from binance import AsyncClient
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from monitor.exchange import parse
+from monitor.exchange.errors import (
+    ExchangeRequestError,
+    ExchangeUnavailable,
+    KeyRejected,
+    RateLimited,
+)
+from monitor.exchange.supervisor import Backoff, describe
+from monitor.margin import Bars
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_REST_URL = "https://api.binance.com"
+DEFAULT_WS_API_URL = "wss://ws-api.binance.com:443/ws-api/v3"
+DEFAULT_STREAM_URL = "wss://stream.binance.com:9443"
+DEFAULT_RISK_STREAM_URL = "wss://margin-stream.binance.com"
+
+KEY_REJECTED_CODES = frozenset({-2015, -2014, -1022})
+CLOCK_SKEW_CODE = -1021
+TOO_MANY_REQUESTS_CODE = -1003
+ISOLATED_SYMBOLS_PER_CALL = 5
+
+
+def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
+    """An ``AsyncClient`` subclass with literal URLs (python-binance formats only ``{}`` templates)."""
+    base = rest_url.rstrip("/")
+    attributes = {
+        "API_URL": f"{base}/api",
+        "MARGIN_API_URL": f"{base}/sapi",
+        "WS_API_URL": ws_api_url,
+        "REQUEST_TIMEOUT": timeout,
+    }
+    return type("MonitorAsyncClient", (AsyncClient,), attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard one REST call tries before giving up."""
+
+    attempts: int = 5
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+    max_wait: float = 120.0  # the longest Retry-After one call sleeps through
+
+
+def _retry_after(exc: BinanceAPIException) -> float | None:
+    headers = getattr(exc.response, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < 10**7 else None
+
+
+class RestCaller:
+    """The retry loop shared by every call on one client; keeps the Retry-After block."""
+
+    def __init__(
+        self,
+        client: Any,
+        account: str,
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.account = account
+        self.policy = policy or RetryPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self.blocked_until = 0.0
+        self.retries = 0
+        self.time_resyncs = 0
+
+    async def call(self, operation: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``request`` under the retry policy; see the module docstring."""
+        policy = self.policy
+        last = "no attempt"
+        resync = False
+        for attempt in range(policy.attempts):
+            wait = self.blocked_until - self._clock()
+            if wait > 0:
+                if wait > policy.max_wait:
+                    raise RateLimited(operation, wait)
+                await self._sleep(wait)
+            delay = policy.backoff.delay(attempt)
+            try:
+                if resync:
+                    await self.sync_time()
+                    resync = False
+                return await request()
+            except BinanceAPIException as exc:
+                code = int(exc.code or 0)
+                status = int(exc.status_code)
+                message = str(exc.message or "")[:200]
+                if code in KEY_REJECTED_CODES:
+                    log.error("rest_key_rejected", account=self.account, operation=operation, code=code)
+                    raise KeyRejected(self.account, code, message) from None
+                if code == CLOCK_SKEW_CODE:
+                    resync, delay = True, 0.0
+                    last = f"clock skew (code {code})"
+                elif status in (429, 418) or code == TOO_MANY_REQUESTS_CODE:
+                    delay = _retry_after(exc) or delay
+                    self.blocked_until = self._clock() + delay
+                    last = f"rate limited (HTTP {status}), Retry-After {delay:g} s"
+                    if delay > policy.max_wait:
+                        log.error("rest_rate_limited", account=self.account, operation=operation, wait=delay)
+                        raise RateLimited(operation, delay) from None
+                    delay = 0.0  # the block above makes the next attempt wait
+                elif status >= 500:
+                    last = f"HTTP {status}: {message}"
+                else:
+                    raise ExchangeRequestError(operation, status, code, message) from None
+            except (TimeoutError, aiohttp.ClientError, BinanceRequestException) as exc:
+                last = describe(exc) if str(exc) else f"{type(exc).__name__} (timeout or connection)"
+            self.retries += 1
+            log.warning(
+                "rest_retry",
+                account=self.account,
+                operation=operation,
+                reason=last,
+                attempt=attempt + 1,
+                delay=round(delay, 3),
+            )
+            if delay > 0 and attempt + 1 < policy.attempts:
+                await self._sleep(delay)
+        raise ExchangeUnavailable(f"{operation}: gave up after {policy.attempts} attempts: {last}")
+
+    async def sync_time(self) -> None:
+        """Set the client's timestamp offset from ``GET /api/v3/time`` (no retry of its own)."""
+        reply = await self.client.get_server_time()
+        server_ms = parse.server_time(reply)
+        self.client.timestamp_offset = server_ms - int(time.time() * 1000)
+        self.time_resyncs += 1
+        log.info("rest_time_synced", account=self.account, offset_ms=self.client.timestamp_offset)
+
+
+async def make_client(
+    api_key: str | None,
+    api_secret: str | None,
+    rest_url: str = DEFAULT_REST_URL,
+    ws_api_url: str = DEFAULT_WS_API_URL,
+    *,
+    request_timeout: float = 10.0,
+    policy: RetryPolicy | None = None,
+    account: str = "",
+) -> Any:
+    """An ``AsyncClient`` on these URLs, pinged and time-synced (``AsyncClient.create`` with retries).
+
+    Call inside the running loop (the aiohttp session is made in the constructor). On failure the
+    session is closed and the error raised (``KeyRejected``, ``ExchangeUnavailable``...).
+    """
+    client = client_class(rest_url, ws_api_url, request_timeout)(api_key, api_secret)
+    caller = RestCaller(client, account, policy)
+    try:
+        await caller.call("ping", client.ping)
+        await caller.call("time", caller.sync_time)
+    except BaseException:
+        await client.close_connection()
+        raise
+    return client
+
+
+class BinanceRest:
+    """Typed REST reads for one account's key; every call retried per ``RetryPolicy``."""
+
+    def __init__(
+        self,
+        client: Any,
+        account: str,
+        policy: RetryPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.account = account
+        self.caller = RestCaller(client, account, policy, clock=clock, sleep=sleep)
+
+    @classmethod
+    async def connect(
+        cls,
+        account: str,
+        api_key: str | None,
+        api_secret: str | None,
+        rest_url: str = DEFAULT_REST_URL,
+        ws_api_url: str = DEFAULT_WS_API_URL,
+        *,
+        request_timeout: float = 10.0,
+        policy: RetryPolicy | None = None,
+    ) -> BinanceRest:
+        """``make_client`` and wrap it."""
+        client = await make_client(
+            api_key,
+            api_secret,
+            rest_url,
+            ws_api_url,
+            request_timeout=request_timeout,
+            policy=policy,
+            account=account,
+        )
+        return cls(client, account, policy)
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.client.close_connection()
+
+    def __repr__(self) -> str:
+        return f"BinanceRest(account={self.account!r})"
+
+    async def _get(self, operation: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        return await self.caller.call(operation, request)
+
+    async def cross_account(self) -> parse.CrossAccount:
+        """``GET /sapi/v1/margin/account``."""
+        body = await self._get("margin/account", self.client.get_margin_account)
+        return parse.cross_account(body)
+
+    async def isolated_pairs(self, symbols: Sequence[str] | None = None) -> list[parse.IsolatedPair]:
+        """``GET /sapi/v1/margin/isolated/account`` (all pairs, or ``symbols`` 5 per call)."""
+        if not symbols:
+            body = await self._get("margin/isolated/account", self.client.get_isolated_margin_account)
+            return parse.isolated_account(body)
+        pairs: list[parse.IsolatedPair] = []
+        wanted = sorted({s.upper() for s in symbols})
+        for i in range(0, len(wanted), ISOLATED_SYMBOLS_PER_CALL):
+            chunk = ",".join(wanted[i : i + ISOLATED_SYMBOLS_PER_CALL])
+
+            async def request(chunk: str = chunk) -> Any:
+                return await self.client.get_isolated_margin_account(symbols=chunk)
+
+            pairs.extend(parse.isolated_account(await self._get("margin/isolated/account", request)))
+        return pairs
+
+    async def cross_bars(self) -> Bars:
+        """``GET /sapi/v1/margin/tradeCoeff`` → normal / margin_call / liquidation bars."""
+        body = await self._get("margin/tradeCoeff", self.client.margin_v1_get_margin_trade_coeff)
+        return parse.trade_coeff(body)
+
+    async def isolated_bars(self, symbol: str, pair: parse.IsolatedPair | None = None) -> Bars:
+        """``GET /sapi/v1/margin/isolatedMarginTier`` → the pair's bars (see ``parse.isolated_tiers``).
+
+        Pass the pair's snapshot to pick the tier its current borrowing falls in (tier 1 otherwise).
+        """
+
+        async def request() -> Any:
+            return await self.client.get_isolated_margin_tier_data(symbol=symbol.upper())
+
+        body = await self._get("margin/isolatedMarginTier", request)
+        if pair is None:
+            return parse.isolated_tiers(symbol.upper(), body)
+        return parse.isolated_tiers(symbol.upper(), body, pair.base.borrowed, pair.quote.borrowed)
+
+    async def next_hourly_rates(self, assets: Sequence[str], *, isolated: bool = False) -> dict[str, Decimal]:
+        """``GET /sapi/v1/margin/next-hourly-interest-rate`` → {asset: hourly rate}."""
+        if not assets:
+            return {}
+
+        async def request() -> Any:
+            return await self.client.get_future_hourly_interest_rate(
+                assets=",".join(sorted({a.upper() for a in assets})),
+                isIsolated="TRUE" if isolated else "FALSE",
+            )
+
+        return parse.hourly_rates(await self._get("margin/next-hourly-interest-rate", request))
+
+    async def symbol_catalog(self) -> dict[str, tuple[str, str]]:
+        """``GET /api/v3/exchangeInfo`` → {symbol: (base, quote)} of trading symbols."""
+        return parse.symbol_catalog(await self._get("exchangeInfo", self.client.get_exchange_info))
+
+    async def key_permissions(self) -> parse.KeyPermissions:
+        """``GET /sapi/v1/account/apiRestrictions`` → what this key may do."""
+        body = await self._get("account/apiRestrictions", self.client.get_account_api_permissions)
+        return parse.api_restrictions(body)
+
+    async def create_listen_token(self, symbol: str | None = None) -> parse.ListenToken:
+        """``POST /sapi/v1/userListenToken`` (isolated: ``symbol`` and ``isIsolated=true``)."""
+
+        async def request() -> Any:
+            if symbol is None:
+                return await self.client.margin_create_listen_token()
+            return await self.client.margin_create_listen_token(symbol=symbol.upper(), is_isolated=True)
+
+        return parse.listen_token(await self._get("userListenToken", request))
+
+    async def risk_listen_key(self) -> str:
+        """``POST /sapi/v1/margin/listen-key`` → a Risk Data Stream key (valid 60 min)."""
+
+        async def request() -> Any:
+            return await self.client._request_margin_api("post", "margin/listen-key", signed=False, data={})
+
+        return parse.listen_key(await self._get("margin/listen-key", request))
+
+    async def risk_keepalive(self, listen_key: str) -> None:
+        """``PUT /sapi/v1/margin/listen-key`` extends the key by 60 min."""
+
+        async def request() -> Any:
+            return await self.client._request_margin_api(
+                "put", "margin/listen-key", signed=False, data={"listenKey": listen_key}
+            )
+
+        await self._get("margin/listen-key keepalive", request)
+
+    async def risk_close(self, listen_key: str) -> None:
+        """``DELETE /sapi/v1/margin/listen-key``."""
+
+        async def request() -> Any:
+            return await self.client._request_margin_api(
+                "delete", "margin/listen-key", signed=False, data={"listenKey": listen_key}
+            )
+
+        await self._get("margin/listen-key close", request)

@@ -1,0 +1,223 @@
+"""One reconnect shape for every long-lived connection.
+
+A *session* is a coroutine that connects, reads until the connection ends, and returns (normal
+close, e.g. Binance's 1001 24-hour disconnect) or raises. The supervisor runs sessions forever:
+
+- errors are sorted once by ``classify``: fatal ones (``FatalError``: a revoked key) stop it and are
+  re-raised; everything else, and a normal close, is retried;
+- retries wait a jittered exponential delay that resets once a connection stayed up ``reset_after``
+  seconds, and never give up;
+- a watchdog treats silence as failure: no ``Heartbeat.beat()`` for ``silence`` seconds ends the
+  session (the socket may be open but dead);
+- the reason is logged once per retry, and ``on_state`` hears every up/down transition.
+
+Delays, clock, sleep and randomness are parameters so tests run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from monitor.exchange.errors import FatalError
+from monitor.exchange.events import StreamState
+
+log = structlog.get_logger(__name__)
+
+Session = Callable[["Heartbeat"], Awaitable[str | None]]
+StateHook = Callable[[StreamState], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Jittered exponential delays: ``initial * factor**attempt`` capped at ``maximum``.
+
+    The delay is drawn from ``[d * (1 - jitter), d]``; a connection up for ``reset_after`` seconds
+    resets the attempt counter, so a daily disconnect reconnects at once while a flapping server
+    is approached ever more slowly.
+    """
+
+    initial: float = 0.25
+    maximum: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    reset_after: float = 30.0
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """The wait before retry number ``attempt`` (0-based)."""
+        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return max(0.0, base * (1.0 - self.jitter * rand()))
+
+
+class Heartbeat:
+    """What a session tells its supervisor: connected, alive (any frame), or idle on purpose."""
+
+    __slots__ = ("_clock", "_on_up", "_time", "last", "paused", "up_since")
+
+    def __init__(
+        self, time_fn: Callable[[], float], clock: Callable[[], float], on_up: Callable[[], None]
+    ) -> None:
+        self._time = time_fn
+        self._clock = clock
+        self._on_up = on_up
+        self.last = time_fn()
+        self.paused = False
+        self.up_since: float | None = None
+
+    def beat(self) -> None:
+        """Record that the connection is alive (a frame or a pong arrived)."""
+        self.last = self._time()
+
+    def connected(self) -> None:
+        """Record that the connection (and its subscriptions) are established."""
+        self.last = self._time()
+        if self.up_since is None:
+            self.up_since = self._clock()
+            self._on_up()
+
+    def pause(self) -> None:
+        """Suspend the silence watchdog (the session waits for work on purpose)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Re-arm the silence watchdog from now."""
+        self.paused = False
+        self.last = self._time()
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """The default sort: only ``FatalError`` stops a supervisor."""
+    return isinstance(exc, FatalError)
+
+
+def describe(exc: BaseException) -> str:
+    """One short line naming an exception (type and message, newlines folded)."""
+    text = str(exc).replace("\n", " ").strip()
+    name = type(exc).__name__
+    line = f"{name}: {text}" if text else name
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+class Supervisor:
+    """Run ``session`` forever under one reconnect policy; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        session: Session,
+        *,
+        backoff: Backoff | None = None,
+        silence: float | None = None,
+        classify: Callable[[BaseException], bool] = is_fatal,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        on_state: StateHook | None = None,
+    ) -> None:
+        self.name = name
+        self._session = session
+        self._backoff = backoff or Backoff()
+        self._silence = silence
+        self._classify = classify
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._on_state = on_state
+        self.up: bool = False
+        self.retries = 0
+        self.last_reason = ""
+        self._announced: bool | None = None
+
+    async def run(self) -> None:
+        """Connect, read, retry; returns never, raises on a fatal error or cancellation."""
+        attempt = 0
+        while True:
+            heartbeat = Heartbeat(asyncio.get_running_loop().time, self._clock, self._mark_up)
+            try:
+                ended = await self._run_once(heartbeat)
+                reason = ended or "connection closed"
+            except asyncio.CancelledError:
+                self._mark_down("stopped")
+                raise
+            except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # a cancel raced a failure (e.g. inside a TaskGroup) and was reported as the
+                    # failure: honour the cancel, or the supervisor would loop on forever
+                    self._mark_down("stopped")
+                    raise asyncio.CancelledError from exc
+                if self._classify(exc):
+                    self._mark_down(describe(exc), fatal=True)
+                    log.error("stream_fatal", stream=self.name, reason=describe(exc))
+                    raise
+                reason = describe(exc)
+            healthy_for = 0.0 if heartbeat.up_since is None else self._clock() - heartbeat.up_since
+            if healthy_for >= self._backoff.reset_after:
+                attempt = 0
+            delay = self._backoff.delay(attempt, self._rand)
+            attempt += 1
+            self.retries += 1
+            self._mark_down(reason)
+            log.warning(
+                "stream_retry",
+                stream=self.name,
+                reason=reason,
+                attempt=attempt,
+                delay=round(delay, 3),
+                up_for=round(healthy_for, 3),
+            )
+            await self._sleep(delay)
+
+    async def _run_once(self, heartbeat: Heartbeat) -> str | None:
+        if self._silence is None:
+            return await self._session(heartbeat)
+        loop = asyncio.get_running_loop()
+        silence = self._silence
+        handle: asyncio.TimerHandle | None = None
+        try:
+            async with asyncio.timeout(None) as deadline:
+
+                def check() -> None:
+                    nonlocal handle
+                    now = loop.time()
+                    if heartbeat.paused or now - heartbeat.last < silence:
+                        handle = loop.call_at((now if heartbeat.paused else heartbeat.last) + silence, check)
+                    else:
+                        deadline.reschedule(now)
+
+                handle = loop.call_at(heartbeat.last + silence, check)
+                return await self._session(heartbeat)
+        except TimeoutError:
+            if deadline.expired():
+                return f"silent for {silence:g} s"
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def _mark_up(self) -> None:
+        self.up = True
+        if self._announced is not True:
+            self._announced = True
+            log.info("stream_up", stream=self.name)
+            self._emit(StreamState(self.name, True, "connected"))
+
+    def _mark_down(self, reason: str, *, fatal: bool = False) -> None:
+        self.up = False
+        self.last_reason = reason
+        if self._announced is not False or fatal:
+            self._announced = False
+            self._emit(StreamState(self.name, False, reason, fatal))
+
+    def _emit(self, state: StreamState) -> None:
+        if self._on_state is None:
+            return
+        try:
+            self._on_state(state)
+        except Exception as exc:
+            log.error("stream_state_hook_failed", stream=self.name, error=describe(exc))

@@ -1,0 +1,92 @@
+"""structlog set-up: console on a terminal, JSON lines otherwise; stdlib logging joins the same stream.
+
+Tracebacks are rendered without frame locals (a local could hold an API secret), and a last
+processor scrubs any registered secret that reaches an event anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+import orjson
+import structlog
+from structlog.types import EventDict, Processor, WrappedLogger
+
+_SECRETS: set[str] = set()
+_REDACTED = "«redacted»"
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Remember secrets (keys, tokens) so that any log line containing one is scrubbed."""
+    _SECRETS.update(v for v in values if v and len(v) >= 4)
+
+
+def scrub(text: str) -> str:
+    """Replace every registered secret in ``text``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+    return text
+
+
+def _scrub_event(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    if not _SECRETS:
+        return event
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            event[key] = scrub(value)
+        elif not isinstance(value, int | float | bool | type(None)):
+            event[key] = scrub(str(value))
+    return event
+
+
+def _json_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str).decode()
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Configure structlog and stdlib logging once, at start-up."""
+    stream = stream or sys.stderr
+    as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Processor
+    if as_json:
+        exc: Processor = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
+        tail: list[Processor] = [exc, _scrub_event, renderer]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(),
+            exception_formatter=structlog.dev.plain_traceback,
+        )
+        tail = [_scrub_event, renderer]
+
+    numeric = getattr(logging, level.upper())
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    for noisy in ("apscheduler", "websockets", "asyncio", "aiohttp.access", "apprise"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,58 @@
+"""Apprise glue for the dispatcher: one ``Apprise`` object per URL (so each URL's outcome is known),
+URL checks for the config, and the safe names used in logs (route and scheme, never the URL)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import apprise
+
+import monitor.console_notify  # noqa: F401  (registers console://)
+
+# (url, title, body, notify_type, timeout seconds) -> delivered?  Raise PermanentFailure to give up.
+Sender = Callable[[str, str, str, str, float], Awaitable[bool]]
+
+
+class PermanentFailure(Exception):
+    """A URL that can never deliver (Apprise rejects it); the message holds no secret."""
+
+
+def url_scheme(url: str) -> str:
+    """The scheme of an Apprise URL (``json``, ``tgram``…): the only part of a URL that is logged."""
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep and scheme.isascii() and len(scheme) <= 32 else "?"
+
+
+def fingerprint(url: str) -> str:
+    """A short stable id for a URL, stored in the outbox instead of the URL (which may hold tokens)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def check_url(url: str) -> str | None:
+    """None when Apprise accepts ``url``, else a one-line reason that does not repeat the URL."""
+    if not apprise.Apprise().add(url):
+        return f"not a valid Apprise URL (scheme {url_scheme(url)!r}); see https://appriseit.com"
+    return None
+
+
+class AppriseSender:
+    """The default sender: ``Apprise.async_notify`` for one URL with a per-call timeout."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, apprise.Apprise] = {}
+
+    def _apprise(self, url: str) -> apprise.Apprise:
+        obj = self._objects.get(url)
+        if obj is None:
+            obj = apprise.Apprise()
+            if not obj.add(url):
+                raise PermanentFailure(f"Apprise rejected a {url_scheme(url)}:// URL")
+            self._objects[url] = obj
+        return obj
+
+    async def __call__(self, url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
+        result = await self._apprise(url).async_notify(
+            body=body, title=title, notify_type=notify_type, timeout=seconds
+        )
+        return bool(result)

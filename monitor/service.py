@@ -1,0 +1,389 @@
+"""The daemon's lifecycle: ``startup()`` → run until a signal → ``shutdown()``.
+
+Wires config → exchange clients → account book → engine → alert policy → dispatcher, plus the
+scheduler jobs, the HTTP surface and the systemd notify protocol. A signal only sets an event;
+shutdown stops reading, drains the outbox within a bound, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor import __version__
+from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
+from monitor.alerts import AlertPolicy
+from monitor.book import AccountBook
+from monitor.config import Config, ConfigError
+from monitor.engine import Engine
+from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
+from monitor.http import HttpServer, start_http
+from monitor.logs import configure_logging, register_secrets
+from monitor.messages import render
+from monitor.metrics import Metrics
+from monitor.notify import Dispatcher, Route
+from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.store import StateError, Store
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_STARTUP = 3
+DRAIN_SECONDS = 10.0
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line saying why."""
+
+
+class Service:
+    """One running daemon. Tests build it directly with short intervals; the CLI uses ``run_daemon``."""
+
+    def __init__(self, config: Config, config_path: Path, *, clock: Any = time.time) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.metrics = Metrics(version=__version__)
+        self.book = AccountBook(quote=config.exchange.quote, stablecoins=config.exchange.stablecoins)
+        self.stop_requested = asyncio.Event()
+        self.watchers: list[AccountWatcher] = []
+        self.notices: list[Notice] = []
+        self.endpoints: Endpoints | None = None
+        self.store: Store | None = None
+        self.policy: AlertPolicy | None = None
+        self.engine: Engine | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.market: MarketStream | None = None
+        self.userdata: UserDataStream | None = None
+        self.http: HttpServer | None = None
+        self.notifier = Notifier.from_env()
+        self.scheduler = AsyncIOScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+        )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._exit_stack = contextlib.AsyncExitStack()
+        self._ready = False
+        self._loop_lag = 0.0
+        self._market_task: asyncio.Task[Any] | None = None
+        self._started_at = time.monotonic()
+        self._housekeeping_at = time.monotonic()
+        self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def startup(self) -> None:
+        """Connect everything; raises StartupError with one line when the daemon cannot run."""
+        config = self.config
+        try:
+            self.store = Store(config.state_dir)
+        except StateError as exc:
+            raise StartupError(str(exc)) from None
+        self.endpoints = await self._endpoints()
+        self.watchers = build_watchers(
+            self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
+        )
+        register_secrets(s for w in self.watchers for s in w.secret_values())
+        results = await asyncio.gather(*(w.load() for w in self.watchers), return_exceptions=True)
+        loaded = [w for w, r in zip(self.watchers, results, strict=True) if r is True]
+        if not loaded:
+            raise StartupError("no account could be loaded; see the errors above")
+
+        self.policy = AlertPolicy(self._default_policy(), {})
+        for watcher in self.watchers:
+            watcher.configure_policy(self.policy)
+        try:
+            saved = self.store.load_alert_state()
+        except StateError as exc:
+            raise StartupError(str(exc)) from None
+        for unit, reason in self.policy.import_state(saved).items():
+            log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self.engine = Engine(
+            self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
+        )
+        for watcher in self.watchers:
+            watcher.engine = self.engine
+
+        routes = {
+            name: Route(
+                name=name,
+                urls=tuple(u.get_secret_value() for u in route.urls),
+                max_per_window=route.max_per_window,
+                window=route.window,
+            )
+            for name, route in config.notify.routes.items()
+        }
+        register_secrets(u for r in routes.values() for u in r.urls)
+        self.dispatcher = Dispatcher(routes, self.store, timeout=config.notify.timeout)
+        await self.dispatcher.start()
+        self.metrics.route_source(self.dispatcher.stats)
+
+        self.market = MarketStream(
+            self.endpoints.stream_url,
+            self.book.symbols_needed(),
+            self._on_prices,
+            on_state=self._on_state,
+            silence=max(5.0, config.alerts.stale_after),
+        )
+        self._market_task = self._spawn(self.market.run(), "market")
+        self.metrics.feed_source("market", self.market.stats)
+        subscriptions = [sub for w in self.watchers for sub in w.subscriptions()]
+        if subscriptions:
+            by_account = {w.name: w for w in self.watchers}
+            self.userdata = UserDataStream(
+                self.endpoints.ws_api_url,
+                subscriptions,
+                lambda event: self._route_event(by_account, event),
+                on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+                on_state=self._on_state,
+            )
+            self._spawn(self.userdata.run(), "userdata")
+        for watcher in self.watchers:
+            if watcher.loaded and watcher.cfg.cross:
+                self._spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+            self._spawn(watcher.refresh_loop(), f"refresh-{watcher.name}")
+        self._spawn(self._pump(), "pump")
+        self._spawn(self._lag_probe(), "lag-probe")
+        interval = watchdog_interval()
+        if interval:
+            self._spawn(watchdog_loop(self.notifier, self.healthy, interval), "watchdog")
+
+        self.scheduler.add_job(self._every_second, "interval", seconds=1, id="timers")
+        self.scheduler.add_job(
+            self._refresh_snapshots, "interval", seconds=config.exchange.snapshot_interval, id="snapshots"
+        )
+        self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
+        self.scheduler.start()
+
+        if config.http.enabled:
+            token = config.http.token.get_secret_value() if config.http.token else None
+            try:
+                self.http = await start_http(
+                    config.http.host,
+                    config.http.port,
+                    metrics=self.metrics,
+                    status=self.status,
+                    ready=self.ready,
+                    token=token,
+                )
+            except OSError as exc:
+                raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
+        self.notifier.status("starting: waiting for prices")
+        log.info("daemon_started", accounts=len(loaded), units=len(self.book.units()))
+
+    async def run(self) -> None:
+        """Wait until a stop is requested."""
+        await self.stop_requested.wait()
+
+    async def shutdown(self) -> None:
+        """Stop reading, drain notifications within a bound, persist state, cancel the rest."""
+        self.notifier.stopping()
+        log.info("daemon_stopping")
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if self.market is not None:
+            for task in list(self._tasks):
+                if task.get_name() != "pump":
+                    task.cancel()
+        if self.engine is not None and self.dispatcher is not None:
+            await self._flush_engine()
+            await self.dispatcher.drain(DRAIN_SECONDS)
+            await self.dispatcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.policy is not None and self.store is not None:
+            self.store.save_alert_state(self.policy.export_state())
+        for watcher in self.watchers:
+            await watcher.close()
+        if self.http is not None:
+            await self.http.stop()
+        await self._exit_stack.aclose()
+        if self.store is not None:
+            self.store.close()
+        self.notifier.close()
+        log.info("daemon_stopped")
+
+    # -- surfaces -------------------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        """The ``status --json`` list: one dict per unit."""
+        target = self.config.alerts.restore_target
+        return [self.book.report(unit, restore_target=target).to_json() for unit in sorted(self.book.units())]
+
+    def ready(self) -> bool:
+        """Every account loaded and every unit fresh."""
+        return self._ready and self.engine is not None and not self.engine.stale
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: nothing wedged. An exchange outage is not a reason to restart
+        (the feeds retry on their own; a restart loop would end in a failed unit): withheld only when
+        the loop lags, the housekeeping job stopped, or the market feed's task died or sits connected
+        but silent far beyond its own watchdog."""
+        if self._loop_lag > 5.0 or self.market is None or self._market_task is None:
+            return False
+        if self._market_task.done() or time.monotonic() - self._housekeeping_at > 15.0:
+            return False
+        stats = self.market.stats()
+        last = stats.last_message_at
+        silent_for = time.monotonic() - (last if last is not None else self._started_at)
+        return not (stats.connected and silent_for > self._wedged_after)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+
+    def _route_event(self, by_account: dict[str, AccountWatcher], event: Any) -> None:
+        if isinstance(event, StreamState):
+            self._on_state(event)
+            return
+        watcher = by_account.get(getattr(event, "account", ""))
+        if watcher is not None:
+            watcher.on_event(event)
+
+    def _on_prices(self, prices: dict[str, float]) -> None:
+        assert self.engine is not None
+        self.engine.on_prices(prices, sent_at=time.time())
+
+    def _on_state(self, state: StreamState) -> None:
+        if state.fatal and state.name.startswith("userdata:"):
+            account = state.name.split(":")[1]
+            for watcher in self.watchers:
+                if watcher.name == account:
+                    watcher.disable(state.reason)
+        if state.up:
+            log.info("feed_up", feed=state.name)
+        else:
+            log.warning("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal)
+            self.metrics.feed_reconnect(state.name)
+        self.metrics.feed_connected(state.name, state.up)
+
+    async def _pump(self) -> None:
+        """Hand the engine's events to the dispatcher, with a message each trader can act on."""
+        assert self.engine is not None and self.dispatcher is not None and self.policy is not None
+        assert self.store is not None
+        while True:
+            item = await self.engine.outbox.get()
+            # state saved only once every queued event is in the outbox: a state that lags the outbox
+            # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
+            policy = self.policy
+            state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
+            await self.dispatcher.enqueue_message(
+                item.event, render(item.event, item.report), alert_state=state
+            )
+            if item.tick_time is not None:
+                self.metrics.observe_latency(time.time() - item.tick_time)
+            await self._send_notices()
+
+    async def _flush_engine(self) -> None:
+        assert self.engine is not None and self.dispatcher is not None
+        while not self.engine.outbox.empty():
+            item = self.engine.outbox.get_nowait()
+            await self.dispatcher.enqueue_message(item.event, render(item.event, item.report))
+        await self._send_notices()
+
+    async def _send_notices(self) -> None:
+        """Key refusals, revocations and risky keys go to every route."""
+        assert self.dispatcher is not None
+        while self.notices:
+            notice = self.notices.pop(0)
+            event = notice.event(self.config.route_names(), self.clock())
+            await self.dispatcher.enqueue(event, notice.title, notice.body, notify_type="failure")
+
+    async def _lag_probe(self) -> None:
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(1.0)
+            self._loop_lag = max(0.0, time.monotonic() - start - 1.0)
+
+    async def _every_second(self) -> None:
+        assert self.engine is not None and self.market is not None
+        self.engine.tick_timers()
+        ages = self.market.ages()
+        limit = self.config.alerts.stale_after
+        stale_symbols = {s for s, age in ages.items() if age > limit}
+        stale_units: set[str] = set()
+        for watcher in self.watchers:
+            stale_units |= watcher.stale_units(stale_symbols, limit)
+        self.engine.set_staleness(stale_units)
+        self.market.set_symbols(self.book.symbols_needed())
+        for unit in self.book.units():
+            self.metrics.observe_unit(
+                self.book.report(unit, restore_target=self.config.alerts.restore_target)
+            )
+        if not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled):
+            self._ready = True
+            self.notifier.ready()
+            log.info("daemon_ready")
+        self.notifier.status(self._summary())
+        self._housekeeping_at = time.monotonic()
+
+    def _summary(self) -> str:
+        levels = []
+        for unit in sorted(self.book.units()):
+            level = self.book.level(unit)
+            levels.append(f"{unit}={'no debt' if level is None else f'{level:.3f}'}")
+        stale = len(self.engine.stale) if self.engine else 0
+        return f"{len(levels)} units, {stale} blind: " + ", ".join(levels[:5])
+
+    async def _refresh_snapshots(self) -> None:
+        await asyncio.gather(*(w.refresh() for w in self.watchers), return_exceptions=True)
+
+    async def _resync(self) -> None:
+        drift = self.book.resync()
+        if drift > 1e-9:
+            log.info("book_resynced", max_relative_drift=drift)
+
+    async def _endpoints(self) -> Endpoints:
+        try:
+            return await open_endpoints(self.config, self.config_path, self._exit_stack)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+
+    def _default_policy(self) -> Any:
+        from monitor.ladder import policy_for_unit
+
+        bars = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
+        return policy_for_unit(self.config.alerts, bars, self.config.route_names())
+
+
+async def run_daemon(config: Config, config_path: Path) -> int:
+    """Run until SIGTERM/SIGINT; a second signal forces the exit. Returns the process exit code."""
+    configure_logging(config.log.format, config.log.level)
+    service = Service(config, config_path)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        if signals > 1:
+            raise SystemExit(1)
+        service.stop_requested.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await service.startup()
+    except StartupError as exc:
+        log.error("startup_failed", error=str(exc))
+        await service.shutdown()
+        return EXIT_STARTUP
+    await service.run()
+    await service.shutdown()
+    return EXIT_OK

@@ -1,0 +1,117 @@
+"""Helpers for end-to-end tests: an HTTP receiver for Apprise ``json://`` and a daemon on the simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from monitor.config import Config, load_config
+from monitor.exchange.sim import Simulator
+from monitor.service import Service
+
+
+class Receiver:
+    """A local webhook that Apprise's ``json://`` posts to; it can play dead (HTTP 500)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.failing = False
+        self.attempts = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._arrived = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.port}/hook?cto=1&rto=2"
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.attempts += 1
+        if self.failing:
+            return web.Response(status=500, text="down")
+        self.messages.append(await request.json())
+        self._arrived.set()
+        return web.Response(text="ok")
+
+    async def start(self, port: int = 0) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def titles(self) -> list[str]:
+        return [str(m.get("title", "")) for m in self.messages]
+
+    async def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], within: float = 10.0) -> None:
+        """Wait until the received messages satisfy ``predicate`` (fails the test after ``within`` s)."""
+        deadline = time.monotonic() + within
+        while not predicate(self.messages):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"receiver did not get the expected messages; got {self.titles()}")
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), min(left, 0.2))
+
+
+def daemon_config(
+    tmp_path: Path, sim: Simulator, receiver: Receiver, *, accounts: list[dict[str, Any]] | None = None,
+    **alerts: Any,
+) -> Path:  # fmt: skip
+    """Write a config pointing the real clients at ``sim`` and every alert at ``receiver``."""
+    data: dict[str, Any] = {
+        "exchange": {
+            "kind": "binance",
+            "rest_url": sim.base_url,
+            "stream_url": sim.stream_url,
+            "ws_api_url": sim.ws_api_url,
+            "risk_stream_url": sim.risk_stream_url,
+            "snapshot_interval": "5s",
+            "resync_interval": "5s",
+        },
+        "accounts": accounts or [{"name": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}],
+        "alerts": {"hysteresis": 0.02, "stale_after": "3s", **alerts},
+        "notify": {"routes": {"hook": {"urls": [receiver.url]}}},
+        "state_dir": str(tmp_path / "state"),
+        "log": {"format": "json", "level": "info"},
+        "http": {"enabled": True, "listen": "127.0.0.1:0"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config_path: Path) -> AsyncIterator[Service]:
+    """A started daemon (startup done), shut down cleanly at exit."""
+    config: Config = load_config(config_path)
+    service = Service(config, config_path)
+    await service.startup()
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` every 20 ms; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)

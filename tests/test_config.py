@@ -1,0 +1,166 @@
+"""Config loading: defaults, env and file secrets, and one-line errors naming file, key and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from monitor.config import ConfigError, load_config, loose_permissions, parse_duration, read_secret
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MINIMAL: dict[str, Any] = {
+    "accounts": [{"name": "a", "api_key": "k" * 8, "api_secret": "s" * 8}],
+    "notify": {"routes": {"chat": {"urls": ["json://127.0.0.1:1/x"]}}},
+}
+
+
+def write(tmp_path: Path, data: Any) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_bundled_config_loads() -> None:
+    """The repository's default config.yaml is valid and points at the simulator."""
+    config = load_config(ROOT / "config.yaml")
+    assert config.exchange.kind == "simulator"
+    assert config.accounts[0].name == "demo"
+    assert config.http.host == "127.0.0.1"
+    assert config.state_dir.is_absolute()
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    """Only accounts and routes are required; everything else has production defaults."""
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.exchange.rest_url == "https://api.binance.com"
+    assert config.exchange.stream_url == "wss://stream.binance.com:9443"
+    assert config.alerts.levels is None  # the exchange's own bars are fetched at start
+    assert config.alerts.stale_after == 30.0
+    assert config.state_dir == (tmp_path / "state").resolve()
+
+
+def test_env_reference_is_expanded_and_kept_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${VAR}` takes the environment's value, which never shows in the config's repr."""
+    monkeypatch.setenv("MM_TEST_KEY", "very-secret-key-123")
+    data = {**MINIMAL, "accounts": [{"name": "a", "api_key": "${MM_TEST_KEY}", "api_secret": "x" * 8}]}
+    config = load_config(write(tmp_path, data))
+    key = config.accounts[0].api_key
+    assert key is not None and key.get_secret_value() == "very-secret-key-123"
+    assert "very-secret-key-123" not in repr(config)
+
+
+def test_unset_env_reference_is_one_line_error(tmp_path: Path) -> None:
+    """An unset `${VAR}` names the key path and the variable."""
+    data = {**MINIMAL, "accounts": [{"name": "a", "api_key": "${MM_SURELY_UNSET_VAR}", "api_secret": "x"}]}
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    assert str(info.value) == (
+        f"{tmp_path / 'config.yaml'}: accounts.0.api_key: environment variable MM_SURELY_UNSET_VAR is not set"
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"exchange": {"kind": "kraken"}}, "exchange.kind: Input should be 'simulator' or 'binance'"),
+        ({"exchange": {"colour": "red"}}, "exchange.colour: unknown key"),
+        ({"alerts": {"hysteresis": -1}}, "alerts.hysteresis: Input should be greater than or equal to 0"),
+        ({"alerts": {"for": "soon"}}, "alerts.for: expected a duration such as 30s, 5m or 1h"),
+        ({"alerts": {"levels": [{"bar": "panic"}]}}, "alerts.levels.0.bar"),
+        ({"alerts": {"levels": [{"bar": 1.3, "routes": ["phone"]}]}}, "unknown route 'phone'"),
+        ({"http": {"listen": "everywhere"}}, "http.listen: expected HOST:PORT"),
+        ({"notify": {"routes": {}}}, "notify.routes"),
+        ({"accounts": []}, "accounts"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, patch: dict[str, Any], expected: str) -> None:
+    """Each kind of mistake gives one line with the key path and what was expected."""
+    message = _error_for(tmp_path, {**MINIMAL, **patch})
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / "config.yaml"))
+
+
+def test_missing_credentials_and_duplicates(tmp_path: Path) -> None:
+    """An account needs a key and secret, and names must be unique."""
+    assert "api_key" in _error_for(tmp_path, {**MINIMAL, "accounts": [{"name": "a", "api_secret": "x"}]})
+    twice = [{"name": "a", "api_key": "k", "api_secret": "s"}] * 2
+    assert "unique" in _error_for(tmp_path, {**MINIMAL, "accounts": twice})
+
+
+def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
+    """Broken YAML names the line; a missing file says so."""
+    assert "invalid YAML at line 2, column 4" in _error_for(tmp_path, "a: 1\nb: : : x\n")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_error_never_echoes_a_secret(tmp_path: Path) -> None:
+    """A wrong-typed secret is reported by key only, never by value."""
+    data = {**MINIMAL, "accounts": [{"name": "a", "api_key": ["sekrit-value-999"], "api_secret": "s"}]}
+    message = _error_for(tmp_path, data)
+    assert "accounts.0.api_key" in message
+    assert "sekrit-value-999" not in message
+
+
+def test_secret_file_and_permissions(tmp_path: Path) -> None:
+    """A secret file is read relative to the config; world-readable files are flagged."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("file-secret\n")
+    secret.chmod(0o600)
+    assert read_secret(None, Path("secret.txt"), "accounts.0.api_secret_file", tmp_path / "c.yaml") == (
+        "file-secret"
+    )
+    assert not loose_permissions(secret)
+    secret.chmod(0o644)
+    assert loose_permissions(secret)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_secret(None, Path("missing.txt"), "accounts.0.api_secret_file", tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), (2, 2), ("250ms", 0.25)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    """Durations accept numbers and s/m/h/ms suffixes."""
+    assert parse_duration(text) == seconds
+
+
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+)
+json_tree = st.recursive(
+    json_leaf,
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    key=st.sampled_from(["exchange", "accounts", "alerts", "notify", "http", "log", "state_dir", "bogus"]),
+    value=json_tree,
+)
+def test_hostile_configs_fail_with_one_line(tmp_path: Path, key: str, value: Any) -> None:
+    """Any value in any section either loads or fails with exactly one ConfigError line."""
+    try:
+        load_config(write(tmp_path, {**MINIMAL, key: value}))
+    except ConfigError as exc:
+        text = str(exc)
+        assert text and "\n" not in text and "Traceback" not in text
+
+
+def _error_for(tmp_path: Path, data: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, data))
+    return str(info.value)

@@ -1,0 +1,195 @@
+"""The HTTP surface on a real loopback port, through a real aiohttp client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from monitor.http import HttpServer, start_http
+from monitor.metrics import Metrics
+from monitor.report import UnitReport, unit_id
+
+TOKEN = "s3cret-token-for-tests"
+
+
+def make_report() -> UnitReport:
+    """A cross account at level 1.42."""
+    return UnitReport(
+        unit=unit_id("main"),
+        account="main",
+        kind="cross",
+        symbol=None,
+        quote="USDT",
+        margin_level=1.42,
+        bars={"margin_call": 1.3, "liquidation": 1.1},
+        liquidation_bar="liquidation",
+        distances={"margin_call": -0.06, "liquidation": -0.2},
+        liquidation_prices={"BTC": 52000.0},
+        total_asset_value=14200.0,
+        total_liability_value=10000.0,
+        restore_target=1.5,
+    )
+
+
+class State:
+    """What the daemon would expose: a readiness flag and unit snapshots."""
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.units: list[dict[str, Any]] = [make_report().to_json()]
+
+    def status(self) -> list[dict[str, Any]]:
+        return self.units
+
+    def is_ready(self) -> bool:
+        return self.ready
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def serve(state: State, token: str | None = None) -> tuple[HttpServer, Metrics]:
+    metrics = Metrics(process_metrics=False)
+    metrics.observe_unit(make_report())
+    server = await start_http(metrics=metrics, status=state.status, ready=state.is_ready, token=token)
+    return server, metrics
+
+
+async def get(session: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, str]:
+    async with session.get(url, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def test_endpoints_without_token(session: aiohttp.ClientSession) -> None:
+    """healthz is 200, readyz follows the callable, status returns the units, metrics the exposition."""
+    state = State()
+    server, _ = await serve(state)
+    try:
+        assert server.host == "127.0.0.1" and server.port > 0
+        assert await get(session, server.url + "/healthz") == (200, '{"status":"ok"}')
+        assert await get(session, server.url + "/readyz") == (503, '{"ready":false}')
+        state.ready = True
+        assert await get(session, server.url + "/readyz") == (200, '{"ready":true}')
+
+        async with session.get(server.url + "/status") as response:
+            assert response.status == 200
+            assert response.content_type == "application/json"
+            assert await response.json() == state.units
+
+        async with session.get(server.url + "/metrics") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            body = await response.text()
+        assert 'margin_monitor_margin_level{account="main",kind="cross",symbol=""} 1.42' in body
+
+        async with session.get(server.url + "/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert await response.text() == body
+    finally:
+        await server.stop()
+
+
+async def test_token_guards_metrics_and_status(session: aiohttp.ClientSession) -> None:
+    """With a token, /metrics and /status answer 401 unless the right bearer token is sent."""
+    state = State()
+    server, _ = await serve(state, token=TOKEN)
+    try:
+        for path in ("/metrics", "/status"):
+            status, body = await get(session, server.url + path)
+            assert status == 401 and "margin_monitor" not in body and "main" not in body
+            assert (await get(session, server.url + path, Authorization="Bearer wrong"))[0] == 401
+            assert (await get(session, server.url + path, Authorization=f"Basic {TOKEN}"))[0] == 401
+            assert (await get(session, server.url + path, Authorization=f"Bearer {TOKEN}x"))[0] == 401
+            assert (await get(session, server.url + path, Authorization=f"Bearer {TOKEN}"))[0] == 200
+            assert (await get(session, server.url + path, Authorization=f"bearer  {TOKEN}"))[0] == 200
+        async with session.get(server.url + "/status") as response:
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    finally:
+        await server.stop()
+
+
+async def test_probes_stay_open_with_a_token(session: aiohttp.ClientSession) -> None:
+    """/healthz and /readyz need no token, so container and orchestrator probes carry no secret."""
+    state = State()
+    state.ready = True
+    server, _ = await serve(state, token=TOKEN)
+    try:
+        assert (await get(session, server.url + "/healthz"))[0] == 200
+        assert (await get(session, server.url + "/readyz"))[0] == 200
+    finally:
+        await server.stop()
+
+
+async def test_tokens_never_reach_the_logs(session: aiohttp.ClientSession) -> None:
+    """Neither the configured token nor a wrong one a client sends appears in any log event."""
+    server, _ = await serve(State(), token=TOKEN)
+    try:
+        with capture_logs() as events:
+            await get(session, server.url + "/status", Authorization="Bearer attacker-guess-123")
+        assert any(event["event"] == "http_unauthorized" for event in events)
+        assert TOKEN not in repr(events) and "attacker-guess-123" not in repr(events)
+        assert TOKEN not in repr(server)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [("/readyz", (503, '{"ready":false}')), ("/status", (500, '{"error":"status unavailable"}'))],
+)
+async def test_failing_callables_are_reported_not_raised(
+    session: aiohttp.ClientSession, path: str, expected: tuple[int, str]
+) -> None:
+    """A readiness or status callable that raises yields 503 / 500 with a JSON body, logged once."""
+
+    def broken() -> Any:
+        raise RuntimeError("book not loaded")
+
+    fail: Callable[[], Any] = broken
+    server = await start_http(metrics=Metrics(process_metrics=False), status=fail, ready=fail)
+    try:
+        with capture_logs() as events:
+            assert await get(session, server.url + path) == expected
+        assert [e["error"] for e in events if e["log_level"] == "error"] == ["book not loaded"]
+    finally:
+        await server.stop()
+
+
+async def test_stop_releases_the_port(session: aiohttp.ClientSession) -> None:
+    """After stop() the port refuses connections, and the same port can be bound again."""
+    server, metrics = await serve(State())
+    port = server.port
+    await server.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await get(session, f"http://127.0.0.1:{port}/healthz")
+    again = await start_http("127.0.0.1", port, metrics=metrics, status=list, ready=lambda: True)
+    try:
+        assert again.port == port
+        assert (await get(session, again.url + "/readyz"))[0] == 200
+    finally:
+        await again.stop()
+
+
+async def test_non_loopback_without_token_is_warned() -> None:
+    """Binding a non-loopback address without a token logs a warning naming the host."""
+    with capture_logs() as events:
+        server = await start_http("0.0.0.0", 0, metrics=Metrics(), status=list, ready=lambda: True)
+        await server.stop()
+    assert any(e["event"] == "http_exposed_without_token" and e["host"] == "0.0.0.0" for e in events)
+
+
+async def test_port_in_use_raises_oserror() -> None:
+    """A port that is already taken raises OSError, which the daemon turns into a startup error."""
+    first = await start_http(metrics=Metrics(), status=list, ready=lambda: True)
+    try:
+        with pytest.raises(OSError):
+            await start_http(port=first.port, metrics=Metrics(), status=list, ready=lambda: True)
+    finally:
+        await first.stop()

@@ -1,0 +1,214 @@
+"""Metrics: what a scrape shows after the daemon's update calls, parsed with prometheus_client."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from structlog.testing import capture_logs
+
+from monitor.metrics import Metrics
+from monitor.report import UnitReport, unit_id
+
+
+def make_report(
+    account: str = "main",
+    symbol: str | None = None,
+    level: float | None = 1.42,
+    exchange: float | None = 1.40,
+) -> UnitReport:
+    """A plausible report for a cross account (or an isolated pair when ``symbol`` is given)."""
+    return UnitReport(
+        unit=unit_id(account, symbol),
+        account=account,
+        kind="isolated" if symbol else "cross",
+        symbol=symbol,
+        quote="USDT",
+        margin_level=level,
+        bars={"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1},
+        liquidation_bar="liquidation",
+        distances={"normal": 0.03, "margin_call": -0.06, "liquidation": None},
+        liquidation_prices={"BTC": 52000.0, "ETH": None},
+        total_asset_value=14200.0,
+        total_liability_value=10000.0,
+        restore_target=1.5,
+        exchange_margin_level=exchange,
+    )
+
+
+class Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scrape(metrics: Metrics) -> list[Sample]:
+    body, content_type = metrics.render()
+    assert content_type.startswith("text/plain")
+    return [s for fam in text_string_to_metric_families(body.decode()) for s in fam.samples]
+
+
+def value(samples: list[Sample], name: str, **labels: str) -> float | None:
+    """The value of the one sample with this name whose labels include ``labels`` (None if absent)."""
+    found = [s.value for s in samples if s.name == name and labels.items() <= s.labels.items()]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def test_unit_series_follow_the_latest_report() -> None:
+    """Level, bars, distances, liquidation prices and drift reflect the newest report of each unit."""
+    metrics = Metrics(process_metrics=False)
+    metrics.observe_unit(make_report(level=1.6))
+    metrics.observe_unit(make_report(level=1.42))
+    metrics.observe_unit(make_report(symbol="BTCUSDT", level=2.0, exchange=None))
+    samples = scrape(metrics)
+    cross = {"account": "main", "kind": "cross", "symbol": ""}
+    iso = {"account": "main", "kind": "isolated", "symbol": "BTCUSDT"}
+    assert value(samples, "margin_monitor_margin_level", **cross) == 1.42
+    assert value(samples, "margin_monitor_margin_level", **iso) == 2.0
+    assert value(samples, "margin_monitor_bar_level", bar="margin_call", **cross) == 1.3
+    assert value(samples, "margin_monitor_bar_distance_ratio", bar="margin_call", **cross) == -0.06
+    assert value(samples, "margin_monitor_bar_distance_ratio", bar="liquidation", **cross) is None
+    assert value(samples, "margin_monitor_liquidation_price", asset="BTC", **cross) == 52000.0
+    assert value(samples, "margin_monitor_liquidation_price", asset="ETH", **cross) is None
+    drift = value(samples, "margin_monitor_level_drift", **cross)
+    assert drift is not None and math.isclose(drift, 0.02)
+    assert value(samples, "margin_monitor_level_drift", **iso) is None
+    assert value(samples, "margin_monitor_liability_value", quote="USDT", **cross) == 10000.0
+
+
+def test_no_debt_is_an_infinite_level_and_forget_removes_series() -> None:
+    """A unit without debt shows +Inf (not 0); a forgotten unit leaves no series behind."""
+    metrics = Metrics(process_metrics=False)
+    report = replace(make_report(), margin_level=None, distances={}, liquidation_prices={})
+    metrics.observe_unit(report)
+    assert value(scrape(metrics), "margin_monitor_margin_level", account="main") == math.inf
+    metrics.forget_unit(report.unit)
+    assert not [s for s in scrape(metrics) if s.labels.get("account") == "main"]
+
+
+def test_feed_counters_and_age_use_the_clock() -> None:
+    """Message and reconnect counts add up; age is measured from the newest message on the given clock."""
+    clock = Clock()
+    metrics = Metrics(clock=clock, process_metrics=False)
+    metrics.feed_register("market")
+    clock.now += 5
+    assert value(scrape(metrics), "margin_monitor_feed_message_age_seconds", feed="market") == 5.0
+    assert metrics.feed_age("market") is None
+    metrics.feed_message("market")
+    metrics.feed_message("market", 41)
+    metrics.feed_reconnect("market")
+    metrics.feed_connected("market", True)
+    clock.now += 2.5
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_messages_total", feed="market") == 42
+    assert value(samples, "margin_monitor_feed_reconnects_total", feed="market") == 1
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="market") == 2.5
+    assert value(samples, "margin_monitor_feed_connected", feed="market") == 1
+    assert metrics.feed_age("market") == 2.5
+
+
+def test_routes_and_latency_histogram() -> None:
+    """Sent, failed and queued counts are per route; latencies land in the histogram buckets."""
+    metrics = Metrics(process_metrics=False)
+    metrics.notification_sent("telegram")
+    metrics.notification_sent("telegram")
+    metrics.notification_failed("email", 3)
+    metrics.notifications_queued("email", 2)
+    metrics.observe_latency(0.003)
+    metrics.observe_latency(0.2)
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_notifications_sent_total", route="telegram") == 2
+    assert value(samples, "margin_monitor_notifications_failed_total", route="email") == 3
+    assert value(samples, "margin_monitor_notifications_queued", route="email") == 2
+    assert value(samples, "margin_monitor_tick_to_dispatch_seconds_bucket", le="0.005") == 1
+    assert value(samples, "margin_monitor_tick_to_dispatch_seconds_count") == 2
+
+
+def test_url_like_route_never_reaches_a_label() -> None:
+    """A route given as an Apprise URL with a token is exported as a digest, never the URL."""
+    metrics = Metrics(process_metrics=False)
+    metrics.notification_sent("tgram://123456:SECRET-TOKEN/987")
+    body, _ = metrics.render()
+    assert b"SECRET-TOKEN" not in body
+    assert b'route="route-' in body
+
+
+def test_registries_are_independent_and_openmetrics_is_negotiated() -> None:
+    """Two Metrics never share series (no global registry); an OpenMetrics Accept header is honoured."""
+    first, second = Metrics(), Metrics()
+    first.observe_unit(make_report())
+    assert b"margin_monitor_margin_level{" not in second.render()[0]
+    body, content_type = first.render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    assert b"process_resident_memory_bytes" in body
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Shaped like ``monitor.exchange.streams.FeedStats``."""
+
+    messages: int
+    malformed: int
+    reconnects: int
+    connected: bool
+    last_message_at: float | None
+
+
+@dataclass(frozen=True)
+class DispatchStats:
+    """Shaped like ``monitor.notify.RouteStats``."""
+
+    sent: int = 0
+    failed: int = 0
+    dropped: int = 0
+    queued: int = 0
+    held: int = 0
+
+
+def test_feed_and_route_sources_are_read_at_scrape_time() -> None:
+    """A feed's stats() and the dispatcher's stats() are read on each scrape and win over pushed values."""
+    clock = Clock()
+    metrics = Metrics(clock=clock, process_metrics=False)
+    stream = {"stats": StreamStats(10, 0, 2, True, None)}
+    metrics.feed_reconnect("market")
+    metrics.feed_source("market", lambda: stream["stats"])
+    routes = {"telegram": DispatchStats(sent=3, failed=1, dropped=4, queued=2, held=5)}
+    metrics.route_source(lambda: routes)
+    clock.now += 4
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_messages_total", feed="market") == 10
+    assert value(samples, "margin_monitor_feed_reconnects_total", feed="market") == 2
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="market") == 4.0
+    assert value(samples, "margin_monitor_notifications_dropped_total", route="telegram") == 4
+    assert value(samples, "margin_monitor_notifications_held", route="telegram") == 5
+    stream["stats"] = StreamStats(25, 0, 2, False, clock.now - 1.5)
+    routes["telegram"] = DispatchStats(sent=4)
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_messages_total", feed="market") == 25
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="market") == 1.5
+    assert value(samples, "margin_monitor_feed_connected", feed="market") == 0
+    assert value(samples, "margin_monitor_notifications_sent_total", route="telegram") == 4
+
+
+def test_a_failing_source_is_logged_and_skipped() -> None:
+    """A source that raises drops only its own series from the scrape, with one error event."""
+    metrics = Metrics(process_metrics=False)
+    metrics.feed_message("userdata")
+
+    def broken() -> StreamStats:
+        raise RuntimeError("stream gone")
+
+    metrics.feed_source("market", broken)
+    with capture_logs() as events:
+        samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_messages_total", feed="userdata") == 1
+    assert value(samples, "margin_monitor_feed_messages_total", feed="market") is None
+    assert [e["event"] for e in events] == ["metrics_source_failed"]
