@@ -22,7 +22,7 @@ from monitor import __version__
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
 from monitor.alerts import AlertPolicy
 from monitor.book import AccountBook
-from monitor.config import Config, ConfigError
+from monitor.config import EXIT_CONFIG, Config, ConfigError
 from monitor.engine import Engine
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
 from monitor.http import HttpServer, start_http
@@ -349,10 +349,7 @@ class Service:
             log.info("book_resynced", max_relative_drift=drift)
 
     async def _endpoints(self) -> Endpoints:
-        try:
-            return await open_endpoints(self.config, self.config_path, self._exit_stack)
-        except ConfigError as exc:
-            raise StartupError(str(exc)) from None
+        return await open_endpoints(self.config, self.config_path, self._exit_stack)
 
     def _default_policy(self) -> Any:
         from monitor.ladder import policy_for_unit
@@ -384,6 +381,10 @@ async def run_daemon(config: Config, config_path: Path) -> int:
         log.error("startup_failed", error=str(exc))
         await service.shutdown()
         return EXIT_STARTUP
+    except ConfigError as exc:
+        log.error("config_invalid", error=str(exc))
+        await service.shutdown()
+        return EXIT_CONFIG
     await service.run()
     await service.shutdown()
     return EXIT_OK
