@@ -46,7 +46,8 @@ def sim_config(tmp_path: Path, **extra: Any) -> Path:
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
+    command = [*CLI, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ async def test_simulate_prints_its_url_and_serves_binance_paths(simulator: str) 
 def test_simulate_rejects_a_bad_scenario_in_one_line(tmp_path: Path) -> None:
     """A broken scenario file fails with one line naming the file, and the config exit code."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text("quote: USDT\nprices: {BTCUSDT: \"1\"}\naccounts: 3\n")
+    bad.write_text('quote: USDT\nprices: {BTCUSDT: "1"}\naccounts: 3\n')
     result = run_cli("simulate", "--scenario", str(bad))
     assert result.returncode == EXIT_CONFIG
     lines = result.stderr.strip().splitlines()
@@ -104,7 +105,7 @@ def test_status_json_has_every_documented_field(tmp_path: Path) -> None:
     kinds = {(u["kind"], u["symbol"]) for u in units}
     assert ("cross", None) in kinds and ("isolated", "ETHUSDT") in kinds
     for unit in units:
-        assert STATUS_KEYS <= set(unit), STATUS_KEYS - set(unit)
+        assert set(unit) >= STATUS_KEYS, STATUS_KEYS - set(unit)
         assert unit["quote"] == "USDT" and unit["margin_level"] > 1.5
         assert unit["liquidation_distance"] < 0  # a drop liquidates these long accounts
 
