@@ -72,7 +72,8 @@ class OutboxItem:
 def state_error(exc: BaseException, path: Path) -> StateError:
     """Sort an sqlite3/OS failure into a one-line :class:`StateError` for ``path``."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    low = text.lower()
+    # an OSError's text names the path, which may itself contain "locked" or "full": sort on strerror
+    low = (exc.strerror or text if isinstance(exc, OSError) else text).lower()
     if "locked" in low or "busy" in low:
         why = "is locked by another process (another margin-monitor on the same state_dir?)"
     elif "not a database" in low or "malformed" in low or "corrupt" in low:

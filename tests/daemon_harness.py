@@ -101,8 +101,8 @@ async def running_daemon(config_path: Path) -> AsyncIterator[Service]:
     """A started daemon (startup done), shut down cleanly at exit."""
     config: Config = load_config(config_path)
     service = Service(config, config_path)
-    await service.startup()
     try:
+        await service.startup()
         yield service
     finally:
         await service.shutdown()

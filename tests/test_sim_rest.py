@@ -263,3 +263,16 @@ async def test_handle_rejects_events_for_unknown_accounts_and_pairs(sim: Simulat
         await sim.apply_event(
             {"type": "deposit", "account": "demo", "asset": "ETH", "amount": "1", "symbol": "ETHUSDT"}
         )
+
+
+async def test_isolated_tiers_for_a_3x_pair(scenario_data: dict[str, Any]) -> None:
+    """A 3x pair's generated tiers stay at 2x or more: no division by zero, no HTTP 500."""
+    scenario_data["accounts"][0]["isolated"][0]["leverage"] = 3
+    async with run_simulator(parse_scenario(scenario_data, source="<test>"), realtime=False) as sim3:
+        client = await open_client(sim3)
+        try:
+            rows = await client.get_isolated_margin_tier_data(symbol="BTCUSDT")
+        finally:
+            await client.close_connection()
+    assert [r["tier"] for r in rows] == [1, 2, 3]
+    assert all(Decimal(r["effectiveMultiple"]) >= 2 for r in rows)

@@ -121,7 +121,8 @@ def tiers(pair: PairState) -> list[dict[str, Any]]:
     bars = spec.effective_bars
     rows: list[dict[str, Any]] = [{"symbol": spec.symbol, **t.model_dump()} for t in spec.tiers or []]
     for tier in () if rows else (1, 2, 3):
-        multiple = Decimal(spec.leverage - (tier - 1) * max(1, spec.leverage // 5))
+        # higher tiers allow less leverage, never below 2x (1x would make the ratio infinite)
+        multiple = Decimal(max(2, spec.leverage - (tier - 1) * max(1, spec.leverage // 5)))
         rows.append(
             {
                 "symbol": spec.symbol,

@@ -1,0 +1,178 @@
+"""Fault matrix, outputs: a notification target down for minutes, and the state file locked,
+unwritable or corrupt (at start: one line and exit code 3; mid-run: degraded, loud, still alerting).
+
+The account (derived by hand): cross, BTC held 1.0 against 18,750 USDT borrowed, no interest.
+level(p) = p / 18,750: 1.6 at 30,000; it meets 1.5 at 28,125, 1.3 at 24,375 and 1.1 at 20,625.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from structlog.testing import capture_logs
+
+from monitor.config import load_config
+from monitor.exchange.sim import Simulator
+from monitor.service import Service, StartupError
+from monitor.store import FILENAME, Store
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def scenario_data() -> dict[str, Any]:
+    """One cross account, BTC collateral against a USDT loan, level 1.6 at the start."""
+    return {
+        "quote": "USDT",
+        "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
+        "accounts": [
+            {
+                "name": "demo",
+                "api_key": "demo-key",
+                "api_secret": "demo-secret",
+                "cross": [{"asset": "BTC", "free": "1"}, {"asset": "USDT", "borrowed": "18750"}],
+            }
+        ],
+    }
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
+    rx = Receiver()
+    await rx.start()
+    yield rx
+    await rx.stop()
+
+
+@contextlib.asynccontextmanager
+async def fast_retry_daemon(config_path: Path) -> AsyncIterator[Service]:
+    """A started daemon whose notification retries come every 50 ms instead of 1 s .. 5 min."""
+    service = Service(load_config(config_path), config_path, notify_backoff=lambda attempt: 0.05)
+    await service.startup()
+    try:
+        yield service
+    finally:
+        await service.shutdown()
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    return [e for e in logs if e.get("event") == name]
+
+
+def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
+    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
+    assert not events(logs, "task_failed"), events(logs, "task_failed")
+    assert daemon._market_task is not None and not daemon._market_task.done()
+    assert daemon.healthy()
+
+
+async def test_notification_target_down_for_minutes_delivers_everything_in_order_once(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """The webhook answers 500 for 40 delivery attempts (minutes at the real backoff): monitoring goes on,
+    and when it is back every alert arrives once, in order, and the next crossing follows."""
+    receiver.failing = True
+    with capture_logs() as logs:
+        async with fast_retry_daemon(daemon_config(tmp_path, sim, receiver)) as daemon:
+            await wait_until(daemon.ready, what="daemon ready")
+            await sim.set_price("BTCUSDT", "27000")
+            await asyncio.sleep(0.2)
+            await sim.set_price("BTCUSDT", "23000")
+            await wait_until(lambda: receiver.attempts >= 40, what="40 failed attempts")
+            assert daemon.ready() and daemon.healthy()  # a dead notifier is no reason to restart
+            receiver.failing = False
+            await receiver.wait_for(lambda m: len(m) >= 2)
+            await sim.set_price("BTCUSDT", "20000")
+            await receiver.wait_for(lambda m: len(m) >= 3)
+            await asyncio.sleep(0.3)
+            assert_alive(daemon, logs)
+            stats = daemon.dispatcher.stats()["hook"] if daemon.dispatcher else None
+    titles = receiver.titles()
+    assert len(titles) == 3 and "1.5" in titles[0] and "1.3" in titles[1] and "1.1" in titles[2], titles
+    assert len(events(logs, "notify_retry")) >= 39
+    assert stats is not None and stats.failed >= 40 and stats.sent == 3
+
+
+async def test_state_file_unusable_mid_run_degrades_loudly_and_keeps_alerting(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """The state file fails while running (its SQLite handle dies, as on a vanished disk): every write is
+    logged as an error and alerts go on from memory, each sent once."""
+    with capture_logs() as logs:
+        async with running_daemon(daemon_config(tmp_path, sim, receiver)) as daemon:
+            await wait_until(daemon.ready, what="daemon ready")
+            assert daemon.store is not None and daemon.store._conn is not None
+            daemon.store._conn.close()
+            await sim.set_price("BTCUSDT", "27000")
+            await receiver.wait_for(lambda m: len(m) >= 1)
+            await sim.set_price("BTCUSDT", "23000")
+            await receiver.wait_for(lambda m: len(m) >= 2)
+            await asyncio.sleep(0.3)
+            assert_alive(daemon, logs)
+    assert [t[:6] for t in receiver.titles()] == ["[NORMA", "[MARGI"], receiver.titles()
+    failed = events(logs, "outbox_write_failed")
+    assert failed and failed[0]["log_level"] == "error" and failed[0]["fallback"] == "memory"
+    assert str(tmp_path / "state" / FILENAME) in failed[0]["error"]
+
+
+def corrupt(state: Path) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / FILENAME).write_bytes(b"this is not an SQLite database\n" * 100)
+
+
+async def test_state_file_corrupt_locked_or_unwritable_refuses_to_start(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """A corrupt, locked (another daemon) or unwritable state file stops startup with one line naming the
+    file and the fix, before any exchange connection."""
+    config = daemon_config(tmp_path, sim, receiver)
+    state = tmp_path / "state"
+    corrupt(state)
+    with pytest.raises(StartupError) as bad:
+        async with running_daemon(config):
+            pass
+    (state / FILENAME).unlink()
+    with Store(state), pytest.raises(StartupError) as locked:  # a first daemon holds the lock
+        async with running_daemon(config):
+            pass
+    state.rename(tmp_path / "elsewhere")
+    state.write_text("a file where the state directory should be")
+    with pytest.raises(StartupError) as unwritable:
+        async with running_daemon(config):
+            pass
+    cases = ((bad, "is corrupt"), (locked, "is locked by another process"), (unwritable, "not writable"))
+    for exc, why in cases:
+        message = str(exc.value)
+        assert why in message and str(state) in message and "\n" not in message, message
+    assert not any(r.path.startswith("/sapi") for r in sim.engine.requests)
+
+
+async def test_cli_run_with_corrupt_state_exits_3_with_one_line(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """``margin-monitor run`` on a corrupt state file prints one error line and exits 3 (no crash loop:
+    systemd's RestartPreventExitStatus can stop on it)."""
+    config = daemon_config(tmp_path, sim, receiver)
+    corrupt(tmp_path / "state")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor.cli", "run", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 3, err.decode()
+    errors = [json.loads(line) for line in err.decode().splitlines() if '"error"' in line]
+    failed = [e for e in errors if e.get("event") == "startup_failed"]
+    assert len(failed) == 1 and "is corrupt" in failed[0]["error"], err.decode()
+    assert "Traceback" not in err.decode()
+    with pytest.raises(sqlite3.DatabaseError):  # the file was left as it was, for inspection
+        sqlite3.connect(tmp_path / "state" / FILENAME).execute("PRAGMA quick_check").fetchall()
