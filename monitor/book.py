@@ -313,12 +313,15 @@ class AccountBook:
         v = valuation(u, self.prices.exact)
         return None if v.unpriced else v.totals(u)
 
-    def resync(self) -> float:
-        """Exact recomputation of every priced unit's sums; returns the largest relative level drift
-        it erased (0.0 when none)."""
+    def resync(self, units: Iterable[str] | None = None) -> float:
+        """Exact recomputation of every priced unit's sums (or only ``units``, for a sweep in slices);
+        returns the largest relative level drift it erased (0.0 when none)."""
         engine = self._engine
         worst = 0.0
-        for u in self._units.values():
+        chosen = (
+            self._units.values() if units is None else [self._units[u] for u in units if u in self._units]
+        )
+        for u in chosen:
             i = u.index
             if engine.unpriced[i] or not engine.dynamic[i]:
                 continue
@@ -331,7 +334,8 @@ class AccountBook:
             if before != after:
                 scale = after if 0.0 < after < INF else 1.0
                 worst = max(worst, abs(before - after) / scale if after < INF else INF)
-        engine.delta = engine.floor
+        if units is None:  # the drift bound restarts only when every unit was recomputed at once
+            engine.delta = engine.floor
         return worst
 
     # --- reports ------------------------------------------------------------------------------

@@ -284,6 +284,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -315,6 +319,8 @@ def read_secret(value: SecretStr | None, file: Path | None, what: str, config_pa
             secret = target.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{config_path}: {what}: cannot read {target}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{config_path}: {what}: {target} is not UTF-8 text") from None
     if not secret:
         raise ConfigError(f"{config_path}: {what}: is empty")
     return secret
@@ -327,3 +333,13 @@ def loose_permissions(path: Path) -> bool:
     except OSError:
         return False
     return bool(mode & stat.S_IROTH)
+
+
+def exposed_files(config: Config, config_path: Path) -> list[Path]:
+    """The config file and every ``*_file`` secret that other users can read (to be warned about)."""
+    files = [config_path]
+    for account in config.accounts:
+        for file in (account.api_key_file, account.api_secret_file):
+            if file is not None:
+                files.append(file if file.is_absolute() else config_path.parent / file)
+    return [f for f in files if loose_permissions(f)]

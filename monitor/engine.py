@@ -113,13 +113,15 @@ class Engine:
             # exact distances cost ~50 µs a unit: a bounded slice per second keeps the loop free
             self.evaluate_all(self.distance_sweep.take(self.book.units()))
 
-    def set_staleness(self, stale_units: Iterable[str]) -> None:
-        """Freeze units whose data is stale ("blind"); thaw and re-evaluate the ones fresh again."""
+    def set_staleness(self, stale_units: Iterable[str], reasons: Mapping[str, str] | None = None) -> None:
+        """Freeze units whose data is stale ("blind"), saying why (``reasons``: unit → one line, shown
+        in the BLIND message); thaw and re-evaluate the ones fresh again."""
         now = self.clock()
         stale_now = set(stale_units)
         for unit in sorted(stale_now - self.stale):
             self.stale.add(unit)
-            self._queue(self.policy.mark_stale(unit, now), None)
+            reason = reasons.get(unit, "") if reasons else ""
+            self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
         for unit in sorted(self.stale - stale_now):
             self.stale.discard(unit)
             self._queue(self.policy.mark_fresh(unit, now), None)

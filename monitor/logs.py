@@ -36,11 +36,24 @@ def _scrub_event(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     if not _SECRETS:
         return event
     for key, value in list(event.items()):
-        if isinstance(value, str):
-            event[key] = scrub(value)
-        elif not isinstance(value, int | float | bool | type(None)):
-            event[key] = scrub(str(value))
+        event[key] = _scrub_value(value)
     return event
+
+
+def _scrub_value(value: Any) -> Any:
+    """``value`` with every registered secret replaced, keeping its JSON shape (a rendered traceback
+    is a list of dicts); any other object is scrubbed through its ``str`` only when that holds one."""
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, int | float | bool | type(None)):
+        return value
+    if isinstance(value, dict):
+        return {k: _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_value(v) for v in value]
+    text = str(value)
+    clean = scrub(text)
+    return clean if clean != text else value
 
 
 def _json_dumps(obj: Any, default: Any = None) -> str:
@@ -68,7 +81,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
             colors=stream.isatty(),
             exception_formatter=structlog.dev.plain_traceback,
         )
-        tail = [_scrub_event, renderer]
+        # the traceback is text before the scrub (the renderer would print it after, unscrubbed)
+        tail = [structlog.processors.format_exc_info, _scrub_event, renderer]
 
     numeric = getattr(logging, level.upper())
     handler = logging.StreamHandler(stream)

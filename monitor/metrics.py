@@ -13,7 +13,8 @@ a cross account):
   (signed fraction, absent where no uniform move reaches the bar), ``liquidation_price{asset}``
   (absent where none exists), ``exchange_margin_level`` and ``level_drift`` (ours − exchange's,
   when the exchange reported one), ``asset_value`` / ``liability_value{quote}``,
-  ``unit_approximate`` (1 when computed from incomplete prices).
+  ``unit_approximate`` (1 when computed from incomplete prices), ``reconcile_drift_ratio`` (ours /
+  exchange's − 1 at the last REST snapshot, from :meth:`Metrics.drift_source`).
 - per feed: ``feed_messages_total``, ``feed_message_age_seconds`` (since the newest message, or
   since the feed was registered if none came yet), ``feed_reconnects_total``, ``feed_connected``.
 - per route: ``notifications_sent_total``, ``notifications_failed_total``, ``notifications_queued``,
@@ -99,6 +100,11 @@ class Metrics:
         units = self._units.units
         for report in reports:
             units[report.unit] = report
+
+    def drift_source(self, drifts: Callable[[], Mapping[str, float]]) -> None:
+        """Read unit id → relative level drift at the last reconciliation at each scrape
+        (e.g. ``AccountWatcher.drift``); exported for the units that have a report."""
+        self._units.drift_sources.append(drifts)
 
     def forget_unit(self, unit: str) -> None:
         """Drop every series of a unit (by ``UnitReport.unit`` id) that is no longer monitored."""

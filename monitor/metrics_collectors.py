@@ -42,13 +42,17 @@ class UnitCollector:
 
     def __init__(self) -> None:
         self.units: dict[str, UnitReport] = {}
+        self.drift_sources: list[Callable[[], Mapping[str, float]]] = []
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
         families = self._families()
-        level, bar, distance, liq, exch, drift, assets, liabilities, approx = families
+        level, bar, distance, liq, exch, drift, assets, liabilities, approx, reconcile = families
+        drifts: dict[str, float] = {}
+        for source in self.drift_sources:
+            drifts.update(source())
         for report in list(self.units.values()):
             labels = _unit_labels(report)
             ml = report.margin_level
@@ -68,6 +72,8 @@ class UnitCollector:
             assets.add_metric([*labels, report.quote], report.total_asset_value)
             liabilities.add_metric([*labels, report.quote], report.total_liability_value)
             approx.add_metric(labels, 1.0 if report.approximate else 0.0)
+            if report.unit in drifts:
+                reconcile.add_metric(labels, drifts[report.unit])
         return families
 
     @staticmethod
@@ -94,6 +100,11 @@ class UnitCollector:
             gauge("asset_value", "Total asset value of the unit, in its quote asset.", "quote"),
             gauge("liability_value", "Total liability value (borrowed + interest), in the quote.", "quote"),
             gauge("unit_approximate", "1 when the unit was valued with missing or stale prices."),
+            gauge(
+                "reconcile_drift_ratio",
+                "Our margin level over the exchange's, minus 1, both at the last REST snapshot (same "
+                "balances and moment): the computation's drift against the exchange, not price moves.",
+            ),
         ]
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +22,53 @@ from monitor import __version__
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
 from monitor.alerts import AlertPolicy
 from monitor.book import AccountBook
-from monitor.config import EXIT_CONFIG, Config, ConfigError
+from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
 from monitor.http import HttpServer, start_http
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
-from monitor.notify import Dispatcher, Route
+from monitor.notify import Dispatcher, Route, default_backoff
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.store import StateError, Store
 
 log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
-EXIT_STARTUP = 3
+# Exit codes systemd's RestartPreventExitStatus= can tell apart (deploy/systemd): a restart cannot
+# cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG); it can cure an exchange that
+# was unreachable at start or a port still held by the previous instance (69, EX_UNAVAILABLE).
+EXIT_STATE = 3
+EXIT_STARTUP = EXIT_STATE  # the former name
+EXIT_UNAVAILABLE = 69
 DRAIN_SECONDS = 10.0
+SNAPSHOT_CONCURRENCY = 4
+RESYNC_SLICE = 100
+SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
 
 
 class StartupError(Exception):
     """The daemon cannot start; the message is one line saying why."""
 
 
+class StateStartupError(StartupError):
+    """The state file is corrupt, locked, unwritable or too new: restarting will not help."""
+
+
 class Service:
     """One running daemon. Tests build it directly with short intervals; the CLI uses ``run_daemon``."""
 
-    def __init__(self, config: Config, config_path: Path, *, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path,
+        *,
+        clock: Any = time.time,
+        notify_backoff: Callable[[int], float] = default_backoff,
+    ) -> None:
         self.config = config
+        self._notify_backoff = notify_backoff  # seconds before delivery retry n (tests shrink it)
         self.config_path = config_path
         self.clock = clock
         self.metrics = Metrics(version=__version__)
@@ -82,18 +102,22 @@ class Service:
     async def startup(self) -> None:
         """Connect everything; raises StartupError with one line when the daemon cannot run."""
         config = self.config
+        for path in exposed_files(config, self.config_path):
+            log.warning("file_readable_by_others", file=str(path), fix=f"chmod 600 {path}")
         try:
             self.store = Store(config.state_dir)
         except StateError as exc:
-            raise StartupError(str(exc)) from None
+            raise StateStartupError(str(exc)) from None
         self.endpoints = await self._endpoints()
         self.watchers = build_watchers(
             self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
         )
         register_secrets(s for w in self.watchers for s in w.secret_values())
+        self.metrics.drift_source(lambda: {u: d for w in self.watchers for u, d in w.drift.items()})
         results = await asyncio.gather(*(w.load() for w in self.watchers), return_exceptions=True)
         loaded = [w for w, r in zip(self.watchers, results, strict=True) if r is True]
         if not loaded:
+            await self._notify_before_exit()
             raise StartupError("no account could be loaded; see the errors above")
 
         self.policy = AlertPolicy(self._default_policy(), {})
@@ -102,7 +126,7 @@ class Service:
         try:
             saved = self.store.load_alert_state()
         except StateError as exc:
-            raise StartupError(str(exc)) from None
+            raise StateStartupError(str(exc)) from None
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
         self.engine = Engine(
@@ -111,17 +135,9 @@ class Service:
         for watcher in self.watchers:
             watcher.engine = self.engine
 
-        routes = {
-            name: Route(
-                name=name,
-                urls=tuple(u.get_secret_value() for u in route.urls),
-                max_per_window=route.max_per_window,
-                window=route.window,
-            )
-            for name, route in config.notify.routes.items()
-        }
-        register_secrets(u for r in routes.values() for u in r.urls)
-        self.dispatcher = Dispatcher(routes, self.store, timeout=config.notify.timeout)
+        self.dispatcher = Dispatcher(
+            self._routes(), self.store, timeout=config.notify.timeout, backoff=self._notify_backoff
+        )
         await self.dispatcher.start()
         self.metrics.route_source(self.dispatcher.stats)
 
@@ -200,7 +216,10 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.policy is not None and self.store is not None:
-            self.store.save_alert_state(self.policy.export_state())
+            try:
+                self.store.save_alert_state(self.policy.export_state())
+            except StateError as exc:  # the state file died while running: still close the rest
+                log.error("alert_state_save_failed", error=str(exc))
         for watcher in self.watchers:
             await watcher.close()
         if self.http is not None:
@@ -305,6 +324,33 @@ class Service:
             event = notice.event(self.config.route_names(), self.clock())
             await self.dispatcher.enqueue(event, notice.title, notice.body, notify_type="failure")
 
+    def _routes(self) -> dict[str, Route]:
+        routes = {
+            name: Route(
+                name=name,
+                urls=tuple(u.get_secret_value() for u in route.urls),
+                max_per_window=route.max_per_window,
+                window=route.window,
+            )
+            for name, route in self.config.notify.routes.items()
+        }
+        register_secrets(u for r in routes.values() for u in r.urls)
+        return routes
+
+    async def _notify_before_exit(self) -> None:
+        """No account can be watched (keys refused or rejected): still tell the trader why, within
+        :data:`DRAIN_SECONDS`, before the daemon exits; what is not delivered stays in the outbox."""
+        if not self.notices or self.store is None:
+            return
+        self.dispatcher = Dispatcher(self._routes(), self.store, timeout=self.config.notify.timeout)
+        try:
+            await self.dispatcher.start()
+            await self._send_notices()
+            await self.dispatcher.drain(DRAIN_SECONDS)
+        finally:
+            await self.dispatcher.stop()
+            self.dispatcher = None
+
     async def _lag_probe(self) -> None:
         while True:
             start = time.monotonic()
@@ -313,6 +359,8 @@ class Service:
 
     async def _every_second(self) -> None:
         assert self.engine is not None and self.market is not None
+        if self.notices:  # a key refused or revoked while no alert is flowing: tell the trader now
+            await self._send_notices()
         self.engine.tick_timers()
         ages = self.market.ages()
         limit = self.config.alerts.stale_after
@@ -320,19 +368,42 @@ class Service:
         stale_units: set[str] = set()
         for watcher in self.watchers:
             stale_units |= watcher.stale_units(stale_symbols, limit)
-        self.engine.set_staleness(stale_units)
+        self.engine.set_staleness(
+            stale_units, self._blind_reasons(stale_units - self.engine.stale, stale_symbols)
+        )
         self.market.set_symbols(self.book.symbols_needed())
-        # exact reports cost ~0.1 ms a unit: a bounded slice per second (all units when few)
-        for unit in self._metrics_sweep.take(self.book.units()):
+        # exact reports cost ~0.1-0.3 ms a unit: a bounded slice per second (all units when few),
+        # yielding every few units so ticks and alerts never wait behind the whole slice (bench/latency.py)
+        for n, unit in enumerate(self._metrics_sweep.take(self.book.units()), start=1):
             self.metrics.observe_unit(
                 self.book.report(unit, restore_target=self.config.alerts.restore_target)
             )
+            if n % SWEEP_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         if not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled):
             self._ready = True
             self.notifier.ready()
             log.info("daemon_ready")
         self.notifier.status(self._summary())
         self._housekeeping_at = time.monotonic()
+
+    def _blind_reasons(self, units: set[str], stale_symbols: set[str]) -> dict[str, str]:
+        """Why each newly blind unit is blind, in one line the trader can act on."""
+        assert self.market is not None
+        refused = self.market.rejected
+        limit = self.config.alerts.stale_after
+        reasons: dict[str, str] = {}
+        for unit in units:
+            symbols = self.book.unit_symbols(unit) if unit in self.book.units() else set()
+            if symbols & refused:
+                names = ", ".join(sorted(symbols & refused))
+                reasons[unit] = f"Binance refuses to stream {names} (unknown or delisted symbol)"
+            elif symbols & stale_symbols:
+                names = ", ".join(sorted(symbols & stale_symbols))
+                reasons[unit] = f"no price for {names} for over {limit:g} s (market stream down or silent)"
+            else:
+                reasons[unit] = "the account could not be re-read from Binance (REST failing)"
+        return reasons
 
     def _summary(self) -> str:
         levels = []
@@ -343,10 +414,24 @@ class Service:
         return f"{len(levels)} units, {stale} blind: " + ", ".join(levels[:5])
 
     async def _refresh_snapshots(self) -> None:
-        await asyncio.gather(*(w.refresh() for w in self.watchers), return_exceptions=True)
+        """Re-read every account, a few at a time: 1,000 replies parsed back to back would hold the
+        loop for seconds, delaying ticks."""
+        gate = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+
+        async def one(watcher: AccountWatcher) -> None:
+            async with gate:
+                await watcher.refresh()
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one(w) for w in self.watchers), return_exceptions=True)
 
     async def _resync(self) -> None:
-        drift = self.book.resync()
+        """Exact recomputation of the book in slices, giving ticks a turn between them."""
+        units = self.book.units()
+        drift = 0.0
+        for start in range(0, len(units), RESYNC_SLICE):
+            drift = max(drift, self.book.resync(units[start : start + RESYNC_SLICE]))
+            await asyncio.sleep(0)
         if drift > 1e-9:
             log.info("book_resynced", max_relative_drift=drift)
 
@@ -382,7 +467,7 @@ async def run_daemon(config: Config, config_path: Path) -> int:
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         await service.shutdown()
-        return EXIT_STARTUP
+        return EXIT_STATE if isinstance(exc, StateStartupError) else EXIT_UNAVAILABLE
     except ConfigError as exc:
         log.error("config_invalid", error=str(exc))
         await service.shutdown()

@@ -16,7 +16,7 @@ import structlog
 
 from monitor.accounts import AccountWatcher, build_watchers, open_endpoints
 from monitor.book import AccountBook
-from monitor.config import Config
+from monitor.config import Config, exposed_files
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_value
@@ -37,6 +37,8 @@ async def check(config: Config, config_path: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         print(f"config {config_path}: valid; exchange {config.exchange.kind} at {endpoints.rest_url}")
+        for path in exposed_files(config, config_path):
+            print(f"WARN {path} is readable by other users: chmod 600 {path}")
         for watcher in build_watchers(config, config_path, endpoints, AccountBook(), lambda _: None, []):
             register_secrets(watcher.secret_values())
             key, secret = watcher.secret_values()

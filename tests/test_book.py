@@ -314,6 +314,25 @@ def test_resync_erases_drift() -> None:
     assert exact is not None and book.level(uid) == pytest.approx(float(exact), rel=1e-15)
 
 
+def test_resync_in_slices_recomputes_only_the_named_units() -> None:
+    """A sliced resync makes the named unit exact, keeps the drift bound, and skips unknown ids."""
+    book = make_book(fanout_threshold=0)
+    a = book.upsert_cross("alice", long_account(), CLASSIC)
+    b = book.upsert_cross("bob", long_account(), CLASSIC)
+    for uid in (a, b):
+        book.set_band(uid, 0.0, INF)
+    price = 3000.0
+    book.on_price("BTCUSDT", 60000.0)
+    for i in range(2000):
+        price *= 1.001 if i % 3 else 0.998
+        book.on_price("ETHUSDT", price)
+    bound = book.stats()["drift_bound"]
+    assert book.resync([a, "cross:nobody"]) < 1e-12
+    exact = cross_level(long_account(), {"BTC": D(60000), "ETH": exact_price(price)}, {"USDT"})
+    assert exact is not None and book.level(a) == pytest.approx(float(exact), rel=1e-15)
+    assert book.stats()["drift_bound"] == bound
+
+
 def test_router_and_price_book() -> None:
     """Routes: fixed for the quote and stablecoins, direct, through the bridge, or none."""
     router = Router("usdt", ["USDC"], "BTC")

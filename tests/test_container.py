@@ -285,4 +285,23 @@ def test_daemon_in_container_reports_healthy(run_container: Starter, volume: Pat
 
     os.kill(container.pid1, signal.Signals[container.image.config["StopSignal"]])
     assert container.wait(timeout=60) == 0, container.log_tail()
-    assert any(volume.iterdir()), "the daemon wrote nothing to its state volume"
+    assert (volume / "state.sqlite3").stat().st_size > 0, "the daemon wrote no state to its volume"
+
+    again = run_container()  # a new container on the same volume: the state is reused, not refused
+    wait_for("passing HEALTHCHECK after a restart", again.healthcheck, again, timeout=120)
+    wait_for("/readyz 200 after a restart", lambda: again.get("/readyz")[0] == 200, again, timeout=120)
+    os.kill(again.pid1, signal.SIGTERM)
+    assert again.wait(timeout=60) == 0, again.log_tail()
+
+
+def test_corrupt_state_volume_exits_3_at_once(run_container: Starter, volume: Path) -> None:
+    """A corrupt state file in the volume: one error line naming it, exit code 3, no traceback."""
+    state = volume / "state.sqlite3"
+    state.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    os.chown(state, 10001, 10001)
+    container = run_container()
+    assert container.wait(timeout=60) == 3, container.log_tail()
+    err = (container.logs / "stderr.log").read_text()
+    failed = [json.loads(line) for line in err.splitlines() if '"startup_failed"' in line]
+    assert len(failed) == 1 and "is corrupt" in failed[0]["error"], err
+    assert "/var/lib/margin-monitor/state.sqlite3" in failed[0]["error"] and "Traceback" not in err

@@ -45,6 +45,7 @@ def exported_names() -> set[str]:
             exchange_margin_level=1.39,
         )
     )
+    metrics.drift_source(lambda: {unit_id("main"): 0.001})
     metrics.feed_message("market")
     metrics.feed_reconnect("market")
     metrics.notification_sent("console")

@@ -112,6 +112,7 @@ class RiskStream:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
             self._bad(reason="invalid JSON", account=self.account)
+            self._reconcile()  # it may have been a liability change: re-read the account
             return
         payload = message.get("data", message) if type(message) is dict else message
         if type(payload) is dict and payload.get("e") == "listenKeyExpired":

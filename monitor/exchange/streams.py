@@ -45,6 +45,16 @@ URL_STREAMS = 200  # streams put in the URL; the rest are subscribed by message
 SUBSCRIBE_CHUNK = 200  # streams per SUBSCRIBE/UNSUBSCRIBE message
 YIELD_EVERY = 500  # frames handled before giving the event loop a turn during a burst
 _INVALID_STREAM = re.compile(r"invalid stream (\S+)", re.IGNORECASE)
+_PRICE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+
+
+def _price(value: Any) -> float:
+    """A price field as Binance writes it, a plain decimal string; anything else (a JSON number or
+    boolean, an exponent, a sign, ``NaN``, blanks, ``1_000``) raises ValueError: ``float()`` alone
+    would take ``true`` as 1.0 and ``"1_000"`` as 1000.0."""
+    if type(value) is not str or _PRICE.fullmatch(value) is None:
+        raise ValueError("not a plain decimal string")
+    return float(value)
 
 
 def default_connect(url: str) -> AbstractAsyncContextManager[ClientConnection]:
@@ -302,12 +312,12 @@ class MarketStream:
         kind = data.get("e")
         try:
             if kind is None or kind == "bookTicker":
-                bid, ask = float(data["b"]), float(data["a"])
+                bid, ask = _price(data["b"]), _price(data["a"])
                 price = (bid + ask) / 2.0 if bid > 0.0 and ask > 0.0 else math.nan
             elif kind == "aggTrade" or kind == "trade":
-                price = float(data["p"])
+                price = _price(data["p"])
             elif kind == "24hrMiniTicker" or kind == "24hrTicker":
-                price = float(data["c"])
+                price = _price(data["c"])
             elif kind == "serverShutdown":
                 raise Reconnect("server announced shutdown (serverShutdown)")
             else:

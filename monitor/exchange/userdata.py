@@ -197,7 +197,7 @@ class UserDataStream:
         sub_id = message.get("subscriptionId")
         sub = self._by_id.get(sub_id) if type(sub_id) is int else None
         event = message.get("event")
-        if sub is None and sub_id in self._retired:
+        if sub is None and type(sub_id) is int and sub_id in self._retired:  # (a list id is unhashable)
             return
         if sub is None or type(event) is not dict:
             self._bad(reason="event for an unknown subscription")

@@ -1,0 +1,146 @@
+"""Hostile market frames into ``MarketStream._on_frame``: never a crash, never a half-parsed price.
+
+An oracle written independently of the stream's code says what each frame must yield: a price only
+when every price field is a plain positive decimal string (as Binance writes them) and the symbol is
+one we watch; otherwise the pending prices stay exactly as they were and one warning line says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from structlog.testing import capture_logs
+
+from monitor.exchange.errors import Reconnect
+from monitor.exchange.streams import MarketStream
+
+WATCHED = ("BTCUSDT", "ETHUSDT")
+PLAIN = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
+HOSTILE = ["1e5", "1E-3", "NaN", "nan", "inf", "-Infinity", "", " ", "-1", "-0.5", "0", "0.000",
+           "1_000", " 5", "5 ", "+5", "0x10", "١٢", "1" * 30, "1." , ".5", "1,5", "3.4.5"]  # fmt: skip
+numbers = (
+    st.sampled_from(HOSTILE)
+    | st.decimals(min_value=0, max_value=10**9, places=8, allow_nan=False).map(lambda d: f"{d:f}")
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.none()
+    | st.lists(st.integers(), max_size=2)
+)
+symbols = st.sampled_from([*WATCHED, "XRPUSDT", "btcusdt", "", 42, None])
+kinds = st.sampled_from([None, "bookTicker", "aggTrade", "trade", "24hrMiniTicker", "24hrTicker", "depth", 7])
+
+
+class Clock:
+    """Moves 10 s per reading, so the rate-limited log never suppresses a line."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def new_stream() -> MarketStream:
+    return MarketStream("ws://127.0.0.1:9", WATCHED, lambda _: None, clock=Clock())
+
+
+def oracle(payload: dict[str, Any]) -> float | None:
+    """The price a payload must yield, or None when it must be rejected or ignored."""
+
+    def plain(value: Any) -> Decimal | None:
+        return Decimal(value) if type(value) is str and PLAIN.fullmatch(value) else None
+
+    kind = payload.get("e")
+    if kind is None or kind == "bookTicker":
+        bid, ask = plain(payload.get("b")), plain(payload.get("a"))
+        if bid is None or ask is None or bid <= 0 or ask <= 0:
+            return None
+        price = (float(bid) + float(ask)) / 2.0
+    else:
+        field = {"aggTrade": "p", "trade": "p", "24hrMiniTicker": "c", "24hrTicker": "c"}.get(str(kind))
+        value = plain(payload.get(field)) if field and type(kind) is str else None
+        if value is None or value <= 0:
+            return None
+        price = float(value)
+    if payload.get("s") not in WATCHED or not 0 < price < math.inf:
+        return None
+    return price
+
+
+payloads = st.fixed_dictionaries(
+    {"e": kinds, "s": symbols},
+    optional={"b": numbers, "a": numbers, "p": numbers, "c": numbers, "E": numbers},
+).map(lambda d: {k: v for k, v in d.items() if v is not None or k != "e"})
+
+
+@settings(max_examples=600, deadline=None)
+@given(payload=payloads, wrapped=st.booleans(), before=st.floats(min_value=1, max_value=1e6))
+def test_payloads_yield_exactly_the_oracles_price(
+    payload: dict[str, Any], wrapped: bool, before: float
+) -> None:
+    """Each payload sets the oracle's price or leaves the pending prices untouched, with one warning."""
+    stream = new_stream()
+    stream._pending = {"ETHUSDT": before}
+    frame = {"stream": "x", "data": payload} if wrapped else payload
+    with capture_logs() as events:
+        stream._on_frame(json.dumps(frame))
+    expected = oracle(payload)
+    if expected is not None:
+        assert stream._pending == {"ETHUSDT": before, payload["s"]: expected}
+        assert events == []
+        return
+    assert stream._pending == {"ETHUSDT": before}
+    if payload.get("s") in WATCHED or payload.get("e") not in (None, "bookTicker", "aggTrade", "trade",
+                                                                 "24hrMiniTicker", "24hrTicker"):  # fmt: skip
+        assert len(events) <= 1
+    for event in events:
+        assert event["event"] == "market_frame_skipped" and event["log_level"] == "warning"
+        assert "\n" not in str(event["reason"]) and len(event["sample"]) <= 90
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | st.text(max_size=20),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=5),
+    max_leaves=25,
+)
+raw_frames = (
+    json_values.map(json.dumps)
+    | st.binary(max_size=200)
+    | st.text(max_size=200)
+    | payloads.map(lambda p: json.dumps({"data": [p, p]})[:-3])  # truncated, as the simulator's fault
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=raw_frames)
+def test_arbitrary_frames_never_raise(raw: bytes | str) -> None:
+    """Any bytes or text either set finite positive prices of watched symbols or are skipped; no crash."""
+    stream = new_stream()
+    with capture_logs() as events:
+        try:
+            stream._on_frame(raw)
+        except Reconnect:  # only for Binance's serverShutdown notice
+            assert "serverShutdown" in (raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
+    assert set(stream._pending) <= set(WATCHED)
+    assert all(0 < p < math.inf for p in stream._pending.values())
+    assert all(e["event"] == "market_frame_skipped" and "\n" not in e["sample"] for e in events)
+
+
+@pytest.mark.parametrize("value", [True, 1, 1.5, "1e4", "1_000", "+1", " 1", "0x1"])
+def test_prices_that_float_would_accept_are_refused(value: Any) -> None:
+    """A boolean, a JSON number, an exponent or an underscore is not a Binance price: refused, logged."""
+    stream = new_stream()
+    with capture_logs() as events:
+        stream._on_frame(orjson.dumps({"data": {"s": "BTCUSDT", "b": value, "a": "2"}}))
+    assert stream._pending == {}
+    assert [(e["event"], e["reason"]) for e in events] == [("market_frame_skipped", "price not a number")]
