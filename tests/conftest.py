@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from binance import AsyncClient
+from daemon_harness import Receiver
 
 from monitor.exchange.sim import Scenario, Simulator, parse_scenario, run_simulator
 
@@ -85,6 +86,15 @@ async def open_client(
     client = await client_class(sim).create(api_key, api_secret, **kwargs)
     client.ws_api.TIMEOUT = 0.25
     return client
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
+    rx = Receiver()
+    await rx.start()
+    yield rx
+    await rx.stop()
 
 
 @pytest.fixture

@@ -115,3 +115,25 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0, what: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def one_long_account() -> dict[str, Any]:
+    """A scenario with one cross account, BTC collateral against a USDT loan, level 1.6 at the start.
+
+    level(p) = 1.0·p / 18,750: 1.6 at p = 30,000; it meets 1.5 at 28,125, 1.3 at 24,375, 1.1 at 20,625.
+    """
+    return {
+        "quote": "USDT",
+        "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
+        "accounts": [
+            {
+                "name": "demo",
+                "api_key": "demo-key",
+                "api_secret": "demo-secret",
+                "cross": [
+                    {"asset": "BTC", "free": "1", "locked": "0", "borrowed": "0", "interest": "0"},
+                    {"asset": "USDT", "free": "0", "locked": "0", "borrowed": "18750", "interest": "0"},
+                ],
+            }
+        ],
+    }

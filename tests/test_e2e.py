@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
 
 from monitor.exchange.sim import Simulator
 
@@ -25,30 +25,7 @@ pytestmark = pytest.mark.timeout(120)
 @pytest.fixture
 def scenario_data() -> dict[str, Any]:
     """One cross account, BTC collateral against a USDT loan, level 1.6 at the start."""
-    return {
-        "quote": "USDT",
-        "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
-        "accounts": [
-            {
-                "name": "demo",
-                "api_key": "demo-key",
-                "api_secret": "demo-secret",
-                "cross": [
-                    {"asset": "BTC", "free": "1", "locked": "0", "borrowed": "0", "interest": "0"},
-                    {"asset": "USDT", "free": "0", "locked": "0", "borrowed": "18750", "interest": "0"},
-                ],
-            }
-        ],
-    }
-
-
-@pytest.fixture
-async def receiver() -> Any:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
+    return one_long_account()
 
 
 def kinds(messages: list[dict[str, Any]]) -> list[str]:

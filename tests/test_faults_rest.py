@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
 from structlog.testing import capture_logs
 
 from monitor.exchange.sim import Scenario, Simulator, run_simulator
@@ -27,18 +27,7 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def scenario_data() -> dict[str, Any]:
     """One cross account, BTC collateral against a USDT loan, level 1.6 at the start."""
-    return {
-        "quote": "USDT",
-        "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
-        "accounts": [
-            {
-                "name": "demo",
-                "api_key": "demo-key",
-                "api_secret": "demo-secret",
-                "cross": [{"asset": "BTC", "free": "1"}, {"asset": "USDT", "borrowed": "18750"}],
-            }
-        ],
-    }
+    return one_long_account()
 
 
 class SkewedClock:
@@ -62,15 +51,6 @@ async def sim(scenario: Scenario, clock: SkewedClock) -> AsyncIterator[Simulator
     """The conftest simulator (manual time), with a wall clock the test can skew."""
     async with run_simulator(scenario, realtime=False, clock=clock) as running:
         yield running
-
-
-@pytest.fixture
-async def receiver() -> Any:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
 
 
 def config(tmp_path: Path, sim: Simulator, rx: Receiver) -> Path:

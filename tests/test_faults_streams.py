@@ -49,15 +49,6 @@ def scenario_data() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def receiver() -> Any:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
-
-
 def titles(rx: Receiver) -> list[str]:
     return rx.titles()
 

@@ -53,15 +53,6 @@ def scenario_data() -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-async def receiver() -> Any:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
-
-
 def config(tmp_path: Path, sim: Simulator, rx: Receiver, *, other: bool = False) -> Path:
     """The harness config with ``demo`` isolated-only (and ``other`` if asked), snapshots every 60 s."""
     accounts: list[dict[str, Any]] = [

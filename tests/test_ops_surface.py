@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -23,15 +22,6 @@ from monitor.exchange.sim import Simulator
 pytestmark = pytest.mark.timeout(60)
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
 
 
 def parse(text: str) -> Samples:

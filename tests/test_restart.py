@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Receiver, daemon_config, wait_until
+from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
 
 import monitor.service
 from monitor.config import load_config
@@ -39,30 +39,7 @@ LADDER = [{"bar": "normal"}, {"bar": "margin_call", "repeat": "1h"}, {"bar": "li
 @pytest.fixture
 def scenario_data() -> dict[str, Any]:
     """One cross account, BTC collateral against a USDT loan, level 1.6 at the start."""
-    return {
-        "quote": "USDT",
-        "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
-        "accounts": [
-            {
-                "name": "demo",
-                "api_key": "demo-key",
-                "api_secret": "demo-secret",
-                "cross": [
-                    {"asset": "BTC", "free": "1", "locked": "0", "borrowed": "0", "interest": "0"},
-                    {"asset": "USDT", "free": "0", "locked": "0", "borrowed": "18750", "interest": "0"},
-                ],
-            }
-        ],
-    }
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """A webhook receiver on 127.0.0.1 for Apprise's json:// posts."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
+    return one_long_account()
 
 
 @pytest.fixture(autouse=True)
