@@ -16,7 +16,6 @@ from monitor.config import EXIT_CONFIG, Config, ConfigError, load_config
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_STARTUP = 3
 
 
 def _parser() -> argparse.ArgumentParser:

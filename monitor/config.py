@@ -246,7 +246,7 @@ class Config(_Strict):
 def _expand_env(node: Any, path: str, missing: list[str]) -> Any:
     """Replace ``${VAR}`` in every string with the environment's value (recording what is unset)."""
     if isinstance(node, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), missing) for k, v in node.items()}
+        return {k: _expand_env(v, f"{path}.{_key(k)}" if path else _key(k), missing) for k, v in node.items()}
     if isinstance(node, list):
         return [_expand_env(v, f"{path}.{i}", missing) for i, v in enumerate(node)]
     if isinstance(node, str):
@@ -262,9 +262,15 @@ def _expand_env(node: Any, path: str, missing: list[str]) -> Any:
     return node
 
 
+def _key(key: Any) -> str:
+    """A key as shown in an error: itself when printable and short, else its (cut) repr."""
+    text = str(key)
+    return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
+
+
 def _describe(error: dict[str, Any]) -> str:
     parts = [str(p) for p in error["loc"] if not str(p).startswith("function-after")]
-    loc = ".".join(p if p.isprintable() and len(p) <= 64 else repr(p[:64]) for p in parts)
+    loc = ".".join(_key(p) for p in parts)
     msg = " ".join(str(error["msg"]).split())
     msg = msg.removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

@@ -40,7 +40,6 @@ EXIT_OK = 0
 # cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG); it can cure an exchange that
 # was unreachable at start or a port still held by the previous instance (69, EX_UNAVAILABLE).
 EXIT_STATE = 3
-EXIT_STARTUP = EXIT_STATE  # the former name
 EXIT_UNAVAILABLE = 69
 DRAIN_SECONDS = 10.0
 SNAPSHOT_CONCURRENCY = 4

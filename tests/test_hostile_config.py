@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -131,3 +132,12 @@ def test_binary_and_huge_files_fail_in_one_line(tmp_path: Path) -> None:
     for content in (b"\x89PNG\r\n\x1a\n\x00\x00", "accounts: [\xff]".encode("latin-1"), b"[" * 5000):
         path.write_bytes(content)
         assert check_outcome(path) is None
+
+
+def test_unprintable_key_in_an_env_error_stays_on_one_line(tmp_path: Path) -> None:
+    """A key holding a newline, above an unset ${VAR}, is shown as its repr: the error stays one line."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({**FULL, "exchange": {"a\nb": "${UNSET_VAR_FOR_TEST}"}}))
+    assert check_outcome(path) is None
+    with pytest.raises(ConfigError, match=r"exchange\.'a\\nb': environment variable UNSET_VAR_FOR_TEST"):
+        load_config(path)
