@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,6 @@ def scenario_data() -> dict[str, Any]:
         "prices": {"BTCUSDT": "30000", "ETHUSDT": "2000"},
         "accounts": scenario_accounts(TRADING),
     }
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """The webhook every alert is posted to."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
 
 
 def config_for(tmp_path: Path, sim: Simulator, receiver: Receiver, *accounts: dict[str, Any]) -> Path:

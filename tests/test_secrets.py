@@ -76,15 +76,6 @@ async def live_sim() -> AsyncIterator[Simulator]:
         yield sim
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    """The webhook every alert is posted to."""
-    rx = Receiver()
-    await rx.start()
-    yield rx
-    await rx.stop()
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
