@@ -114,6 +114,7 @@ class AccountWatcher:
         self.bars: dict[str, Bars] = {}
         self.last_snapshot = 0.0
         self.drift: dict[str, float] = {}
+        self._configured: dict[str, Bars] = {}
         self._key = read_secret(
             account.api_key, account.api_key_file, f"accounts.{self.name}.api_key", config_path
         )
@@ -255,8 +256,9 @@ class AccountWatcher:
         for uid in self.units:
             symbol = uid.split(":", 2)[2] if uid.startswith("isolated:") else ""
             bars = self.bars.get(symbol) or self.bars.get("")
-            if bars is None:
-                continue
+            if bars is None or self._configured.get(uid) == bars:
+                continue  # a unit is (re)configured when it is new or its bars changed (tier)
+            self._configured[uid] = bars
             values = {name: float(value) for name, value in bars.levels.items()}
             policy.configure_unit(
                 uid,
@@ -364,6 +366,7 @@ class AccountWatcher:
                 log.warning("account_refresh_failed", account=self.name, error=str(exc))
                 return
         if self.engine is not None:
+            self.configure_policy(self.engine.policy)  # a pair that appeared or changed tier
             for uid in self.units:
                 self.engine.evaluate(uid)
 
