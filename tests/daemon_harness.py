@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,15 @@ def one_long_account() -> dict[str, Any]:
             }
         ],
     }
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    """The captured log events called ``name``."""
+    return [e for e in logs if e.get("event") == name]
+
+
+def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
+    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
+    assert not events(logs, "task_failed"), events(logs, "task_failed")
+    assert daemon._market_task is not None and not daemon._market_task.done()
+    assert daemon.healthy()

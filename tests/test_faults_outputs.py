@@ -12,12 +12,20 @@ import contextlib
 import json
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
+from daemon_harness import (
+    Receiver,
+    assert_alive,
+    daemon_config,
+    events,
+    one_long_account,
+    running_daemon,
+    wait_until,
+)
 from structlog.testing import capture_logs
 
 from monitor.config import load_config
@@ -43,17 +51,6 @@ async def fast_retry_daemon(config_path: Path) -> AsyncIterator[Service]:
         yield service
     finally:
         await service.shutdown()
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e.get("event") == name]
-
-
-def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
-    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
-    assert not events(logs, "task_failed"), events(logs, "task_failed")
-    assert daemon._market_task is not None and not daemon._market_task.done()
-    assert daemon.healthy()
 
 
 async def test_notification_target_down_for_minutes_delivers_everything_in_order_once(

@@ -9,17 +9,24 @@ every second, so REST faults are felt at once; an account REST cannot re-read fo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
+from daemon_harness import (
+    Receiver,
+    assert_alive,
+    daemon_config,
+    events,
+    one_long_account,
+    running_daemon,
+    wait_until,
+)
 from structlog.testing import capture_logs
 
 from monitor.exchange.sim import Scenario, Simulator, run_simulator
-from monitor.service import Service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -60,17 +67,6 @@ def config(tmp_path: Path, sim: Simulator, rx: Receiver) -> Path:
     data["exchange"]["snapshot_interval"] = "1s"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e.get("event") == name]
-
-
-def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
-    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
-    assert not events(logs, "task_failed"), events(logs, "task_failed")
-    assert daemon._market_task is not None and not daemon._market_task.done()
-    assert daemon.healthy()
 
 
 def served(sim: Simulator, status: int) -> int:

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import MutableMapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
 from monitor.exchange.sim import Simulator
-from monitor.service import Service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,17 +53,6 @@ def titles(rx: Receiver) -> list[str]:
 
 def count(rx: Receiver, text: str) -> int:
     return sum(text.lower() in t.lower() for t in titles(rx))
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e.get("event") == name]
-
-
-def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
-    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
-    assert not events(logs, "task_failed"), events(logs, "task_failed")
-    assert daemon._market_task is not None and not daemon._market_task.done()
-    assert daemon.healthy()
 
 
 async def test_market_drop_during_crash_loses_no_crossing(

@@ -12,17 +12,15 @@ Accounts (derived by hand):
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
 from monitor.exchange.sim import Simulator
-from monitor.service import Service
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -66,17 +64,6 @@ def config(tmp_path: Path, sim: Simulator, rx: Receiver, *, other: bool = False)
     data["exchange"]["snapshot_interval"] = "60s"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e.get("event") == name]
-
-
-def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
-    """The daemon still runs: no task died, the market task is up, the watchdog would be fed."""
-    assert not events(logs, "task_failed"), events(logs, "task_failed")
-    assert daemon._market_task is not None and not daemon._market_task.done()
-    assert daemon.healthy()
 
 
 async def test_ws_api_drop_resubscribes_and_reconciles_a_missed_borrow(
