@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tree_paths import paths
 
 from monitor.exchange import frames, parse
 from monitor.exchange.errors import ExchangeDataError
@@ -300,16 +301,6 @@ PARSERS: list[Callable[[Any], Any]] = [
 
 def mutations(body: Any) -> st.SearchStrategy[Any]:
     """The body with one leaf or key replaced, deleted or retyped."""
-
-    def paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        found = [prefix] if prefix else []
-        if isinstance(node, dict):
-            for key, child in node.items():
-                found += paths(child, (*prefix, key))
-        elif isinstance(node, list):
-            for i, child in enumerate(node):
-                found += paths(child, (*prefix, i))
-        return found
 
     def mutate(path: tuple[Any, ...], value: Any, delete: bool) -> Any:
         copied = copy.deepcopy(body)
