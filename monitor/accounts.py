@@ -377,6 +377,8 @@ class AccountWatcher:
         snapshot_age = self.clock() - self.last_snapshot
         if snapshot_age > max(3 * self.config.exchange.snapshot_interval, limit):
             return set(self.units)
+        if not stale_symbols:  # the usual case: skip building every unit's symbol set each second
+            return set()
         return {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
 
     def disable(self, reason: str) -> None:

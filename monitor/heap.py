@@ -1,0 +1,43 @@
+"""Settle the heap once start-up is done: the objects of start-up stay out of the collector's walks,
+and the memory its temporaries used goes back to the system.
+
+Start-up with 1,000 accounts parses thousands of REST replies and opens as many connections; what
+survives (clients, books, config) lives as long as the daemon. :func:`settle` runs one full
+collection, then ``gc.freeze()`` moves every survivor to the permanent generation (later full
+collections walk only what was allocated since: shorter pauses while ticks wait), then asks glibc
+to hand free heap pages back (``malloc_trim``; a no-op elsewhere). It runs once, at ready.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import time
+
+
+def _trim() -> bool:
+    """``malloc_trim(0)`` where the C library has it (glibc); False elsewhere."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))
+
+
+def settle() -> dict[str, float]:
+    """Collect, freeze and trim; returns what it did (for the log line at ready)."""
+    started = time.perf_counter()
+    collected = gc.collect()
+    gc.freeze()
+    trimmed = _trim()
+    return {
+        "collected": collected,
+        "frozen": gc.get_freeze_count(),
+        "trimmed": float(trimmed),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
