@@ -103,7 +103,7 @@ def test_a_tick_touches_only_units_exposed_to_its_asset() -> None:
 def test_bridge_and_stablecoin_pricing() -> None:
     """ETH is priced directly, XYZ through BTC (XYZBTC x BTCUSDT), USDC at 1; a listed-nowhere asset
     leaves the unit unpriced, and it is never reported while unpriced."""
-    book = make_book()
+    book = make_book(pinned=("USDC",))
     uid = book.upsert_cross(
         "a", {"XYZ": pos(free="1000"), "USDC": pos(free="500"), "USDT": pos(borrowed="1000")}, CLASSIC
     )
@@ -238,7 +238,8 @@ def test_no_debt_unit_is_static_and_reported_against_a_finite_band() -> None:
     book.set_band(uid, 1.5, INF)
     assert list(book.on_price("BTCUSDT", 1.0)) == []
     r = book.report(uid)
-    assert r.margin_level is None and r.distances == dict.fromkeys(CLASSIC.levels) and r.repay == {}
+    assert r.margin_level == INF and r.state == "no_debt"  # never None: that is "unknown"
+    assert r.distances == dict.fromkeys(CLASSIC.levels) and r.repay == {}
     book.set_band(uid, 1.5, 100.0)
     assert book.drain_pending() == [uid]
 
@@ -254,7 +255,7 @@ def test_zero_and_bad_prices_give_defined_results() -> None:
     assert book.level(uid) == pytest.approx(1.5)
     assert list(book.on_price("ETHUSDT", 0.0)) == [uid]
     assert book.level(uid) is None and book.is_priced(uid)
-    assert book.report(uid).margin_level is None
+    assert book.report(uid).margin_level == INF  # the debt is worth 0: infinite, never "unknown"
     book.on_price("ETHUSDT", 2000.0)
     assert book.level(uid) == pytest.approx(1.5)
     assert list(book.on_price("BTCUSDT", 0.0)) == [uid]
@@ -335,7 +336,7 @@ def test_resync_in_slices_recomputes_only_the_named_units() -> None:
 
 def test_router_and_price_book() -> None:
     """Routes: fixed for the quote and stablecoins, direct, through the bridge, or none."""
-    router = Router("usdt", ["USDC"], "BTC")
+    router = Router("usdt", (), "BTC", pinned=["USDC"])
     assert router.route("USDC") is not None and router.route("USDC").fixed  # type: ignore[union-attr]
     assert router.route("ETH") == router.route("ETH")
     router.set_catalog({"ETHBTC": ("ETH", "BTC"), "BTCUSDT": ("BTC", "USDT")})
@@ -418,7 +419,7 @@ def test_incremental_level_equals_exact_recomputation(
     """After any sequence of ticks, walks, balance changes and bands, each float level equals the exact
     Decimal level within 1e-9 relative; a tick reports a unit it moved out of its band, and never one
     inside its band."""
-    book = make_book(fanout_threshold=threshold, stablecoins=("USDT", "USDC"))
+    book = make_book(fanout_threshold=threshold, pinned=("USDC",))
     state = [dict(a) for a in start]
     ids = [book.upsert_cross(f"u{i}", a, CLASSIC) for i, a in enumerate(state)]
     for symbol, price in zip(SYMBOLS, opening or (), strict=False):
