@@ -119,7 +119,7 @@ class UnitCollector:
             gauge(
                 "unit_approximate",
                 "1 when the unit's level stands on Binance's own reported level (an asset with no live "
-                "price, or a Cross Margin Pro account); same as unit_state{state=\"approximate\"}.",
+                'price, or a Cross Margin Pro account); same as unit_state{state="approximate"}.',
             ),
             gauge(
                 "reconcile_drift_ratio",
