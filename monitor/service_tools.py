@@ -130,10 +130,12 @@ def _state_level(unit: dict[str, Any]) -> str:
     level = unit.get("margin_level")
     if state == "no_debt":
         return fmt_level(math.inf)
+    why = f": {reason}" if reason else ""
+    if state == "blind":
+        last = f"; last computed {fmt_level(level)}" if level is not None else ""
+        return f"unknown (BLIND{why}{last})"
     shown = fmt_level(level) if level is not None else "unknown"
-    if state == "known":
-        return shown
-    return f"{shown} ({state.upper()}{': ' + reason if reason else ''})"
+    return shown if state == "known" else f"{shown} ({state.upper()}{why})"
 
 
 def _table(units: list[dict[str, Any]]) -> str:
