@@ -87,7 +87,7 @@ class AccountBook:
 
     # --- units --------------------------------------------------------------------------------
 
-    def set_catalog(self, symbols: Mapping[str, tuple[str, str] | tuple[str, str, str]]) -> None:
+    def set_catalog(self, symbols: Mapping[str, Sequence[str]]) -> None:
         """symbol -> (base, quote[, status]) from exchangeInfo; re-routes every unit's prices."""
         self.router.set_catalog(symbols)
         for unit in self._units.values():
@@ -312,8 +312,8 @@ class AccountBook:
 
     def on_price(self, symbol: str, price: float) -> Sequence[str]:
         """HOT PATH. Record a price; return the units now outside their band (plus queued ones)."""
-        if not 0.0 <= price < INF:
-            log.warning("price_rejected", symbol=symbol, price=repr(price))
+        if not 0.0 < price < INF and (price != 0.0 or self._engine.inverted(symbol)):
+            log.warning("price_rejected", symbol=symbol, price=repr(price))  # 1/0: keep the last price
             return self.drain_pending() if self._pending else ()
         self.prices.prices[symbol] = price
         self.prices.stamps[symbol] = self.prices.clock()

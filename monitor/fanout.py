@@ -122,6 +122,10 @@ class Engine:
             self.by_symbol.setdefault(symbol, []).append(leg)
         return leg
 
+    def inverted(self, symbol: str) -> bool:
+        """Some leg prices 1 / ``symbol`` (a tick at 0 cannot be applied to it)."""
+        return any(leg.inverse for leg in self.by_symbol.get(symbol, ()))
+
     def _dirty(self, leg: Leg) -> None:
         leg.dirty = True
         if leg.parent is not None:

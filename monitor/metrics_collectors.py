@@ -65,8 +65,8 @@ class UnitCollector:
             drifts.update(source())
         for report in list(self.units.values()):
             labels = _unit_labels(report)
-            for name in UNIT_STATES:
-                state.add_metric([*labels, name], 1.0 if report.state == name else 0.0)
+            for each in UNIT_STATES:
+                state.add_metric([*labels, each], 1.0 if report.state == each else 0.0)
             ml = _exported_level(report)
             if ml is not None:
                 level.add_metric(labels, ml)

@@ -55,7 +55,7 @@ INVERSE = "1/"
 DEFAULT_BRIDGES = ("BTC", "ETH", "BNB")
 KNOWN_STABLECOINS = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "USDP")
 _EXACT = Context(prec=60)
-Listing = tuple[str, str] | tuple[str, str, str]
+Listing = Sequence[str]  # (base, quote) or (base, quote, status)
 
 
 def leg_symbol(leg: str) -> str:
@@ -121,7 +121,7 @@ class Router:
         for symbol, listing in symbols.items():
             name = symbol.upper()
             base, quote = listing[0].upper(), listing[1].upper()
-            status[name] = listing[2].upper() if len(listing) > 2 else "TRADING"  # type: ignore[misc]
+            status[name] = listing[2].upper() if len(listing) > 2 else "TRADING"
             assets[name] = (base, quote)
             if status[name] == "TRADING":
                 pairs[(base, quote)] = name
