@@ -8,8 +8,9 @@ restore amounts and hours are those at which the *scaled* level meets the bar.
 Implied value. An asset with no live price route (a halted pair) is valued, for an account whose
 exchange level is known, at what Binance's own ``marginLevel`` implies: at the REST read, with our
 priced totals A and L and Binance's level E, the unpriced assets are worth V = max(0, E·L − A) held
-and W = max(0, A/E − L) owed (one of the two is 0), kept fixed (a halted pair does not trade) until
-the next read, while the other prices move live. The unit is then *approximate*.
+and W = max(0, A/E − L) owed (one of the two is 0; a side the unpriced assets do not have is 0;
+both are 0 for a unit that owes nothing), kept fixed (a halted pair does not trade) until the next
+read, while the other prices move live. The unit is then *approximate*.
 
 >>> from monitor.margin import Bars
 >>> u = Unit("cross:a", 0, "a", "cross", None, "USDT",
@@ -92,9 +93,11 @@ def implied_totals(
     if not u.fallback:
         return None
     assert u.exchange_level is not None
+    held = owed = False  # what the unrouted assets have: only that side can carry an implied value
     a = lia = ZERO
     for asset, route in u.routes.items():
         if route is None:
+            held, owed = held or u.positions[asset].held > 0, owed or u.positions[asset].owed > 0
             continue
         price = ONE if route.fixed else exact(route.symbols)
         if price is None:
@@ -102,9 +105,11 @@ def implied_totals(
         p = u.positions[asset]
         a = _EXACT.add(a, _EXACT.multiply(p.held, price))
         lia = _EXACT.add(lia, _EXACT.multiply(p.owed, price))
+    if not u.owes:
+        return ZERO, ZERO  # no debt: nothing to imply (Binance's 999 is no level)
     e = u.exchange_level
-    v = max(ZERO, _EXACT.subtract(_EXACT.multiply(e, lia), a))
-    w = max(ZERO, _EXACT.subtract(_EXACT.divide(a, e), lia))
+    v = max(ZERO, _EXACT.subtract(_EXACT.multiply(e, lia), a)) if held else ZERO
+    w = max(ZERO, _EXACT.subtract(_EXACT.divide(a, e), lia)) if owed else ZERO
     return v, w
 
 

@@ -208,12 +208,14 @@ def test_cross_margin_pro_uses_the_exchange_level_and_is_approximate() -> None:
     assert book.level(uid) == pytest.approx(1.2)
     r = book.report(uid)
     assert r.approximate and r.exchange_margin_level == 1.2 and r.margin_level == pytest.approx(1.2)
+    assert r.state == "approximate" and r.reason.startswith("Cross Margin Pro account: priced by Binance's")
     # Scaled level 1.2 x A / A0 reaches 1.1 at A = 41,250: a uniform move of -8.33 %.
     assert r.liquidation_distance == pytest.approx(41250 / 45000 - 1)
     book.on_price("ETHUSDT", 1500.0)  # A = 37,500: 1.2 x 37,500 / 45,000 = 1.0
     assert book.level(uid) == pytest.approx(1.0)
     plain = book.upsert_cross("classic", long_account(), CLASSIC, exchange_level=D("1.2"))
     assert not book.report(plain).approximate and book.report(plain).exchange_margin_level == 1.2
+    assert (book.report(plain).state, book.report(plain).reason) == ("known", "")
 
 
 def test_liquidation_distance_matches_the_report() -> None:
@@ -698,7 +700,11 @@ def test_halted_asset_without_binance_level_is_blind_and_no_debt_is_no_debt() ->
     assert not book.is_priced(uid) and book.unvalued(uid) == reason
     r = book.report(uid)
     assert r.state == "blind" and r.margin_level is None and r.to_json()["margin_level"] is None
-    saver = book.upsert_cross("s", {"OLD": pos(free="5")}, CLASSIC)
+    saver = book.upsert_cross(
+        "s", {"OLD": pos(free="5"), "BTC": pos(free="1")}, CLASSIC, exchange_level=D(999)
+    )
+    book.on_price("BTCUSDT", 30000.0)
+    assert book.level(saver) is None  # Binance's 999 (no debt) implies no liability
     r = book.report(saver)
     assert (r.state, r.margin_level, r.to_json()["margin_level"]) == ("no_debt", INF, None)
     assert book.unvalued(saver) is None
@@ -708,6 +714,14 @@ def test_halted_asset_without_binance_level_is_blind_and_no_debt_is_no_debt() ->
     r = book.report(iso)
     assert r.state == "approximate" and r.reason.endswith("OLD (OLDUSDT BREAK)")
     assert r.margin_level == pytest.approx(1.5) and r.implied_value == pytest.approx(750)
+    # owed only in the halted asset: Binance's level implies a liability W = A / E - L
+    short = book.upsert_cross(
+        "o", {"BTC": pos(free="1"), "OLD": pos(borrowed="100")}, CLASSIC, exchange_level=D("1.5")
+    )
+    r = book.report(short)  # W = 30,000 / 1.5 = 20,000
+    assert r.state == "approximate" and (r.implied_value, r.implied_liability) == (0.0, pytest.approx(20000))
+    book.on_price("BTCUSDT", 24000.0)
+    assert book.level(short) == pytest.approx(1.2, rel=1e-12)
 
 
 def test_stablecoin_at_market_unless_pinned() -> None:
