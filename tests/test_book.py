@@ -738,3 +738,58 @@ def test_stablecoin_at_market_unless_pinned() -> None:
     assert market.level("cross:s") == pytest.approx(20400 / 16000, rel=1e-12)
     assert pinned.level("cross:s") == pytest.approx(23000 / 16000, rel=1e-12)
     assert pinned.symbols_needed() == {"BTCUSDT"}
+
+
+small_amounts = st.one_of(st.just(D(0)), st.decimals(min_value=0, max_value=10**6, places=8))
+small_positions = st.builds(Position, small_amounts, st.just(D(0)), small_amounts, st.just(D(0)))
+positive_prices = st.floats(min_value=1e-4, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries({a: small_positions for a in ("BTC", "BRL", "OLD", "USDT")}),
+    st.decimals(min_value=D("0.01"), max_value=D(999), places=4),
+    st.tuples(positive_prices, positive_prices),
+    st.lists(st.tuples(st.sampled_from(["BTCUSDT", "USDTBRL"]), positive_prices), max_size=20),
+    st.sampled_from([0, 1000]),
+)
+def test_implied_value_level_equals_exact_recomputation(
+    account: dict[str, Position],
+    level: D,
+    opening: tuple[float, float],
+    ticks: list[tuple[str, float]],
+    threshold: int,
+) -> None:
+    """An account holding the halted OLD: after the read (Binance's level E) and any ticks of BTC and
+    of the inverse BRL, the float level equals the exact Decimal (A + V) / (L + W), V and W implied
+    at the prices of the read; the state is approximate (no_debt when nothing is owed)."""
+    book = make_book(fanout_threshold=threshold)
+    uid = book.upsert_cross("h", account, CLASSIC, exchange_level=level)
+    book.on_price("BTCUSDT", opening[0])
+    book.on_price("USDTBRL", opening[1])
+
+    def totals(btc: float, usdtbrl: float) -> tuple[D, D]:
+        px = {"BTC": exact_price(btc), "BRL": 1 / exact_price(usdtbrl), "USDT": D(1)}
+        routed = {a: p for a, p in account.items() if a != "OLD"}
+        t = value_positions(routed, px, {"USDT"})
+        return t.assets, t.liabilities
+
+    a0, l0 = totals(*opening)
+    old, owes = account["OLD"], any(p.owed > 0 for p in account.values())
+    v = max(D(0), level * l0 - a0) if old.held > 0 and owes else D(0)
+    w = max(D(0), a0 / level - l0) if old.owed > 0 and owes else D(0)
+    for symbol, price in ticks:
+        book.on_price(symbol, price)
+    a1, l1 = totals(book.prices.prices["BTCUSDT"], book.prices.prices["USDTBRL"])
+    r = book.report(uid)
+    if not owes:
+        assert r.state == "no_debt" and book.level(uid) is None
+        return
+    assert r.state == ("approximate" if not old.is_empty else "known")
+    if l1 + w == 0:
+        assert book.level(uid) is None and r.margin_level == INF
+        return
+    exact = float((a1 + v) / (l1 + w))
+    got = book.level(uid)
+    assert got is not None and abs(got - exact) <= 1e-9 * exact
+    assert r.margin_level is not None and abs(r.margin_level - exact) <= 1e-9 * exact
