@@ -10,7 +10,11 @@
   ticks/s;
 - ``bench/rss.py``: the daemon as its own process, start-up to ready and RSS, 1 and 1,000 accounts;
 - ``bench/latency.py --runs 1``: the random-walk benchmark (tick → handed to Apprise, 1,000
-  accounts over 100 symbols), unless ``--no-latency``.
+  accounts over 100 symbols), unless ``--no-latency``;
+
+and once, since instruction counts do not vary with the machine's load, ``bench/burst_cpu.py
+--callgrind``: CPU instructions per alert to put a 200-alert burst into the outbox (baseline: one
+transaction per alert; this tree: the same, and one per 32), unless ``--no-callgrind``.
 
 It prints one markdown block: the machine (``lscpu``, Python), the load (``uptime``) before and
 after, the command, and a table per benchmark with every run's numbers. Takes ~10 min for 2 rounds.
@@ -127,6 +131,7 @@ def main() -> None:
     parser.add_argument("--base-dir", default="/tmp/margin-monitor-bench-base", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-latency", action="store_true", help="skip bench/latency.py")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip bench/burst_cpu.py")
     parser.add_argument("--raw", type=Path, help="also write every run's JSON to this file")
     args = parser.parse_args()
     trees = {"base": base_tree(args.base, args.base_dir), "new": ROOT}
@@ -142,6 +147,13 @@ def main() -> None:
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1000", "--symbols", "100")))
             if not args.no_latency:
                 latency += latency_rows(label, run(tree, "latency.py", "--runs", "1"))
+    cpu = []
+    if not args.no_callgrind:
+        for name, mode in (("base", "each"), ("new", "each"), ("new", "batch")):
+            print(f"callgrind: {name} {mode} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
+            r = run(trees[name], "burst_cpu.py", "--callgrind", "--mode", mode)
+            per = "–" if "error" in r else f"{r['instructions_per_alert']:,}"
+            cpu.append(f"| {name} | {mode} | {per} |")
     out = [
         f"### Speed benchmarks: base {args.base} (A) vs this tree {head} (B), {args.rounds} rounds, ABAB",
         "",
@@ -149,7 +161,7 @@ def main() -> None:
         f"- load before: `{load_before}`",
         f"- load after: `{sh('uptime')}`",
         f"- command: `.venv/bin/python bench/compare.py --rounds {args.rounds}"
-        f"{' --no-latency' if args.no_latency else ''}`",
+        f"{' --no-latency' if args.no_latency else ''}{' --no-callgrind' if args.no_callgrind else ''}`",
         "",
         "Correlated crash (`bench/crash.py`: 1,000 accounts, 20 symbols, prices −5 % and back; latency from",
         "the simulator's send of the causing tick; stalls: 10 ms timer in the daemon's process, wall clock;",
@@ -169,6 +181,17 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *rss,
     ]
+    if cpu:
+        out += [
+            "",
+            "CPU to put a 200-alert burst into the outbox (`bench/burst_cpu.py --callgrind`: render, SQLite",
+            "outbox on a real file; instructions per alert, the same on a busy or a quiet machine; `each` =",
+            "one transaction per alert, `batch` = `enqueue_many`, 32 per transaction, as the pump does now):",
+            "",
+            "| tree | mode | instructions per alert |",
+            "|---|---|---|",
+            *cpu,
+        ]
     if latency:
         out += [
             "",

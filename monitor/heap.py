@@ -2,10 +2,13 @@
 and the memory its temporaries used goes back to the system.
 
 Start-up with 1,000 accounts parses thousands of REST replies and opens as many connections; what
-survives (clients, books, config) lives as long as the daemon. :func:`settle` runs one full
-collection, then ``gc.freeze()`` moves every survivor to the permanent generation (later full
-collections walk only what was allocated since: shorter pauses while ticks wait), then asks glibc
-to hand free heap pages back (``malloc_trim``; a no-op elsewhere). It runs once, at ready.
+survives (clients, books, config: millions of objects) lives as long as the daemon, and every full
+collection walked all of it: pauses of 0.1-2 s while ticks waited (bench/crash.py, "full GCs").
+:func:`settle` calls ``gc.freeze()``, which moves every object alive now to the permanent
+generation in O(1) (later collections walk only what was allocated since), then asks glibc to hand
+free heap pages back (``malloc_trim``; a no-op elsewhere). It runs once, at ready. It does not
+collect first: one full collection over that heap is itself a stall of a second or more (cyclic
+garbage left from start-up stays, once, frozen).
 """
 
 from __future__ import annotations
@@ -30,13 +33,11 @@ def _trim() -> bool:
 
 
 def settle() -> dict[str, float]:
-    """Collect, freeze and trim; returns what it did (for the log line at ready)."""
+    """Freeze and trim; returns what it did (for the log line at ready)."""
     started = time.perf_counter()
-    collected = gc.collect()
     gc.freeze()
     trimmed = _trim()
     return {
-        "collected": collected,
         "frozen": gc.get_freeze_count(),
         "trimmed": float(trimmed),
         "seconds": round(time.perf_counter() - started, 4),

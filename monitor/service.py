@@ -392,7 +392,7 @@ class Service:
         if not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled):
             self._ready = True
             # start-up's objects live as long as the daemon: out of the collector's walks, and its
-            # temporaries' memory back to the system (monitor/heap.py; one collection, once)
+            # temporaries' memory back to the system (monitor/heap.py; once)
             settled = heap.settle()
             self.notifier.ready()
             log.info("daemon_ready", heap=settled)
