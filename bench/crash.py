@@ -102,14 +102,21 @@ class Receiver(SimProcess):
         return hook, int((await hook.reply())["port"])
 
 
+SEND_TIMES: list[tuple[float, float]] = []  # (start, seconds) of each Apprise call
+
+
 def record_handoffs() -> list[tuple[float, str]]:
     """Wrap ``Apprise.async_notify``: (monotonic time at the call, title) for every alert handed over."""
     calls: list[tuple[float, str]] = []
     original = apprise.Apprise.async_notify
 
     async def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append((time.monotonic(), str(kwargs.get("title", ""))))
-        return await original(self, *args, **kwargs)
+        start = time.monotonic()
+        calls.append((start, str(kwargs.get("title", ""))))
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            SEND_TIMES.append((start, time.monotonic() - start))
 
     apprise.Apprise.async_notify = recorded  # type: ignore[method-assign]
     return calls
@@ -160,6 +167,8 @@ def analyse(
         "cpu_stalls_over_5ms": sum(1 for v in phase["cpu_stalls"].values() for ms in v if ms > STALL * 1000),
         "cpu_stall_max_ms": max((ms for v in phase["cpu_stalls"].values() for ms in v), default=0.0),
         "cpu_stalls_by_callback": {k: sorted(v)[-5:] for k, v in phase["cpu_stalls"].items()},
+        "send_p50_ms": pct([d for at, d in SEND_TIMES if lo <= at < hi], 50),
+        "send_p99_ms": pct([d for at, d in SEND_TIMES if lo <= at < hi], 99),
         "gc_full": sum(1 for _, g, _ in phase["gc"] if g == 2),
         "gc_max_ms": round(max((d for _, _, d in phase["gc"]), default=0.0) * 1000, 1),
         "doubled_sample": [f"{k} x{n}" for k, n in list((have - want).items())[:3]],
