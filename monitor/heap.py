@@ -9,6 +9,11 @@ generation in O(1) (later collections walk only what was allocated since), then 
 free heap pages back (``malloc_trim``; a no-op elsewhere). It runs once, at ready. It does not
 collect first: one full collection over that heap is itself a stall of a second or more (cyclic
 garbage left from start-up stays, once, frozen).
+
+Start-up has a tail after ready (risk streams still connecting, first refreshes): the first full
+collection after :func:`settle` walks it (36-122 ms in bench/crash.py runs). So :func:`settle` also
+freezes, once, what survives that collection: long-lived by then, and the collections after walk
+only what the daemon allocates in its steady state.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import ctypes
 import ctypes.util
 import gc
 import time
+from collections.abc import Callable
 
 
 def _trim() -> bool:
@@ -32,10 +38,27 @@ def _trim() -> bool:
     return bool(trim(0))
 
 
+def freeze_after_next_full_collection() -> Callable[[str, dict[str, int]], None]:
+    """Once: when the next full (generation 2) collection ends, freeze its survivors too. Returns the
+    ``gc.callbacks`` entry (a no-op after its one freeze)."""
+    done = False
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        nonlocal done
+        if not done and phase == "stop" and info.get("generation") == 2:
+            done = True
+            gc.freeze()
+
+    gc.callbacks.append(on_gc)
+    return on_gc
+
+
 def settle() -> dict[str, float]:
-    """Freeze and trim; returns what it did (for the log line at ready)."""
+    """Freeze and trim, and freeze once more after the next full collection; returns what it did
+    (for the log line at ready)."""
     started = time.perf_counter()
     gc.freeze()
+    freeze_after_next_full_collection()
     trimmed = _trim()
     return {
         "frozen": gc.get_freeze_count(),

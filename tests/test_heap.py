@@ -26,4 +26,28 @@ def test_settle_freezes_what_is_alive_and_reports_what_it_did() -> None:
         later.other = later
         assert any(o is later for o in gc.get_objects())  # what comes after is collected as usual
     finally:
+        gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()
+
+
+def test_survivors_of_the_next_full_collection_are_frozen_once() -> None:
+    """An object made after ``settle`` is frozen by the next full collection, one made after that is not."""
+
+    class Node:
+        other: object = None
+
+    callback = heap.freeze_after_next_full_collection()
+    try:
+        tail = Node()
+        tail.other = tail  # start-up's tail: made after ready, alive for good
+        gc.collect(1)  # a younger collection does not trigger it
+        assert any(o is tail for o in gc.get_objects())
+        gc.collect()  # the first full collection: its survivors are frozen
+        assert not any(o is tail for o in gc.get_objects())
+        steady = Node()
+        steady.other = steady
+        gc.collect()  # later full collections walk what is new, as usual
+        assert any(o is steady for o in gc.get_objects())
+    finally:
+        gc.callbacks.remove(callback)
         gc.unfreeze()
