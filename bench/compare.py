@@ -7,7 +7,8 @@
 
 - ``bench/crash.py``: the correlated crash (1,000 accounts, 20 symbols, ~200 crossing), tick →
   webhook received and → handed to Apprise, lost/doubled counts, loop stalls, at 1,000 and 5,000
-  ticks/s;
+  ticks/s; once with the webhook answering at once, once answering after ``--hook-delay-ms`` (50 ms,
+  a remote service's round trip);
 - ``bench/rss.py``: the daemon as its own process, start-up to ready and RSS, 1 and 1,000 accounts;
 - ``bench/latency.py --runs 1``: the random-walk benchmark (tick → handed to Apprise, 1,000
   accounts over 100 symbols), unless ``--no-latency``;
@@ -103,6 +104,16 @@ def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def crash_header() -> list[str]:
+    return [
+        "| run | ticks/s (sent) | alerts expected / received / lost / doubled "
+        "| webhook received p50 / p99 / max ms | handed to Apprise p50 / p99 / max ms "
+        "| lag samples > 5 ms (max ms) | CPU stalls > 5 ms (max ms) | full GCs (max ms) | daemon CPU "
+        "| ready s / RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+
 def rss_row(label: str, result: dict[str, Any]) -> str:
     if "error" in result:
         return f"| {label} | {result['error']} | | | | |"
@@ -131,18 +142,20 @@ def main() -> None:
     parser.add_argument("--base-dir", default="/tmp/margin-monitor-bench-base", type=Path)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-latency", action="store_true", help="skip bench/latency.py")
+    parser.add_argument("--hook-delay-ms", type=float, default=50.0)
     parser.add_argument("--no-callgrind", action="store_true", help="skip bench/burst_cpu.py")
     parser.add_argument("--raw", type=Path, help="also write every run's JSON to this file")
     args = parser.parse_args()
     trees = {"base": base_tree(args.base, args.base_dir), "new": ROOT}
     head = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     load_before = sh("uptime")
-    crash, rss, latency = [], [], []
+    crash, slow_hook, rss, latency = [], [], [], []
     for n in range(1, args.rounds + 1):
         for name, tree in trees.items():
             label = f"{n}{'A' if name == 'base' else 'B'} {name}"
             print(f"round {n}: {name} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
             crash += crash_rows(label, run(tree, "crash.py"))
+            slow_hook += crash_rows(label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms)))
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1", "--symbols", "5")))
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1000", "--symbols", "100")))
             if not args.no_latency:
@@ -161,18 +174,21 @@ def main() -> None:
         f"- load before: `{load_before}`",
         f"- load after: `{sh('uptime')}`",
         f"- command: `.venv/bin/python bench/compare.py --rounds {args.rounds}"
+        f" --hook-delay-ms {args.hook_delay_ms:g}"
         f"{' --no-latency' if args.no_latency else ''}{' --no-callgrind' if args.no_callgrind else ''}`",
         "",
         "Correlated crash (`bench/crash.py`: 1,000 accounts, 20 symbols, prices −5 % and back; latency from",
         "the simulator's send of the causing tick; stalls: 10 ms timer in the daemon's process, wall clock;",
         "CPU stalls: loop callbacks using > 5 ms of CPU, which other processes cannot inflate):",
         "",
-        "| run | ticks/s (sent) | alerts expected / received / lost / doubled "
-        "| webhook received p50 / p99 / max ms | handed to Apprise p50 / p99 / max ms "
-        "| lag samples > 5 ms (max ms) | CPU stalls > 5 ms (max ms) | full GCs (max ms) | daemon CPU "
-        "| ready s / RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        *crash_header(),
         *crash,
+        "",
+        f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a remote",
+        "service's round trip; received = when the request arrived):",
+        "",
+        *crash_header(),
+        *slow_hook,
         "",
         "Start-up and memory (`bench/rss.py`: `python -m monitor.cli run` as its own process, simulator",
         "in another; ready = spawn → `/readyz` 200, imports included; RSS = VmRSS):",

@@ -91,10 +91,12 @@ class Receiver(SimProcess):
     """``bench/webhook_receiver.py`` as a subprocess (the same JSON-line protocol as the simulator)."""
 
     @classmethod
-    async def launch(cls) -> tuple[Receiver, int]:
+    async def launch(cls, delay_ms: float = 0.0) -> tuple[Receiver, int]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(BENCH / "webhook_receiver.py"),
+            "--delay-ms",
+            str(delay_ms),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -246,7 +248,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
         path.save(str(tmp / "path.npz"))
         sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
-        hook, hook_port = await Receiver.launch()
+        hook, hook_port = await Receiver.launch(args.hook_delay_ms)
         prober = asyncio.create_task(probe(lags))
         phases: list[dict[str, Any]] = []
         try:
@@ -305,6 +307,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "correlated crash: tick sent → webhook received",
         "tree": os.path.dirname(os.path.dirname(monitor.__file__)),
         "machine": machine(),
+        "hook_delay_ms": args.hook_delay_ms,
         "workload": {
             "accounts": args.accounts,
             "symbols": args.symbols,
@@ -335,6 +338,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drop", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after ready before phase 1")
+    parser.add_argument(
+        "--hook-delay-ms", type=float, default=0.0, help="the webhook answers after this long (remote RTT)"
+    )
     parser.add_argument("--slow-ms", type=float, help="asyncio debug mode: list callbacks slower than this")
     parser.add_argument(
         "--time-callbacks", type=float, default=2.0, help="list loop callbacks using more CPU than this (ms)"

@@ -4,7 +4,8 @@
 records ``(time.monotonic(), title)`` for each POST the moment its body is read (one clock for all
 processes on Linux, so it compares with the simulator's send times). Commands, one a line, on stdin:
 ``{"cmd": "dump", "out": FILE}`` writes every record so far to FILE (JSON) and answers
-``{"received": n}``; ``{"cmd": "quit"}``.
+``{"received": n}``; ``{"cmd": "quit"}``. ``--delay-ms N`` answers each POST N ms after reading it
+(a remote service's round trip); the record is still taken when the body is read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 RECORDS: list[tuple[float, str]] = []
 LOCK = threading.Lock()
+DELAY = [0.0]  # seconds before answering
 
 
 class Hook(BaseHTTPRequestHandler):
@@ -32,6 +34,8 @@ class Hook(BaseHTTPRequestHandler):
             title = "?"
         with LOCK:
             RECORDS.append((at, title))
+        if DELAY[0]:
+            time.sleep(DELAY[0])
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -42,6 +46,8 @@ class Hook(BaseHTTPRequestHandler):
 
 
 def main() -> None:
+    if "--delay-ms" in sys.argv:
+        DELAY[0] = float(sys.argv[sys.argv.index("--delay-ms") + 1]) / 1000
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
