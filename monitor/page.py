@@ -1,0 +1,131 @@
+"""The status page: ``/`` on the daemon's HTTP endpoint, offline (no CDN), live by polling.
+
+Routes (added to :mod:`monitor.http`'s app, so the same bearer-token rule as ``/status`` covers them):
+
+- ``/`` — the page (``monitor/static/index.html``); ``/static/{name}`` its script and style;
+- ``/page/units`` — every unit as in ``status --json`` plus ``state`` (read from the report when
+  it carries one, else derived here), ``reason``, ``firing`` alerts and ``age`` of its data;
+- ``/page/history?unit=ID`` — the unit's last 24 h from :class:`monitor.history.History`
+  (``points``: [t, level, min, max]; ``events``: alerts as they fired and resolved).
+
+The browser draws everything itself as SVG (``static/page.js``), so nothing is fetched from outside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from monitor.history import History
+
+__all__ = ["STATIC", "Feed", "page_routes", "unit_state"]
+
+STATIC = Path(__file__).parent / "static"
+FILES = {
+    "page.js": "text/javascript",
+    "page.css": "text/css",
+}
+
+
+def _default(value: object) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _json(data: object) -> web.Response:
+    body = orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    response = web.Response(body=body, content_type="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def unit_state(unit: dict[str, Any], blind: bool) -> tuple[str, str]:
+    """(state, reason): the report's own ``state``/``reason`` when present, else derived the same
+    way: blind (stale or unpriced) → approximate → no_debt → known. Never "known" without a level."""
+    state = unit.get("state")
+    if isinstance(state, str) and state:
+        return state, str(unit.get("reason") or "")
+    unpriced = unit.get("unpriced_assets") or []
+    if blind:
+        return "blind", str(unit.get("reason") or "data stale")
+    if unpriced:
+        return "blind", "no price for " + ", ".join(unpriced)
+    if unit.get("approximate"):
+        return "approximate", "Cross Margin Pro: level carried from Binance's"
+    if unit.get("margin_level") is None:
+        return "no_debt", "nothing borrowed"
+    return "known", ""
+
+
+@dataclass
+class Feed:
+    """What the page reads from the daemon, as plain callables (tests pass their own)."""
+
+    status: Callable[[], list[dict[str, Any]]]
+    firing: Callable[[str], dict[str, str]]
+    blind: Callable[[], set[str]]
+    age: Callable[[str], float | None]
+    history: History | None
+    clock: Callable[[], float]
+
+    def units(self) -> list[dict[str, Any]]:
+        """The ``/page/units`` list."""
+        blind = self.blind()
+        out = []
+        for unit in self.status():
+            uid = unit["unit"]
+            state, reason = unit_state(unit, uid in blind)
+            extra = {"state": state, "reason": reason, "firing": self.firing(uid), "age": self.age(uid)}
+            out.append({**unit, **extra})
+        return out
+
+    def unit_history(self, unit: str) -> dict[str, Any]:
+        """The ``/page/history`` document of one unit (blocking: run it in a thread)."""
+        now = self.clock()
+        if self.history is None:
+            return {"unit": unit, "now": now, "points": [], "events": []}
+        points = [[p.t, p.level, p.lo, p.hi] for p in self.history.series(unit, now)]
+        events = [
+            {"t": e.t, "kind": e.kind, "rule": e.rule, "bar": e.bar, "level": e.level}
+            for e in self.history.events(unit, now)
+        ]
+        return {"unit": unit, "now": now, "points": points, "events": events}
+
+
+def page_routes(feed: Feed) -> Callable[[web.Application], None]:
+    """The hook :func:`monitor.http.start_http` calls to add the page's routes to its app."""
+
+    async def index(request: web.Request) -> web.Response:
+        body = (STATIC / "index.html").read_bytes()
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def static(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in FILES:
+            raise web.HTTPNotFound()
+        return web.Response(body=(STATIC / name).read_bytes(), content_type=FILES[name], charset="utf-8")
+
+    async def units(request: web.Request) -> web.Response:
+        return _json(feed.units())
+
+    async def history(request: web.Request) -> web.Response:
+        unit = request.query.get("unit", "")
+        if not unit:
+            return web.json_response({"error": "unit is required: /page/history?unit=ID"}, status=400)
+        return _json(await asyncio.to_thread(feed.unit_history, unit))
+
+    def add(app: web.Application) -> None:
+        app.router.add_get("/", index)
+        app.router.add_get("/static/{name}", static)
+        app.router.add_get("/page/units", units)
+        app.router.add_get("/page/history", history)
+
+    return add
