@@ -1,8 +1,8 @@
 """What ``status --json`` adds per unit beyond the report: ``positions`` and the ``stress`` table.
 
-``positions`` (asset → free, locked, borrowed, interest as strings, and the exact ``price`` in the
-unit's quote, "1" for quote-like assets, null while unpriced) is what ``margin-monitor replay``
-reads from a running daemon. ``stress`` is :func:`monitor.stress.stress_table`.
+``positions`` (asset → free, locked, borrowed, interest as strings, the exact ``price`` in the
+unit's quote, null while unpriced, and ``fixed``: true for quote-like assets, which count at 1) is
+what ``margin-monitor replay`` reads from a running daemon. ``stress`` is :func:`monitor.stress.stress_table`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from monitor.stress import Beta, stress_table
 __all__ = ["btc_price", "enrich", "positions_json"]
 
 
-def positions_json(h: Holdings) -> dict[str, dict[str, str | None]]:
+def positions_json(h: Holdings) -> dict[str, dict[str, Any]]:
     """The unit's balances and prices, exact, as strings."""
-    out: dict[str, dict[str, str | None]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for asset, p in sorted(h.positions.items()):
         price = "1" if asset in h.fixed else (str(h.prices[asset]) if asset in h.prices else None)
         out[asset] = {
@@ -29,6 +29,7 @@ def positions_json(h: Holdings) -> dict[str, dict[str, str | None]]:
             "borrowed": str(p.borrowed),
             "interest": str(p.interest),
             "price": price,
+            "fixed": asset in h.fixed,
         }
     return out
 

@@ -75,11 +75,12 @@ class Beta:
 
 
 def level_after(h: Holdings, moves: Mapping[str, Decimal]) -> Decimal | None:
-    """The exact level after each moving asset's price is multiplied by (1 + its move) (absent: 0);
-    None for no debt. Scaled like the live level (Cross Margin Pro)."""
+    """The exact level after each moving asset's price is multiplied by (1 + its move) (absent: 0),
+    a price never going below 0 (a beta of 4 times -30 % wipes the asset out: price 0); None for no
+    debt. Scaled like the live level (Cross Margin Pro)."""
     with localcontext() as ctx:
         ctx.prec = PREC
-        prices = {a: p * (ONE + moves.get(a, ZERO)) for a, p in h.prices.items()}
+        prices = {a: p * max(ZERO, ONE + moves.get(a, ZERO)) for a, p in h.prices.items()}
         level = value_positions(h.positions, prices, h.fixed).level()
         return None if level is None else level * h.scale
 
