@@ -9,9 +9,11 @@ Kept apart from the state file (``monitor.store``): losing it loses only charts,
 - ``prices``: the last price of each symbol per minute (the stress table's beta estimates).
 
 Size is bounded by ``units × keep_seconds / 60`` minute rows plus ``units × full_seconds / every``
-recent rows: rows older than their window are deleted on every write pass (``prune``). A level of
-None (no debt) is stored as NULL; a unit that is blind or unpriced is not sampled (a gap, never a
-made-up value).
+recent rows: rows older than their window are deleted (samples on every pass, the rest once a
+minute, unit by unit along the primary key so no pass scans a table). Levels are stored as integer
+millionths (3-4 bytes instead of an 8-byte REAL: about 25 bytes a minute row); a level of None (no
+debt) is stored as NULL; a unit that is blind or unpriced is not sampled (a gap, never a made-up
+value).
 
 Writes and reads go through one connection guarded by a lock, so the daemon runs them in a worker
 thread (``asyncio.to_thread``) and the event loop never waits on the disk.
@@ -19,6 +21,7 @@ thread (``asyncio.to_thread``) and the event loop never waits on the disk.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
@@ -29,6 +32,7 @@ from typing import Any
 __all__ = ["FILE_NAME", "Event", "History", "Point"]
 
 FILE_NAME = "history.sqlite"
+SCALE = 1_000_000  # levels are kept as integer millionths
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS recent (unit INTEGER, t REAL, level REAL, PRIMARY KEY (unit, t)) WITHOUT ROWID;
@@ -72,6 +76,14 @@ class Event:
     level: float | None
 
 
+def _encode(level: float | None) -> int | None:
+    return round(level * SCALE) if level is not None and math.isfinite(level) else None
+
+
+def _decode(value: int | None) -> float | None:
+    return None if value is None else value / SCALE
+
+
 class History:
     """The history file; ``record`` writes one sampling pass, the ``series``/``events`` read it."""
 
@@ -91,6 +103,8 @@ class History:
             (name, uid) for uid, name in self._conn.execute("SELECT id, name FROM units")
         )
         self._pending: list[Event] = []
+        self._pruned_minute = -1
+        self._symbols: set[str] = {row[0] for row in self._conn.execute("SELECT DISTINCT symbol FROM prices")}
 
     def close(self) -> None:
         """Close the file (checkpointing the WAL)."""
@@ -127,7 +141,7 @@ class History:
         minute = int(now // 60)
         with self._lock, self._conn:
             self._conn.execute("BEGIN")
-            rows = [(self._id(u), now, lv) for u, lv in levels.items()]
+            rows = [(self._id(u), now, _encode(lv)) for u, lv in levels.items()]
             self._conn.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", rows)
             self._conn.executemany(UPSERT_MINUTE, [(uid, minute, lv, lv, lv) for uid, _, lv in rows])
             for e in events:
@@ -135,20 +149,30 @@ class History:
                 self._conn.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)", (uid, e.t, e.kind, e.rule, e.bar, e.level)
                 )
-                if e.level is not None:
-                    self._conn.execute(UPSERT_MINUTE, (uid, int(e.t // 60), e.level, e.level, e.level))
+                lv = _encode(e.level)
+                if lv is not None:
+                    self._conn.execute(UPSERT_MINUTE, (uid, int(e.t // 60), lv, lv, lv))
             if prices:
+                self._symbols.update(prices)
                 rows_p = [(s, minute, p) for s, p in prices.items()]
                 self._conn.executemany("INSERT OR REPLACE INTO prices VALUES (?, ?, ?)", rows_p)
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        oldest_minute = int((now - self.keep_seconds) // 60)
+        ids = list(self._ids.values())
         # one extra minute of samples, so the minute the full-resolution window starts in is whole
-        self._conn.execute("DELETE FROM recent WHERE t < ?", (now - self.full_seconds - 60.0,))
-        self._conn.execute("DELETE FROM minutes WHERE minute < ?", (oldest_minute,))
+        cut = now - self.full_seconds - 60.0
+        self._conn.executemany("DELETE FROM recent WHERE unit = ? AND t < ?", [(u, cut) for u in ids])
+        minute = int(now // 60)
+        if minute == self._pruned_minute:
+            return
+        self._pruned_minute = minute
+        oldest = int((now - self.keep_seconds) // 60)
+        expired = [(u, oldest) for u in ids]
+        self._conn.executemany("DELETE FROM minutes WHERE unit = ? AND minute < ?", expired)
         self._conn.execute("DELETE FROM events WHERE t < ?", (now - self.keep_seconds,))
-        self._conn.execute("DELETE FROM prices WHERE minute < ?", (oldest_minute,))
+        old_prices = [(s, oldest) for s in self._symbols]
+        self._conn.executemany("DELETE FROM prices WHERE symbol = ? AND minute < ?", old_prices)
 
     # -- reading -------------------------------------------------------------------------------
     def series(self, unit: str, now: float) -> list[Point]:
@@ -168,8 +192,8 @@ class History:
             recent = self._conn.execute(
                 "SELECT t, level FROM recent WHERE unit = ? AND t >= ? ORDER BY t", (uid, first_recent)
             ).fetchall()
-        points = [Point(m * 60.0, lv, lo, hi) for m, lv, lo, hi in older]
-        points.extend(Point(t, lv, lv, lv) for t, lv in recent)
+        points = [Point(m * 60.0, _decode(lv), _decode(lo), _decode(hi)) for m, lv, lo, hi in older]
+        points.extend(Point(t, _decode(lv), _decode(lv), _decode(lv)) for t, lv in recent)
         return points
 
     def events(self, unit: str, now: float) -> list[Event]:

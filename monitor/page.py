@@ -14,8 +14,9 @@ The browser draws everything itself as SVG (``static/page.js``), so nothing is f
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from monitor.history import History
 __all__ = ["STATIC", "Feed", "page_routes", "unit_state"]
 
 STATIC = Path(__file__).parent / "static"
+SLICE = 20  # units reported between event-loop turns while building /page/units
 FILES = {
     "page.js": "text/javascript",
     "page.css": "text/css",
@@ -67,24 +69,42 @@ def unit_state(unit: dict[str, Any], blind: bool) -> tuple[str, str]:
 
 @dataclass
 class Feed:
-    """What the page reads from the daemon, as plain callables (tests pass their own)."""
+    """What the page reads from the daemon, as plain callables (tests pass their own).
 
-    status: Callable[[], list[dict[str, Any]]]
+    ``unit_ids`` lists the units; ``status_of`` gives one unit's ``status --json`` dict (an exact
+    report: ~0.5 ms). :meth:`units` builds them on the event loop (the book is only consistent
+    there) in slices of :data:`SLICE`, yielding between slices so ticks never wait long behind a
+    page poll; the result is reused for ``cache_seconds`` so several open pages cost one pass.
+    """
+
+    unit_ids: Callable[[], list[str]]
+    status_of: Callable[[str], dict[str, Any]]
     firing: Callable[[str], dict[str, str]]
     blind: Callable[[], set[str]]
     age: Callable[[str], float | None]
     history: History | None
     clock: Callable[[], float]
+    cache_seconds: float = 1.0
+    _cached: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
 
-    def units(self) -> list[dict[str, Any]]:
+    async def units(self) -> list[dict[str, Any]]:
         """The ``/page/units`` list."""
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+            return self._cached[1]
         blind = self.blind()
         out = []
-        for unit in self.status():
-            uid = unit["unit"]
+        for n, uid in enumerate(sorted(self.unit_ids()), start=1):
+            try:
+                unit = self.status_of(uid)
+            except KeyError:  # removed while we yielded
+                continue
             state, reason = unit_state(unit, uid in blind)
             extra = {"state": state, "reason": reason, "firing": self.firing(uid), "age": self.age(uid)}
             out.append({**unit, **extra})
+            if n % SLICE == 0:
+                await asyncio.sleep(0)
+        self._cached = (time.monotonic(), out)
         return out
 
     def unit_history(self, unit: str) -> dict[str, Any]:
@@ -114,7 +134,7 @@ def page_routes(feed: Feed) -> Callable[[web.Application], None]:
         return web.Response(body=(STATIC / name).read_bytes(), content_type=FILES[name], charset="utf-8")
 
     async def units(request: web.Request) -> web.Response:
-        return _json(feed.units())
+        return _json(await feed.units())
 
     async def history(request: web.Request) -> web.Response:
         unit = request.query.get("unit", "")

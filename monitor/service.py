@@ -244,12 +244,12 @@ class Service:
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
-        target = self.config.alerts.restore_target
-        betas = self.recorder.betas if self.recorder is not None else {}
-        return [
-            enrich(self.book, unit, self.book.report(unit, restore_target=target).to_json(), betas)
-            for unit in sorted(self.book.units())
-        ]
+        return [self.unit_status(unit) for unit in sorted(self.book.units())]
+
+    def unit_status(self, unit: str) -> dict[str, Any]:
+        """One unit's ``status --json`` dict: its report plus positions and stress table."""
+        report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
+        return enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""
@@ -380,7 +380,8 @@ class Service:
             return None if len(known) < len(ages) else max(known, default=0.0)
 
         return Feed(
-            status=self.status,
+            unit_ids=self.book.units,
+            status_of=self.unit_status,
             firing=firing,
             blind=lambda: set(self.engine.stale) if self.engine is not None else set(),
             age=age,

@@ -23,6 +23,7 @@ from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_va
 from monitor.notify import Dispatcher, Route
 from monitor.status_extras import enrich
 from monitor.store import StateError, Store
+from monitor.stress import render_stress
 
 log = structlog.get_logger(__name__)
 
@@ -138,6 +139,7 @@ def _table(units: list[dict[str, Any]]) -> str:
             f"liabilities {fmt_value(u['total_liability_value'])} {u['quote']}"
             + (f"; liquidation prices: {prices}" if prices else "")
         )
+        lines.extend("    " + line for line in render_stress(u).splitlines())
     return "\n".join(lines) if lines else "no accounts"
 
 
