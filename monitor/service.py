@@ -387,6 +387,7 @@ class Service:
             age=age,
             history=self.recorder.history if self.recorder is not None else None,
             clock=self.clock,
+            live=lambda unit: (self.book.is_priced(unit), self.book.level(unit)),
         )
 
     async def _record_history(self) -> None:

@@ -102,12 +102,20 @@ function render(u) {
     if (window.IntersectionObserver) observer.observe(el);
   }
   card.unit = u;
+  const ageText = age(u.age) + (u.details_age > 10 ? ` · details ${Math.round(u.details_age)} s old` : "");
+  const key = JSON.stringify({ ...u, age: null, details_age: null });
+  if (card.key === key) {  // nothing but the ages changed: leave the card's DOM alone
+    card.el.querySelector(".age").textContent = ageText;
+    return;
+  }
+  card.key = key;
   card.el.className = "unit " + severity(u);
   const badge = u.state === "known" ? "" : `<span class="badge ${esc(u.state)}" title="${esc(u.reason || "")}">${esc(u.state.replace("_", " "))}${u.reason ? ": " + esc(u.reason) : ""}</span>`;
   card.el.querySelector(".head").innerHTML = `<div class="top"><span class="name">${esc(unitName(u))}</span>${badge}</div>
 <div class="levels"><span class="level" data-level="${u.margin_level === null ? "" : u.margin_level}">${levelText(u)}</span>
 <span class="exchange">Binance: <b>${exchangeText(u)}</b></span></div>${detailsHtml(u)}`;
   card.el.querySelector(".stress-box").innerHTML = stressHtml(u);
+  card.el.querySelector(".age").textContent = ageText;
 }
 
 function drawChart(card, doc) {
@@ -205,7 +213,7 @@ async function poll() {
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   } catch (e) {
     summary.textContent = "cannot reach the daemon (" + e.message + "): the values below are from " + new Date().toLocaleTimeString() + " or older";
-    for (const card of cards.values()) card.el.classList.add("s-blind");
+    for (const card of cards.values()) { card.el.classList.add("s-blind"); card.key = null; }
   }
 }
 
