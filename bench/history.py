@@ -11,10 +11,12 @@
 2. **Page**: the daemon's real HTTP app (``monitor.http`` + ``monitor.page``) over an
    :class:`~monitor.book.AccountBook` of the same 1,000 units (BTC and ETH against a USDT loan,
    exact reports with positions and stress table) and that history file. Reported: ``/page/units``
-   and one ``/page/history`` (server time and bytes, median of 5), and the page's load time in
-   headless Chromium: navigation start → the first complete render of all 1,000 cards and of the
-   first 24 charts (the page's own ``performance.now()`` mark, ``body.dataset.renderedMs``), for
-   ``--loads`` navigations in one browser.
+   and one ``/page/history`` (server time and bytes, median of 5: for ``/page/units`` the first
+   load, every unit's exact report), the time the daemon's loop spends on one later poll of
+   ``/page/units`` (live levels, ``refresh_budget`` = 100 full reports; median of 5), and the
+   page's load time in headless Chromium: navigation start → the first complete render of all
+   1,000 cards and of the first 24 charts (the page's own ``performance.now()`` mark,
+   ``body.dataset.renderedMs``), for ``--loads`` navigations in one browser.
 
 Usage: ``python bench/history.py [--units 1000] [--loads 3] [--seed 1]``.
 """
@@ -113,6 +115,7 @@ async def page(history: History, units: int, now: float, loads: int) -> dict[str
         history=history,
         clock=lambda: now,
         cache_seconds=0.0,
+        live=lambda u: (book.is_priced(u), book.level(u)),
     )
     server = await start_http(
         metrics=Metrics(version="bench"), status=lambda: [], ready=lambda: True, routes=page_routes(feed)
@@ -123,12 +126,20 @@ async def page(history: History, units: int, now: float, loads: int) -> dict[str
             for name, path in (("units", "/page/units"), ("history", "/page/history?unit=cross:acct0001")):
                 times, size = [], 0
                 for _ in range(5):
+                    feed._details.clear()  # every run a first load
                     began = time.perf_counter()
                     async with session.get(server.url + path) as r:
                         size = len(await r.read())
                     times.append(time.perf_counter() - began)
                 out[f"{name}_ms"] = round(statistics.median(times) * 1000, 1)
                 out[f"{name}_bytes"] = size
+        polls = []
+        await feed.units()
+        for _ in range(5):
+            began = time.perf_counter()
+            await feed.units()
+            polls.append(time.perf_counter() - began)
+        out["poll_units_ms"] = round(statistics.median(polls) * 1000, 1)
         if chromium_binary() is None:
             out["load_ms"] = "chromium not installed"
             return out
