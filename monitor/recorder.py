@@ -59,16 +59,18 @@ class Recorder:
             self._beta_minute = minute
             await self.refresh_betas(now)
 
-    def _assets(self) -> set[str]:
+    async def _assets(self) -> set[str]:
         assets: set[str] = set()
-        for unit in self.book.units():
+        for n, unit in enumerate(self.book.units(), start=1):
             assets.update(self.book.holdings(unit).prices)
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         return assets
 
     async def refresh_betas(self, now: float) -> None:
         """Re-estimate each held asset's beta to BTC from the recorded minutes."""
         routes = {}
-        for asset in self._assets() | {self.bridge}:
+        for asset in await self._assets() | {self.bridge}:
             route = self.book.router.route(asset)
             if route is not None and route.symbols:
                 routes[asset] = route.symbols

@@ -160,12 +160,15 @@ def scenario_data() -> dict[str, Any]:
 async def test_replay_reads_positions_from_the_running_daemon(
     tmp_path: Path, sim: Simulator, receiver: Receiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With a daemon running, replay takes the positions from its /status (exposed in ``positions``)."""
+    """With a daemon running, replay takes the positions from its /status (exposed in ``positions``,
+    beside the stress table)."""
     config = daemon_config(tmp_path, sim, receiver)
     async with running_daemon(config) as daemon:
         await wait_until(daemon.ready, what="daemon ready")
         assert daemon.http is not None
         status = daemon.status()[0]
+        assert [row["level"] for row in status["stress"]["uniform"]] == [1.52, 1.44, 1.28, 1.12]  # 1.6 x (1 + m)
+        assert status["stress"]["btc"]["bars"]["liquidation"]["btc_price"] == 20_625.0
         btc = status["positions"]["BTC"]
         assert Decimal(btc["free"]) == 1 and Decimal(btc["price"]) == 30_000 and not btc["fixed"]
         data = yaml.safe_load(config.read_text())
