@@ -167,7 +167,8 @@ async def test_replay_reads_positions_from_the_running_daemon(
         await wait_until(daemon.ready, what="daemon ready")
         assert daemon.http is not None
         status = daemon.status()[0]
-        assert [row["level"] for row in status["stress"]["uniform"]] == [1.52, 1.44, 1.28, 1.12]  # 1.6 x (1 + m)
+        uniform = [row["level"] for row in status["stress"]["uniform"]]
+        assert uniform == [1.52, 1.44, 1.28, 1.12]  # 1.6 x (1 + m)
         assert status["stress"]["btc"]["bars"]["liquidation"]["btc_price"] == 20_625.0
         btc = status["positions"]["BTC"]
         assert Decimal(btc["free"]) == 1 and Decimal(btc["price"]) == 30_000 and not btc["fixed"]
