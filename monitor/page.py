@@ -50,14 +50,17 @@ def _json(data: object) -> web.Response:
 
 
 def unit_state(unit: dict[str, Any], blind: bool) -> tuple[str, str]:
-    """(state, reason): the report's own ``state``/``reason`` when present, else derived the same
-    way: blind (stale or unpriced) → approximate → no_debt → known. Never "known" without a level."""
+    """(state, reason): blind when the engine holds the unit blind (stale feed or REST, whatever the
+    report says: its numbers are the last ones computed), else the report's own ``state``/``reason``
+    when present, else derived the same way: unpriced → blind, approximate, no_debt, known. Never
+    "known" without a level."""
     state = unit.get("state")
+    if blind:
+        said = str(unit.get("reason") or "") if state == "blind" else ""
+        return "blind", said or "no fresh data: the price feed or the account reads are stale"
     if isinstance(state, str) and state:
         return state, str(unit.get("reason") or "")
     unpriced = unit.get("unpriced_assets") or []
-    if blind:
-        return "blind", str(unit.get("reason") or "data stale")
     if unpriced:
         return "blind", "no price for " + ", ".join(unpriced)
     if unit.get("approximate"):

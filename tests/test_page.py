@@ -119,3 +119,25 @@ async def test_page_and_its_data_need_the_token_like_status(
         async with session.get(base + "/page/history", headers=auth) as r:
             assert r.status == 400
             assert "unit is required" in (await r.json())["error"]
+
+
+async def test_a_blind_unit_is_shown_blind_never_safe(
+    tmp_path: Path, sim: Simulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the price feed stalls past ``stale_after`` the cards turn grey, say "blind" with the
+    reason, and the level is marked as not current; the summary counts them."""
+    monkeypatch.setattr(monitor.service, "HISTORY_EVERY", 0.2)
+    config = daemon_config(tmp_path, sim, receiver, accounts=ACCOUNTS)
+    async with running_daemon(config) as daemon, chromium(tmp_path / "profile") as page:
+        await wait_until(daemon.ready, what="daemon ready")
+        assert daemon.http is not None
+        await page.goto(daemon.http.url + "/")
+        await page.wait_for(f"{level('cross:demo')} === '1.825'")
+        await sim.inject_fault({"kind": "stall", "target": "streams", "duration": 3600})
+        await wait_until(lambda: daemon.engine is not None and "cross:demo" in daemon.engine.stale,
+                         within=20, what="unit blind")  # fmt: skip
+        await page.wait_for(card("cross:demo") + ".className.includes('s-blind')")
+        badge = await page.eval(card("cross:demo", ".badge.blind") + ".textContent")
+        assert badge.startswith("blind")
+        assert await page.eval(level("cross:demo")) == "1.825?"  # the last level, marked as not current
+        assert "blind" in await page.eval("document.getElementById('summary').textContent")

@@ -82,5 +82,6 @@ def test_state_from_the_report_wins_over_the_derived_one() -> None:
     """When the report carries ``state``/``reason`` (the unit-state work), the page shows those."""
     assert unit_state({"state": "approximate", "reason": "Pro"}, blind=False) == ("approximate", "Pro")
     assert unit_state({"margin_level": 1.4, "unpriced_assets": []}, blind=True)[0] == "blind"
+    assert unit_state({"state": "known", "margin_level": 1.4}, blind=True)[0] == "blind"  # stale wins
     assert unit_state({"margin_level": None, "unpriced_assets": []}, blind=False)[0] == "no_debt"
     assert unit_state({"margin_level": 1.4, "unpriced_assets": []}, blind=False) == ("known", "")
