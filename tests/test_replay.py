@@ -9,6 +9,7 @@ today: level(p) = p / 18,750, so 1.5 at 28,125, 1.3 at 24,375, 1.1 at 20,625.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import random
@@ -177,9 +178,22 @@ async def test_replay_reads_positions_from_the_running_daemon(
         config.write_text(yaml.safe_dump(data))
         k = tmp_path / "k.csv"
         synthetic_day(k)
-        import asyncio
-
         code = await asyncio.to_thread(main, ["replay", "-c", str(config), "--klines", f"BTCUSDT={k}"])
     out = capsys.readouterr().out
     assert code == 0
     assert "replay cross:demo" in out and "level at the start 1.6000" in out
+
+
+async def test_replay_without_a_daemon_reads_the_accounts_once(
+    tmp_path: Path, sim: Simulator, receiver: Receiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No daemon on the configured port: replay reads the account and the tickers itself (the
+    simulator through the real python-binance client), then replays."""
+    config = daemon_config(tmp_path, sim, receiver)
+    k = tmp_path / "k.csv"
+    synthetic_day(k)
+    code = await asyncio.to_thread(main, ["replay", "-c", str(config), "--klines", f"BTCUSDT={k}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "replay cross:demo" in out and "level at the start 1.6000" in out
+    assert "normal 1.5: first crossed" in out
