@@ -234,7 +234,7 @@ def render_stress(unit: Mapping[str, Any]) -> str:
                 said.append(f"{asset} 1 (no history)")
         bars = []
         for name, cross in btc.get("bars", {}).items():
-            bars.append(f"{name} at BTC {cross['btc_price']:,.2f}" if cross else f"{name} never")
+            bars.append(f"{name} at BTC {cross['btc_price']:,.2f}" if cross else f"{name} unreachable")
         lines.append(
             "BTC model"
             + (f" (beta {', '.join(said)})" if said else "")

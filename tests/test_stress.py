@@ -72,12 +72,15 @@ def test_btc_price_at_each_bar_puts_the_level_on_the_bar(
         ctx.prec = 80
         factors = {a: Decimal(1) + b * x for a, b in beta.items()}
         assert all(f > 0 for a, f in factors.items() if not h.positions[a].is_empty)
-        terms = [
-            (p.held - bar * p.owed) * (Decimal(1) if a in h.fixed else h.prices[a] * factors[a])
+        unmoved = {
+            a: (p.held - bar * p.owed) * (Decimal(1) if a in h.fixed else h.prices[a])
             for a, p in h.positions.items()
-        ]
-        residual = abs(sum(terms, Decimal(0)))
-        assert residual <= Decimal("1e-50") * sum((abs(t) for t in terms), Decimal(0))
+        }
+        moved = [c * (Decimal(1) if a in h.fixed else factors[a]) for a, c in unmoved.items()]
+        residual = abs(sum(moved, Decimal(0)))
+        # x carries a relative rounding of 1e-60: each term moves by at most |c beta x| times that
+        scale = sum((abs(c) * (1 + abs(beta.get(a, Decimal(0)) * x)) for a, c in unmoved.items()), Decimal(0))
+        assert residual <= Decimal("1e-50") * scale
     assert cross["btc_price"] == float(h.prices["BTC"] * (Decimal(1) + x))
 
 

@@ -59,7 +59,7 @@ function stressHtml(u) {
   let note = "";
   if (s.btc) {
     rows += `<tr><td>BTC × beta</td>${s.btc.moves.map((r) => `<td>${r.level === null ? "no debt" : fmt(r.level, 3)}</td>`).join("")}</tr>`;
-    const bars = Object.entries(s.btc.bars).map(([n, c]) => `${esc(n)} at BTC ${c ? fmtPrice(c.btc_price) : "never"}`).join(" · ");
+    const bars = Object.entries(s.btc.bars).map(([n, c]) => `${esc(n)} ${c ? "at BTC " + fmtPrice(c.btc_price) : "unreachable"}`).join(" · ");
     const betas = Object.entries(s.btc.betas).map(([a, b]) => b.samples
       ? `${esc(a)} ${b.beta.toFixed(2)} (${b.samples} one-minute returns)` : `${esc(a)} 1 (no history)`).join(", ");
     note = `<p class="note">BTC at ${fmtPrice(s.btc.price)}; bars crossed: ${bars}${betas ? "; beta: " + betas : ""}</p>`;
