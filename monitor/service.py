@@ -233,6 +233,8 @@ class Service:
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
         target = self.config.alerts.restore_target
+        if self.engine is not None:  # reports flagged ``settling`` while balances are unconfirmed
+            return [self.engine.report(unit).to_json() for unit in sorted(self.book.units())]
         return [self.book.report(unit, restore_target=target).to_json() for unit in sorted(self.book.units())]
 
     def ready(self) -> bool:
@@ -400,6 +402,11 @@ class Service:
             elif symbols & stale_symbols:
                 names = ", ".join(sorted(symbols & stale_symbols))
                 reasons[unit] = f"no price for {names} for over {limit:g} s (market stream down or silent)"
+            elif self.engine is not None and unit in self.engine.settling:
+                reasons[unit] = (
+                    f"balances unconfirmed: the balance and liability views have disagreed for over "
+                    f"{limit:g} s (a change the streams and REST do not yet both show; re-reading)"
+                )
             else:
                 reasons[unit] = "the account could not be re-read from Binance (REST failing)"
         return reasons
