@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(90)
 UNIT = "cross:demo"
 REPAY = {"type": "repay", "account": "demo", "asset": "USDT", "amount": "10000"}
 BORROW = {"type": "borrow", "account": "demo", "asset": "USDT", "amount": "5000"}
-ORDERS = {  # which view is late, in simulated seconds
+ORDERS: dict[str, dict[str, float]] = {  # which view is late, in simulated seconds
     "at once": {"user_data": 0, "risk": 0, "rest_lag": 0},
     "liability late": {"user_data": 0, "risk": 1.5, "rest_lag": 0.8},
     "balance late": {"user_data": 1.5, "risk": 0, "rest_lag": 0.8},
@@ -78,12 +78,13 @@ async def test_repay_sends_no_false_margin_call(
     with capture_logs() as logs:
         async with running_daemon(daemon_config(tmp_path, sim, receiver)) as daemon:
             assert daemon.engine is not None
+            engine = daemon.engine
             await wait_until(daemon.ready, what="daemon ready")
             await receiver.wait_for(lambda m: any(t.startswith("[NORMAL]") for t in titles(receiver)))
             sim.set_delivery(**ORDERS[order])
             await sim.apply_event(REPAY)
             if order != "at once":
-                await wait_until(lambda: UNIT in daemon.engine.settling, what="settling")
+                await wait_until(lambda: UNIT in engine.settling, what="settling")
                 seen_settling.extend(u for u in daemon.status() if u["unit"] == UNIT)
             await play_out(sim, daemon, 2.0)
             await receiver.wait_for(lambda m: any("[resolved NORMAL]" in t for t in titles(receiver)))
@@ -142,7 +143,8 @@ async def test_borrow_during_rest_outage_is_reflected_when_rest_returns(
             await sim.inject_fault({"kind": "stall", "target": "ws_api", "duration": 60})
             await sim.inject_fault({"kind": "rest_5xx", "status": 503, "duration": 20})
             await sim.apply_event(BORROW)  # the balance event is stuck in the stalled user stream
-            await wait_until(lambda: UNIT in daemon.engine.settling, what="settling on the liability")
+            engine = daemon.engine
+            await wait_until(lambda: UNIT in engine.settling, what="settling on the liability")
             await receiver.wait_for(lambda m: any(t.startswith("[BLIND]") for t in titles(receiver)))
             # each re-read already retries inside the REST client (5 tries, ~7 s); once it gives up, the
             # watcher asks again at once with a jittered backoff capped at 2 s, not at the next snapshot
