@@ -40,7 +40,7 @@ from monitor.exchange.binance import (
 from monitor.exchange.parse import CrossAccount, IsolatedPair
 from monitor.exchange.supervisor import Backoff
 from monitor.ladder import policy_for_unit
-from monitor.ledger import Ledger
+from monitor.ledger import REST_WINS_AFTER, Ledger
 from monitor.margin import Bars, Position
 from monitor.report import unit_id
 
@@ -271,7 +271,11 @@ class AccountWatcher:
         if uid not in self.book.units():
             self.ledger.accept_rest(uid)
             return True
-        if self.ledger.rest_agrees(uid, {asset: p.held for asset, p in positions.items()}):
+        held = {asset: p.held for asset, p in positions.items()}
+        verdict = self.ledger.rest_verdict(uid, held, now=self.clock())
+        if verdict == "stands":
+            log.warning("stream_never_confirmed_taking_rest", unit=uid, after=REST_WINS_AFTER)
+        if verdict != "disagrees":
             return True
         self._disagreed = True
         self.ledger.disagree(uid, now=self.clock())

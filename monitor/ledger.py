@@ -26,6 +26,10 @@ What "agree" means here (pure bookkeeping; the caller applies the changes to the
   too). A REST answer that is behind (or ahead of) the stream is not put into the book; the unit
   stays settling and is re-read again shortly. With nothing streamed to compare, REST is taken as
   it is: any REST snapshot is one consistent state of the account.
+- A stream value REST never comes to show (an event lost without a reconnect, a ``balanceUpdate``
+  never followed by its ``outboundAccountPosition``) would keep a unit settling for ever: when REST
+  has answered the same balances for :data:`REST_WINS_AFTER` seconds, longer than any view is late,
+  REST is taken (and the caller logs it).
 
 Worked example (the repay of issue #10)::
 
@@ -57,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 ZERO = Decimal(0)
 SETTLE_BOUND = 2.0
@@ -64,7 +69,8 @@ SETTLE_BOUND = 2.0
 test draws channel delays of 0-2 s): a crossing is alerted at most this plus 1 s after it happened.
 Past ``alerts.stale_after`` of disagreement the unit is blind ("balances unconfirmed")."""
 
-LIABILITY_SIGN = {"BORROW": 1, "REPAY": -1}
+REST_WINS_AFTER = SETTLE_BOUND + 1.0
+"""Seconds of REST answering the same balances, against the stream, after which REST is taken."""
 
 
 def held_change(kind: str, principal: Decimal, interest: Decimal) -> Decimal | None:
@@ -108,6 +114,7 @@ class Ledger:
     def __init__(self) -> None:
         self._streamed: dict[str, dict[str, Decimal]] = {}
         self._pending: dict[str, Pending] = {}
+        self._rest_held: dict[str, tuple[tuple[tuple[str, Decimal], ...], float]] = {}
 
     def since(self, unit: str) -> float | None:
         """When ``unit`` started settling (None: its views agree)."""
@@ -142,10 +149,32 @@ class Ledger:
         """A change that could not be applied to the book (out of order): only REST can settle it."""
         self._open(unit, now).unknown = True
 
-    def rest_agrees(self, unit: str, held: Mapping[str, Decimal]) -> bool:
-        """Whether a REST snapshot (``held`` per asset) shows every balance the stream reported."""
+    def rest_agrees(self, unit: str, held: Mapping[str, Decimal], *, now: float = 0.0) -> bool:
+        """Whether REST may go into the book: :meth:`rest_verdict` is not ``"disagrees"``."""
+        return self.rest_verdict(unit, held, now=now) != "disagrees"
+
+    def rest_verdict(
+        self, unit: str, held: Mapping[str, Decimal], *, now: float = 0.0
+    ) -> Literal["agrees", "disagrees", "stands"]:
+        """Whether a REST snapshot (``held`` per asset) shows every balance the stream reported, or
+        has stood against it, unchanged, for :data:`REST_WINS_AFTER` seconds (see above).
+
+        >>> ledger = Ledger()
+        >>> ledger.balance("u", "USDT", Decimal(0), Decimal(5), now=0.0)
+        True
+        >>> [ledger.rest_agrees("u", {"USDT": Decimal(0)}, now=t) for t in (0.2, 1.0, 3.3)]
+        [False, False, True]
+        """
         streamed = self._streamed.get(unit, {})
-        return all(held.get(asset, ZERO) == value for asset, value in streamed.items())
+        if all(held.get(asset, ZERO) == value for asset, value in streamed.items()):
+            self._rest_held.pop(unit, None)
+            return "agrees"
+        shown = tuple(sorted((asset, held.get(asset, ZERO)) for asset in streamed))
+        last = self._rest_held.get(unit)
+        if last is None or last[0] != shown:
+            self._rest_held[unit] = (shown, now)
+            return "disagrees"
+        return "stands" if now - last[1] >= REST_WINS_AFTER else "disagrees"
 
     def disagree(self, unit: str, *, now: float) -> None:
         """REST and the stream disagree: the unit is settling (from ``now`` if it was not)."""
@@ -155,6 +184,7 @@ class Ledger:
         """A REST snapshot that agrees went into the book: everything before it is explained."""
         self._pending.pop(unit, None)
         self._streamed.pop(unit, None)
+        self._rest_held.pop(unit, None)
 
     def forget(self, unit: str) -> None:
         """After a reconnect (events may have been missed) or when the unit goes: REST decides."""
@@ -162,8 +192,7 @@ class Ledger:
 
     def drop(self, unit: str) -> None:
         """The unit is no longer watched."""
-        self._pending.pop(unit, None)
-        self._streamed.pop(unit, None)
+        self.accept_rest(unit)
 
     def _open(self, unit: str, now: float) -> Pending:
         pending = self._pending.get(unit)

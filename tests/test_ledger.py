@@ -6,7 +6,7 @@ import doctest
 from decimal import Decimal as D
 
 import monitor.ledger
-from monitor.ledger import Ledger
+from monitor.ledger import REST_WINS_AFTER, Ledger
 
 U = "cross:main"
 
@@ -84,3 +84,18 @@ def test_reconnect_lets_rest_decide() -> None:
     ledger.balance(U, "USDT", D(0), D(100), now=0.0)
     ledger.forget(U)
     assert ledger.rest_agrees(U, {"USDT": D(0)})
+
+
+def test_rest_standing_against_a_stream_value_wins_after_a_while() -> None:
+    """A streamed balance REST never shows (its event was wrong or lost): REST answering the same for
+    REST_WINS_AFTER seconds is taken, so the unit does not stay settling (then blind) for ever; a
+    REST answer that keeps changing (catching up) is not."""
+    ledger = Ledger()
+    ledger.balance(U, "USDT", D(0), D(5), now=0.0)
+    assert ledger.rest_verdict(U, {"USDT": D(0)}, now=0.5) == "disagrees"
+    assert ledger.rest_verdict(U, {"USDT": D(0)}, now=0.5 + REST_WINS_AFTER - 0.1) == "disagrees"
+    assert ledger.rest_verdict(U, {"USDT": D(0)}, now=0.5 + REST_WINS_AFTER) == "stands"
+    moving = Ledger()
+    moving.balance(U, "USDT", D(0), D(5), now=0.0)
+    for n in range(10):
+        assert moving.rest_verdict(U, {"USDT": D(n) / 10}, now=n * 1.0) == "disagrees"
