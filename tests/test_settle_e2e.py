@@ -8,6 +8,9 @@ The account of issue #10 (derived by hand): 10 ETH + 10,000 USDT against a 28,88
   loan not yet): 29,000 / 28,889 = 1.004, which used to send MARGIN CALL and LIQUIDATION.
 - Borrow 5,000 USDT: true level 44,000 / 33,889 = 1.298 (MARGIN CALL fires). Half-applied (free
   in, loan not yet): 44,000 / 28,889 = 1.523, which used to send "resolved NORMAL".
+- Isolated BTCUSDT at 5x (bars 1.25 / 1.19 / 1.15; no Risk Data Stream for isolated pairs, so only
+  REST can confirm): 1 BTC + 10,000 USDT against 30,000 USDT at 30,000: level 1.333. Repay 10,000:
+  30,000 / 20,000 = 1.5. Half-applied: 30,000 / 30,000 = 1.0, a false LIQUIDATION.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from structlog.testing import capture_logs
 from monitor.exchange.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
-UNIT = "cross:demo"
+UNIT = "cross:demo"  # the isolated test passes its own unit
 REPAY = {"type": "repay", "account": "demo", "asset": "USDT", "amount": "10000"}
 BORROW = {"type": "borrow", "account": "demo", "asset": "USDT", "amount": "5000"}
 ORDERS: dict[str, dict[str, float]] = {  # which view is late, in simulated seconds
@@ -50,6 +53,14 @@ def scenario_data() -> dict[str, Any]:
                     {"asset": "ETH", "free": "10"},
                     {"asset": "USDT", "free": "10000", "borrowed": "28889"},
                 ],
+                "isolated": [
+                    {
+                        "symbol": "BTCUSDT",
+                        "leverage": 5,
+                        "base": {"asset": "BTC", "free": "1"},
+                        "quote": {"asset": "USDT", "free": "10000", "borrowed": "30000"},
+                    }
+                ],
             }
         ],
     }
@@ -59,13 +70,13 @@ def titles(rx: Receiver) -> list[str]:
     return rx.titles()
 
 
-async def play_out(sim: Simulator, daemon: Any, seconds: float) -> None:
+async def play_out(sim: Simulator, daemon: Any, seconds: float, unit: str = UNIT) -> None:
     """Let ``seconds`` of simulated time pass in 0.1 s steps, giving the daemon a moment each step to
     read what was delivered (pacing only: the assertions hold for any interleaving)."""
     for _ in range(round(seconds / 0.1)):
         await sim.advance(0.1)
         await asyncio.sleep(0.05)
-    await wait_until(lambda: UNIT not in daemon.engine.settling, what="the unit settled")
+    await wait_until(lambda: unit not in daemon.engine.settling, what="the unit settled")
 
 
 @pytest.mark.parametrize("order", list(ORDERS))
@@ -162,3 +173,29 @@ async def test_borrow_during_rest_outage_is_reflected_when_rest_returns(
     assert "balances unconfirmed" in blind["message"]
     assert not [t for t in got if "resolved NORMAL" in t or "LIQUIDATION" in t], got
     assert "1.298" in next(t for t in got if t.startswith("[MARGIN CALL]"))
+
+
+async def test_isolated_repay_waits_for_rest_and_sends_nothing(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """An isolated pair's repay, REST 0.8 s behind the user stream: the pair settles only when REST shows
+    the repay (1.5), and the half-applied 1.0 sends no LIQUIDATION."""
+    pair = "isolated:demo:BTCUSDT"
+    accounts = [{"name": "demo", "api_key": "demo-key", "api_secret": "demo-secret", "cross": False,
+                 "isolated": ["BTCUSDT"]}]  # fmt: skip
+    with capture_logs() as logs:
+        async with running_daemon(daemon_config(tmp_path, sim, receiver, accounts=accounts)) as daemon:
+            engine = daemon.engine
+            assert engine is not None
+            await wait_until(daemon.ready, what="daemon ready")
+            sim.set_delivery(user_data=0, risk=0, rest_lag=0.8)
+            await sim.apply_event({**REPAY, "symbol": "BTCUSDT"})
+            await wait_until(lambda: pair in engine.settling, what="settling")
+            shown = next(u for u in daemon.status() if u["unit"] == pair)
+            assert shown["settling"] is True and round(shown["margin_level"], 3) == 1.0  # shown, not alerted
+            await wait_until(lambda: bool(events(logs, "rest_disagrees_with_stream")), what="REST behind")
+            await play_out(sim, daemon, 1.0, pair)
+            level = next(u for u in daemon.status() if u["unit"] == pair)["margin_level"]
+            assert round(level, 3) == 1.5
+            assert_alive(daemon, logs)
+    assert titles(receiver) == []
