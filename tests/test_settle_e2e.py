@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
@@ -131,15 +130,6 @@ async def test_borrow_sends_no_false_resolved(
     assert len(margin_call) == 1 and "1.298" in margin_call[0], got
 
 
-def outage_config(tmp_path: Path, sim: Simulator, rx: Receiver) -> Path:
-    """The harness config with snapshots every 60 s, so only a retried re-read can see the borrow."""
-    path = daemon_config(tmp_path, sim, rx)
-    data = yaml.safe_load(path.read_text())
-    data["exchange"]["snapshot_interval"] = "60s"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 async def test_borrow_during_rest_outage_is_reflected_when_rest_returns(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -147,7 +137,8 @@ async def test_borrow_during_rest_outage_is_reflected_when_rest_returns(
     settles, goes blind after ``stale_after`` (3 s) saying "balances unconfirmed", re-reads with backoff,
     and the MARGIN CALL arrives right after REST returns, not at the next 60 s snapshot."""
     with capture_logs() as logs:
-        async with running_daemon(outage_config(tmp_path, sim, receiver)) as daemon:
+        # snapshots every 60 s: only a retried re-read can see the borrow in time
+        async with running_daemon(daemon_config(tmp_path, sim, receiver, snapshot_interval="60s")) as daemon:
             assert daemon.engine is not None
             await wait_until(daemon.ready, what="daemon ready")
             await receiver.wait_for(lambda m: any(t.startswith("[NORMAL]") for t in titles(receiver)))
