@@ -196,7 +196,8 @@ class AccountWatcher:
 
     async def _snapshot(self, *, full: bool = True) -> None:
         """Read the account (cross and isolated) and put it into the book. ``full=False`` (a settle
-        re-read) reads only the balances, reusing the bars and interest rates already known."""
+        re-read, maybe every 0.25 s) skips the cross bars and the interest rates (weight 100); an
+        isolated pair's tier is re-read always (weight 1), as a borrow can move it."""
         assert self.rest is not None
         units: set[str] = set()
         self._disagreed = False
@@ -214,8 +215,7 @@ class AccountWatcher:
                 if not pair.enabled and self.cfg.isolated == "all":
                     continue
                 # the tier (and so the bars) follows what the pair has borrowed: re-read each time
-                if full or pair.symbol not in self.bars:
-                    self.bars[pair.symbol] = await self.rest.isolated_bars(pair.symbol, pair)
+                self.bars[pair.symbol] = await self.rest.isolated_bars(pair.symbol, pair)
                 units.add(self._apply_isolated(pair, self.bars[pair.symbol]))
                 if full:
                     items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
