@@ -18,7 +18,7 @@ and once, since instruction counts do not vary with the machine's load, ``bench/
 transaction per alert; this tree: the same, and one per 32), unless ``--no-callgrind``.
 
 It prints one markdown block: the machine (``lscpu``, Python), the load (``uptime``) before and
-after, the command, and a table per benchmark with every run's numbers. Takes ~10 min for 2 rounds.
+after, the command, and a table per benchmark with every run's numbers. Takes 15–25 min for 2 rounds.
 """
 
 from __future__ import annotations
