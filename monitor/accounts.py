@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -36,13 +36,18 @@ from monitor.exchange.binance import (
     StreamState,
     UserSubscription,
 )
+from monitor.exchange.diagnose import Diagnosis, diagnose
 from monitor.exchange.parse import CrossAccount, IsolatedPair
+from monitor.exchange.rest import RetryPolicy
+from monitor.exchange.supervisor import Backoff
 from monitor.ladder import policy_for_unit
 from monitor.margin import Bars, Position
 from monitor.report import unit_id
 
 log = structlog.get_logger(__name__)
 StateHook = Callable[[StreamState], None]
+# (unit, Binance's marginLevelStatus or "" to derive it from the level, its level, source)
+ExchangeWordHook = Callable[[str, str, Decimal | None, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +68,7 @@ class Notice:
     rule: str
     title: str
     body: str
+    blind: bool = False  # to the blind routes (an account not watched now), else to every route
 
     def event(self, routes: tuple[str, ...], now: float) -> AlertEvent:
         return AlertEvent(
@@ -75,7 +81,7 @@ class Notice:
             at=now,
             since=now,
             routes=routes,
-            dedupe_key=f"notice|{self.account}|{self.rule}|{int(now)}",
+            dedupe_key=f"notice|{self.account}|{self.rule}|{int(now * 1000)}",
             crossing=0,
             severity=0,
             detail=self.body,
@@ -106,8 +112,11 @@ class AccountWatcher:
         self.on_state = on_state
         self.notices = notices
         self.clock = clock
-        self.enabled = True
+        self.enabled = True  # False only for good: a key refused for its permissions
         self.loaded = False
+        self.problem: Diagnosis | None = None  # why the account is not watched now (retried)
+        self._told: str | None = None  # the problem kind last told to the trader
+        self._risky_told = False
         self.rest: BinanceRest | None = None
         self.engine: Engine | None = None
         self.units: set[str] = set()
@@ -121,6 +130,7 @@ class AccountWatcher:
         self._secret = read_secret(
             account.api_secret, account.api_secret_file, f"accounts.{self.name}.api_secret", config_path
         )
+        self.on_exchange_word: ExchangeWordHook | None = None  # Binance's own status (monitor.opinion)
         self._refreshing: asyncio.Lock = asyncio.Lock()
         self._refresh_wanted = asyncio.Event()
 
@@ -132,26 +142,82 @@ class AccountWatcher:
         return self._key, self._secret
 
     # -- loading --------------------------------------------------------------------------------
-    async def load(self) -> bool:
-        """Connect, check the key, read bars and snapshots into the book. False when disabled."""
+    async def load(self, policy: RetryPolicy | None = None) -> bool:
+        """One attempt to connect, check the key, read bars and snapshots into the book.
+
+        True when loaded. False when not: ``enabled`` is False for a key refused for its
+        permissions (for good), else ``problem`` says why and a later attempt may succeed."""
+        created = self.rest is None  # a reload after a revoked key keeps the client its streams use
         try:
-            self.rest = await BinanceRest.connect(
-                self.name, self._key, self._secret, self.endpoints.rest_url, self.endpoints.ws_api_url
-            )
+            if self.rest is None:
+                self.rest = await BinanceRest.connect(
+                    self.name, self._key, self._secret, self.endpoints.rest_url, self.endpoints.ws_api_url,
+                    policy=policy,
+                )  # fmt: skip
+            rest = self.rest
             if not await self._check_permissions():
                 return False
-            self.book.set_catalog(await self.rest.symbol_catalog())
+            self.book.set_catalog(await rest.symbol_catalog())
             await self._snapshot()
-        except KeyRejected as exc:
-            self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")
-            return False
         except ExchangeError as exc:
-            log.error("account_load_failed", account=self.name, error=str(exc))
-            self.disable(f"could not be loaded: {exc}")
+            if created and self.rest is not None:
+                await self.rest.close()
+                self.rest = None
+            self._unreachable(diagnose(exc))
             return False
+        if policy is not None:
+            rest.caller.policy = RetryPolicy()  # the quick start-up policy was for this attempt only
         self.loaded = True
+        if self._told is not None:
+            self._notice(
+                "account_loaded",
+                f"margin-monitor: {self.name} is watched again",
+                f"Account {self.name} could be loaded and is being watched (it was not: "
+                f"{self.problem.reason if self.problem else 'unknown'}).",
+                blind=True,
+            )
+        self.problem = self._told = None
         log.info("account_loaded", account=self.name, units=sorted(self.units))
         return True
+
+    async def load_until_loaded(
+        self,
+        backoff: Backoff,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> bool:
+        """Retry :meth:`load` with jittered, capped backoff until loaded (True) or refused for good."""
+        attempt = 0
+        while self.enabled and not self.loaded:
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.info(
+                "account_load_retry",
+                account=self.name,
+                kind=self.problem.kind if self.problem else None,
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+            await sleep(delay)
+            if await self.load(policy):
+                return True
+        return self.loaded
+
+    def _unreachable(self, problem: Diagnosis) -> None:
+        """The account cannot be read now: say why once per kind of problem (log and blind routes)."""
+        self.problem = problem
+        if problem.kind == self._told:
+            log.info("account_still_unreachable", account=self.name, kind=problem.kind)
+            return
+        self._told = problem.kind
+        log.error("account_unreachable", account=self.name, kind=problem.kind, reason=problem.reason)
+        self._notice(
+            "account_unreachable",
+            f"margin-monitor: {self.name} is NOT being watched",
+            f"Account {self.name} cannot be read from the exchange: {problem.reason}. "
+            "It is retried with backoff and watched as soon as it can be read; no restart is needed.",
+            blind=True,
+        )
 
     async def _check_permissions(self) -> bool:
         assert self.rest is not None
@@ -173,6 +239,9 @@ class AccountWatcher:
             )
             self.enabled = False
             return False
+        if self._risky_told:
+            return True  # already said when the account was first loaded
+        self._risky_told = True
         log.warning("account_key_not_read_only", account=self.name, permissions=what)
         self._notice(
             "key_risky",
@@ -228,6 +297,7 @@ class AccountWatcher:
             self.name, cross.positions, bars, approximate=approximate, exchange_level=cross.margin_level
         )
         self._record_drift(uid, cross.margin_level, before)
+        self._exchange_word(uid, cross.margin_level_status, cross.margin_level, "rest")
         return uid
 
     def _apply_isolated(self, pair: IsolatedPair, bars: Bars) -> str:
@@ -236,7 +306,12 @@ class AccountWatcher:
             exchange_level=pair.margin_level,
         )  # fmt: skip
         self._record_drift(uid, pair.margin_level, None)
+        self._exchange_word(uid, pair.margin_level_status, pair.margin_level, "rest")
         return uid
+
+    def _exchange_word(self, uid: str, status: str, level: Decimal | None, source: str) -> None:
+        if self.on_exchange_word is not None:
+            self.on_exchange_word(uid, status, level, source)
 
     def _record_drift(self, uid: str, exchange_level: Decimal, before: float | None) -> None:
         ours = self.book.level(uid) if self.book.is_priced(uid) else before
@@ -333,6 +408,7 @@ class AccountWatcher:
             self.request_refresh()
         elif isinstance(event, MarginStatus):
             log.info("exchange_margin_status", account=self.name, level=str(event.level), status=event.status)
+            self._exchange_word(unit_id(self.name), event.status, event.level, "risk")
 
     async def on_reconnected(self, account: str, symbol: str | None) -> None:
         """After a stream (re)subscribes, events may have been missed: reconcile by REST."""
@@ -380,21 +456,45 @@ class AccountWatcher:
         return {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
 
     def disable(self, reason: str) -> None:
-        if not self.enabled:
+        """Stop watching this account now (its key rejected or revoked mid-run): its units leave the
+        book and the trader is told once. The account stays ``enabled``: the service retries loading
+        it in the background, so a key fixed on Binance is picked up without a restart."""
+        if not self.loaded or not self.enabled:
             return
-        self.enabled = False
+        self.loaded = False
+        self.problem = Diagnosis("disabled", reason)
+        self._told = self.problem.kind
         log.error("account_disabled", account=self.name, reason=reason)
         self._notice(
             "account_disabled",
             f"margin-monitor: {self.name} is NOT being watched",
-            f"Account {self.name}: {reason}. The other accounts are still watched. Fix the key and restart.",
+            f"Account {self.name}: {reason}. The other accounts are still watched. This one is retried "
+            "with backoff and watched again as soon as its key works (fix the key or its IP whitelist "
+            "on Binance; no restart is needed).",
+            blind=True,
         )
         for uid in self.units:
             self.book.remove_unit(uid)
         self.units = set()
+        self._configured.clear()
 
-    def _notice(self, rule: str, title: str, body: str) -> None:
-        self.notices.append(Notice(self.name, rule, title, body))
+    async def watch_key(self, interval: float) -> None:
+        """Check the key every ``interval`` s with the cheapest signed call there is
+        (``GET /sapi/v1/account/apiRestrictions``, weight 1): a revoked key is noticed within
+        seconds instead of at the next snapshot. Other failures are left to the snapshot path."""
+        while True:
+            await asyncio.sleep(interval)
+            if not (self.loaded and self.enabled) or self.rest is None:
+                continue
+            try:
+                await self.rest.key_permissions()
+            except KeyRejected as exc:
+                self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")
+            except ExchangeError as exc:
+                log.info("key_check_failed", account=self.name, error=str(exc))
+
+    def _notice(self, rule: str, title: str, body: str, *, blind: bool = False) -> None:
+        self.notices.append(Notice(self.name, rule, title, body, blind))
 
     async def close(self) -> None:
         if self.rest is not None:

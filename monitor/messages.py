@@ -189,6 +189,8 @@ def render(event: AlertEvent, report: UnitReport | None) -> Message:
     label = unit_label(event.unit, report)
     if event.measure == "blind":
         return _blind(event, label)
+    if event.measure == "exchange":
+        return _exchange(event, label)
     if event.measure == "distance":
         return _distance(event, report, label)
     return _level(event, report, label)
@@ -273,6 +275,36 @@ def _blind(event: AlertEvent, label: str) -> Message:
         ]
     )
     return Message(title, body, "warning")
+
+
+def _exchange(event: AlertEvent, label: str) -> Message:
+    """Binance's own status against ours (:mod:`monitor.opinion`)."""
+    status = event.exchange_status
+    theirs = f" (its level {fmt_level(event.exchange_level)})" if event.exchange_level is not None else ""
+    ours = (
+        f"our own level is unknown ({event.detail})"
+        if event.detail
+        else f"our own level reads {fmt_level(event.level)}"
+    )
+    liquidation = event.rule == "exchange_liquidation"
+    name = "BINANCE FORCE LIQUIDATION" if liquidation else "BINANCE DISAGREES"
+    if event.kind == "resolved":
+        if liquidation:
+            title = f"[resolved {name}] {label}: Binance now reports {status}"
+        else:
+            title = f"[resolved {name}] {label}: Binance and our level agree again"
+        return Message(title, f"Binance now reports {status} for {label}{theirs}; {ours}.", "success")
+    verdict = ": prices or balances disagree" if event.verdict == "disagree" else ""
+    lines = [f"Binance reports {status} for {label}{theirs}; {ours}{verdict}."]
+    if event.bar is not None:
+        lines.append(f"{status} means Binance puts the margin level at or below {fmt_bar(event.bar)}.")
+    if liquidation:
+        title = f"[{name}] {label}: Binance reports {status}"
+        lines.append("Binance is liquidating this account: check it on Binance now.")
+        return Message(title, "\n".join(lines), "failure")
+    title = f"[{name}] {label}: Binance reports {status}, {ours}"
+    lines.append("Until they agree, trust the worse of the two: check the account on Binance.")
+    return Message(title, "\n".join(lines), "warning")
 
 
 def summary(route: str, titles: Sequence[str], window: float) -> Message:
