@@ -17,9 +17,9 @@ Per unit, :class:`SecondOpinion` keeps one *disagreement* episode: it fires afte
 disagreed for ``grace`` seconds (the status event and our own price tick or balance change race
 each other: a difference that lasts less than that is no news), and resolves once they agree again
 or Binance no longer reports danger. ``FORCE_LIQUIDATION`` — Binance is liquidating — is latched
-when heard: unless our own view agrees within ``grace`` (then our liquidation rung's alert has said
-it), it is sent on the routes of the liquidation rung even if Binance has moved on meanwhile (a
-liquidation ends in no debt within milliseconds), with its own resolved counterpart.
+when heard and always sent, ``grace`` seconds later (time for our own tick to arrive, so the message
+can say whether we agree), on the routes of the liquidation rung, even if Binance has moved on
+meanwhile (a liquidation ends in no debt within milliseconds), with its own resolved counterpart.
 
 Dedupe keys are ``unit|rule|<episode start in ms>|kind|0``: stable for one episode, distinct across
 episodes and restarts (a counter restarting at 0 would collide with keys already in the outbox).
@@ -145,6 +145,7 @@ class _Unit:
     liquidation_since: float | None = None  # the Binance liquidation alert was sent (open)
     liquidation_heard: float | None = None  # FORCE_LIQUIDATION heard, not yet covered nor sent
     liquidation_level: float | None = None
+    liquidation_agreed: bool = False  # our own view agreed at some point since it was heard
     routes: tuple[str, ...] = ()
     liquidation_routes: tuple[str, ...] = ()
 
@@ -170,7 +171,7 @@ class SecondOpinion:
         state = self._units.setdefault(unit, _Unit())
         state.status, state.exchange_level, state.source = status, level, source
         if status == FORCE and state.liquidation_heard is None and state.liquidation_since is None:
-            state.liquidation_level = level
+            state.liquidation_level, state.liquidation_agreed = level, False
             state.liquidation_heard = -1.0  # dated by the next check (``note`` has no clock)
 
     def check(self, unit: str, now: float, own: OwnView) -> list[AlertEvent]:
@@ -187,13 +188,14 @@ class SecondOpinion:
             if state.liquidation_heard < 0:
                 state.liquidation_heard = now
             if verdict(FORCE, own, self.tolerance) == "agree":
-                state.liquidation_heard = None  # our own liquidation rung is engaged: it has said so
-            elif now - state.liquidation_heard >= self.grace:
+                state.liquidation_agreed = True
+            if now - state.liquidation_heard >= self.grace:
                 state.liquidation_since, state.liquidation_heard = state.liquidation_heard, None
                 rule = liquidation_rule(own.rules, own.bars)
                 state.liquidation_routes = rule.routes if rule is not None else ()
-                self.disagreements += 1
-                events.append(self._event("firing", unit, LIQUIDATION_RULE, state, own, "disagree", now))
+                said: Verdict = "agree" if state.liquidation_agreed else "disagree"
+                self.disagreements += said == "disagree"
+                events.append(self._event("firing", unit, LIQUIDATION_RULE, state, own, said, now))
         if view == "disagree":
             if state.disagree_since is None:
                 state.disagree_since = now

@@ -132,6 +132,17 @@ class Service:
             self.store = Store(config.state_dir)
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
+        if self.store.lost:
+            log.error("alert_state_lost", reason=self.store.lost)
+            self.notices.append(
+                Notice(
+                    "margin-monitor",
+                    "state_lost",
+                    "margin-monitor: alert history lost",
+                    f"The {self.store.lost}: which alerts were already sent is unknown. Every alert "
+                    "that holds now is sent again once, as new; nothing is missed.",
+                )
+            )
         self.endpoints = await self._endpoints()
         self.watchers = build_watchers(
             self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
@@ -173,6 +184,7 @@ class Service:
             self._routes(), self.store, timeout=config.notify.timeout, backoff=self._notify_backoff
         )
         await self.dispatcher.start()
+        await self._send_notices()  # what is wrong at start (state lost, accounts not loaded) first
         self.metrics.route_source(self.dispatcher.stats)
 
         self.market = MarketStream(

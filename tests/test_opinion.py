@@ -125,18 +125,22 @@ def test_binance_back_to_normal_resolves() -> None:
 
 
 def test_force_liquidation_always_reaches_the_liquidation_routes() -> None:
-    """FORCE_LIQUIDATION with our view agreeing sends nothing of its own (our liquidation rung said it);
-    with our view disagreeing it is sent after the grace on the liquidation rung's routes, even when
-    Binance has moved on meanwhile (a liquidation ends in no debt at once), then resolved."""
+    """FORCE_LIQUIDATION is always sent, after the grace, on the liquidation rung's routes: saying we
+    agree when our own view agreed meanwhile, else that we disagree; also when Binance has moved on
+    meanwhile (a liquidation ends in no debt at once); then resolved; episodes have distinct keys."""
     opinion = SecondOpinion(grace=1.0)
-    assert opinion.report("cross:main", "FORCE_LIQUIDATION", 1.05, 1.0, own_from_policy(1.05)) == []
-    assert opinion.check("cross:main", 5.0, own_from_policy(1.05)) == []
-    assert opinion.report("cross:main", "EXCESSIVE", None, 6.0, own_from_policy(None)) == []
+    assert opinion.report("cross:main", "FORCE_LIQUIDATION", 1.05, 1.0, own_from_policy(1.2)) == []
+    (agreed,) = opinion.check("cross:main", 2.0, own_from_policy(1.05))
+    assert (agreed.rule, agreed.routes, agreed.verdict) == (LIQUIDATION_RULE, ("pager",), "agree")
+    assert "disagree" not in render(agreed, None).body
+    (over,) = opinion.report("cross:main", "EXCESSIVE", None, 6.0, own_from_policy(None))
+    assert over.kind == "resolved"
     assert opinion.report("cross:main", "FORCE_LIQUIDATION", 1.08, 10.0, own_from_policy(1.6)) == []
     assert opinion.report("cross:main", "EXCESSIVE", None, 10.1, own_from_policy(1.6)) == []
     (fired,) = opinion.check("cross:main", 11.0, own_from_policy(None))
     assert (fired.rule, fired.routes, fired.verdict) == (LIQUIDATION_RULE, ("pager",), "disagree")
     assert (fired.exchange_status, fired.exchange_level, fired.bar) == ("FORCE_LIQUIDATION", 1.08, 1.1)
+    assert fired.dedupe_key != agreed.dedupe_key
     message = render(fired, None)
     assert message.notify_type == "failure" and "prices or balances disagree" in message.body
     assert message.title == "[BINANCE FORCE LIQUIDATION] main (cross): Binance reports FORCE_LIQUIDATION"
