@@ -13,7 +13,9 @@ subscriptions of many accounts (cross, or one isolated pair each):
 4. after a drop (any error, a normal close, silence) everything is resubscribed on a new
    connection; after ``eventStreamTerminated`` that one subscription is;
 5. after every successful subscribe, ``on_reconnected(account, symbol)`` runs so the daemon
-   re-reads the account by REST (events may have been missed while unsubscribed).
+   re-reads the account by REST (events may have been missed while unsubscribed);
+6. a ``serverShutdown`` notice moves to a new connection at once (then 4 and 5);
+7. :meth:`UserDataStream.add` subscribes accounts loaded after start.
 
 Silence: user-data streams are quiet when nothing happens, so a WebSocket ping probes the
 connection every ``probe_interval``; no frame and no pong for ``silence`` seconds is a failure.
