@@ -40,8 +40,9 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 # Exit codes systemd's RestartPreventExitStatus= can tell apart (deploy/systemd): a restart cannot
-# cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG); it can cure an exchange that
-# was unreachable at start or a port still held by the previous instance (69, EX_UNAVAILABLE).
+# cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG, also: every key refused for its
+# permissions); it can cure a port still held by the previous instance (69, EX_UNAVAILABLE). An
+# exchange unreachable at start ends nothing: each account is retried in the background.
 EXIT_STATE = 3
 EXIT_UNAVAILABLE = 69
 DRAIN_SECONDS = 10.0
@@ -68,6 +69,7 @@ LOAD_BACKOFF = Backoff(initial=2.0, maximum=60.0, reset_after=float("inf"))
 QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0))
 KEY_CHECKS_PER_SECOND = 4.0  # all accounts together: 240 weight/min, 2 % of the 12,000 SAPI IP budget
 KEY_CHECK_MIN_INTERVAL = 5.0
+START_EXTEND_SECONDS = 30.0  # EXTEND_TIMEOUT_USEC while accounts wait for the exchange, renewed each second
 
 
 class Service:
@@ -450,7 +452,14 @@ class Service:
             self._ready = True
             self.notifier.ready()
             log.info("daemon_ready")
-        self.notifier.status(self._summary())
+        waiting = [w for w in self.watchers if w.enabled and not w.loaded]
+        if waiting and not self._ready:
+            # READY=1 waits for the exchange; systemd's TimeoutStartSec must not end that wait
+            self.notifier.extend_timeout(START_EXTEND_SECONDS)
+            problems = ", ".join(f"{w.name}: {w.problem.kind if w.problem else 'loading'}" for w in waiting)
+            self.notifier.status(f"waiting for the exchange ({problems})")
+        else:
+            self.notifier.status(self._summary())
         self._housekeeping_at = time.monotonic()
 
     def _load_missing(self) -> None:

@@ -124,6 +124,9 @@ def _table(units: list[dict[str, Any]]) -> str:
     lines = []
     for u in units:
         name = u["account"] + (f" {u['symbol']}" if u.get("symbol") else "") + f" ({u['kind']})"
+        if u.get("state") == "blind" and not u.get("bars"):  # an account not loaded: never "no debt"
+            lines.append(f"{name}: BLIND, not watched: {u.get('reason', 'unknown')}")
+            continue
         level = fmt_level(u["margin_level"])
         dists = ", ".join(f"{fmt_pct(d)} to {bar}" if d is not None else f"none to {bar}"
                           for bar, d in u["distances"].items())  # fmt: skip

@@ -10,6 +10,7 @@ Accounts (derived by hand, as in daemon_harness.one_long_account): ``demo``, cro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -25,6 +26,7 @@ from structlog.testing import capture_logs
 from monitor.config import load_config
 from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.exchange.supervisor import Backoff
+from monitor.sdnotify import Notifier
 from monitor.service import Service
 from monitor.store import FILENAME
 
@@ -142,6 +144,23 @@ async def test_exchange_liquidation_reaches_the_liquidation_routes(
     assert not any("BINANCE" in t for t in receiver.titles())  # the liquidation rung's route only
 
 
+class NotifySocket:
+    """The datagram socket systemd would bind for ``Type=notify`` (collects what the daemon says)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.seen: list[str] = []
+
+    def drain(self) -> list[str]:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                self.seen.append(self.sock.recv(4096).decode())
+        return self.seen
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,29 +172,36 @@ async def test_start_with_the_exchange_down_then_back(
 ) -> None:
     """Nothing listens where the exchange should be: the daemon starts anyway (no exit), not ready,
     says once what is wrong (connection refused) on the blind routes and in the log, shows the account
-    as blind in ``status``; when the exchange comes up, the account loads, is watched (market symbols
-    added) and the daemon becomes ready — no restart."""
+    as blind in ``status``, and keeps systemd waiting (``EXTEND_TIMEOUT_USEC``, no ``READY=1``); when
+    the exchange comes up, the account loads, is watched (market symbols added) and the daemon
+    becomes ready (``READY=1``) — no restart."""
     port = free_port()
     scenario = parse_scenario(scenario_data, source="<test>")
     placeholder = Simulator(scenario, realtime=False)
     placeholder.port = port
+    systemd = NotifySocket(tmp_path / "notify.sock")
     with capture_logs() as logs:
         daemon = service(daemon_config(tmp_path, placeholder, receiver))
+        daemon.notifier = Notifier(systemd.path)
         try:
             await daemon.startup()
             await receiver.wait_for(lambda m: len(m) >= 1)
             await wait_until(lambda: len(events(logs, "account_still_unreachable")) >= 3, what="retries")
-            assert not daemon.ready()
+            await wait_until(lambda: any("EXTEND_TIMEOUT_USEC" in d for d in systemd.drain()), what="extend")
+            assert not daemon.ready() and not any("READY=1" in d for d in systemd.drain())
+            assert any("STATUS=waiting for the exchange (demo: refused)" in d for d in systemd.drain())
             (shown,) = daemon.status()
             assert shown["state"] == "blind" and "refused" in shown["reason"]
             async with run_simulator(scenario, port=port, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
+                await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")
                 await sim.set_price("BTCUSDT", "27000")
                 await receiver.wait_for(lambda m: any("1.5" in t for t in receiver.titles()))
                 assert [u["account"] for u in daemon.status()] == ["demo"]
                 assert_alive(daemon, logs)
         finally:
             await stop(daemon)
+            systemd.sock.close()
     first, back = receiver.messages[0], receiver.messages[1]
     assert first["title"] == "margin-monitor: demo is NOT being watched"
     assert "connection to the exchange is refused" in first["message"] and "no restart" in first["message"]
