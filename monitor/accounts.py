@@ -115,6 +115,7 @@ class AccountWatcher:
         self.enabled = True  # False only for good: a key refused for its permissions
         self.loaded = False
         self.problem: Diagnosis | None = None  # why the account is not watched now (retried)
+        self.loaded_at = 0.0
         self._told: str | None = None  # the problem kind last told to the trader
         self._risky_told = False
         self.rest: BinanceRest | None = None
@@ -168,6 +169,7 @@ class AccountWatcher:
         if policy is not None:
             rest.caller.policy = RetryPolicy()  # the quick start-up policy was for this attempt only
         self.loaded = True
+        self.loaded_at = self.clock()
         if self._told is not None:
             self._notice(
                 "account_loaded",
@@ -450,6 +452,8 @@ class AccountWatcher:
         """Units whose prices are stale; all units once REST has failed for longer than allowed."""
         if not self.loaded or not self.enabled:
             return set()
+        if self.clock() - self.loaded_at < limit:
+            return set()  # loaded just now (late, after an outage): its symbols' first prices are due
         snapshot_age = self.clock() - self.last_snapshot
         if snapshot_age > max(3 * self.config.exchange.snapshot_interval, limit):
             return set(self.units)

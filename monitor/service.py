@@ -66,7 +66,7 @@ class RefusedStartupError(StartupError):
 # Loading an account that failed: jittered backoff capped at a minute (a few requests of weight 1
 # each); its first attempt at start gives up quickly, so the daemon starts without the exchange.
 LOAD_BACKOFF = Backoff(initial=2.0, maximum=60.0, reset_after=float("inf"))
-QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0))
+QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
 KEY_CHECKS_PER_SECOND = 4.0  # all accounts together: 240 weight/min, 2 % of the 12,000 SAPI IP budget
 KEY_CHECK_MIN_INTERVAL = 5.0
 START_EXTEND_SECONDS = 30.0  # EXTEND_TIMEOUT_USEC while accounts wait for the exchange, renewed each second

@@ -28,6 +28,7 @@ from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.exchange.supervisor import Backoff
 from monitor.sdnotify import Notifier
 from monitor.service import Service
+from monitor.service_tools import _table
 from monitor.store import FILENAME
 
 pytestmark = pytest.mark.timeout(60)
@@ -192,6 +193,7 @@ async def test_start_with_the_exchange_down_then_back(
             assert any("STATUS=waiting for the exchange (demo: refused)" in d for d in systemd.drain())
             (shown,) = daemon.status()
             assert shown["state"] == "blind" and "refused" in shown["reason"]
+            assert _table(daemon.status()).startswith("demo (cross): BLIND, not watched: the connection")
             async with run_simulator(scenario, port=port, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
                 await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")
@@ -207,6 +209,7 @@ async def test_start_with_the_exchange_down_then_back(
     assert "connection to the exchange is refused" in first["message"] and "no restart" in first["message"]
     assert back["title"] == "margin-monitor: demo is watched again"
     assert sum("NOT being watched" in t for t in receiver.titles()) == 1  # once, not once per retry
+    assert not any("BLIND" in t for t in receiver.titles())  # its first prices were not "stale"
     (told,) = events(logs, "account_unreachable")
     assert told["kind"] == "refused" and told["log_level"] == "error"
 

@@ -71,6 +71,7 @@ class RetryPolicy:
     attempts: int = 5
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
     max_wait: float = 120.0  # the longest Retry-After one call sleeps through
+    quiet: bool = False  # retries logged at info, not warning (the caller says what is wrong once)
 
 
 def _retry_after(exc: BinanceAPIException) -> float | None:
@@ -164,7 +165,7 @@ class RestCaller:
                 last = describe(exc) if str(exc) else f"{type(exc).__name__} (timeout or connection)"
                 cause = transport_cause(exc)
             self.retries += 1
-            log.warning(
+            (log.info if policy.quiet else log.warning)(
                 "rest_retry",
                 account=self.account,
                 operation=operation,

@@ -1,0 +1,61 @@
+"""Why an account cannot be loaded (monitor.exchange.diagnose), from real failures where they can be made."""
+
+from __future__ import annotations
+
+import socket
+
+import aiohttp
+import pytest
+
+from monitor.exchange.diagnose import diagnose
+from monitor.exchange.errors import ExchangeRequestError, ExchangeUnavailable, KeyRejected, RateLimited
+from monitor.exchange.rest import RestCaller, RetryPolicy, transport_cause
+from monitor.exchange.supervisor import Backoff
+
+
+async def test_refused_connection_is_told_as_refused() -> None:
+    """A real refused TCP connection, through the REST retry loop: cause ``refused``, one clear line."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with aiohttp.ClientSession() as session:
+
+        async def request() -> object:
+            async with session.get(f"http://127.0.0.1:{port}/api/v3/ping") as reply:
+                return await reply.json()
+
+        caller = RestCaller(None, "main", RetryPolicy(attempts=2, backoff=Backoff(0.01, 0.01), quiet=True))
+        with pytest.raises(ExchangeUnavailable) as failed:
+            await caller.call("ping", request)
+    assert failed.value.cause == "refused"
+    found = diagnose(failed.value)
+    assert found.kind == "refused" and found.reason.startswith("the connection to the exchange is refused")
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "words"),
+    [
+        (ExchangeUnavailable("ping: gave up", "dns"), "dns", "does not resolve (DNS failure"),
+        (ExchangeUnavailable("x: gave up", "server_error"), "server_error", "HTTP 5xx"),
+        (ExchangeUnavailable("x: gave up", "clock_skew"), "clock_skew", "clock is too far from Binance's"),
+        (ExchangeUnavailable("x: gave up", "timeout"), "timeout", "does not answer in time"),
+        (RateLimited("margin/account", 300), "rate_limited", "rate-limits or bans this IP"),
+        (KeyRejected("main", -2015, "Invalid API-key, IP, or permissions for action."), "key_rejected",
+         "IP is not on the key's IP whitelist"),
+        (KeyRejected("main", -1022, "Signature for this request is not valid."), "key_1022",
+         "api_secret does not match"),
+        (ExchangeRequestError("margin/account", 400, -1121, "Invalid symbol."), "request_1121",
+         "Binance refused a request"),
+    ],
+)  # fmt: skip
+def test_each_problem_has_a_stable_kind_and_a_plain_reason(error: Exception, kind: str, words: str) -> None:
+    """The kind is what decides "already told"; the reason names the problem and what to check."""
+    found = diagnose(error)
+    assert found.kind == kind and words in found.reason
+    assert "\n" not in found.reason
+
+
+def test_timeouts_are_timeouts() -> None:
+    """A timeout below HTTP is sorted as such (the other transport causes need a live network)."""
+    assert transport_cause(TimeoutError()) == "timeout"
+    assert transport_cause(aiohttp.ClientPayloadError("x")) == "network"
