@@ -59,3 +59,28 @@ def test_timeouts_are_timeouts() -> None:
     """A timeout below HTTP is sorted as such (the other transport causes need a live network)."""
     assert transport_cause(TimeoutError()) == "timeout"
     assert transport_cause(aiohttp.ClientPayloadError("x")) == "network"
+
+
+async def test_dns_failure_is_told_as_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host name that does not resolve (the resolver is the one thing faked: a real lookup would need
+    the network), through a real aiohttp session and the REST retry loop: cause ``dns``."""
+    real = socket.getaddrinfo
+
+    def no_such_host(host: object, *args: object, **kwargs: object) -> object:
+        if host == "api.binance.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    async with aiohttp.ClientSession() as session:
+
+        async def request() -> object:
+            async with session.get("http://api.binance.invalid/api/v3/ping") as reply:
+                return await reply.json()
+
+        caller = RestCaller(None, "main", RetryPolicy(attempts=1, quiet=True))
+        with pytest.raises(ExchangeUnavailable) as failed:
+            await caller.call("ping", request)
+    found = diagnose(failed.value)
+    assert (failed.value.cause, found.kind) == ("dns", "dns")
+    assert "does not resolve" in found.reason
