@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -481,6 +482,28 @@ class AccountWatcher:
             self.book.remove_unit(uid)
         self.units = set()
         self._configured.clear()
+
+    def blind_entry(self, quote: str) -> dict[str, Any]:
+        """The ``status`` entry of this account while it is not loaded: blind, with the reason."""
+        if not self.enabled:
+            reason = "key refused for its permissions (not watched until the config or key changes)"
+        else:
+            reason = self.problem.reason if self.problem is not None else "loading"
+        return {
+            "unit": unit_id(self.name),
+            "account": self.name,
+            "kind": "cross" if self.cfg.cross else "isolated",
+            "symbol": None,
+            "quote": quote,
+            "state": "blind",
+            "reason": reason,
+            "margin_level": None,
+            "bars": {},
+            "distances": {},
+            "liquidation_prices": {},
+            "total_asset_value": 0.0,
+            "total_liability_value": 0.0,
+        }
 
     async def watch_key(self, interval: float) -> None:
         """Check the key every ``interval`` s with the cheapest signed call there is

@@ -32,7 +32,6 @@ from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
 from monitor.opinion_feed import ExchangeOpinions
-from monitor.report import unit_id
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.store import StateError, Store
 
@@ -298,7 +297,8 @@ class Service:
         units = [
             self.book.report(unit, restore_target=target).to_json() for unit in sorted(self.book.units())
         ]
-        return units + [self._not_watched(w) for w in self.watchers if not w.loaded]
+        quote = self.config.exchange.quote
+        return units + [w.blind_entry(quote) for w in self.watchers if not w.loaded]
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""
@@ -485,30 +485,6 @@ class Service:
             self.engine.evaluate(uid)
         if self.market is not None:
             self.market.set_symbols(self.book.symbols_needed())  # its prices start flowing now
-
-    def _not_watched(self, watcher: AccountWatcher) -> dict[str, Any]:
-        """The ``status`` entry of an account that is not loaded: blind, with the reason."""
-        if not watcher.enabled:
-            reason = "key refused for its permissions (not watched until the config or key changes)"
-        elif watcher.problem is not None:
-            reason = watcher.problem.reason
-        else:
-            reason = "loading"
-        return {
-            "unit": unit_id(watcher.name),
-            "account": watcher.name,
-            "kind": "cross" if watcher.cfg.cross else "isolated",
-            "symbol": None,
-            "quote": self.config.exchange.quote,
-            "state": "blind",
-            "reason": reason,
-            "margin_level": None,
-            "bars": {},
-            "distances": {},
-            "liquidation_prices": {},
-            "total_asset_value": 0.0,
-            "total_liability_value": 0.0,
-        }
 
     def _blind_routes(self) -> tuple[str, ...]:
         alerts = self.config.alerts

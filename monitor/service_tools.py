@@ -114,7 +114,8 @@ async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, A
                     if ticker.get("symbol") in wanted:
                         book.on_price(ticker["symbol"], float(ticker["price"]))
             target = config.alerts.restore_target
-            return [book.report(unit, restore_target=target).to_json() for unit in sorted(book.units())]
+            units = [book.report(unit, restore_target=target).to_json() for unit in sorted(book.units())]
+            return units + [w.blind_entry(config.exchange.quote) for w in watchers if not w.loaded]
         finally:
             for watcher in watchers:
                 await watcher.close()
