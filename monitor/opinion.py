@@ -21,6 +21,10 @@ when heard and always sent, ``grace`` seconds later (time for our own tick to ar
 can say whether we agree), on the routes of the liquidation rung, even if Binance has moved on
 meanwhile (a liquidation ends in no debt within milliseconds), with its own resolved counterpart.
 
+Binance's word from the Risk Data Stream holds until the next one (it is sent on every change); a
+REST read's word holds for ``grace + rest_fresh`` seconds: after that it can neither open nor close
+an episode (an isolated pair has no stream, and prices move between reads) until the next read.
+
 Dedupe keys are ``unit|rule|<episode start in ms>|kind|0``: stable for one episode, distinct across
 episodes and restarts (a counter restarting at 0 would collide with keys already in the outbox).
 
@@ -140,6 +144,7 @@ class _Unit:
     status: str = "EXCESSIVE"
     exchange_level: float | None = None
     source: str = ""
+    heard_at: float = 0.0
     disagree_since: float | None = None
     open_since: float | None = None  # start of the disagreement episode whose alert was sent
     liquidation_since: float | None = None  # the Binance liquidation alert was sent (open)
@@ -156,6 +161,7 @@ class SecondOpinion:
 
     grace: float = 5.0
     tolerance: float = 0.01
+    rest_fresh: float = 5.0  # how long after ``grace`` a REST word may still start or end an episode
     disagreements: int = 0  # episodes alerted (FORCE_LIQUIDATION with a disagreeing view included)
     _units: dict[str, _Unit] = field(default_factory=dict)
 
@@ -163,16 +169,16 @@ class SecondOpinion:
         self, unit: str, status: str, level: float | None, now: float, own: OwnView, *, source: str = ""
     ) -> list[AlertEvent]:
         """Binance's word on ``unit`` arrived (``level``: its reported level, if any)."""
-        self.note(unit, status, level, source=source)
+        self.note(unit, status, level, now, source=source)
         return self.check(unit, now, own)
 
-    def note(self, unit: str, status: str, level: float | None, *, source: str = "") -> None:
+    def note(self, unit: str, status: str, level: float | None, now: float, *, source: str = "") -> None:
         """Record Binance's word without deciding yet (before our own state exists)."""
         state = self._units.setdefault(unit, _Unit())
-        state.status, state.exchange_level, state.source = status, level, source
+        state.status, state.exchange_level, state.source, state.heard_at = status, level, source, now
         if status == FORCE and state.liquidation_heard is None and state.liquidation_since is None:
             state.liquidation_level, state.liquidation_agreed = level, False
-            state.liquidation_heard = -1.0  # dated by the next check (``note`` has no clock)
+            state.liquidation_heard = now
 
     def check(self, unit: str, now: float, own: OwnView) -> list[AlertEvent]:
         """Re-decide ``unit`` against our current view (call on every change and periodically)."""
@@ -185,8 +191,6 @@ class SecondOpinion:
             events.append(self._event("resolved", unit, LIQUIDATION_RULE, state, own, view, now))
             state.liquidation_since = None
         if state.liquidation_heard is not None:
-            if state.liquidation_heard < 0:
-                state.liquidation_heard = now
             if verdict(FORCE, own, self.tolerance) == "agree":
                 state.liquidation_agreed = True
             if now - state.liquidation_heard >= self.grace:
@@ -196,7 +200,11 @@ class SecondOpinion:
                 said: Verdict = "agree" if state.liquidation_agreed else "disagree"
                 self.disagreements += said == "disagree"
                 events.append(self._event("firing", unit, LIQUIDATION_RULE, state, own, said, now))
-        if view == "disagree":
+        if state.source == "rest" and now - state.heard_at > self.grace + self.rest_fresh:
+            # a REST read is Binance's word at that moment only (an isolated pair has no stream to
+            # say it changed): past its freshness it neither starts nor ends an episode
+            state.disagree_since = None
+        elif view == "disagree":
             if state.disagree_since is None:
                 state.disagree_since = now
             due = now - state.disagree_since >= self.grace

@@ -60,10 +60,11 @@ class ExchangeOpinions:
         if not status:
             status = status_from_level(level, self._bars_of(unit))
         shown = None if level is None or level <= 0 or level >= NO_DEBT_LEVEL else float(level)
+        now = self._clock()
         if self.engine is None:
-            self.opinion.note(unit, status, shown, source=source)
+            self.opinion.note(unit, status, shown, now, source=source)
             return
-        self._queue(self.opinion.report(unit, status, shown, self._clock(), self.own(unit), source=source))
+        self._queue(self.opinion.report(unit, status, shown, now, self.own(unit), source=source))
 
     def sweep(self) -> None:
         """Re-decide every unit Binance spoke about (once a second)."""

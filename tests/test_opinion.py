@@ -175,3 +175,22 @@ def test_every_firing_has_one_resolved_with_the_same_episode(words: list[tuple[s
                 open_keys[event.rule] = episode
             else:
                 assert open_keys.pop(event.rule) == episode
+
+
+def test_a_rest_word_goes_stale_without_closing_the_episode() -> None:
+    """A REST read (an isolated pair's only word) opens an episode while fresh; once stale it neither
+    re-opens nor resolves anything; the next read decides."""
+    opinion = SecondOpinion(grace=1.0, rest_fresh=1.0)
+    unit = "isolated:main:BTCUSDT"
+    ours = own_from_policy(1.42)
+    assert opinion.report(unit, "MARGIN_CALL", 1.28, 0.0, ours, source="rest") == []
+    (fired,) = opinion.check(unit, 1.0, ours)
+    assert fired.kind == "firing"
+    assert opinion.check(unit, 10.0, own_from_policy(1.6)) == []  # stale: no resolution from our side alone
+    assert opinion.open(unit)
+    (resolved,) = opinion.report(unit, "NORMAL", 1.45, 60.0, own_from_policy(1.6), source="rest")
+    assert resolved.kind == "resolved"
+    # a new disagreement on a stale word never fires
+    assert opinion.report(unit, "MARGIN_CALL", 1.28, 70.0, own_from_policy(1.29), source="rest") == []
+    assert opinion.check(unit, 75.0, own_from_policy(1.6)) == []
+    assert opinion.disagreements == 1
