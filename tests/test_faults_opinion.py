@@ -217,15 +217,16 @@ async def test_start_with_the_exchange_down_then_back(
 async def test_server_shutdown_on_the_ws_api_reconnects_and_misses_nothing(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
-    """The WebSocket API announces ``serverShutdown``: the daemon moves to a new connection at once
-    (no "unknown subscription"), resubscribes, and a borrow made right after the notice still alerts."""
+    """The WebSocket API (and the market and risk streams) announce ``serverShutdown``: the daemon
+    moves to new connections at once (no "unknown subscription"), resubscribes, and a borrow made
+    right after the notice still alerts."""
     with capture_logs() as logs:
         daemon = service(daemon_config(tmp_path, sim, receiver))
         try:
             await daemon.startup()
             await wait_until(daemon.ready, what="daemon ready")
             await wait_until(lambda: sim.subscriptions("demo") == 1, what="user-data subscription")
-            await sim.inject_fault({"kind": "server_shutdown", "target": "ws_api"})
+            await sim.inject_fault({"kind": "server_shutdown", "target": "all"})
             await sim.apply_event({"type": "borrow", "account": "demo", "asset": "USDT", "amount": "5000"})
             await receiver.wait_for(lambda m: any("1.5" in t for t in receiver.titles()))  # 35,000/23,750
             await wait_until(lambda: len(events(logs, "userdata_subscribed")) >= 2, what="resubscribed")
@@ -236,6 +237,8 @@ async def test_server_shutdown_on_the_ws_api_reconnects_and_misses_nothing(
     skipped = [e for e in events(logs, "userdata_frame_skipped") if "unknown" in str(e.get("reason"))]
     assert not skipped
     assert daemon.userdata is not None and daemon.userdata.supervisor.retries >= 1
+    assert daemon.market is not None and daemon.market.supervisor.retries >= 1  # the market stream too
+    assert events(logs, "risk_server_shutdown")  # and the Risk Data Stream
     assert not any("BLIND" in t for t in receiver.titles())
 
 
