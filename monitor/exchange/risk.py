@@ -5,7 +5,8 @@ streams ``USER_LIABILITY_CHANGE`` (borrow, repay, interest) and ``MARGIN_LEVEL_S
 The key is extended by ``PUT`` every ``keepalive`` seconds (30 min); a refused keepalive
 (-1125 invalid listen key), a ``listenKeyExpired`` event, a close or silence make a new key and a
 new connection, as does a ``serverShutdown`` notice. After each (re)connection
-``on_reconnected(account, None)`` lets the daemon re-read the account by REST. Isolated accounts are not served by Binance's risk stream.
+``on_reconnected(account, None)`` lets the daemon re-read the account by REST. Isolated accounts
+are not served by Binance's risk stream.
 """
 
 from __future__ import annotations
