@@ -159,7 +159,7 @@ class AccountWatcher:
             rest = self.rest
             if not await self._check_permissions():
                 return False
-            self.book.set_catalog(await rest.symbol_catalog())
+            self.book.set_catalog(await rest.symbol_listings())  # halted pairs: no live route
             await self._snapshot()
         except ExchangeError as exc:
             if created and self.rest is not None:

@@ -230,6 +230,20 @@ class SecondOpinion:
         """Units Binance has spoken about."""
         return list(self._units)
 
+    def active(self, unit: str) -> bool:
+        """Whether ``unit`` needs deciding: Binance reports danger, or an episode is under way. For
+        the others the verdict is "calm" whatever our view (callers skip computing it)."""
+        state = self._units.get(unit)
+        if state is None:
+            return False
+        return (
+            alarming(state.status)
+            or state.disagree_since is not None
+            or state.open_since is not None
+            or state.liquidation_heard is not None
+            or state.liquidation_since is not None
+        )
+
     def status(self, unit: str) -> str | None:
         """Binance's latest status for ``unit`` (None: never heard)."""
         state = self._units.get(unit)

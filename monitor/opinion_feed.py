@@ -61,10 +61,9 @@ class ExchangeOpinions:
             status = status_from_level(level, self._bars_of(unit))
         shown = None if level is None or level <= 0 or level >= NO_DEBT_LEVEL else float(level)
         now = self._clock()
-        if self.engine is None:
-            self.opinion.note(unit, status, shown, now, source=source)
-            return
-        self._queue(self.opinion.report(unit, status, shown, now, self.own(unit), source=source))
+        self.opinion.note(unit, status, shown, now, source=source)
+        if self.engine is not None and self.opinion.active(unit):
+            self._queue(self.opinion.check(unit, now, self.own(unit)))
 
     def sweep(self) -> None:
         """Re-decide every unit Binance spoke about (once a second)."""
@@ -73,7 +72,8 @@ class ExchangeOpinions:
         now = self._clock()
         known = set(self.engine.book.units())
         for unit in self.opinion.units():
-            self._queue(self.opinion.check(unit, now, self.own(unit, known)))
+            if self.opinion.active(unit):  # the others are calm whatever our view: not worth computing
+                self._queue(self.opinion.check(unit, now, self.own(unit, known)))
 
     def own(self, unit: str, known: set[str] | None = None) -> OwnView:
         """Our current view of ``unit`` (``known``: the book's units, when the caller has them)."""
@@ -86,10 +86,12 @@ class ExchangeOpinions:
         blind = ""
         if unit not in known:
             blind = "the account is not loaded"
-        elif unit in engine.stale:
-            blind = "blind: no fresh data"
-        elif not engine.book.is_priced(unit):
-            blind = "not every asset has a price"
+        else:
+            state, reason = engine.book.state(unit)
+            if state == "blind" or unit in engine.stale:
+                blind = f"blind: {reason}" if reason else "blind: no fresh data"
+            elif not engine.book.is_priced(unit) and state != "approximate":
+                blind = "not every asset has a price"
         level = None if blind else engine.book.level(unit)
         return OwnView(level=level, firing=engine.policy.firing(unit), rules=rules, bars=bars, blind=blind)
 

@@ -193,7 +193,7 @@ async def test_start_with_the_exchange_down_then_back(
             assert any("STATUS=waiting for the exchange (demo: refused)" in d for d in systemd.drain())
             (shown,) = daemon.status()
             assert shown["state"] == "blind" and "refused" in shown["reason"]
-            assert _table(daemon.status()).startswith("demo (cross): BLIND, not watched: the connection")
+            assert _table(daemon.status()).startswith("demo (cross): level unknown (BLIND: the connection")
             async with run_simulator(scenario, port=port, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
                 await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")

@@ -63,7 +63,7 @@ async def test_trading_key_is_refused_and_the_others_are_watched(
     with capture_logs() as events:
         async with running_daemon(config) as daemon:
             await receiver.wait_for(lambda m: len(m) >= 1)
-            watched = {u["account"] for u in daemon.status() if u.get("state") != "blind"}
+            watched = {u["account"] for u in daemon.status() if u["unit"] in daemon.book.units()}
             assert watched == {"reader"}
             (shown,) = [u for u in daemon.status() if u["account"] == "trader"]
             assert shown["state"] == "blind" and "key refused" in shown["reason"]

@@ -194,3 +194,22 @@ def test_a_rest_word_goes_stale_without_closing_the_episode() -> None:
     assert opinion.report(unit, "MARGIN_CALL", 1.28, 70.0, own_from_policy(1.29), source="rest") == []
     assert opinion.check(unit, 75.0, own_from_policy(1.6)) == []
     assert opinion.disagreements == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from(STATUSES), levels), min_size=1, max_size=20))
+def test_skipping_inactive_units_changes_nothing(words: list[tuple[str, Decimal]]) -> None:
+    """Checking only the units :meth:`SecondOpinion.active` names (as the daemon does, to save the
+    cost of our view) emits exactly what checking every unit every time emits."""
+    every, lazy = SecondOpinion(grace=1.0), SecondOpinion(grace=1.0)
+    got_every: list[str] = []
+    got_lazy: list[str] = []
+    for n, (status, ours) in enumerate(words):
+        own = own_from_policy(float(ours))
+        for now in (float(n), n + 0.5):
+            if now == n:
+                every.note("u", status, 1.2, now)
+                lazy.note("u", status, 1.2, now)
+            got_every += [e.dedupe_key for e in every.check("u", now, own)]
+            if lazy.active("u"):
+                got_lazy += [e.dedupe_key for e in lazy.check("u", now, own)]
+    assert got_lazy == got_every
