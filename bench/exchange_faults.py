@@ -1,7 +1,8 @@
 """Two measurements behind docs/reliability.md (issue 10): how fast a revoked key is flagged, and how
 fast an account is watched once an exchange that was down at start answers. Prints one JSON document.
 
-- ``revoke``: the real daemon (default key-check interval: 5 s for two accounts) on the simulator;
+- ``revoke``: the real daemon (default key-check interval: 5 s for two accounts; snapshots every
+  60 s, the default) on the simulator;
   the key of ``demo`` is revoked ``--runs`` times (restored in between) with nothing else happening
   on the account; seconds from the revocation to the "NOT being watched" notice at the receiver.
 - ``start``: nothing listens where the exchange should be for ``--down`` seconds after start (the
@@ -23,11 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
 
 from monitor.config import load_config
 from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.logs import configure_logging
 from monitor.service import Service
 
 OTHER = {
@@ -55,6 +59,9 @@ async def revoke(runs: int) -> list[float]:
                 {"name": "other", "api_key": "other-key", "api_secret": "other-secret"},
             ]
             path = daemon_config(Path(tempfile.mkdtemp()), sim, rx, accounts=accounts)
+            data = yaml.safe_load(path.read_text())
+            data["exchange"]["snapshot_interval"] = "60s"  # the default: the key check must find it
+            path.write_text(yaml.safe_dump(data))
             service = Service(load_config(path), path)
             await service.startup()
             try:
@@ -120,6 +127,7 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--down", type=float, default=20.0)
     args = parser.parse_args()
+    configure_logging("json", "warning", stream=sys.stderr)  # stdout: the JSON document only
     result = {"revoke_to_notice_s": await revoke(args.runs), "start": await start(args.down)}
     print(json.dumps(result, indent=2))
 
