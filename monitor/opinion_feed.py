@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from decimal import Decimal
 
 import structlog
@@ -43,7 +44,9 @@ class ExchangeOpinions:
         grace: float = 5.0,
         tolerance: float = 0.01,
         clock: Callable[[], float] = time.time,
+        fallback_routes: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
+        self._fallback_routes = fallback_routes  # for a unit whose ladder has no rung (nowhere to send)
         self.opinion = SecondOpinion(grace=grace, tolerance=tolerance)
         self.engine: Engine | None = None
         self._bars_of = bars_of
@@ -99,6 +102,8 @@ class ExchangeOpinions:
         engine = self.engine
         assert engine is not None
         for event in events:
+            if not event.routes:
+                event = replace(event, routes=self._fallback_routes())
             if event.kind == "firing" and event.verdict == "disagree":
                 account, kind, symbol = unit_labels(event.unit)
                 self._counter.labels(account, kind, symbol, event.exchange_status).inc()

@@ -122,7 +122,11 @@ class Service:
         self._metrics_sweep = RoundRobin(50)
         self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
         self.opinions = ExchangeOpinions(
-            self._bars_of, self.metrics.registry, grace=opinion_grace, clock=clock
+            self._bars_of,
+            self.metrics.registry,
+            grace=opinion_grace,
+            clock=clock,
+            fallback_routes=config.route_names,
         )
         self._loading: dict[str, asyncio.Task[Any]] = {}
         self._risk_tasks: dict[str, asyncio.Task[Any]] = {}

@@ -214,6 +214,32 @@ async def test_start_with_the_exchange_down_then_back(
     assert told["kind"] == "refused" and told["log_level"] == "error"
 
 
+async def test_start_during_a_rest_outage_says_5xx_then_loads(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """The exchange answers 503 to everything at start: the reason told is "server errors (HTTP 5xx)",
+    once; when the outage ends the account loads without a restart."""
+    await sim.inject_fault({"kind": "rest_5xx", "duration": 3600})
+    with capture_logs() as logs:
+        daemon = service(daemon_config(tmp_path, sim, receiver))
+        try:
+            await daemon.startup()
+            await receiver.wait_for(lambda m: len(m) >= 1)
+            await wait_until(lambda: len(events(logs, "account_still_unreachable")) >= 2, what="retries")
+            assert not daemon.ready()
+            await sim.clear_faults()
+            await wait_until(daemon.ready, what="ready after the outage")
+            assert_alive(daemon, logs)
+        finally:
+            await stop(daemon)
+    assert receiver.titles()[:2] == [
+        "margin-monitor: demo is NOT being watched",
+        "margin-monitor: demo is watched again",
+    ]
+    assert "server errors (HTTP 5xx" in receiver.messages[0]["message"]
+    assert [e["kind"] for e in events(logs, "account_unreachable")] == ["server_error"]
+
+
 async def test_server_shutdown_on_the_ws_api_reconnects_and_misses_nothing(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
