@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver, assert_alive, daemon_config, events, one_long_account, wait_until
@@ -162,6 +163,13 @@ class NotifySocket:
         return self.seen
 
 
+async def readyz(daemon: Service) -> int:
+    """The HTTP status of the daemon's ``/readyz``."""
+    assert daemon.http is not None
+    async with aiohttp.ClientSession() as session, session.get(daemon.http.url + "/readyz") as reply:
+        return reply.status
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -190,6 +198,7 @@ async def test_start_with_the_exchange_down_then_back(
             await wait_until(lambda: len(events(logs, "account_still_unreachable")) >= 3, what="retries")
             await wait_until(lambda: any("EXTEND_TIMEOUT_USEC" in d for d in systemd.drain()), what="extend")
             assert not daemon.ready() and not any("READY=1" in d for d in systemd.drain())
+            assert await readyz(daemon) == 503
             assert any("STATUS=waiting for the exchange (demo: refused)" in d for d in systemd.drain())
             (shown,) = daemon.status()
             assert shown["state"] == "blind" and "refused" in shown["reason"]
@@ -197,6 +206,7 @@ async def test_start_with_the_exchange_down_then_back(
             async with run_simulator(scenario, port=port, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
                 await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")
+                assert await readyz(daemon) == 200
                 await sim.set_price("BTCUSDT", "27000")
                 await receiver.wait_for(lambda m: any("1.5" in t for t in receiver.titles()))
                 assert [u["account"] for u in daemon.status()] == ["demo"]
