@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -117,7 +118,7 @@ class AccountWatcher:
         self.loaded = False
         self.problem: Diagnosis | None = None  # why the account is not watched now (retried)
         self.loaded_at = 0.0
-        self._told: str | None = None  # the problem kind last told to the trader
+        self._told: set[str] = set()  # problem kinds told since the account was last watched
         self._risky_told = False
         self.rest: BinanceRest | None = None
         self.engine: Engine | None = None
@@ -171,7 +172,7 @@ class AccountWatcher:
             rest.caller.policy = RetryPolicy()  # the quick start-up policy was for this attempt only
         self.loaded = True
         self.loaded_at = self.clock()
-        if self._told is not None:
+        if self._told:
             self._notice(
                 "account_loaded",
                 f"margin-monitor: {self.name} is watched again",
@@ -179,7 +180,8 @@ class AccountWatcher:
                 f"{self.problem.reason if self.problem else 'unknown'}).",
                 blind=True,
             )
-        self.problem = self._told = None
+        self.problem = None
+        self._told.clear()
         log.info("account_loaded", account=self.name, units=sorted(self.units))
         return True
 
@@ -209,10 +211,10 @@ class AccountWatcher:
     def _unreachable(self, problem: Diagnosis) -> None:
         """The account cannot be read now: say why once per kind of problem (log and blind routes)."""
         self.problem = problem
-        if problem.kind == self._told:
+        if problem.kind in self._told:  # once per kind: a flapping network does not page every retry
             log.info("account_still_unreachable", account=self.name, kind=problem.kind)
             return
-        self._told = problem.kind
+        self._told.add(problem.kind)
         log.error("account_unreachable", account=self.name, kind=problem.kind, reason=problem.reason)
         self._notice(
             "account_unreachable",
@@ -467,8 +469,10 @@ class AccountWatcher:
         if not self.loaded or not self.enabled:
             return
         self.loaded = False
-        self.problem = Diagnosis("disabled", reason)
-        self._told = self.problem.kind
+        code = re.search(r"\(code (-\d+)\)", reason)  # a key rejection: the same kind its retries get
+        kind = diagnose(KeyRejected(self.name, int(code[1]), "")).kind if code else "disabled"
+        self.problem = Diagnosis(kind, reason)
+        self._told.add(kind)
         log.error("account_disabled", account=self.name, reason=reason)
         self._notice(
             "account_disabled",

@@ -305,6 +305,7 @@ async def test_revoked_key_is_flagged_within_seconds(
             await stop(daemon)
     notice = next(m for m in receiver.messages if "NOT being watched" in m["title"])
     assert "demo" in notice["title"] and "-2015" in notice["message"]
+    assert sum("NOT being watched" in t for t in receiver.titles()) == 1  # its retries say nothing new
     snapshots = [r for r in sim.engine.requests if r.path == "/sapi/v1/margin/account" and r.status == 401]
     assert not snapshots  # found by the key check, not by a snapshot
     (disabled,) = events(logs, "account_disabled")
