@@ -169,10 +169,10 @@ class UserDataStream:
             heartbeat.connected()
             try:
                 async with asyncio.TaskGroup() as group:
-                    self._group = group
+                    self._group = group  # from here on add() starts its subscriptions itself
                     reader = group.create_task(self._read(ws, heartbeat))
                     group.create_task(probe(ws, heartbeat, self._probe_interval))
-                    for sub in active:
+                    for sub in [s for s in self.subscriptions if not s.failed]:  # incl. added meanwhile
                         group.create_task(self._keep(sub), name=f"{self._name}-{sub.label}")
                     await reader
                     raise Reconnect(
