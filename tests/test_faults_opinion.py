@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import sys
 from collections.abc import Mapping
@@ -222,6 +223,32 @@ async def test_start_with_the_exchange_down_then_back(
     assert not any("BLIND" in t for t in receiver.titles())  # its first prices were not "stale"
     (told,) = events(logs, "account_unreachable")
     assert told["kind"] == "refused" and told["log_level"] == "error"
+
+
+async def test_cli_run_with_the_exchange_down_keeps_running_and_stops_cleanly(
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+) -> None:
+    """`margin-monitor run` with nothing where the exchange should be: no exit (it used to exit 69
+    saying "Fix the key and restart"), one error line naming the real cause; SIGTERM stops it with 0."""
+    placeholder = Simulator(parse_scenario(scenario_data, source="<test>"), realtime=False)
+    placeholder.port = free_port()
+    config = daemon_config(tmp_path, placeholder, receiver)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "monitor.cli", "run", "-c", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await receiver.wait_for(lambda m: len(m) >= 1, within=30)
+        assert proc.returncode is None  # still running
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in err.decode().splitlines()]
+    errors = [e for e in lines if e["level"] == "error"]
+    assert [e["event"] for e in errors] == ["account_unreachable"], errors
+    assert errors[0]["kind"] == "refused" and "Fix the key" not in err.decode()
+    assert "margin-monitor: demo is NOT being watched" in receiver.titles()
 
 
 async def test_start_during_a_rest_outage_says_5xx_then_loads(
