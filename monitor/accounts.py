@@ -34,6 +34,7 @@ from monitor.exchange.binance import (
     KeyRejected,
     LiabilityChange,
     MarginStatus,
+    RateLimited,
     RiskStream,
     StreamState,
     UserSubscription,
@@ -120,6 +121,7 @@ class AccountWatcher:
         self.loaded_at = 0.0
         self._told: set[str] = set()  # problem kinds told since the account was last watched
         self._risky_told = False
+        self._wait_at_least = 0.0
         self.rest: BinanceRest | None = None
         self.engine: Engine | None = None
         self.units: set[str] = set()
@@ -166,6 +168,7 @@ class AccountWatcher:
             if created and self.rest is not None:
                 await self.rest.close()
                 self.rest = None
+            self._wait_at_least = exc.retry_after if isinstance(exc, RateLimited) else 0.0
             self._unreachable(diagnose(exc))
             return False
         if policy is not None:
@@ -194,7 +197,8 @@ class AccountWatcher:
         """Retry :meth:`load` with jittered, capped backoff until loaded (True) or refused for good."""
         attempt = 0
         while self.enabled and not self.loaded:
-            delay = backoff.delay(attempt)
+            # a ban (418/429 Retry-After) is waited out whole: asking during it lengthens it
+            delay = max(backoff.delay(attempt), self._wait_at_least)
             attempt += 1
             log.info(
                 "account_load_retry",

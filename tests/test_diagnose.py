@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import aiohttp
 import pytest
+from daemon_harness import Receiver, daemon_config
 
+from monitor.accounts import Endpoints, Notice, build_watchers
+from monitor.book import AccountBook
+from monitor.config import load_config
 from monitor.exchange.diagnose import diagnose
 from monitor.exchange.errors import ExchangeRequestError, ExchangeUnavailable, KeyRejected, RateLimited
 from monitor.exchange.rest import RestCaller, RetryPolicy, transport_cause
+from monitor.exchange.sim import Simulator
 from monitor.exchange.supervisor import Backoff
+from monitor.service import QUICK_LOAD
 
 
 async def test_refused_connection_is_told_as_refused() -> None:
@@ -84,3 +91,30 @@ async def test_dns_failure_is_told_as_dns(monkeypatch: pytest.MonkeyPatch) -> No
     found = diagnose(failed.value)
     assert (failed.value.cause, found.kind) == ("dns", "dns")
     assert "does not resolve" in found.reason
+
+
+async def test_a_ban_at_load_is_waited_out_whole(tmp_path: Path, sim: Simulator) -> None:
+    """An IP ban longer than one call may wait (418, Retry-After 300 s) while loading: told once as a
+    ban, and the next attempt waits the ban out instead of asking again after the short backoff."""
+    meter = sim.engine.meter
+    meter._banned_until["127.0.0.1"] = meter.now_ms() + 300_000
+    rx = Receiver()
+    path = daemon_config(tmp_path, sim, rx)
+    config = load_config(path)
+    endpoints = Endpoints(sim.base_url, sim.stream_url, sim.ws_api_url, sim.risk_stream_url)
+    notices: list[Notice] = []
+    (watcher,) = build_watchers(config, path, endpoints, AccountBook(), lambda _: None, notices)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        meter._banned_until.clear()  # the ban is over once waited out
+
+    try:
+        assert not await watcher.load(QUICK_LOAD)
+        assert watcher.problem is not None and watcher.problem.kind == "rate_limited"
+        assert await watcher.load_until_loaded(Backoff(initial=0.01, maximum=0.01), QUICK_LOAD, sleep=sleep)
+    finally:
+        await watcher.close()
+    assert len(waits) == 1 and waits[0] >= 290
+    assert [n.rule for n in notices] == ["account_unreachable", "account_loaded"]
