@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+import monitor.exchange.diagnose as diagnose_module
+import monitor.opinion as opinion_module
 from monitor.alerts import AlertPolicy, LevelRule, PolicyConfig
 from monitor.messages import render
 from monitor.opinion import (
@@ -213,3 +216,10 @@ def test_skipping_inactive_units_changes_nothing(words: list[tuple[str, Decimal]
             if lazy.active("u"):
                 got_lazy += [e.dedupe_key for e in lazy.check("u", now, own)]
     assert got_lazy == got_every
+
+
+def test_worked_examples_in_the_docstrings_hold() -> None:
+    """The docstring examples of the second opinion and of the load diagnosis run as written."""
+    for module in (opinion_module, diagnose_module):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__
