@@ -65,7 +65,8 @@ class ExchangeOpinions:
         shown = None if level is None or level <= 0 or level >= NO_DEBT_LEVEL else float(level)
         now = self._clock()
         self.opinion.note(unit, status, shown, now, source=source)
-        if self.engine is not None and self.opinion.active(unit):
+        # a settling unit's alert state is frozen (monitor.ledger): decide once its views agree
+        if self.engine is not None and self.opinion.active(unit) and unit not in self.engine.settling:
             self._queue(self.opinion.check(unit, now, self.own(unit)))
 
     def sweep(self) -> None:
@@ -75,7 +76,8 @@ class ExchangeOpinions:
         now = self._clock()
         known = set(self.engine.book.units())
         for unit in self.opinion.units():
-            if self.opinion.active(unit):  # the others are calm whatever our view: not worth computing
+            # the others are calm whatever our view; a settling unit waits for its views to agree
+            if self.opinion.active(unit) and unit not in self.engine.settling:
                 self._queue(self.opinion.check(unit, now, self.own(unit, known)))
 
     def own(self, unit: str, known: set[str] | None = None) -> OwnView:

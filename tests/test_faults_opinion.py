@@ -145,6 +145,7 @@ async def test_exchange_liquidation_reaches_the_liquidation_routes(
     ]
     assert "Binance is liquidating this account" in binance[0]["message"]
     assert not any("BINANCE" in t for t in receiver.titles())  # the liquidation rung's route only
+    assert not any("0.000" in t for t in pager.titles()), pager.titles()  # no half-applied liquidation
 
 
 class NotifySocket:
