@@ -13,7 +13,10 @@ of the removed shards). Each shard keeps its alert states in its own state file,
   holds when the new owner first looks is lost;
 - such a first-look alert may repeat one the previous owner already sent (it cannot know): each
   one is counted in ``margin_monitor_shard_takeover_alerts_total`` and says so in its message.
-  Per moved unit that is at most one alert per rule already breached, once per re-shard.
+  While old and new owner both watch a moved unit (growth: from the new shard's start to the old
+  owner's restart), a crossing is reported by both. The old owner counts, when it drops a unit,
+  the rules it had firing (``margin_monitor_shard_departed_firing_rules_total``): each duplicate
+  of a growth is one of these. Per moved unit: at most one duplicate per rule, once per re-shard.
 
 docs/capacity.md ("Re-sharding") has the whole procedure and the measured figures.
 
@@ -51,6 +54,14 @@ def account_of(unit: str) -> str:
     return rest.rpartition(":")[0] if kind == "isolated" else rest
 
 
+def _firing_rules(blob: Any) -> int:
+    """How many rules of a saved unit state are firing (0 for a malformed one)."""
+    rules = blob.get("rules") if isinstance(blob, dict) else None
+    if not isinstance(rules, dict):
+        return 0
+    return sum(1 for rule in rules.values() if isinstance(rule, dict) and rule.get("phase") == "firing")
+
+
 def _all_ok(policy: AlertPolicy, unit: str) -> dict[str, Any]:
     """The saved-state form of a unit whose every rule is ok (as after a restart with no alert)."""
     rules = {rule.name: {"phase": "ok"} for rule in policy.config_for(unit).rules}
@@ -73,6 +84,13 @@ class Handoff:
             "Units whose saved alert state this shard dropped because another shard owns them now.",
             registry=registry,
         )
+        self._departed_firing = Counter(
+            "margin_monitor_shard_departed_firing_rules",
+            "Rules firing in units handed to another shard: the new owner reports each again if it "
+            "still holds, or reported it too if it crossed while both watched (the re-shard duplicates "
+            "are at most this many).",
+            registry=registry,
+        )
         self._takeovers = Counter(
             "margin_monitor_shard_takeover_alerts",
             "Alerts sent on this shard's first look at an adopted unit (the bar was already crossed): "
@@ -90,8 +108,10 @@ class Handoff:
             return []
         gone = sorted(unit for unit in saved if not self.shard.owns(account_of(unit)))
         if gone:
+            firing = sum(_firing_rules(saved[unit]) for unit in gone)
             self._departed.inc(len(gone))
-            log.info("shard_units_departed", shard=str(self.shard), units=len(gone))
+            self._departed_firing.inc(firing)
+            log.info("shard_units_departed", shard=str(self.shard), units=len(gone), firing_rules=firing)
         return gone
 
     def adopt(self, policy: AlertPolicy, units: Iterable[str], saved: Mapping[str, Any]) -> list[str]:

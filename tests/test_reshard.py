@@ -38,12 +38,15 @@ def test_departed_units_are_those_of_accounts_owned_elsewhere() -> None:
     """Of the saved units, exactly those whose account hashes to another shard are dropped."""
     registry = CollectorRegistry()
     names = [f"acct-{i}" for i in range(200)]
-    saved: dict[str, object] = {f"cross:{n}": {} for n in names}
+    firing = {"rules": {"normal": {"phase": "firing", "since": 1.0}, "margin_call": {"phase": "ok"}}}
+    saved: dict[str, object] = {f"cross:{n}": firing for n in names}
     saved |= {f"isolated:{n}:BTCUSDT": {} for n in names[:50]}
     handoff = Handoff(Shard(1, 5), registry)
     gone = handoff.departed(saved)
     assert set(gone) == {u for u in saved if shard_of(account_of(u), 5) != 1}
     assert counter(registry, "margin_monitor_shard_units_departed_total") == len(gone)
+    moved_cross = sum(1 for u in gone if u.startswith("cross:"))
+    assert counter(registry, "margin_monitor_shard_departed_firing_rules_total") == moved_cross
     assert Handoff(None).departed(saved) == []
 
 
