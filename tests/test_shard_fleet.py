@@ -139,6 +139,11 @@ class Daemon:
             assert time.monotonic() < deadline, f"daemon {self.shard} not ready within {within:g} s"
             await asyncio.sleep(1.0)
 
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
     async def stop(self) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
@@ -210,6 +215,17 @@ async def test_four_shards_then_five_every_account_once_no_crossing_lost(
     started = time.monotonic()
 
     daemons = [Daemon(tmp_path, base, i) for i in range(5)]
+    try:
+        await rolling_change(sim, receiver, daemons, figures, started)
+    finally:
+        for daemon in daemons:
+            daemon.kill()
+
+
+async def rolling_change(
+    sim: Simulator, receiver: Receiver, daemons: list[Daemon], figures: dict[str, float], started: float
+) -> None:
+    """4 shards, then 5 in a StatefulSet's order, with the checks of the module docstring."""
     for daemon in daemons[:4]:
         daemon.start(4)
     await asyncio.gather(*(d.ready() for d in daemons[:4]))
