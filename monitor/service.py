@@ -133,7 +133,8 @@ class Service:
         departed = self.handoff.departed(saved)  # accounts another shard owns now
         if departed:
             self.store.forget_alert_state(departed)
-            saved = {unit: blob for unit, blob in saved.items() if unit not in set(departed)}
+            gone = frozenset(departed)
+            saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
         self.handoff.adopt(self.policy, self.book.units(), saved)
