@@ -36,7 +36,9 @@ from monitor.notify import Dispatcher, Route, default_backoff
 from monitor.opinion_feed import ExchangeOpinions
 from monitor.page import Feed, page_routes
 from monitor.recorder import Recorder
+from monitor.reshard import Handoff
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.shard import parse_shard
 from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 
@@ -98,6 +100,8 @@ class Service:
         self.config_path = config_path
         self.clock = clock
         self.metrics = Metrics(version=__version__)
+        shard = parse_shard(config.shard) if config.shard else None
+        self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/reshard.py
         self.book = AccountBook(
             quote=config.exchange.quote,
             stablecoins=config.exchange.stablecoins,
@@ -187,8 +191,14 @@ class Service:
             saved = self.store.load_alert_state()
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
+        departed = self.handoff.departed(saved)  # accounts another shard owns now
+        if departed:
+            self.store.forget_alert_state(departed)
+            gone = frozenset(departed)
+            saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self.handoff.adopt(self.policy, self.book.units(), saved)
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
         )
@@ -270,6 +280,7 @@ class Service:
             accounts=len(loaded),
             units=len(self.book.units()),
             not_loaded=[w.name for w in self.watchers if not w.loaded],
+            shard=config.shard or "all",
         )
 
     async def run(self) -> None:
@@ -392,9 +403,8 @@ class Service:
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
             state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
-            await self.dispatcher.enqueue_message(
-                item.event, render(item.event, item.report), alert_state=state
-            )
+            message = self.handoff.annotate(item.event, render(item.event, item.report))
+            await self.dispatcher.enqueue_message(item.event, message, alert_state=state)
             if self.recorder is not None:  # an append; written by the history job
                 self.recorder.note(item.event)
             if item.tick_time is not None:
@@ -405,7 +415,8 @@ class Service:
         assert self.engine is not None and self.dispatcher is not None
         while not self.engine.outbox.empty():
             item = self.engine.outbox.get_nowait()
-            await self.dispatcher.enqueue_message(item.event, render(item.event, item.report))
+            message = self.handoff.annotate(item.event, render(item.event, item.report))
+            await self.dispatcher.enqueue_message(item.event, message)
         await self._send_notices()
 
     async def _send_notices(self) -> None:
