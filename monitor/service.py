@@ -26,6 +26,7 @@ from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
 from monitor.http import HttpServer, start_http
+from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
@@ -96,6 +97,7 @@ class Service:
         self._housekeeping_at = time.monotonic()
         self._metrics_sweep = RoundRobin(50)
         self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -134,6 +136,10 @@ class Service:
         for watcher in self.watchers:
             watcher.engine = self.engine
 
+        try:  # before delivery of the outbox starts: notices of an earlier run that no longer hold
+            expire_notices(self.store, {w.name for w in loaded})
+        except StateError as exc:
+            raise StateStartupError(str(exc)) from None
         self.dispatcher = Dispatcher(
             self._routes(), self.store, timeout=config.notify.timeout, backoff=self._notify_backoff
         )
@@ -199,6 +205,7 @@ class Service:
 
     async def shutdown(self) -> None:
         """Stop reading, drain notifications within a bound, persist state, cancel the rest."""
+        self._stopping = True  # feeds going down from here on were asked to: logged at info
         self.notifier.stopping()
         log.info("daemon_stopping")
         if self.scheduler.running:
@@ -286,6 +293,10 @@ class Service:
                     watcher.disable(state.reason)
         if state.up:
             log.info("feed_up", feed=state.name)
+        elif self._stopping:  # a requested stop closes every feed: expected, not a warning
+            log.info("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal, stopping=True)
+            self.metrics.feed_connected(state.name, False)
+            return
         else:
             log.warning("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal)
             self.metrics.feed_reconnect(state.name)
@@ -383,8 +394,18 @@ class Service:
             self._ready = True
             self.notifier.ready()
             log.info("daemon_ready")
+            self._say_what_is_ahead()
         self.notifier.status(self._summary())
         self._housekeeping_at = time.monotonic()
+
+    def _say_what_is_ahead(self) -> None:
+        """On the embedded simulator, one line at ready on stdout (beside console:// alerts) saying
+        what the scenario is about to do: ``replaying a 40 % crash; first alert in ~10 s; …``."""
+        from monitor.demo_preview import preview
+
+        ahead = preview(self.config, self.config_path)
+        if ahead is not None:
+            print(ahead.line(time.monotonic() - self._started_at), flush=True)
 
     def _blind_reasons(self, units: set[str], stale_symbols: set[str]) -> dict[str, str]:
         """Why each newly blind unit is blind, in one line the trader can act on."""

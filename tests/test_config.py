@@ -60,9 +60,8 @@ def test_unset_env_reference_is_one_line_error(tmp_path: Path) -> None:
     data = {**MINIMAL, "accounts": [{"name": "a", "api_key": "${MM_SURELY_UNSET_VAR}", "api_secret": "x"}]}
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, data))
-    assert str(info.value) == (
-        f"{tmp_path / 'config.yaml'}: accounts.0.api_key: environment variable MM_SURELY_UNSET_VAR is not set"
-    )
+    where = f"{tmp_path / 'config.yaml'}: accounts[1] (a).api_key"
+    assert str(info.value) == f"{where}: environment variable MM_SURELY_UNSET_VAR is not set"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +71,7 @@ def test_unset_env_reference_is_one_line_error(tmp_path: Path) -> None:
         ({"exchange": {"colour": "red"}}, "exchange.colour: unknown key"),
         ({"alerts": {"hysteresis": -1}}, "alerts.hysteresis: Input should be greater than or equal to 0"),
         ({"alerts": {"for": "soon"}}, "alerts.for: expected a duration such as 30s, 5m or 1h"),
-        ({"alerts": {"levels": [{"bar": "panic"}]}}, "alerts.levels.0.bar"),
+        ({"alerts": {"levels": [{"bar": "panic"}]}}, "alerts.levels[1] (bar panic).bar"),
         ({"alerts": {"levels": [{"bar": 1.3, "routes": ["phone"]}]}}, "unknown route 'phone'"),
         ({"http": {"listen": "everywhere"}}, "http.listen: expected HOST:PORT"),
         ({"notify": {"routes": {}}}, "notify.routes"),
@@ -105,7 +104,7 @@ def test_error_never_echoes_a_secret(tmp_path: Path) -> None:
     """A wrong-typed secret is reported by key only, never by value."""
     data = {**MINIMAL, "accounts": [{"name": "a", "api_key": ["sekrit-value-999"], "api_secret": "s"}]}
     message = _error_for(tmp_path, data)
-    assert "accounts.0.api_key" in message
+    assert "accounts[1] (a).api_key" in message
     assert "sekrit-value-999" not in message
 
 
