@@ -117,7 +117,9 @@ def test_property_table_agrees_with_the_documented_rule(
             "levels": [{"bar": bars[i], "routes": list(r)} for i, r in enumerate(rung_routes)],
             "default_routes": list(default),
         },
-        "notify": {"routes": {n: {"urls": ["console://" if n == "console" else f"json://h/{n}"]} for n in every}},
+        "notify": {
+            "routes": {n: {"urls": ["console://" if n == "console" else f"json://h/{n}"]} for n in every}
+        },
     }
     if distance is not None:
         data["alerts"]["distance"] = {"within": 0.05, "routes": list(distance)}
@@ -158,7 +160,10 @@ def test_check_prints_the_routing_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     phone = next(line for line in lines if line.strip().startswith("phone"))
-    assert phone.split(": ", 1)[1] == "normal 1.5, margin_call 1.3, liquidation 1.1, distance 3 %, blind, notices"
+    assert (
+        phone.split(": ", 1)[1]
+        == "normal 1.5, margin_call 1.3, liquidation 1.1, distance 3 %, blind, notices"
+    )
     assert not [line for line in lines if line.startswith("WARN")], result.stdout
 
 
@@ -177,12 +182,16 @@ async def test_added_json_route_receives_the_demo_margin_alerts(
     path.write_text(yaml.safe_dump(data))
     async with running_daemon(path) as daemon:
         await wait_until(daemon.ready, within=30, what="daemon ready")
-        await receiver.wait_for(lambda m: any("[NORMAL] demo (cross)" in str(x["title"]) for x in m), within=40)
+        await receiver.wait_for(
+            lambda m: any("[NORMAL] demo (cross)" in str(x["title"]) for x in m), within=40
+        )
         await receiver.wait_for(
             lambda m: any("[LIQUIDATION DISTANCE] demo (cross)" in str(x["title"]) for x in m), within=60
         )
     titles = receiver.titles()
-    order = [next(i for i, t in enumerate(titles) if key in t) for key in ("[NORMAL]", "[MARGIN CALL]", "DISTANCE")]
+    order = [
+        next(i for i, t in enumerate(titles) if key in t) for key in ("[NORMAL]", "[MARGIN CALL]", "DISTANCE")
+    ]
     assert order == sorted(order), titles
     out = capsys.readouterr().out
     assert "replaying a 40 % crash; first alert in ~" in out and "s; Ctrl-C to stop" in out
