@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 import time
@@ -101,7 +102,9 @@ async def _from_daemon(config: Config) -> list[dict[str, Any]] | None:
 
 async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, Any]]:
     """Load every account and price it from REST tickers, without starting the daemon."""
-    book = AccountBook(quote=config.exchange.quote, stablecoins=config.exchange.stablecoins)
+    book = AccountBook(
+        quote=config.exchange.quote, stablecoins=config.exchange.stablecoins, pinned=config.exchange.pinned
+    )
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         watchers: list[AccountWatcher] = build_watchers(
@@ -125,11 +128,26 @@ async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, A
                 await watcher.close()
 
 
+def _state_level(unit: dict[str, Any]) -> str:
+    """The level as the console shows it, with the unit's state: ``1.234``, ``1.234 (APPROXIMATE:
+    why)``, ``∞ (no debt)`` or ``unknown (BLIND: why)`` (never a blank that could read as safe)."""
+    state, reason = unit.get("state", "known"), unit.get("reason", "")
+    level = unit.get("margin_level")
+    if state == "no_debt":
+        return fmt_level(math.inf)
+    why = f": {reason}" if reason else ""
+    if state == "blind":
+        last = f"; last computed {fmt_level(level)}" if level is not None else ""
+        return f"unknown (BLIND{why}{last})"
+    shown = fmt_level(level) if level is not None else "unknown"
+    return shown if state == "known" else f"{shown} ({state.upper()}{why})"
+
+
 def _table(units: list[dict[str, Any]]) -> str:
     lines = []
     for u in units:
         name = u["account"] + (f" {u['symbol']}" if u.get("symbol") else "") + f" ({u['kind']})"
-        level = fmt_level(u["margin_level"])
+        level = _state_level(u)
         dists = ", ".join(f"{fmt_pct(d)} to {bar}" if d is not None else f"none to {bar}"
                           for bar, d in u["distances"].items())  # fmt: skip
         prices = ", ".join(f"{a} {fmt_price(p)}" for a, p in u["liquidation_prices"].items() if p is not None)
