@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from monitor.config import Config, LevelConfig
-from monitor.exchange.sim import Scenario, ScenarioError, load_scenario
+from monitor.exchange.sim import Event, Fault, Scenario, ScenarioError, load_scenario
 from monitor.exchange.sim.engine import Engine
 from monitor.exchange.sim.scenario import Bars
 from monitor.ladder import policy_for_unit
@@ -95,12 +95,24 @@ def _top_bars(config: Config, scenario: Scenario) -> dict[tuple[str, str | None]
     return tops
 
 
+class _Replay(Engine):
+    """The simulator's engine replaying quietly: account events change the books without the
+    ``sim_event`` log line (the daemon's log must not show a deposit that did not happen), and
+    faults, which move no level, are skipped."""
+
+    def apply_event(self, event: Event) -> None:
+        self.emit(self.state.apply(event))
+
+    def inject_fault(self, fault: Fault) -> None:
+        return None
+
+
 def first_alerts(config: Config, scenario: Scenario) -> tuple[float, ...]:
     """Real seconds after start at which some unit's level goes from above to at or below its top
     bar (plus ``alerts.for``), replaying the timeline for up to :data:`HORIZON` real seconds."""
     tops = _top_bars(config, scenario)
     speed = scenario.timeline.speed
-    engine = Engine(scenario, realtime=True, clock=lambda: 0.0)
+    engine = _Replay(scenario, realtime=True, clock=lambda: 0.0)
     below: dict[tuple[str, str | None], bool] = {}
     found: list[float] = []
     for n in range(int(HORIZON / STEP) + 1):

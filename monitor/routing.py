@@ -28,6 +28,7 @@ from monitor.notify_apprise import url_scheme
 # same names, so the same routes; only their values differ)
 SHOWN_BARS = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
 CONSOLE = "console"
+SILENT_ROUTE_FIX = "name it in a rung's routes, or leave routes out to send every rung to every route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class RouteTable:
     alerts: dict[str, list[str]]
     schemes: dict[str, list[str]]
     warnings: list[str]
+    silent: list[str]  # routes that get no margin alert (no rung, no distance)
 
     def lines(self) -> list[str]:
         """The table as ``check`` prints it: one line per route, then the warnings."""
@@ -94,11 +96,9 @@ def route_table(config: Config) -> RouteTable:
                 alerts[name].append(label)
                 margin[name] = margin[name] or is_margin
 
+    silent = [name for name, got in margin.items() if not got]
     warnings = [
-        f"route {name} gets no margin alert (no rung, no distance): "
-        "name it in a rung's routes, or leave routes out to send every rung to every route"
-        for name, got in margin.items()
-        if not got
+        f"route {name} gets no margin alert (no rung, no distance): {SILENT_ROUTE_FIX}" for name in silent
     ]
     console_only = [
         label
@@ -112,4 +112,4 @@ def route_table(config: Config) -> RouteTable:
         )
     elif console_only:
         warnings += [f"alert {label} reaches only console:// (nobody is paged)" for label in console_only]
-    return RouteTable(alerts, schemes, warnings)
+    return RouteTable(alerts, schemes, warnings, silent)

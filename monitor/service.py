@@ -31,6 +31,7 @@ from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
+from monitor.routing import SILENT_ROUTE_FIX, route_table
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.store import StateError, Store
 
@@ -109,6 +110,8 @@ class Service:
         config = self.config
         for path in exposed_files(config, self.config_path):
             log.warning("file_readable_by_others", file=str(path), fix=f"chmod 600 {path}")
+        for route in route_table(config).silent:  # `margin-monitor check` prints the whole table
+            log.warning("route_gets_no_margin_alert", route=route, fix=SILENT_ROUTE_FIX)
         try:
             self.store = Store(config.state_dir)
         except StateError as exc:

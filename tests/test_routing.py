@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 import yaml
-from daemon_harness import Receiver, running_daemon, wait_until
+from daemon_harness import Receiver, daemon_config, events, one_long_account, running_daemon, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 import monitor.routing
 from monitor.config import Config, load_config
+from monitor.exchange.sim import Simulator
 from monitor.ladder import policy_for_unit
 from monitor.routing import route_table
 
@@ -74,7 +76,7 @@ def test_a_route_left_out_of_every_rung_is_warned_about(tmp_path: Path) -> None:
     data["alerts"]["blind_routes"] = ["console"]
     path.write_text(yaml.safe_dump(data))
     table = route_table(load_config(path))
-    assert table.alerts["phone"] == ["notices"]
+    assert table.alerts["phone"] == ["notices"] and table.silent == ["phone"]
     assert any(w.startswith("route phone gets no margin alert") for w in table.warnings)
     assert "alert normal 1.5 reaches only console:// (nobody is paged)" in table.warnings
     assert "alert blind reaches only console:// (nobody is paged)" in table.warnings
@@ -195,3 +197,26 @@ async def test_added_json_route_receives_the_demo_margin_alerts(
     out = capsys.readouterr().out
     assert "replaying a 40 % crash; first alert in ~" in out and "s; Ctrl-C to stop" in out
     assert "[!] [NORMAL] demo (cross)" in out  # the console route still prints it too
+
+
+@pytest.fixture
+def scenario_data() -> dict[str, Any]:
+    """One cross account, level 1.6 at the start (for the daemon-start test below)."""
+    return one_long_account()
+
+
+async def test_daemon_warns_at_start_about_a_route_without_margin_alerts(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """A route no rung or distance reaches is named in one warning at start, with the fix."""
+    path = daemon_config(tmp_path, sim, receiver, levels=[{"bar": 1.5, "routes": ["hook"]}])
+    data = yaml.safe_load(path.read_text())
+    data["notify"]["routes"]["spare"] = {"urls": ["json://127.0.0.1:1/spare"]}
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(0o600)
+    with capture_logs() as logs:
+        async with running_daemon(path):
+            pass
+    warned = events(logs, "route_gets_no_margin_alert")
+    assert [(e["route"], e["log_level"]) for e in warned] == [("spare", "warning")]
+    assert "leave routes out" in warned[0]["fix"]
