@@ -159,7 +159,7 @@ class AccountConfig(_Strict):
         if isinstance(value, list | tuple):
             for symbol in value:
                 if not isinstance(symbol, str) or not re.fullmatch(r"[A-Z0-9]{4,20}", symbol):
-                    raise ValueError(f"expected symbols such as BTCUSDT, got {symbol!r}")
+                    raise ValueError("expected symbols such as BTCUSDT")
         return value
 
     @model_validator(mode="after")
@@ -249,12 +249,15 @@ class Config(_Strict):
         return tuple(self.notify.routes)
 
 
-def _expand_env(node: Any, loc: tuple[Any, ...], missing: list[tuple[tuple[Any, ...], str]]) -> Any:
-    """Replace ``${VAR}`` in every string with the environment's value (recording what is unset)."""
+def _expand_env(
+    node: Any, loc: tuple[Any, ...], missing: list[tuple[tuple[Any, ...], str]], used: dict[str, str]
+) -> Any:
+    """Replace ``${VAR}`` in every string with the environment's value (recording what is unset,
+    and in ``used`` each value substituted, so no error line can carry one)."""
     if isinstance(node, dict):
-        return {k: _expand_env(v, (*loc, k), missing) for k, v in node.items()}
+        return {k: _expand_env(v, (*loc, k), missing, used) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_env(v, (*loc, i), missing) for i, v in enumerate(node)]
+        return [_expand_env(v, (*loc, i), missing, used) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def sub(match: re.Match[str]) -> str:
@@ -262,6 +265,7 @@ def _expand_env(node: Any, loc: tuple[Any, ...], missing: list[tuple[tuple[Any, 
             if value is None:
                 missing.append((loc, f"environment variable {match.group(1)} is not set"))
                 return ""
+            used[match.group(1)] = value
             return value
 
         return _ENV_REF.sub(sub, node)
@@ -289,7 +293,8 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     missing: list[tuple[tuple[Any, ...], str]] = []
-    expanded = _expand_env(raw, (), missing)
+    used: dict[str, str] = {}
+    expanded = _expand_env(raw, (), missing, used)
     if missing:
         loc, problem = missing[0]
         raise ConfigError(f"{path}: {where(loc, raw)}: {problem}")
@@ -297,7 +302,11 @@ def load_config(path: str | Path) -> Config:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        raise ConfigError(f"{path}: {describe(dict(first), raw, Config)}") from None
+        line = describe(dict(first), raw, Config)
+        for name, value in sorted(used.items(), key=lambda item: -len(item[1])):
+            if len(value) >= 3:  # a value from the environment may be a secret: name the variable
+                line = line.replace(value, f"${{{name}}}")
+        raise ConfigError(f"{path}: {line}") from None
     base = path.parent
     return config.model_copy(update={"state_dir": (base / config.state_dir).resolve()})
 

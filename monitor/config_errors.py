@@ -82,6 +82,10 @@ def shown(loc: tuple[Any, ...], raw: Any) -> str:
     if not isinstance(parent, dict | list) or (isinstance(parent, dict) and loc[-1] not in parent):
         return ""
     value = value_at(loc, raw)
+    scalars = isinstance(value, list) and all(isinstance(v, str | int | float) for v in value)
+    if scalars and 0 < len(value) <= 5:
+        listed = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in value)
+        return f", got [{listed}]" if len(listed) <= SHOWN_MAX else ""
     if isinstance(value, bool):
         text = "true" if value else "false"
     elif value is None:

@@ -213,8 +213,10 @@ def test_second_account_is_counted_from_one_and_named(tmp_path: Path) -> None:
         "accounts:\n  - {name: main, api_key: k, api_secret: s}\n  - {name: side, api_key: k, api_secret: s,"
         " isolated: [btcusdt]}\n" + NOTIFY_TEXT
     )
-    with pytest.raises(ConfigError, match=r": accounts\[2\] \(side\)\.isolated: expected symbols"):
+    with pytest.raises(ConfigError) as info:
         load_config(path)
+    expected = ": accounts[2] (side).isolated: expected symbols such as BTCUSDT, got ['btcusdt']"
+    assert str(info.value).endswith(expected)
 
 
 @pytest.mark.parametrize(
@@ -306,3 +308,16 @@ def test_settings_that_do_nothing_are_noted(tmp_path: Path, patch: dict[str, Any
 
     assert inert_settings(load_config(write(tmp_path, {**MINIMAL, **patch}))) == [note]
     assert inert_settings(load_config(ROOT / "config.yaml")) == []
+
+
+def test_a_route_name_from_the_environment_is_shown_as_its_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown route named through ${VAR}: the error names the variable, never its value."""
+    monkeypatch.setenv("MM_ROUTE_SECRET", "hunter2-route")
+    data = {**MINIMAL, "alerts": {"levels": [{"bar": 1.3, "routes": ["${MM_ROUTE_SECRET}"]}]}}
+    message = _error_for(tmp_path, data)
+    assert "hunter2" not in message
+    assert message.endswith(
+        "alerts.levels[1] (bar 1.3).routes: unknown route '${MM_ROUTE_SECRET}'; notify.routes has ['chat']"
+    )
