@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 import monitor.leftovers
 from monitor.cli import _parser
 from monitor.config import exposed_files, holds_secret, load_config
-from monitor.exchange.sim import Simulator
+from monitor.exchange.sim import Simulator, bundled_scenarios
 from monitor.leftovers import expire_notices
 from monitor.notify_apprise import fingerprint
 from monitor.store import OutboxItem, Store
@@ -150,4 +150,5 @@ def test_simulate_help_lists_the_bundled_scenarios_and_documents_each_option() -
     )
     text = " ".join(result.stdout.split())
     assert "(crash, flash_wick, interest_bleed)" in text
+    assert f"({', '.join(bundled_scenarios())})" in text  # the list the simulator itself loads from
     assert "--host HOST address to listen on" in text and "--port PORT port to listen on" in text
