@@ -1,4 +1,4 @@
-"""Command line: ``margin-monitor run | check | status | test-alert | simulate``.
+"""Command line: ``margin-monitor run | check | status | test-alert | simulate | replay``.
 
 Only parses arguments and maps outcomes to exit codes; the work lives in the modules it calls.
 """
@@ -43,6 +43,13 @@ _COMMANDS = {
         "Send one test message through every URL of every route now and print, per URL, whether it "
         "was delivered. Exit 0 only when every URL delivered.",
     ),
+    "replay": (
+        "replay past 1m klines against today's positions",
+        "Replay Binance 1-minute kline CSVs through the same book, engine and alert policy as the "
+        "daemon, against today's positions (the running daemon's /status, one read of the accounts, "
+        "or --positions FILE), and print when each bar would have been crossed, the worst level and "
+        "what would have kept each unit safe; --plot also draws an SVG.",
+    ),
     "simulate": (
         "run the Binance simulator standalone",
         "Run the Binance-compatible simulator on HOST:PORT, replaying a scenario in real time, and print "
@@ -81,6 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     status = with_config(command("status"))
     status.add_argument("--json", action="store_true", help="print one JSON object per unit")
     with_config(command("test-alert"))
+    replay = with_config(command("replay"))
+    replay.add_argument(
+        "--klines",
+        action="append",
+        default=[],
+        metavar="SYMBOL=FILE.csv",
+        help="a Binance 1m kline CSV for one symbol (repeat for more symbols)",
+    )
+    replay.add_argument("--account", help="only this account's units")
+    replay.add_argument("--positions", help="a saved `status --json` output instead of the daemon's /status")
+    replay.add_argument("--plot", help="also draw the level over the replay into this SVG file")
+    replay.add_argument("--absolute", action="store_true",
+                        help="use the historical prices as they were, not as moves from today's")  # fmt: skip
     sim = command("simulate")
     sim.add_argument(
         "--scenario",
@@ -114,6 +134,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ScenarioError as exc:
                 _err(str(exc))
                 return EXIT_CONFIG
+        if args.command == "replay":
+            from monitor.replay_cli import run as replay_run
+
+            return replay_run(
+                args.klines,
+                config_path=Path(args.config),
+                account=args.account,
+                positions=Path(args.positions) if args.positions else None,
+                plot=Path(args.plot) if args.plot else None,
+                absolute=args.absolute,
+            )
         config = _load(args.config)
         if args.command == "run":
             from monitor.service import run_daemon

@@ -4,6 +4,8 @@
 - ``/readyz`` — readiness: 200 only while ``ready()`` is true (every account fresh), else 503.
 - ``/metrics`` — Prometheus exposition of :class:`monitor.metrics.Metrics` (OpenMetrics on request).
 - ``/status`` — JSON list of unit dicts, the same as ``margin-monitor status --json``.
+- ``/`` and ``/page/*`` — the status page (``monitor.page``), when the caller passes its ``routes``;
+  they sit behind the same token rule as ``/status``.
 
 Binds 127.0.0.1 unless told otherwise. With a ``token``, ``/metrics`` and ``/status`` (which reveal
 positions) need ``Authorization: Bearer <token>``, compared in constant time; anything else gets 401.
@@ -72,6 +74,7 @@ def _build_app(
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None,
+    routes: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -107,6 +110,8 @@ def _build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status_handler)
+    if routes is not None:  # the status page (monitor.page): behind the same middlewares as /status
+        routes(app)
     return app
 
 
@@ -150,6 +155,7 @@ async def start_http(
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None = None,
+    routes: Callable[[web.Application], None] | None = None,
 ) -> HttpServer:
     """Serve the endpoints on ``host:port`` (port 0 picks a free one) and return the running server.
 
@@ -157,7 +163,7 @@ async def start_http(
     """
     if not _is_loopback(host) and not token:
         log.warning("http_exposed_without_token", host=host, port=port)
-    app = _build_app(metrics, status, ready, token or None)
+    app = _build_app(metrics, status, ready, token or None, routes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -25,14 +25,19 @@ from monitor.book import AccountBook
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
+from monitor.history import FILE_NAME as HISTORY_FILE
+from monitor.history import History
 from monitor.http import HttpServer, start_http
 from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
+from monitor.page import Feed, page_routes
+from monitor.recorder import Recorder
 from monitor.routing import SILENT_ROUTE_FIX, route_table
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 
 log = structlog.get_logger(__name__)
@@ -47,6 +52,7 @@ DRAIN_SECONDS = 10.0
 SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
 SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
+HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.history)
 
 
 class StartupError(Exception):
@@ -89,6 +95,7 @@ class Service:
         self.market: MarketStream | None = None
         self.userdata: UserDataStream | None = None
         self.http: HttpServer | None = None
+        self.recorder: Recorder | None = None
         self.notifier = Notifier.from_env()
         self.scheduler = AsyncIOScheduler(
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
@@ -188,6 +195,8 @@ class Service:
             self._refresh_snapshots, "interval", seconds=config.exchange.snapshot_interval, id="snapshots"
         )
         self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
+        self.recorder = Recorder(History(config.state_dir / HISTORY_FILE), self.book, self.clock)
+        self.scheduler.add_job(self._record_history, "interval", seconds=HISTORY_EVERY, id="history")
         self.scheduler.start()
 
         if config.http.enabled:
@@ -200,6 +209,7 @@ class Service:
                     status=self.status,
                     ready=self.ready,
                     token=token,
+                    routes=page_routes(self._page_feed()),
                 )
             except OSError as exc:
                 raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
@@ -240,14 +250,20 @@ class Service:
         await self._exit_stack.aclose()
         if self.store is not None:
             self.store.close()
+        if self.recorder is not None:
+            self.recorder.history.close()
         self.notifier.close()
         log.info("daemon_stopped")
 
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
-        target = self.config.alerts.restore_target
-        return [self.book.report(unit, restore_target=target).to_json() for unit in sorted(self.book.units())]
+        return [self.unit_status(unit) for unit in sorted(self.book.units())]
+
+    def unit_status(self, unit: str) -> dict[str, Any]:
+        """One unit's ``status --json`` dict: its report plus positions and stress table."""
+        report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
+        return enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""
@@ -322,6 +338,8 @@ class Service:
             await self.dispatcher.enqueue_message(
                 item.event, render(item.event, item.report), alert_state=state
             )
+            if self.recorder is not None:  # an append; written by the history job
+                self.recorder.note(item.event)
             if item.tick_time is not None:
                 self.metrics.observe_latency(time.time() - item.tick_time)
             await self._send_notices()
@@ -367,6 +385,32 @@ class Service:
         finally:
             await self.dispatcher.stop()
             self.dispatcher = None
+
+    def _page_feed(self) -> Feed:
+        def firing(unit: str) -> dict[str, str]:
+            return self.policy.firing(unit) if self.policy is not None else {}
+
+        def age(unit: str) -> float | None:
+            if unit not in self.book.units():
+                return None
+            ages = [self.book.prices.age(s) for s in self.book.unit_symbols(unit)]
+            known = [a for a in ages if a is not None]
+            return None if len(known) < len(ages) else max(known, default=0.0)
+
+        return Feed(
+            unit_ids=self.book.units,
+            status_of=self.unit_status,
+            firing=firing,
+            blind=lambda: set(self.engine.stale) if self.engine is not None else set(),
+            age=age,
+            history=self.recorder.history if self.recorder is not None else None,
+            clock=self.clock,
+            live=lambda unit: (self.book.is_priced(unit), self.book.level(unit)),
+        )
+
+    async def _record_history(self) -> None:
+        assert self.recorder is not None
+        await self.recorder.sample(self.engine.stale if self.engine is not None else ())
 
     async def _lag_probe(self) -> None:
         while True:

@@ -24,7 +24,9 @@ from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_value
 from monitor.notify import Dispatcher, Route
 from monitor.routing import route_table
+from monitor.status_extras import enrich
 from monitor.store import StateError, Store
+from monitor.stress import render_stress
 
 log = structlog.get_logger(__name__)
 
@@ -122,7 +124,10 @@ async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, A
                     if ticker.get("symbol") in wanted:
                         book.on_price(ticker["symbol"], float(ticker["price"]))
             target = config.alerts.restore_target
-            return [book.report(unit, restore_target=target).to_json() for unit in sorted(book.units())]
+            return [
+                enrich(book, unit, book.report(unit, restore_target=target).to_json(), {})
+                for unit in sorted(book.units())
+            ]
         finally:
             for watcher in watchers:
                 await watcher.close()
@@ -157,6 +162,7 @@ def _table(units: list[dict[str, Any]]) -> str:
             f"liabilities {fmt_value(u['total_liability_value'])} {u['quote']}"
             + (f"; liquidation prices: {prices}" if prices else "")
         )
+        lines.extend("    " + line for line in render_stress(u).splitlines())
     return "\n".join(lines) if lines else "no accounts"
 
 

@@ -131,7 +131,7 @@ def test_literal_binance_keys_are_secrets(tmp_path: Path) -> None:
         assert not holds_secret(load_config(path), path)
 
 
-@pytest.mark.parametrize("command", ["run", "check", "status", "test-alert", "simulate"])
+@pytest.mark.parametrize("command", ["run", "check", "status", "test-alert", "replay", "simulate"])
 def test_every_subcommand_help_has_a_description_and_every_option_help(command: str) -> None:
     """`margin-monitor COMMAND --help` explains the command in a paragraph, and every option has help."""
     sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
