@@ -18,10 +18,12 @@ import structlog
 from monitor.accounts import AccountWatcher, build_watchers, open_endpoints
 from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
+from monitor.config_notes import inert_settings
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_value
 from monitor.notify import Dispatcher, Route
+from monitor.routing import route_table
 from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 from monitor.stress import render_stress
@@ -40,6 +42,9 @@ async def check(config: Config, config_path: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         print(f"config {config_path}: valid; exchange {config.exchange.kind} at {endpoints.rest_url}")
+        for note in inert_settings(config):
+            print(f"NOTE {note}")
+        print("\n".join(route_table(config).lines()))
         for path in exposed_files(config, config_path):
             print(f"WARN {path} is readable by other users: chmod 600 {path}")
         for watcher in build_watchers(config, config_path, endpoints, AccountBook(), lambda _: None, []):
@@ -119,10 +124,11 @@ async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, A
                     if ticker.get("symbol") in wanted:
                         book.on_price(ticker["symbol"], float(ticker["price"]))
             target = config.alerts.restore_target
-            return [
+            units = [
                 enrich(book, unit, book.report(unit, restore_target=target).to_json(), {})
                 for unit in sorted(book.units())
             ]
+            return units + [w.blind_entry(config.exchange.quote) for w in watchers if not w.loaded]
         finally:
             for watcher in watchers:
                 await watcher.close()
@@ -147,6 +153,9 @@ def _table(units: list[dict[str, Any]]) -> str:
     lines = []
     for u in units:
         name = u["account"] + (f" {u['symbol']}" if u.get("symbol") else "") + f" ({u['kind']})"
+        if u.get("state") == "blind" and not u.get("bars"):  # an account not loaded at all
+            lines.append(f"{name}: level {_state_level(u)}; the account is not loaded")
+            continue
         level = _state_level(u)
         dists = ", ".join(f"{fmt_pct(d)} to {bar}" if d is not None else f"none to {bar}"
                           for bar, d in u["distances"].items())  # fmt: skip
