@@ -1,16 +1,15 @@
 """The ``console://`` Apprise scheme: prints each alert to standard output.
 
-The default config routes alerts here, so the demo shows alerts with no network. Importing this
-module registers the scheme with Apprise (once per process; :mod:`monitor.notify` imports it).
+The default config routes alerts here, so the demo shows alerts with no network. It is ours, not an
+Apprise plugin: the sender (:mod:`monitor.notify_apprise`) prints console:// alerts itself, so a
+console-only daemon never imports Apprise.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Any
-
-from apprise.decorators import notify
+from urllib.parse import parse_qs, urlsplit
 
 _LOCK = threading.Lock()  # Apprise sends from a thread pool: keep each alert's lines together
 ICONS = {"info": "i", "success": "✓", "warning": "!", "failure": "✗"}
@@ -22,15 +21,20 @@ def format_console(title: str, body: str, notify_type: str) -> str:
     return f"[{icon}] {title}\n{body}\n\n" if body else f"[{icon}] {title}\n\n"
 
 
-def console(body: str, title: str, notify_type: str, *args: Any, **kwargs: Any) -> bool:
-    """Apprise entry point for ``console://``; ``console://?stream=stderr`` prints to stderr."""
-    meta = kwargs.get("meta") or {}
-    stream = sys.stderr if (meta.get("qsd") or {}).get("stream") == "stderr" else sys.stdout
+def is_console(url: str) -> bool:
+    """``url`` is a console:// URL (the scheme, any case).
+
+    >>> is_console("console://?stream=stderr"), is_console("json://h/x")
+    (True, False)
+    """
+    return url[:10].lower() == "console://"
+
+
+def console(url: str, title: str, body: str, notify_type: str) -> bool:
+    """Print one alert for a console:// URL; ``console://?stream=stderr`` prints to stderr."""
+    stream_name = parse_qs(urlsplit(url).query).get("stream", [""])[-1]
+    stream = sys.stderr if stream_name == "stderr" else sys.stdout
     with _LOCK:
         stream.write(format_console(title, body, notify_type))
         stream.flush()
     return True
-
-
-_register: Any = notify  # apprise's decorator is untyped
-_register(on="console", name="Console (margin-monitor)")(console)

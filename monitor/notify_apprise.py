@@ -1,17 +1,32 @@
 """Apprise glue for the dispatcher: one ``Apprise`` object per URL (so each URL's outcome is known),
-URL checks for the config, and the safe names used in logs (route and scheme, never the URL)."""
+URL checks for the config, and the safe names used in logs (route and scheme, never the URL).
+
+Apprise is imported at the first real URL, with only the plugins of the schemes in use
+(:mod:`monitor.apprise_plugins`); console:// is ours (:mod:`monitor.console_notify`) and needs no
+Apprise at all."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import apprise
+from monitor.apprise_plugins import prepare
+from monitor.console_notify import console, is_console
 
-import monitor.console_notify  # noqa: F401  (registers console://)
+if TYPE_CHECKING:
+    import apprise
 
 # (url, title, body, notify_type, timeout seconds) -> delivered?  Raise PermanentFailure to give up.
 Sender = Callable[[str, str, str, str, float], Awaitable[bool]]
+
+
+def _new_apprise(url: str) -> apprise.Apprise:
+    """An empty ``Apprise`` with the plugin for ``url``'s scheme loaded (imports Apprise)."""
+    prepare(url_scheme(url))
+    import apprise
+
+    return apprise.Apprise()
 
 
 class PermanentFailure(Exception):
@@ -31,7 +46,9 @@ def fingerprint(url: str) -> str:
 
 def check_url(url: str) -> str | None:
     """None when Apprise accepts ``url``, else a one-line reason that does not repeat the URL."""
-    if not apprise.Apprise().add(url):
+    if is_console(url):
+        return None
+    if not _new_apprise(url).add(url):
         return f"not a valid Apprise URL (scheme {url_scheme(url)!r}); see https://appriseit.com"
     return None
 
@@ -45,7 +62,7 @@ class AppriseSender:
     def _apprise(self, url: str) -> apprise.Apprise:
         obj = self._objects.get(url)
         if obj is None:
-            obj = apprise.Apprise()
+            obj = _new_apprise(url)
             if not obj.add(url):
                 raise PermanentFailure(f"Apprise rejected a {url_scheme(url)}:// URL")
             self._objects[url] = obj
@@ -55,7 +72,9 @@ class AppriseSender:
         """Sends to ``url`` that may be in flight at once: ``parallel`` where Apprise sets no spacing
         between requests for the service (``request_rate_per_sec`` 0: json, discord…), else 1, so
         Apprise's per-service throttle (ntfy 5.5 s, slack 1.2 s…) still spaces them. A URL Apprise
-        rejects gets 1 (its first send drops it)."""
+        rejects gets 1 (its first send drops it), console:// 1 (its lines stay in order)."""
+        if is_console(url):
+            return 1
         try:
             plugins = list(self._apprise(url))
         except PermanentFailure:
@@ -63,6 +82,8 @@ class AppriseSender:
         return parallel if plugins and all(p.request_rate_per_sec <= 0 for p in plugins) else 1
 
     async def __call__(self, url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
+        if is_console(url):
+            return console(url, title, body, notify_type)
         result = await self._apprise(url).async_notify(
             body=body, title=title, notify_type=notify_type, timeout=seconds
         )
