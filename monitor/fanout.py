@@ -26,6 +26,9 @@ walk over 50 symbols recomputes about once per 8,000 ticks, 0.25 ms for 1,000 ac
 Units that no price can move are *static*: no debt (level infinite) or only quote-like assets. They
 are in no leg's arrays, so every unit in the arrays has L > 0 unless some leg price is 0 (``zeros``),
 the only case that needs a division guard.
+
+Until the first large leg the sums are a plain list and numpy is not imported (a small daemon never
+loads it); from the first large layout on they are one numpy array for good (``Engine.vector_sums``).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
-import numpy as np
-
-from monitor.legs import FloatArray, Key, Leg
+from monitor.legs import Key, Leg, numpy
 from monitor.pricebook import INVERSE, leg_symbol
+
+if TYPE_CHECKING:
+    from monitor.legs import FloatArray
 
 __all__ = ["Engine"]
 
@@ -63,8 +68,9 @@ class Engine:
         self.unpriced: list[int] = []
         self.exposure: list[dict[Key, tuple[float, float]]] = []
         self.free: list[int] = []
-        self.al: FloatArray = np.full(0, NAN)
-        self.fixed: FloatArray = np.zeros(0)
+        self.al: list[float] | FloatArray = []  # a numpy array from the first large leg on
+        self.fixed: list[float] = []
+        self.vectorised = False
         self.tol_base = tol
         self.kmax = 1
         self.floor = 3 * EPS
@@ -93,10 +99,15 @@ class Engine:
         self.static_level.append(INF)
         self.unpriced.append(0)
         self.exposure.append({})
-        if 2 * i + 2 > self.al.size:
+        if 2 * i + 2 > len(self.al):
             size = max(64, 4 * i + 4)
-            self.al = np.concatenate([self.al, np.full(size - self.al.size, NAN)])
-            self.fixed = np.concatenate([self.fixed, np.zeros(size - self.fixed.size)])
+            grow = size - len(self.al)
+            if self.vectorised:
+                np = numpy()
+                self.al = np.concatenate([self.al, np.full(grow, NAN)])
+            else:
+                cast("list[float]", self.al).extend([NAN] * grow)
+            self.fixed.extend([0.0] * (size - len(self.fixed)))
         return i
 
     def remove(self, i: int) -> None:
@@ -206,16 +217,18 @@ class Engine:
 
     def recompute_all(self) -> None:
         """Every unit's sums (and bridge coefficients) from their terms; resets the drift bounds."""
-        al = self.fixed.copy()
         for leg in self.legs.values():
             if leg.dirty:
                 self.rebuild(leg)
+        if any(leg.vector for leg in self.legs.values()):
+            self.vector_sums()
+        al = numpy().array(self.fixed) if self.vectorised else list(self.fixed)
         for leg in self.legs.values():
             if not leg.size:
                 continue
             p = leg.effective_price
             if leg.vector:
-                al[leg.idx2] += leg.base * p
+                cast("FloatArray", al)[leg.idx2] += leg.base * p
             else:
                 members = leg.members
                 for i in leg.pu:
@@ -230,8 +243,18 @@ class Engine:
         self.full_recomputes += 1
 
     def rebuild(self, leg: Leg) -> None:
-        """Lay a leg out again from its members (see ``Leg.layout``)."""
+        """Lay a leg out again from its members (see ``Leg.layout``); the first large one turns the
+        sums into a numpy array."""
         leg.layout(self.dynamic, self.lo, self.hi, self.threshold)
+        if leg.vector:
+            self.vector_sums()
+
+    def vector_sums(self) -> FloatArray:
+        """The sums as a numpy array (converted from the list once, at the first large leg)."""
+        if not self.vectorised:
+            self.al = numpy().array(self.al, dtype=float)
+            self.vectorised = True
+        return cast("FloatArray", self.al)
 
     # --- ticks ----------------------------------------------------------------------------------
 
@@ -304,21 +327,22 @@ class Engine:
         if parent is not None:
             leg.move_q(dp)
         if leg.vector:
-            al = self.al.take(leg.idx2)
+            vec = self.vector_sums()
+            al = vec.take(leg.idx2)
             al += leg.coef * dpa
-            self.al.put(leg.idx2, al)
+            vec.put(leg.idx2, al)
             if not check:
                 return NONE
             return self._outside(leg, al)
-        al = self.al
+        sums = self.al
         lo, hi = self.lo, self.hi
         found: list[int] | None = None
         for i, h, o in zip(leg.pu, leg.ph, leg.po, strict=True):
             j = i + i
-            a = al[j] + h * dpa
-            lia = al[j + 1] + o * dpa
-            al[j] = a
-            al[j + 1] = lia
+            a = sums[j] + h * dpa
+            lia = sums[j + 1] + o * dpa
+            sums[j] = a
+            sums[j + 1] = lia
             if not check:
                 continue
             if lia > 0.0:
@@ -335,6 +359,7 @@ class Engine:
         return found or NONE
 
     def _outside(self, leg: Leg, al: FloatArray) -> Sequence[int]:
+        np = numpy()
         if self.zeros:
             with np.errstate(divide="ignore", invalid="ignore"):
                 lvl = al[0::2] / al[1::2]
@@ -352,7 +377,7 @@ class Engine:
         if leg.dirty:
             self.rebuild(leg)
         if leg.vector:
-            return self._outside(leg, self.al.take(leg.idx2))
+            return self._outside(leg, self.vector_sums().take(leg.idx2))
         return [i for i in leg.pu if self.outside(i)]
 
     def reprice(self, leg: Leg, p_new: float, check: bool) -> Sequence[int]:

@@ -2,7 +2,8 @@
 
 A leg's ``members`` map every exposed unit to its coefficients (h held, o owed) in the leg's price.
 Its *layout* holds the dynamic units only (static ones never move): plain lists for a small
-fan-out, numpy arrays (unit slots interleaved as A, L) for a large one.
+fan-out, numpy arrays (unit slots interleaved as A, L) for a large one. numpy is imported at the
+first large layout (:func:`numpy`): a daemon whose legs all stay small never loads it (~12 MiB).
 
 Assets priced through the bridge (X = XBTC x BTCUSDT) are *inner* legs of the bridge leg BTCUSDT:
 the bridge leg's coefficient for a unit is its BTC-equivalent holding Q = h_BTC + sum h_X x p_XBTC
@@ -17,20 +18,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from monitor.pricebook import INVERSE
 
-__all__ = ["FloatArray", "IntArray", "Key", "Leg"]
+if TYPE_CHECKING:
+    import numpy.typing as npt
+    from numpy import float64, int64
+
+    FloatArray = npt.NDArray[float64]
+    IntArray = npt.NDArray[int64]
+
+__all__ = ["FloatArray", "IntArray", "Key", "Leg", "numpy"]
 
 NAN = math.nan
-FloatArray = npt.NDArray[np.float64]
-IntArray = npt.NDArray[np.int64]
 Key = tuple[str, ...]
-_EMPTY_F: FloatArray = np.empty(0)
-_EMPTY_I: IntArray = np.empty(0, np.int64)
+# A list leg's array attributes: never read (every use is behind ``vector``), so not numpy's.
+_UNSET_F = cast("FloatArray", ())
+_UNSET_I = cast("IntArray", ())
+
+
+def numpy() -> ModuleType:
+    """numpy, imported on first use (the vectorised path of a large fan-out only)."""
+    import numpy as np
+
+    return np
 
 
 class Leg:
@@ -80,16 +93,16 @@ class Leg:
         self.gen = 0  # bumped by each rebuild: inner legs' ``ppos`` into this layout are then stale
         self.pgen = -1
         self.pos: dict[int, int] = {}
-        self.ppos: IntArray = _EMPTY_I  # vector: interleaved slots in the parent's ``coef``
+        self.ppos: IntArray = _UNSET_I  # vector: interleaved slots in the parent's ``coef``
         self.pu: list[int] = []
         self.ph: list[float] = []
         self.po: list[float] = []
-        self.units: IntArray = _EMPTY_I
-        self.idx2: IntArray = _EMPTY_I
-        self.coef: FloatArray = _EMPTY_F
-        self.base: FloatArray = _EMPTY_F
-        self.blo: FloatArray = _EMPTY_F
-        self.bhi: FloatArray = _EMPTY_F
+        self.units: IntArray = _UNSET_I
+        self.idx2: IntArray = _UNSET_I
+        self.coef: FloatArray = _UNSET_F
+        self.base: FloatArray = _UNSET_F
+        self.blo: FloatArray = _UNSET_F
+        self.bhi: FloatArray = _UNSET_F
 
     @property
     def effective_price(self) -> float:
@@ -115,6 +128,7 @@ class Leg:
         self.gen += 1
         self.pgen = -1
         if self.vector:
+            np = numpy()
             units = np.fromiter(q, np.int64, n)
             self.units = units
             self.idx2 = np.empty(2 * n, np.int64)
@@ -149,6 +163,7 @@ class Leg:
         """This (vector) inner leg's units' slots in its (vector) parent's interleaved ``coef``."""
         if self.pgen != parent.gen:
             pos = parent.pos
+            np = numpy()
             slots = np.fromiter((pos[int(r)] for r in self.units), np.int64, self.size)
             self.ppos = np.empty(2 * self.size, np.int64)
             self.ppos[0::2], self.ppos[1::2] = 2 * slots, 2 * slots + 1

@@ -1,0 +1,87 @@
+"""Import only what the config uses (issue 12's memory goal): structural checks in a fresh interpreter,
+not timed ones. A binance-kind daemon with one json:// route loads neither the simulator, nor numpy
+(until a leg's fan-out is large), nor any Apprise plugin but the JSON one; a console-only one loads
+no Apprise at all."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from monitor.fanout import Engine
+
+PROBE = """
+import json, sys
+import monitor.service
+from monitor.config import load_config
+from monitor.notify_apprise import check_url
+
+config = load_config(sys.argv[1])
+bad = [check_url(u.get_secret_value()) for route in config.notify.routes.values() for u in route.urls]
+mods = sorted(sys.modules)
+print(json.dumps({
+    "bad": [b for b in bad if b],
+    "sim": [m for m in mods if m.startswith("monitor.exchange.sim")],
+    "numpy": "numpy" in sys.modules,
+    "apprise": "apprise" in sys.modules,
+    "plugins": [m for m in mods if m.startswith("apprise.plugins.")],
+}))
+"""
+
+
+def probe(tmp_path: Path, urls: list[str]) -> dict[str, object]:
+    data = {
+        "exchange": {"kind": "binance", "rest_url": "http://127.0.0.1:9", "stream_url": "ws://127.0.0.1:9"},
+        "accounts": [{"name": "a", "api_key": "k" * 16, "api_secret": "s" * 16}],
+        "notify": {"routes": {"hook": {"urls": urls}}},
+        "state_dir": str(tmp_path / "state"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_binance_daemon_with_a_json_route_imports_only_what_it_uses(tmp_path: Path) -> None:
+    got = probe(tmp_path, ["json://127.0.0.1:9/hook"])
+    assert got["bad"] == []
+    assert got["sim"] == []
+    assert got["numpy"] is False
+    assert got["apprise"] is True
+    assert got["plugins"] == ["apprise.plugins.base", "apprise.plugins.custom_json"]
+
+
+def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:
+    got = probe(tmp_path, ["console://"])
+    assert got["bad"] == [] and got["apprise"] is False and got["plugins"] == []
+
+
+def test_sums_turn_into_numpy_at_the_first_large_leg_and_keep_their_values() -> None:
+    """Two units on BTCUSDT stay a list (threshold 2); a third makes the leg vectorised: the sums become
+    a numpy array once, and every level stays exact (h p / owed)."""
+    engine = Engine({"BTCUSDT": 100.0}, threshold=2)
+    units = []
+    for k in range(3):
+        i = engine.add(f"u{k}")
+        engine.set_exposure(i, {("BTCUSDT",): (1.0 + k, 0.0)}, 0.0, 50.0, 0)
+        engine.set_band(i, 0.0, math.inf)
+        units.append(i)
+        if k < 2:
+            engine.apply("BTCUSDT", 100.0 + k)
+            assert not engine.vectorised and isinstance(engine.al, list)
+    engine.apply("BTCUSDT", 120.0)
+    assert engine.vectorised and not isinstance(engine.al, list)
+    for k, i in enumerate(units):
+        assert engine.level(i) == (1.0 + k) * 120.0 / 50.0
+    assert list(engine.apply("BTCUSDT", 10.0)) == []
+    engine.set_band(units[0], 0.5, math.inf)
+    assert list(engine.apply("BTCUSDT", 20.0)) == [units[0]]
