@@ -1,9 +1,10 @@
 """Every speed benchmark, a baseline and this tree interleaved in one invocation; prints markdown.
 
 ``python bench/compare.py`` checks out the baseline commit (``--base``, default the morning's main
-334690b) as a detached worktree in ``--base-dir`` (reused when present), then for each of
-``--rounds`` rounds runs, for the baseline and then this tree (ABAB…), as separate processes with
-``PYTHONPATH`` set to that tree (the simulator always from this tree, so both face the same one):
+334690b) as a detached worktree in ``--base-dir`` (default named after the commit; reused when
+present), then for each of ``--rounds`` rounds runs, for the baseline and then this tree (ABAB…),
+as separate processes with ``PYTHONPATH`` set to that tree (the simulator always from this tree,
+so both face the same one):
 
 - ``bench/crash.py``: the correlated crash (1,000 accounts, 20 symbols, ~200 crossing), tick →
   webhook received and → handed to Apprise, lost/doubled counts, loop stalls, at 1,000 and 5,000
@@ -19,6 +20,7 @@ transaction per alert; this tree: the same, and one per 32), unless ``--no-callg
 
 It prints one markdown block: the machine (``lscpu``, Python), the load (``uptime``) before and
 after, the command, and a table per benchmark with every run's numbers. Takes 15–25 min for 2 rounds.
+``--rss-only`` runs ``bench/rss.py`` alone (issue 12's memory goals; a few minutes).
 """
 
 from __future__ import annotations
@@ -139,14 +141,18 @@ def latency_rows(label: str, result: dict[str, Any]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--base", default="334690b", help="baseline commit")
-    parser.add_argument("--base-dir", default="/tmp/margin-monitor-bench-base", type=Path)
+    parser.add_argument("--base-dir", type=Path, help="default /tmp/margin-monitor-bench-base-<base>")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-latency", action="store_true", help="skip bench/latency.py")
+    parser.add_argument("--rss-only", action="store_true", help="only bench/rss.py (implies the two --no-…)")
     parser.add_argument("--hook-delay-ms", type=float, default=50.0)
     parser.add_argument("--no-callgrind", action="store_true", help="skip bench/burst_cpu.py")
     parser.add_argument("--raw", type=Path, help="also write every run's JSON to this file")
     args = parser.parse_args()
-    trees = {"base": base_tree(args.base, args.base_dir), "new": ROOT}
+    if args.rss_only:
+        args.no_latency = args.no_callgrind = True
+    base_dir = args.base_dir or Path(f"/tmp/margin-monitor-bench-base-{args.base}")
+    trees = {"base": base_tree(args.base, base_dir), "new": ROOT}
     head = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     load_before = sh("uptime")
     crash, slow_hook, rss, latency = [], [], [], []
@@ -154,8 +160,11 @@ def main() -> None:
         for name, tree in trees.items():
             label = f"{n}{'A' if name == 'base' else 'B'} {name}"
             print(f"round {n}: {name} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
-            crash += crash_rows(label, run(tree, "crash.py"))
-            slow_hook += crash_rows(label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms)))
+            if not args.rss_only:
+                crash += crash_rows(label, run(tree, "crash.py"))
+                slow_hook += crash_rows(
+                    label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms))
+                )
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1", "--symbols", "5")))
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1000", "--symbols", "100")))
             if not args.no_latency:
@@ -173,23 +182,31 @@ def main() -> None:
         *machine(),
         f"- load before: `{load_before}`",
         f"- load after: `{sh('uptime')}`",
-        f"- command: `.venv/bin/python bench/compare.py --rounds {args.rounds}"
-        f" --hook-delay-ms {args.hook_delay_ms:g}"
-        f"{' --no-latency' if args.no_latency else ''}{' --no-callgrind' if args.no_callgrind else ''}`",
+        f"- command: `.venv/bin/python bench/compare.py --base {args.base} --rounds {args.rounds}"
+        f"{' --rss-only' if args.rss_only else ''}"
+        f"{'' if args.rss_only else f' --hook-delay-ms {args.hook_delay_ms:g}'}"
+        f"{' --no-latency' if args.no_latency and not args.rss_only else ''}"
+        f"{' --no-callgrind' if args.no_callgrind and not args.rss_only else ''}`",
         "",
-        "Correlated crash (`bench/crash.py`: 1,000 accounts, 20 symbols, prices −5 % and back; latency from",
-        "the simulator's send of the causing tick; stalls: 10 ms timer in the daemon's process, wall clock;",
-        "CPU stalls: loop callbacks using > 5 ms of CPU, which other processes cannot inflate):",
-        "",
-        *crash_header(),
-        *crash,
-        "",
-        f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a remote",
-        "service's round trip; received = when the request arrived):",
-        "",
-        *crash_header(),
-        *slow_hook,
-        "",
+    ]
+    if not args.rss_only:
+        out += [
+            "Correlated crash (`bench/crash.py`: 1,000 accounts, 20 symbols, prices −5 % and back; latency",
+            "from the simulator's send of the causing tick; stalls: 10 ms timer in the daemon's process,",
+            "wall clock; CPU stalls: loop callbacks using > 5 ms of CPU, which other processes cannot",
+            "inflate):",
+            "",
+            *crash_header(),
+            *crash,
+            "",
+            f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a",
+            "remote service's round trip; received = when the request arrived):",
+            "",
+            *crash_header(),
+            *slow_hook,
+            "",
+        ]
+    out += [
         "Start-up and memory (`bench/rss.py`: `python -m monitor.cli run` as its own process, simulator",
         "in another; ready = spawn → `/readyz` 200, imports included; RSS = VmRSS):",
         "",

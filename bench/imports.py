@@ -2,7 +2,10 @@
 
 Imports the daemon's dependencies and modules in the order ``monitor.service`` pulls them in and
 prints, as a markdown table, the RSS (``VmRSS``) after each step and its increase: where the
-memory of a one-account daemon goes before it does anything.
+memory of a one-account daemon goes before it does anything. The last step checks a ``json://``
+URL as the daemon does at start (Apprise and its JSON plugin only); the table ends with the
+packages the daemon does not need at this point and that are not loaded (numpy: until a leg's
+fan-out is large; every other Apprise plugin; the simulator).
 
 Usage: ``python bench/imports.py``.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from pathlib import Path
 
 STEPS = (
@@ -18,13 +22,11 @@ STEPS = (
     "structlog",
     "yaml",
     "pydantic",
-    "numpy",
     "aiohttp",
     "requests",
     "dateparser",
     "binance",
     "websockets.asyncio.client",
-    "apprise",
     "prometheus_client",
     "apscheduler.schedulers.asyncio",
     "monitor.config",
@@ -51,7 +53,19 @@ def main() -> None:
         now = rss_mib()
         rows.append(f"| `{name}` | {now - before:+.1f} | {now:.1f} |")
         before = now
+    from monitor.notify_apprise import check_url
+
+    assert check_url("json://127.0.0.1:9/hook") is None
+    now = rss_mib()
+    rows.append(f"| `check_url('json://…')` (Apprise, its JSON plugin) | {now - before:+.1f} | {now:.1f} |")
+    plugins = sum(m.startswith("apprise.plugins.") for m in sys.modules)
+    loaded = {
+        "numpy": "numpy" in sys.modules,
+        "Apprise plugin modules": plugins,
+        "simulator": any(m.startswith("monitor.exchange.sim") for m in sys.modules),
+    }
     print("\n".join(rows))
+    print("\nloaded: " + ", ".join(f"{k} {v}" for k, v in loaded.items()))
 
 
 if __name__ == "__main__":
