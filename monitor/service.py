@@ -559,6 +559,8 @@ class Service:
     def _say_what_is_ahead(self) -> None:
         """On the embedded simulator, one line at ready on stdout (beside console:// alerts) saying
         what the scenario is about to do: ``replaying a 40 % crash; first alert in ~10 s; …``."""
+        if self.config.exchange.kind != "simulator":
+            return  # on Binance there is nothing to preview, and no simulator to import
         from monitor.demo_preview import preview
 
         ahead = preview(self.config, self.config_path)

@@ -1,7 +1,7 @@
 """Import only what the config uses (issue 12's memory goal): structural checks in a fresh interpreter,
-not timed ones. A binance-kind daemon with one json:// route loads neither the simulator, nor numpy
-(until a leg's fan-out is large), nor any Apprise plugin but the JSON one; a console-only one loads
-no Apprise at all."""
+not timed ones. A binance-kind daemon with one json:// route (imported, its URLs checked, its line at
+ready said) loads neither the simulator, nor numpy (until a leg's fan-out is large), nor any Apprise
+plugin but the JSON one; a console-only one loads no Apprise at all."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from monitor.fanout import Engine
 
 PROBE = """
 import json, sys
+from pathlib import Path
 import monitor.service
 from monitor.config import load_config
 from monitor.notify_apprise import check_url
 
 config = load_config(sys.argv[1])
+monitor.service.Service(config, Path(sys.argv[1]))._say_what_is_ahead()  # what the daemon does at ready
 bad = [check_url(u.get_secret_value()) for route in config.notify.routes.values() for u in route.urls]
 mods = sorted(sys.modules)
 print(json.dumps({
