@@ -35,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("check", help="validate the config, connect, report each key's permissions"))
     status = with_config(sub.add_parser("status", help="margin level and distances of every account"))
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
     with_config(sub.add_parser("test-alert", help="send a test notification through every route"))
+    from monitor.silence_cli import add_commands as add_silence_commands
+
+    add_silence_commands(sub, with_config)
     sim = sub.add_parser("simulate", help="run the Binance simulator standalone")
     sim.add_argument("--scenario", default="crash", help="bundled scenario name or YAML file (default crash)")
     sim.add_argument("--host", default="127.0.0.1")
@@ -76,7 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(service_tools.check(config, Path(args.config)))
         if args.command == "status":
-            return asyncio.run(service_tools.status(config, Path(args.config), as_json=args.json))
+            return asyncio.run(service_tools.status(config, Path(args.config), as_json=args.json,
+                                                    watch=args.watch, interval=args.interval))  # fmt: skip
+        if args.command in ("silence", "unsilence", "silences"):
+            from monitor import silence_cli
+
+            return asyncio.run(silence_cli.run(config, args))
         if args.command == "test-alert":
             return asyncio.run(service_tools.test_alert(config, Path(args.config)))
     except ConfigError as exc:

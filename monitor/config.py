@@ -204,6 +204,21 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class HeartbeatConfig(_Strict):
+    """A dead man's switch (monitor.heartbeat): GET ``url`` every ``every`` while all is well."""
+
+    url: SecretStr
+    every: Duration = Field(default=60.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
+            raise ValueError("expected an http(s) URL such as https://hc-ping.com/<uuid>")
+        return value
+
+
 class Config(_Strict):
     exchange: ExchangeConfig = ExchangeConfig()
     accounts: tuple[AccountConfig, ...] = Field(min_length=1)
@@ -212,6 +227,7 @@ class Config(_Strict):
     state_dir: Path = Path("state")
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
+    heartbeat: HeartbeatConfig | None = None
     shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
 
     @model_validator(mode="after")

@@ -5,10 +5,21 @@
 - ``/metrics`` — Prometheus exposition of :class:`monitor.metrics.Metrics` (OpenMetrics on request).
 - ``/status`` — JSON list of unit dicts, the same as ``margin-monitor status --json``.
 
-Binds 127.0.0.1 unless told otherwise. With a ``token``, ``/metrics`` and ``/status`` (which reveal
-positions) need ``Authorization: Bearer <token>``, compared in constant time; anything else gets 401.
-``/healthz`` and ``/readyz`` stay open so container and orchestrator probes need no secret: they
-reveal only a yes/no. Binding a non-loopback address without a token is logged as a warning.
+- ``/silences`` — ``GET``: the active silences (``?all=1``: also those ended within a week);
+  ``POST`` a JSON ``{"target": "demo:BTCUSDT", "bar": "margin_call", "for": "2h" | "until_resolved":
+  true, "comment": "…"}`` → 201 and the silence; ``DELETE /silences/ID`` ends one.
+
+Binds 127.0.0.1 unless told otherwise. With a ``token``, everything but ``/healthz`` and ``/readyz``
+needs ``Authorization: Bearer <token>``, compared in constant time; anything else gets 401. The probes
+stay open so container and orchestrator probes need no secret: they reveal only a yes/no.
+
+The rules without a token (:func:`serves_private`, :func:`serves_writes`):
+
+- anything that changes state (``POST``/``DELETE /silences``) is not served at all;
+- on a loopback address, ``/status`` and ``GET /silences`` are served (only local users reach them);
+- on any other address only ``/healthz``, ``/readyz`` and ``/metrics`` are: ``/status`` and
+  ``/silences``, which list balances and accounts, answer 403 saying a token is needed (and the
+  start-up log warns). Pages that show balances follow :func:`serves_private` too.
 """
 
 from __future__ import annotations
@@ -25,11 +36,14 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from monitor.config import parse_duration
 from monitor.metrics import Metrics
+from monitor.silence_stage import SilenceApi
+from monitor.silences import SilenceError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["OPEN_PATHS", "HttpServer", "start_http"]
+__all__ = ["OPEN_PATHS", "HttpServer", "serves_private", "serves_writes", "start_http"]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 JSON = "application/json"
@@ -67,11 +81,67 @@ def _auth_middleware(token: str) -> Middleware:
     return require_token
 
 
+def serves_private(host: str, token: str | None) -> bool:
+    """Whether endpoints that reveal balances or accounts are served: with a token, or on loopback."""
+    return bool(token) or _is_loopback(host)
+
+
+def serves_writes(token: str | None) -> bool:
+    """Whether endpoints that change state are served: only with a token, always."""
+    return bool(token)
+
+
+def _private_refused(request: web.Request) -> web.Response:
+    why = f"{request.path} is not served on a non-loopback address without http.token"
+    return _json({"error": f"{why}; set http.token or listen on 127.0.0.1"}, status=403)
+
+
+def _silence_routes(app: web.Application, api: SilenceApi, *, private: bool, writes: bool) -> None:
+    async def list_silences(request: web.Request) -> web.Response:
+        if not private:
+            return _private_refused(request)
+        ended = request.query.get("all", "") in ("1", "true", "yes")
+        return _json([s.to_dict() for s in api.listing(include_ended=ended)])
+
+    async def add_silence(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise SilenceError("expected a JSON object")
+            target, bar, comment = body.get("target"), body.get("bar"), body.get("comment", "")
+            if not isinstance(target, str) or not isinstance(comment, str):
+                raise SilenceError("'target' (ACCOUNT or ACCOUNT:PAIR) and 'comment' must be strings")
+            if bar is not None and not isinstance(bar, str):
+                raise SilenceError("'bar' must be a rule name such as margin_call")
+            until_resolved, duration = bool(body.get("until_resolved")), body.get("for")
+            if until_resolved == (duration is not None):
+                raise SilenceError("give exactly one of 'for' (a duration such as 2h) or 'until_resolved'")
+            seconds = None if duration is None else parse_duration(duration)
+            silence = api.add(target, bar=bar, duration=seconds, comment=comment)
+        except (SilenceError, ValueError) as exc:  # ValueError: bad JSON or duration
+            return _json({"error": str(exc).splitlines()[0]}, status=400)
+        return _json(silence.to_dict(), status=201)
+
+    async def lift_silence(request: web.Request) -> web.Response:
+        silence = api.lift(request.match_info["id"])
+        if silence is None:
+            return _json({"error": f"no active silence {request.match_info['id']!r}"}, status=404)
+        return _json(silence.to_dict())
+
+    app.router.add_get("/silences", list_silences)
+    if writes:
+        app.router.add_post("/silences", add_silence)
+        app.router.add_delete("/silences/{id}", lift_silence)
+
+
 def _build_app(
     metrics: Metrics,
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None,
+    *,
+    private: bool = True,
+    silences: SilenceApi | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -94,6 +164,8 @@ def _build_app(
         return response
 
     async def status_handler(request: web.Request) -> web.Response:
+        if not private:
+            return _private_refused(request)
         try:
             units = status()
         except Exception as exc:  # reported to the caller as 500, logged once with its type
@@ -107,6 +179,8 @@ def _build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status_handler)
+    if silences is not None:
+        _silence_routes(app, silences, private=private, writes=serves_writes(token))
     return app
 
 
@@ -150,14 +224,17 @@ async def start_http(
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None = None,
+    silences: SilenceApi | None = None,
 ) -> HttpServer:
     """Serve the endpoints on ``host:port`` (port 0 picks a free one) and return the running server.
 
     Raises ``OSError`` when the address cannot be bound (the caller reports it as a startup error).
     """
     if not _is_loopback(host) and not token:
-        log.warning("http_exposed_without_token", host=host, port=port)
-    app = _build_app(metrics, status, ready, token or None)
+        served = "/healthz /readyz /metrics only: /status needs http.token beyond loopback"
+        log.warning("http_exposed_without_token", host=host, port=port, served=served)
+    private = serves_private(host, token or None)
+    app = _build_app(metrics, status, ready, token or None, private=private, silences=silences)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -20,17 +20,22 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import __version__
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
-from monitor.alerts import AlertPolicy
+from monitor.alerts import AlertEvent, AlertPolicy
 from monitor.book import AccountBook
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
+from monitor.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.http import HttpServer, start_http
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
+from monitor.report import UnitReport
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.silence_stage import STORE_KEY as SILENCES_KEY
+from monitor.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
+from monitor.status_data import annotate, firing_map, liquidation_bar, rule_protected
 from monitor.store import StateError, Store
 
 log = structlog.get_logger(__name__)
@@ -83,6 +88,8 @@ class Service:
         self.market: MarketStream | None = None
         self.userdata: UserDataStream | None = None
         self.http: HttpServer | None = None
+        self.silences: SilenceRegistry | None = None
+        self.heartbeat = HeartbeatStats()
         self.notifier = Notifier.from_env()
         self.scheduler = AsyncIOScheduler(
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
@@ -128,6 +135,7 @@ class Service:
             raise StateStartupError(str(exc)) from None
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self.silences = self._silence_registry(self.store)
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
         )
@@ -169,6 +177,10 @@ class Service:
         interval = watchdog_interval()
         if interval:
             self._spawn(watchdog_loop(self.notifier, self.healthy, interval), "watchdog")
+        if config.heartbeat is not None:
+            beat = config.heartbeat
+            self._spawn(heartbeat_loop(beat.url.get_secret_value(), beat.every, self.beating,
+                                       timeout=beat.timeout, stats=self.heartbeat), "heartbeat")  # fmt: skip
 
         self.scheduler.add_job(self._every_second, "interval", seconds=1, id="timers")
         self.scheduler.add_job(
@@ -187,6 +199,7 @@ class Service:
                     status=self.status,
                     ready=self.ready,
                     token=token,
+                    silences=self.silence_api(),
                 )
             except OSError as exc:
                 raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
@@ -231,9 +244,31 @@ class Service:
 
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
-        """The ``status --json`` list: one dict per unit."""
+        """The ``status --json`` list: one dict per unit (with the keys of :mod:`monitor.status_data`)."""
         target = self.config.alerts.restore_target
-        return [self.book.report(unit, restore_target=target).to_json() for unit in sorted(self.book.units())]
+        ages = self.market.ages() if self.market is not None else {}
+        snapshots = {u: w.last_snapshot for w in self.watchers for u in w.units}
+        now = self.clock()
+        stale = self.engine.stale if self.engine is not None else set()
+        return [
+            annotate(
+                self.book.report(unit, restore_target=target).to_json(), self.policy, self.silences,
+                blind=unit in stale,
+                price_ages=[ages[s] for s in self.book.unit_symbols(unit) if s in ages],
+                snapshot_age=now - snapshots[unit] if snapshots.get(unit) else None,
+            )
+            for unit in sorted(self.book.units())
+        ]  # fmt: skip
+
+    def beating(self) -> bool:
+        """For the heartbeat (dead man's switch): every account fresh and the loop healthy."""
+        return self.ready() and self.healthy()
+
+    def silence_api(self) -> SilenceApi | None:
+        """What the HTTP API's /silences endpoints call (None before startup)."""
+        if self.silences is None or self.policy is None:
+            return None
+        return SilenceApi(self.silences, self._firing, lambda: self.book.units())
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""
@@ -301,9 +336,11 @@ class Service:
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
             state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
-            await self.dispatcher.enqueue_message(
-                item.event, render(item.event, item.report), alert_state=state
-            )
+            message = render(item.event, item.report)
+            if self._silenced(item.event, item.report, message.title):
+                self._save_alert_state(state)
+            else:
+                await self.dispatcher.enqueue_message(item.event, message, alert_state=state)
             if item.tick_time is not None:
                 self.metrics.observe_latency(time.time() - item.tick_time)
             await self._send_notices()
@@ -312,8 +349,46 @@ class Service:
         assert self.engine is not None and self.dispatcher is not None
         while not self.engine.outbox.empty():
             item = self.engine.outbox.get_nowait()
-            await self.dispatcher.enqueue_message(item.event, render(item.event, item.report))
+            message = render(item.event, item.report)
+            if not self._silenced(item.event, item.report, message.title):
+                await self.dispatcher.enqueue_message(item.event, message)
         await self._send_notices()
+
+    def _silence_registry(self, store: Store) -> SilenceRegistry:
+        def load() -> Any:
+            try:
+                return store.get_json(SILENCES_KEY)
+            except StateError as exc:
+                log.error("silences_load_failed", error=str(exc))
+                return []
+
+        def save(value: Any) -> None:
+            try:
+                store.put_json(SILENCES_KEY, value)
+            except StateError as exc:  # kept in memory; said once per change
+                log.error("silences_save_failed", error=str(exc))
+
+        registry = SilenceRegistry(load, save, clock=self.clock)
+        self.metrics.registry.register(SilenceCollector(registry))
+        return registry
+
+    def _silenced(self, event: AlertEvent, report: UnitReport, title: str) -> bool:
+        """The silence stage: True when a silence holds this message back (logged, never sent)."""
+        if self.silences is None or self.policy is None:
+            return False
+        protected = rule_protected(self.policy, event.unit, event.rule, liquidation_bar(report))
+        return self.silences.hold(event, title, protected, self._firing)
+
+    def _firing(self) -> FiringMap:
+        assert self.policy is not None
+        return firing_map(self.policy, self.book, self.config.alerts.restore_target)
+
+    def _save_alert_state(self, state: dict[str, Any] | None) -> None:
+        if state and self.store is not None:
+            try:
+                self.store.save_alert_state(state)
+            except StateError as exc:
+                log.error("alert_state_save_failed", error=str(exc))
 
     async def _send_notices(self) -> None:
         """Key refusals, revocations and risky keys go to every route."""
