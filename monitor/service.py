@@ -268,7 +268,12 @@ class Service:
         """What the HTTP API's /silences endpoints call (None before startup)."""
         if self.silences is None or self.policy is None:
             return None
-        return SilenceApi(self.silences, self._firing, lambda: self.book.units())
+        policy = self.policy
+
+        def rules() -> set[str]:
+            return {r.name for u in self.book.units() for r in policy.config_for(u).rules} | {"blind"}
+
+        return SilenceApi(self.silences, self._firing, self.book.units, rules)
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""

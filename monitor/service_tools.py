@@ -165,7 +165,7 @@ async def read_status(config: Config, config_path: Path) -> StatusResult:
         why = "; ".join(problems) or "no account has a margin unit to show"
         return StatusResult(None, "nowhere", f"{where}, and the one-off read failed: {why}", time.time())
     note = f"{where}; " + ("; ".join(problems) if problems else "")
-    return StatusResult([{**u, "source": "one-off"} for u in units], "a one-off read (no daemon)",
+    return StatusResult([{**u, "source": "one-off", "age": 0.0} for u in units], "a one-off read (no daemon)",
                         note.rstrip("; "), time.time())  # fmt: skip
 
 
@@ -199,8 +199,11 @@ async def test_alert(config: Config, config_path: Path) -> int:
     for name, urls in routes.items():
         for i, url in enumerate(urls, start=1):
             outcome = await send_once(url, message, timeout=config.notify.timeout)
-            label = f"route {name} url #{i} {outcome.masked}"
-            print(f"{label}: delivered" if outcome.ok else f"{label}: FAILED: {outcome.reason}")
+            where = f"route {name} url #{i}"
+            if outcome.ok:
+                print(f"{where}: delivered ({outcome.masked})")
+            else:
+                print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
             failed += not outcome.ok
     return 0 if failed == 0 else 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ import aiohttp
 from rich.console import Console
 from rich.table import Table
 
-from monitor.config import Config
+from monitor.config import Config, parse_duration
 from monitor.messages import fmt_time
 from monitor.silences import PROTECTED_RULES
 from monitor.status_view import STYLES
@@ -106,6 +107,11 @@ async def run(config: Config, args: argparse.Namespace) -> int:
     try:
         if args.command == "silence":
             body: dict[str, Any] = {"target": args.target, "bar": args.bar, "comment": args.comment}
+            if not args.until_resolved:
+                try:
+                    parse_duration(args.duration)
+                except ValueError as exc:
+                    raise DaemonError(f"--for {args.duration}: {exc}") from None
             body.update({"until_resolved": True} if args.until_resolved else {"for": args.duration})
             status, data = await _call(config, "POST", "/silences", body)
             if status != 201 or not isinstance(data, dict):
@@ -128,7 +134,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
             _print_table(data)
         return 0
     except DaemonError as exc:
-        print(f"margin-monitor: {args.command}: {exc}", file=__import__("sys").stderr)
+        print(f"margin-monitor: {args.command}: {exc}", file=sys.stderr)
         return 1
 
 

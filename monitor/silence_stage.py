@@ -73,8 +73,13 @@ class SilenceRegistry:
         comment: str,
         firing: FiringMap,
         units: Iterable[str],
+        rules: Iterable[str] = (),
     ) -> Silence:
-        """A new silence (``duration`` None = until resolved); raises SilenceError with one line."""
+        """A new silence (``duration`` None = until resolved); raises SilenceError with one line.
+        ``rules``: the rule names that exist (a ``bar`` must be one of them, when given)."""
+        known = sorted(set(rules))
+        if bar is not None and known and bar not in known:
+            raise SilenceError(f"bar {bar!r}: no such rule; the rules are {', '.join(known)}")
         silence = make(secrets.token_hex(4), target, bar=bar, now=self._clock(), duration=duration,
                        comment=comment)  # fmt: skip
         if not any(silence.covers_unit(u) for u in units):
@@ -199,15 +204,19 @@ class SilenceApi:
         registry: SilenceRegistry,
         firing: Callable[[], FiringMap],
         units: Callable[[], Iterable[str]],
+        rules: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self._registry = registry
         self._firing = firing
         self._units = units
+        self._rules = rules
 
     def add(self, target: str, *, bar: str | None, duration: float | None, comment: str) -> Silence:
         """Raises :class:`~monitor.silences.SilenceError` with one line."""
-        return self._registry.add(target, bar=bar, duration=duration, comment=comment,
-                                  firing=self._firing(), units=self._units())  # fmt: skip
+        return self._registry.add(
+            target, bar=bar, duration=duration, comment=comment,
+            firing=self._firing(), units=self._units(), rules=self._rules(),
+        )  # fmt: skip
 
     def lift(self, silence_id: str) -> Silence | None:
         return self._registry.lift(silence_id)
