@@ -17,9 +17,11 @@ The rules without a token (:func:`serves_private`, :func:`serves_writes`):
 
 - anything that changes state (``POST``/``DELETE /silences``) is not served at all;
 - on a loopback address, ``/status`` and ``GET /silences`` are served (only local users reach them);
-- on any other address only ``/healthz``, ``/readyz`` and ``/metrics`` are: ``/status`` and
-  ``/silences``, which list balances and accounts, answer 403 saying a token is needed (and the
-  start-up log warns). Pages that show balances follow :func:`serves_private` too.
+- on any other address (``0.0.0.0``) other hosts get only ``/healthz``, ``/readyz`` and ``/metrics``:
+  ``/status`` and ``/silences``, which list balances and accounts, answer them 403 saying a token is
+  needed (and the start-up log warns); clients on the same host (a loopback peer, e.g. the CLI or a
+  probe inside the container) are still served. Pages that show balances follow the same rule
+  (:func:`serves_private`, then :func:`private_allowed` per request).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from monitor.silences import SilenceError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["OPEN_PATHS", "HttpServer", "serves_private", "serves_writes", "start_http"]
+__all__ = ["OPEN_PATHS", "HttpServer", "private_allowed", "serves_private", "serves_writes", "start_http"]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 JSON = "application/json"
@@ -91,6 +93,12 @@ def serves_writes(token: str | None) -> bool:
     return bool(token)
 
 
+def private_allowed(request: web.Request, private: bool) -> bool:
+    """Per request: a balance-revealing endpoint is served when :func:`serves_private` held at start,
+    or the peer is on this host (loopback)."""
+    return private or _is_loopback(request.remote or "")
+
+
 def _private_refused(request: web.Request) -> web.Response:
     why = f"{request.path} is not served on a non-loopback address without http.token"
     return _json({"error": f"{why}; set http.token or listen on 127.0.0.1"}, status=403)
@@ -98,7 +106,7 @@ def _private_refused(request: web.Request) -> web.Response:
 
 def _silence_routes(app: web.Application, api: SilenceApi, *, private: bool, writes: bool) -> None:
     async def list_silences(request: web.Request) -> web.Response:
-        if not private:
+        if not private_allowed(request, private):
             return _private_refused(request)
         ended = request.query.get("all", "") in ("1", "true", "yes")
         return _json([s.to_dict() for s in api.listing(include_ended=ended)])
@@ -164,7 +172,7 @@ def _build_app(
         return response
 
     async def status_handler(request: web.Request) -> web.Response:
-        if not private:
+        if not private_allowed(request, private):
             return _private_refused(request)
         try:
             units = status()
@@ -211,9 +219,12 @@ def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 async def start_http(

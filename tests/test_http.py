@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -196,18 +198,32 @@ async def test_port_in_use_raises_oserror() -> None:
         await first.stop()
 
 
+def this_hosts_address() -> str:
+    """A non-loopback address of this machine (UDP connect sends nothing); skip when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("no non-loopback interface")
+        address = str(probe.getsockname()[0])
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.skip("no non-loopback interface")
+    return address
+
+
 async def test_beyond_loopback_without_token_only_probes_and_metrics(session: aiohttp.ClientSession) -> None:
-    """On 0.0.0.0 without a token /status (balances) and /silences answer 403 saying why; the probes and
-    /metrics are served."""
+    """On 0.0.0.0 without a token, a client from the network gets 403 (saying why) for /status and
+    /silences and 200 for the probes and /metrics; a client on this host (loopback) is still served."""
     server = await start_http("0.0.0.0", 0, metrics=Metrics(), status=State().status, ready=lambda: True,
                               silences=silence_api())  # fmt: skip
     try:
-        base = f"http://127.0.0.1:{server.port}"
+        remote = f"http://{this_hosts_address()}:{server.port}"
         for path in ("/status", "/silences"):
-            status, body = await get(session, base + path)
+            status, body = await get(session, remote + path)
             assert status == 403 and "http.token" in body and "main" not in body
+            assert (await get(session, f"http://127.0.0.1:{server.port}{path}"))[0] == 200
         for path in ("/healthz", "/readyz", "/metrics"):
-            assert (await get(session, base + path))[0] == 200
+            assert (await get(session, remote + path))[0] == 200
     finally:
         await server.stop()
 
