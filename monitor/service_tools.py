@@ -19,6 +19,7 @@ from monitor import status_view
 from monitor.accounts import AccountWatcher, Notice, build_watchers, open_endpoints
 from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
+from monitor.daemon_client import daemon_headers, daemon_url
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message
@@ -75,17 +76,6 @@ async def check(config: Config, config_path: Path) -> int:
                 print(f"{watcher.name}: FAIL key is not read-only ({', '.join(flags)}); make a read-only key")
                 failures += 1
     return 0 if failures == 0 else 1
-
-
-def daemon_url(config: Config) -> str:
-    """The base URL of this config's running daemon (a wildcard listen is reached on loopback)."""
-    host = config.http.host if config.http.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{config.http.port}"
-
-
-def daemon_headers(config: Config) -> dict[str, str]:
-    return {"Authorization": f"Bearer {config.http.token.get_secret_value()}"} if config.http.token else {}
 
 
 async def _from_daemon(config: Config) -> tuple[list[dict[str, Any]] | None, str]:

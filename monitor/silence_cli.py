@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.config import Config, parse_duration
+from monitor.daemon_client import daemon_headers, daemon_url
 from monitor.messages import fmt_time
 from monitor.silences import PROTECTED_RULES
 from monitor.status_view import STYLES
@@ -56,8 +57,6 @@ def add_commands(sub: Any, with_config: Callable[[Parser], Parser]) -> None:
 
 
 async def _call(config: Config, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    from monitor.service_tools import daemon_headers, daemon_url
-
     if not config.http.enabled:
         raise DaemonError("silences go through the daemon's HTTP API, and http.enabled is false")
     if method != "GET" and config.http.token is None:
