@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import structlog
-from rich.console import Console
 
 from monitor import status_view
 from monitor.accounts import AccountWatcher, Notice, build_watchers, open_endpoints
@@ -174,7 +173,7 @@ async def status(
     if as_json:
         print(json.dumps(result.units, indent=2))
     else:
-        Console().print(status_view.render(result))
+        status_view.make_console().print(status_view.render(result))
     return 0
 
 

@@ -14,14 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from rich.console import Console
 from rich.table import Table
 
 from monitor.config import Config, parse_duration
 from monitor.daemon_client import daemon_headers, daemon_url
 from monitor.messages import fmt_time
 from monitor.silences import PROTECTED_RULES
-from monitor.status_view import STYLES
+from monitor.status_view import STYLES, make_console
 
 COMMANDS = frozenset({"silence", "unsilence", "silences"})
 Parser = argparse.ArgumentParser
@@ -138,7 +137,7 @@ async def run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_table(silences: list[dict[str, Any]]) -> None:
-    console = Console()
+    console = make_console()
     if not silences:
         console.print("no silences in force")
         return

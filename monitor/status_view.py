@@ -47,6 +47,12 @@ class StatusResult:
     at: float = 0.0
 
 
+def make_console() -> Console:
+    """A console for stdout: the terminal's width, or 120 columns into a pipe or file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=120)
+
+
 def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -101,10 +107,13 @@ def _names(values: Any) -> str:
 def render(result: StatusResult) -> RenderableType:
     """The table and the line saying where the numbers came from."""
     table = Table(title="margin-monitor status", title_justify="left", expand=False)
-    for header, justify in (("unit", "left"), ("state", "left"), ("level", "right"),
-                            ("to liquidation", "right"), ("firing", "left"), ("silenced", "left"),
-                            ("age", "right")):  # fmt: skip
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+    table.add_column("unit", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("level", justify="right", no_wrap=True)
+    table.add_column("to liq.", justify="right", no_wrap=True)
+    table.add_column("firing", overflow="fold")
+    table.add_column("silenced", overflow="fold")
+    table.add_column("age", justify="right", no_wrap=True)
     notes = []
     for unit in result.units or []:
         state = unit_state(unit)
@@ -137,7 +146,7 @@ async def watch(
     fetch: Callable[[], Awaitable[StatusResult]], interval: float, console: Console | None = None
 ) -> int:
     """Redraw the view in place every ``interval`` seconds until Ctrl-C (exit 0)."""
-    console = console or Console()
+    console = console or make_console()
     result = await fetch()
     with Live(render(result), console=console, auto_refresh=False, transient=False) as live:
         try:
