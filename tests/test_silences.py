@@ -3,12 +3,16 @@ the registry's stage (held back, acknowledgements ending on resolution, persiste
 
 from __future__ import annotations
 
+import doctest
+from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import monitor.silences as silences_module
+from monitor import daemon_client, status_view
 from monitor.alerts import AlertEvent, EventKind
 from monitor.silence_stage import SilenceRegistry
 from monitor.silences import (
@@ -175,3 +179,10 @@ def test_registry_holds_back_persists_and_ends_acknowledgements() -> None:
     clock.now += 8 * 86400  # ended a week ago: forgotten at the next save
     reg.add("demo", bar="blind", duration=1.0, comment="", firing={}, units=["cross:demo"])
     assert len(saved["v"]) == 1
+
+
+@pytest.mark.parametrize("module", [silences_module, status_view, daemon_client])
+def test_docstring_examples(module: ModuleType) -> None:
+    """The worked examples in the docstrings of the silence, status-view and daemon-client modules hold."""
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
