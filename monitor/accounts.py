@@ -140,7 +140,7 @@ class AccountWatcher:
             )
             if not await self._check_permissions():
                 return False
-            self.book.set_catalog(await self.rest.symbol_catalog())
+            self.book.set_catalog(await self.rest.symbol_listings())  # halted pairs: no live route
             await self._snapshot()
         except KeyRejected as exc:
             self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")

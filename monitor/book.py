@@ -13,7 +13,15 @@ with no debt has an infinite level: a band with ``hi = inf`` contains it.
 
 Unpriced units. Until every asset of a unit has a price, ``is_priced`` is False, ``level`` is None,
 the unit is never reported by a tick, and its report lists ``unpriced_assets`` with no level or
-distances: it is never shown as safe.
+distances and the state ``blind``: it is never shown as safe.
+
+States. Every report carries one state (``monitor.report.UnitState``): ``known``, ``approximate``,
+``blind`` (``set_blind`` by the engine for stale data, or unpriced) or ``no_debt``.
+
+Unrouted assets (no live route: a halted pair). With Binance's level from the last REST read, the
+unit is valued at what that level implies for them (``monitor.unit.implied_totals``), a fixed part
+of the sums while the other prices move live: the unit is priced and ``approximate``. Without a
+level it stays unpriced; ``unvalued`` says why (the daemon marks it blind and says so).
 
 Cross Margin Pro (``approximate=True``). Its formula is not published; the level shown is the
 exchange's ``marginLevel`` (``exchange_level``), carried forward with prices: the classic level is
@@ -32,9 +40,9 @@ import structlog
 
 from monitor.fanout import Engine
 from monitor.margin import Bars, Position, Totals
-from monitor.pricebook import PriceBook, Route, Router
-from monitor.report import UnitKind, UnitReport, unit_id
-from monitor.unit import Unit, build_report, liquidation_distance, valuation
+from monitor.pricebook import KNOWN_STABLECOINS, PriceBook, Route, Router, symbols_of
+from monitor.report import UnitKind, UnitReport, UnitState, unit_id
+from monitor.unit import Unit, build_report, implied_totals, liquidation_distance, unit_state, valuation
 
 __all__ = ["AccountBook"]
 
@@ -49,19 +57,23 @@ class AccountBook:
     def __init__(
         self,
         quote: str = "USDT",
-        stablecoins: Iterable[str] = ("USDT", "USDC", "FDUSD"),
+        stablecoins: Iterable[str] = KNOWN_STABLECOINS,
         bridge: str = "BTC",
         *,
+        pinned: Iterable[str] = (),
         fanout_threshold: int = 8,
         prices: PriceBook | None = None,
     ) -> None:
-        self.router = Router(quote, stablecoins, bridge)
+        """``stablecoins``: bridges tried after BTC, ETH and BNB (priced at market); ``pinned``:
+        assets counted at exactly 1 on purpose (see ``monitor.pricebook``)."""
+        self.router = Router(quote, stablecoins, bridge, pinned=pinned)
         self.prices = prices if prices is not None else PriceBook()
         self._engine = Engine(self.prices.prices, threshold=fanout_threshold)
         self._engine.priced_hook = self._on_priced
         self._units: dict[str, Unit] = {}
         self._by_index: dict[int, Unit] = {}
         self._pending: dict[str, None] = {}
+        self._awaiting: set[str] = set()  # units with unrouted assets waiting to compute their implied value
 
     @property
     def quote(self) -> str:
@@ -75,10 +87,11 @@ class AccountBook:
 
     # --- units --------------------------------------------------------------------------------
 
-    def set_catalog(self, symbols: Mapping[str, tuple[str, str]]) -> None:
-        """symbol -> (base, quote) from exchangeInfo; re-routes every unit's prices."""
+    def set_catalog(self, symbols: Mapping[str, Sequence[str]]) -> None:
+        """symbol -> (base, quote[, status]) from exchangeInfo; re-routes every unit's prices."""
         self.router.set_catalog(symbols)
         for unit in self._units.values():
+            unit.implied = None
             self._restructure(unit)
 
     def upsert_cross(
@@ -95,6 +108,7 @@ class AccountBook:
         unit = self._unit(uid, account, "cross", None, self.quote, positions, bars)
         unit.approximate, unit.exchange_level = approximate, exchange_level
         unit.scale, unit.calibrated = ONE, False  # recalibrated on this snapshot's level
+        unit.implied = None  # re-implied from this snapshot's level
         self._restructure(unit)
         return uid
 
@@ -117,6 +131,7 @@ class AccountBook:
         positions = {base_asset: base, quote_asset: quote}
         unit = self._unit(uid, account, "isolated", symbol, quote_asset, positions, bars)
         unit.base_asset, unit.exchange_level = base_asset, exchange_level
+        unit.implied = None
         self._restructure(unit)
         return uid
 
@@ -161,6 +176,7 @@ class AccountBook:
         del self._by_index[u.index]
         self._engine.remove(u.index)
         self._pending.pop(unit, None)
+        self._awaiting.discard(unit)
 
     def units(self) -> list[str]:
         """All unit ids."""
@@ -190,26 +206,51 @@ class AccountBook:
         if u.kind == "cross":
             return self.router.route(asset)
         assert u.symbol is not None
-        return Route(asset, (u.symbol,) if asset == u.base_asset else ())
+        if asset != u.base_asset:
+            return Route(asset, ())
+        return Route(asset, (u.symbol,)) if self.router.live(u.symbol) else None
+
+    def _why(self, u: Unit, unrouted: list[str]) -> str:
+        """``OLD (OLDUSDT BREAK)``: the unrouted assets and their listed, not trading, symbols."""
+        parts = []
+        for asset in unrouted:
+            if u.kind == "isolated" and u.symbol:
+                listed = [f"{u.symbol} {self.router.status(u.symbol) or 'not listed'}"]
+            else:
+                listed = self.router.halted(asset) or ["no pair listed"]
+            parts.append(f"{asset} ({', '.join(listed)})")
+        return ", ".join(parts)
 
     def _restructure(self, u: Unit) -> None:
         """Recompute the unit's routes, fixed values and leg coefficients after any change."""
         fa = fl = Decimal(0)
         exposure: dict[tuple[str, ...], tuple[float, float]] = {}
         routes: dict[str, Route | None] = {}
-        unroutable = 0
+        unrouted: list[str] = []
         for asset, p in u.positions.items():
             if p.is_empty:
                 continue
             route = routes[asset] = self._route(u, asset)
             if route is None:
-                unroutable += 1
+                unrouted.append(asset)
             elif route.fixed:
                 fa += p.held
                 fl += p.owed
             else:
                 exposure[route.symbols] = (float(p.held), float(p.owed))
         u.routes = routes
+        u.why_unrouted = self._why(u, sorted(unrouted)) if unrouted else ""
+        unroutable = len(unrouted)
+        self._awaiting.discard(u.id)
+        if unrouted and u.fallback:
+            if u.implied is None:
+                u.implied = implied_totals(u, self.prices.exact)
+            if u.implied is None:
+                self._awaiting.add(u.id)  # computed at the first tick that prices the routed assets
+            else:
+                fa, fl, unroutable = fa + u.implied[0], fl + u.implied[1], 0
+        elif not unrouted:
+            u.implied = None
         self._engine.set_exposure(u.index, exposure, float(fa), float(fl), unroutable)
         if not self._engine.unpriced[u.index]:
             self._calibrate(u)
@@ -236,20 +277,49 @@ class AccountBook:
 
     def symbols_needed(self) -> set[str]:
         """Symbols to stream so that every held or owed asset of every unit is priced."""
-        return {s for key, leg in self._engine.legs.items() if leg.members for s in key}
+        return symbols_of(s for key, leg in self._engine.legs.items() if leg.members for s in key)
 
     def unit_symbols(self, unit: str) -> set[str]:
         """The symbols whose prices the unit's level depends on (for staleness)."""
-        return {s for route in self._units[unit].routes.values() if route is not None for s in route.symbols}
+        routes = self._units[unit].routes.values()
+        return symbols_of(s for route in routes if route is not None for s in route.symbols)
+
+    def set_blind(self, unit: str, reason: str | None) -> None:
+        """The engine's word on a unit: blind (stale data) with ``reason``, or fresh again (None)."""
+        u = self._units.get(unit)
+        if u is not None:
+            u.blind = reason
+
+    def state(self, unit: str) -> tuple[UnitState, str]:
+        """The unit's one state and its reason now (as in ``report``)."""
+        u = self._units[unit]
+        return unit_state(u, valuation(u, self.prices.exact))
+
+    def unvalued(self, unit: str) -> str | None:
+        """Why the unit cannot be valued at all (an asset with no live price route and no level from
+        Binance to stand in, while it owes something), or None. The daemon marks such a unit blind."""
+        u = self._units[unit]
+        if not u.why_unrouted or not u.owes or u.implied is not None or u.id in self._awaiting:
+            return None
+        return f"no live price for {u.why_unrouted} and no level from Binance to stand in"
+
+    def _retry_implied(self) -> None:
+        """Units waiting for the prices their implied value is computed at: compute it now if they came."""
+        for uid in list(self._awaiting):
+            u = self._units[uid]
+            if implied_totals(u, self.prices.exact) is not None:
+                self._restructure(u)
 
     def on_price(self, symbol: str, price: float) -> Sequence[str]:
         """HOT PATH. Record a price; return the units now outside their band (plus queued ones)."""
-        if not 0.0 <= price < INF:
-            log.warning("price_rejected", symbol=symbol, price=repr(price))
+        if not 0.0 < price < INF and (price != 0.0 or self._engine.inverted(symbol)):
+            log.warning("price_rejected", symbol=symbol, price=repr(price))  # 1/0: keep the last price
             return self.drain_pending() if self._pending else ()
         self.prices.prices[symbol] = price
         self.prices.stamps[symbol] = self.prices.clock()
         found = self._engine.apply(symbol, price)
+        if self._awaiting:
+            self._retry_implied()
         ids = self._engine.ids
         if self._pending:
             merged = dict.fromkeys(self.drain_pending())
@@ -311,7 +381,7 @@ class AccountBook:
 
     def _totals(self, u: Unit) -> Totals | None:
         v = valuation(u, self.prices.exact)
-        return None if v.unpriced else v.totals(u)
+        return v.totals(u) if v.complete else None
 
     def resync(self, units: Iterable[str] | None = None) -> float:
         """Exact recomputation of every priced unit's sums (or only ``units``, for a sweep in slices);

@@ -68,7 +68,10 @@ class ExchangeConfig(_Strict):
     ws_api_url: str = "wss://ws-api.binance.com:443/ws-api/v3"
     risk_stream_url: str = "wss://margin-stream.binance.com"
     quote: str = "USDT"
+    # Stablecoins are valued at market (USDCUSDT ...) and tried as price bridges; `pinned` fixes an
+    # asset at exactly 1 on purpose. `stablecoins` pinned them before 0.x: old configs still load.
     stablecoins: tuple[str, ...] = ("USDT", "USDC", "FDUSD")
+    pinned: tuple[str, ...] = ()
     snapshot_interval: Duration = 60.0
     resync_interval: Duration = 30.0
 

@@ -121,9 +121,13 @@ class Engine:
         for unit in sorted(stale_now - self.stale):
             self.stale.add(unit)
             reason = reasons.get(unit, "") if reasons else ""
+            if unit in self.book.units():
+                self.book.set_blind(unit, reason or "no fresh data")  # the unit's state: blind
             self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
         for unit in sorted(self.stale - stale_now):
             self.stale.discard(unit)
+            if unit in self.book.units():
+                self.book.set_blind(unit, None)
             self._queue(self.policy.mark_fresh(unit, now), None)
             self.evaluate(unit)
 

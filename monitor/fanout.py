@@ -6,7 +6,8 @@ their coefficients h held, o owed) moves A by h x dp and L by o x dp for the uni
 O(1) per unit, vectorised with numpy when the leg's fan-out is large and a plain loop when it is
 small. Then each touched unit's level A / L is checked against its band. An XBTC tick (an asset
 priced through the bridge) moves A by h x dp x p_BTCUSDT and the unit's BTC-equivalent coefficient
-in the BTCUSDT leg by h x dp, both O(1) per unit.
+in the BTCUSDT leg by h x dp, both O(1) per unit. An inverse leg (``1/USDTBRL``) is moved by the
+tick's inverse 1/p, one division per leg (a tick at 0 leaves it at its last price).
 
 Drift control. All terms are >= 0, so when a price moves from p_old to p_new a sum S cannot shrink
 by more than the price did (S_old <= rho S_new, rho = max(1, p_old / p_new)) and the moved part is
@@ -36,6 +37,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from monitor.legs import FloatArray, Key, Leg
+from monitor.pricebook import INVERSE, leg_symbol
 
 __all__ = ["Engine"]
 
@@ -109,12 +111,20 @@ class Engine:
         leg = self.legs.get(symbols)
         if leg is None:
             parent = self.leg(symbols[1:]) if len(symbols) == 2 else None
-            leg = self.legs[symbols] = Leg(symbols, self.prices.get(symbols[0], NAN), parent)
+            symbol = leg_symbol(symbols[0])
+            price = self.prices.get(symbol, NAN)
+            if symbols[0].startswith(INVERSE):
+                price = 1.0 / price if price else NAN
+            leg = self.legs[symbols] = Leg(symbols, price, parent)
             if parent is not None:
                 parent.inners.append(leg)
             self.zeros += leg.price == 0.0
-            self.by_symbol.setdefault(symbols[0], []).append(leg)
+            self.by_symbol.setdefault(symbol, []).append(leg)
         return leg
+
+    def inverted(self, symbol: str) -> bool:
+        """Some leg prices 1 / ``symbol`` (a tick at 0 cannot be applied to it)."""
+        return any(leg.inverse for leg in self.by_symbol.get(symbol, ()))
 
     def _dirty(self, leg: Leg) -> None:
         leg.dirty = True
@@ -231,14 +241,21 @@ class Engine:
         if legs is None:
             return NONE
         if len(legs) == 1:
-            return self.update(legs[0], price, True) or NONE
+            leg = legs[0]
+            if leg.inverse:
+                if not price:  # 1/0: an inverse leg keeps its last price
+                    return NONE
+                return self.update(leg, 1.0 / price, True) or NONE
+            return self.update(leg, price, True) or NONE
         # Several legs move (an isolated pair and an inner leg on one symbol): update them all, then
         # check each unit once.
         found: dict[int, None] = {}
         small: dict[int, None] = {}
         vector: list[Leg] = []
         for leg in legs:
-            result = self.update(leg, price, False)
+            if leg.inverse and not price:
+                continue
+            result = self.update(leg, 1.0 / price if leg.inverse else price, False)
             if result is None:
                 continue
             found.update(dict.fromkeys(result))

@@ -7,6 +7,10 @@ fan-out, numpy arrays (unit slots interleaved as A, L) for a large one.
 Assets priced through the bridge (X = XBTC x BTCUSDT) are *inner* legs of the bridge leg BTCUSDT:
 the bridge leg's coefficient for a unit is its BTC-equivalent holding Q = h_BTC + sum h_X x p_XBTC
 (likewise for owed), so a BTCUSDT tick is one ordinary update and an XBTC tick moves Q by h x dp.
+
+An *inverse* leg (name ``1/`` + symbol, e.g. ``1/USDTBRL`` for BRL) has price 1 / the symbol's
+price: the engine inverts the tick once per leg and the rest of the hot path is unchanged. Either
+leg of a bridged route may be inverse (``1/BTCXYZ``, ``1/USDTBTC``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+from monitor.pricebook import INVERSE
 
 __all__ = ["FloatArray", "IntArray", "Key", "Leg"]
 
@@ -45,6 +51,7 @@ class Leg:
         "gen",
         "idx2",
         "inners",
+        "inverse",
         "members",
         "parent",
         "pgen",
@@ -62,6 +69,7 @@ class Leg:
 
     def __init__(self, symbols: Key, price: float, parent: Leg | None) -> None:
         self.symbols = symbols
+        self.inverse = symbols[0].startswith(INVERSE)  # its price is 1 / the symbol's
         self.price = price
         self.parent = parent
         self.inners: list[Leg] = []

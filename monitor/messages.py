@@ -54,7 +54,10 @@ def fmt_value(value: float) -> str:
 
 
 def fmt_level(value: float | None) -> str:
-    if value is None or value == math.inf:
+    """A margin level: ``inf`` is no debt; None is *unknown* (never shown as safe)."""
+    if value is None:
+        return "unknown"
+    if value == math.inf:
         return "∞ (no debt)"
     if value >= 100:
         return f"{value:,.0f}"
@@ -170,15 +173,31 @@ def _detail_lines(report: UnitReport) -> list[str]:
     ]
     if hours:
         lines.append(f"Interest alone (prices standing) reaches {', '.join(hours)}.")
-    if report.approximate:
-        exchange = report.exchange_margin_level
-        said = f"; the exchange reports {fmt_level(exchange)}" if exchange is not None else ""
-        lines.append(f"Approximate: this account type's level is estimated{said}.")
+    if report.state == "approximate":
+        lines.append(_approximate_line(report))
     lines.append(
         f"Assets {fmt_value(report.total_asset_value)} {report.quote}, "
         f"liabilities {fmt_value(report.total_liability_value)} {report.quote}."
     )
     return lines
+
+
+def _evaluated(level: float | None) -> float:
+    """An evaluated level (the alert policy runs only on valued units: None there is no debt)."""
+    return math.inf if level is None else level
+
+
+def _approx_tag(report: UnitReport | None) -> str:
+    """`` (approximate)`` in the title of an approximate unit's alert."""
+    return " (approximate)" if report is not None and report.state == "approximate" else ""
+
+
+def _approximate_line(report: UnitReport) -> str:
+    """Why an approximate unit's numbers are not our own: ``APPROXIMATE: priced by Binance's own
+    level: no live price for OLD (OLDUSDT BREAK); Binance reported 1.42 at the last read.``"""
+    exchange = report.exchange_margin_level
+    said = f"; Binance reported {fmt_level(exchange)} at the last read" if exchange is not None else ""
+    return f"APPROXIMATE: {report.reason or 'estimated level'}{said}."
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -203,17 +222,19 @@ def _notify_type(event: AlertEvent, report: UnitReport | None) -> str:
 
 def _level(event: AlertEvent, report: UnitReport | None, label: str) -> Message:
     bar = fmt_bar(event.bar) if event.bar is not None else "?"
-    level = fmt_level(event.level)
+    level = fmt_level(_evaluated(event.level))
     rule = _rule_label(event.rule)
     lines = [_account_line(report)] if report is not None else []
     if event.kind == "resolved":
-        title = f"[resolved {rule}] {label}: margin level {level} > {bar}"
+        title = f"[resolved {rule}] {label}: margin level {level} > {bar}{_approx_tag(report)}"
         lines = [f"Margin level now {level}, back above the {event.rule} bar {bar}."]
         if report is not None:
             lines += [_liquidation_line(report), *_detail_lines(report)[-1:]]
+            if report.state == "approximate":
+                lines.append(_approximate_line(report))
         return Message(title, "\n".join(lines), "success")
     still = ", still" if event.kind == "repeat" else ""
-    title = f"[{rule}{still}] {label}: margin level {level} ≤ {bar}"
+    title = f"[{rule}{still}] {label}: margin level {level} ≤ {bar}{_approx_tag(report)}"
     since = ""
     if event.since is not None:
         since = f" (since {fmt_time(event.since)}, {fmt_duration(event.at - event.since)} ago)"
@@ -237,15 +258,16 @@ def _distance(event: AlertEvent, report: UnitReport | None, label: str) -> Messa
     if event.kind == "resolved":
         now = f"{_direction(distance)} liquidates" if distance is not None else "no uniform move liquidates"
         title = f"[resolved LIQUIDATION DISTANCE] {label}: {now}"
-        body = f"Now {now}, beyond the {within} alert distance. Margin level {fmt_level(event.level)}."
+        level = fmt_level(_evaluated(event.level))
+        body = f"Now {now}, beyond the {within} alert distance. Margin level {level}."
         return Message(title, body, "success")
     moves = _direction(distance) if distance is not None else "a small move"
     still = ", still" if event.kind == "repeat" else ""
-    title = f"[LIQUIDATION DISTANCE{still}] {label}: {moves} liquidates"
+    title = f"[LIQUIDATION DISTANCE{still}] {label}: {moves} liquidates{_approx_tag(report)}"
     lines = [_account_line(report)] if report is not None else []
     lines.append(
         f"A uniform {moves.removeprefix('a ')} of {what} brings the margin level "
-        f"({fmt_level(event.level)}) to{target}: within the {within} alert distance."
+        f"({fmt_level(_evaluated(event.level))}) to{target}: within the {within} alert distance."
     )
     if event.while_down:
         lines.append("Crossed while the monitor was down; reported on restart.")

@@ -9,11 +9,14 @@ dispatcher's ``stats()``).
 Series (prefix ``margin_monitor_``); unit labels are ``account``, ``kind``, ``symbol`` (empty for
 a cross account):
 
-- ``margin_level`` (+Inf when the unit has no debt), ``bar_level{bar}``, ``bar_distance_ratio{bar}``
+- ``unit_state{state}`` (1 for the unit's one state of known, approximate, blind, no_debt; 0 for
+  the others), ``margin_level`` (+Inf when the unit has no debt; absent while it is blind: an
+  unknown level is never exported as a number), ``bar_level{bar}``, ``bar_distance_ratio{bar}``
   (signed fraction, absent where no uniform move reaches the bar), ``liquidation_price{asset}``
   (absent where none exists), ``exchange_margin_level`` and ``level_drift`` (ours − exchange's,
   when the exchange reported one), ``asset_value`` / ``liability_value{quote}``,
-  ``unit_approximate`` (1 when computed from incomplete prices), ``reconcile_drift_ratio`` (ours /
+  ``unit_approximate`` (1 when the level stands on Binance's own reported level: an asset with no
+  live price, or Cross Margin Pro), ``reconcile_drift_ratio`` (ours /
   exchange's − 1 at the last REST snapshot, from :meth:`Metrics.drift_source`).
 - per feed: ``feed_messages_total``, ``feed_message_age_seconds`` (since the newest message, or
   since the feed was registered if none came yet), ``feed_reconnects_total``, ``feed_connected``.

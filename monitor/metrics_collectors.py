@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from monitor.report import UnitReport
+from monitor.report import UNIT_STATES, UnitReport
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -37,6 +37,16 @@ def safe_route(route: str) -> str:
     return route
 
 
+def _exported_level(report: UnitReport) -> float | None:
+    """What the level gauge shows: the level when the unit is known or approximate, +Inf when it has
+    no debt, nothing while it is blind (an unknown level never reads as a number, least of all +Inf)."""
+    if report.state == "no_debt":
+        return math.inf
+    if report.state == "blind":
+        return None
+    return report.margin_level
+
+
 class UnitCollector:
     """Builds the per-unit families from the latest report of each unit at scrape time."""
 
@@ -49,14 +59,17 @@ class UnitCollector:
 
     def collect(self) -> Iterable[Metric]:
         families = self._families()
-        level, bar, distance, liq, exch, drift, assets, liabilities, approx, reconcile = families
+        level, bar, distance, liq, exch, drift, assets, liabilities, approx, reconcile, state = families
         drifts: dict[str, float] = {}
         for source in self.drift_sources:
             drifts.update(source())
         for report in list(self.units.values()):
             labels = _unit_labels(report)
-            ml = report.margin_level
-            level.add_metric(labels, math.inf if ml is None else ml)
+            for each in UNIT_STATES:
+                state.add_metric([*labels, each], 1.0 if report.state == each else 0.0)
+            ml = _exported_level(report)
+            if ml is not None:
+                level.add_metric(labels, ml)
             for name, value in report.bars.items():
                 bar.add_metric([*labels, name], value)
             for name, dist in report.distances.items():
@@ -67,11 +80,11 @@ class UnitCollector:
                     liq.add_metric([*labels, asset], price)
             if report.exchange_margin_level is not None:
                 exch.add_metric(labels, report.exchange_margin_level)
-                if ml is not None:
+                if ml is not None and math.isfinite(ml):
                     drift.add_metric(labels, ml - report.exchange_margin_level)
             assets.add_metric([*labels, report.quote], report.total_asset_value)
             liabilities.add_metric([*labels, report.quote], report.total_liability_value)
-            approx.add_metric(labels, 1.0 if report.approximate else 0.0)
+            approx.add_metric(labels, 1.0 if report.state == "approximate" else 0.0)
             if report.unit in drifts:
                 reconcile.add_metric(labels, drifts[report.unit])
         return families
@@ -82,7 +95,11 @@ class UnitCollector:
             return GaugeMetricFamily(PREFIX + name, doc, labels=[*UNIT_LABELS, *extra])
 
         return [
-            gauge("margin_level", "Margin level of the unit as computed live (+Inf when it has no debt)."),
+            gauge(
+                "margin_level",
+                "Margin level of the unit (+Inf: no debt; absent while the unit is blind, i.e. unknown; "
+                "see unit_state).",
+            ),
             gauge("bar_level", "Margin level of each bar (threshold) of the unit.", "bar"),
             gauge(
                 "bar_distance_ratio",
@@ -99,11 +116,21 @@ class UnitCollector:
             gauge("level_drift", "Live margin level minus the level last reported by the exchange."),
             gauge("asset_value", "Total asset value of the unit, in its quote asset.", "quote"),
             gauge("liability_value", "Total liability value (borrowed + interest), in the quote.", "quote"),
-            gauge("unit_approximate", "1 when the unit was valued with missing or stale prices."),
+            gauge(
+                "unit_approximate",
+                "1 when the unit's level stands on Binance's own reported level (an asset with no live "
+                'price, or a Cross Margin Pro account); same as unit_state{state="approximate"}.',
+            ),
             gauge(
                 "reconcile_drift_ratio",
                 "Our margin level over the exchange's, minus 1, both at the last REST snapshot (same "
                 "balances and moment): the computation's drift against the exchange, not price moves.",
+            ),
+            gauge(
+                "unit_state",
+                "1 for the unit's one state: known, approximate (Binance's level stands in), blind "
+                "(not evaluated: unknown) or no_debt; 0 for the other three.",
+                "state",
             ),
         ]
 

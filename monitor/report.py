@@ -6,10 +6,27 @@ Produced by the account book (``monitor.book``), consumed by the alert policy, t
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 UnitKind = Literal["cross", "isolated"]
+
+UnitState = Literal["known", "approximate", "blind", "no_debt"]
+"""What a unit's numbers are worth; exactly one at any moment (``UnitReport.state``):
+
+- ``known``: every held or owed asset priced live (a TRADING symbol route), the level is ours;
+- ``approximate``: the level stands on Binance's own ``marginLevel`` (latest REST read), carried
+  forward with the live prices we have: some asset has no live price route (a halted or delisted
+  pair), or the account is a Cross Margin Pro (MARGIN_2) one whose formula is not published. The
+  reason names which. Alerted with the unit's bars like a known level, and flagged in every message;
+- ``blind``: no level can be trusted (stale feed, REST failing, no price yet, or an asset with no
+  live price and no level from Binance to stand in); ``margin_level`` is None, alerts frozen, the
+  trader told (BLIND) once it lasts past ``alerts.stale_after``;
+- ``no_debt``: nothing is owed: infinitely safe whatever the prices (``margin_level`` is inf).
+"""
+
+UNIT_STATES: tuple[UnitState, ...] = ("known", "approximate", "blind", "no_debt")
 
 
 def unit_id(account: str, symbol: str | None = None) -> str:
@@ -21,7 +38,11 @@ def unit_id(account: str, symbol: str | None = None) -> str:
 class UnitReport:
     """Everything a trader needs to act on one risk unit, valued in ``quote``.
 
-    ``margin_level`` is None when the unit has no debt (infinite level). Distances are signed
+    ``state`` says what the numbers are worth (see :data:`UnitState`) and ``reason`` why, in one
+    line (empty for ``known`` and ``no_debt``). ``margin_level`` is ``math.inf`` when the unit has
+    no debt and None when no level can be computed (a ``blind`` unit with an unpriced asset; a unit
+    blind on stale data keeps its last computed level, not to be acted on): the two never share a
+    value. Distances are signed
     fractions (-0.041 = a 4.1 % drop of every non-quote asset); None where no uniform move reaches
     the bar. ``liquidation_prices`` maps an asset to the price (in ``quote``; for an isolated pair,
     in the pair's quote asset) at which, all else held, the level meets the liquidation bar.
@@ -29,9 +50,13 @@ class UnitReport:
     ``restore_target``; ``add_collateral`` maps an asset to the amount to deposit for the same.
     ``hours_to_bars`` maps a bar name to the hours of interest accrual (prices standing) until
     the level reaches it; None where interest never gets it there.
-    ``unpriced_assets`` lists the assets with a balance and no price yet: while it is not empty the
-    level, distances and restore amounts are unknown (None / empty), never "safe", and the totals
-    cover the priced assets only.
+    ``unpriced_assets`` lists the assets with a balance and no price: in a ``blind`` unit the level,
+    distances and restore amounts are unknown (None / empty), never "safe", and the totals cover
+    the priced assets only; in an ``approximate`` one they are valued at what Binance's level
+    implies (``implied_value`` / ``implied_liability``, in ``quote``).
+
+    ``to_json`` (``status --json``) writes ``margin_level`` as a number, or null when there is no
+    finite level: then ``state`` says ``no_debt`` or ``blind``.
     """
 
     unit: str
@@ -53,6 +78,10 @@ class UnitReport:
     approximate: bool = False
     exchange_margin_level: float | None = None
     unpriced_assets: list[str] = field(default_factory=list)
+    state: UnitState = "known"
+    reason: str = ""
+    implied_value: float = 0.0
+    implied_liability: float = 0.0
 
     @property
     def liquidation_distance(self) -> float | None:
@@ -62,5 +91,7 @@ class UnitReport:
     def to_json(self) -> dict[str, Any]:
         """The ``status --json`` shape for this unit."""
         data = asdict(self)
+        level = self.margin_level
+        data["margin_level"] = level if level is not None and math.isfinite(level) else None
         data["liquidation_distance"] = self.liquidation_distance
         return data

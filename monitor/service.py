@@ -76,7 +76,11 @@ class Service:
         self.config_path = config_path
         self.clock = clock
         self.metrics = Metrics(version=__version__)
-        self.book = AccountBook(quote=config.exchange.quote, stablecoins=config.exchange.stablecoins)
+        self.book = AccountBook(
+            quote=config.exchange.quote,
+            stablecoins=config.exchange.stablecoins,
+            pinned=config.exchange.pinned,
+        )
         self.stop_requested = asyncio.Event()
         self.watchers: list[AccountWatcher] = []
         self.notices: list[Notice] = []
@@ -447,6 +451,7 @@ class Service:
         stale_units: set[str] = set()
         for watcher in self.watchers:
             stale_units |= watcher.stale_units(stale_symbols, limit)
+        stale_units |= {u for u in self.book.units() if self.book.unvalued(u)}  # no price, no level
         self.engine.set_staleness(
             stale_units, self._blind_reasons(stale_units - self.engine.stale, stale_symbols)
         )
@@ -474,7 +479,10 @@ class Service:
         reasons: dict[str, str] = {}
         for unit in units:
             symbols = self.book.unit_symbols(unit) if unit in self.book.units() else set()
-            if symbols & refused:
+            unvalued = self.book.unvalued(unit) if unit in self.book.units() else None
+            if unvalued:
+                reasons[unit] = unvalued
+            elif symbols & refused:
                 names = ", ".join(sorted(symbols & refused))
                 reasons[unit] = f"Binance refuses to stream {names} (unknown or delisted symbol)"
             elif symbols & stale_symbols:
@@ -487,8 +495,10 @@ class Service:
     def _summary(self) -> str:
         levels = []
         for unit in sorted(self.book.units()):
+            state, _ = self.book.state(unit)
             level = self.book.level(unit)
-            levels.append(f"{unit}={'no debt' if level is None else f'{level:.3f}'}")
+            shown = f"{level:.3f}" if level is not None and state in ("known", "approximate") else state
+            levels.append(f"{unit}={shown}")
         stale = len(self.engine.stale) if self.engine else 0
         return f"{len(levels)} units, {stale} blind: " + ", ".join(levels[:5])
 

@@ -106,7 +106,9 @@ async def one_shot_status(
 ) -> list[dict[str, Any]]:
     """Load every account and price it from REST tickers, without starting the daemon. Accounts
     that could not be loaded are left out, with why in ``problems``."""
-    book = AccountBook(quote=config.exchange.quote, stablecoins=config.exchange.stablecoins)
+    book = AccountBook(
+        quote=config.exchange.quote, stablecoins=config.exchange.stablecoins, pinned=config.exchange.pinned
+    )
     notices: list[Notice] = []
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)

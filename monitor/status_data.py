@@ -6,7 +6,8 @@ Added keys (the report's own keys are unchanged):
   breached but waiting out ``alerts.for``;
 - ``silenced``: the firing rules whose messages a silence holds back; ``silences``: ids of the
   active silences covering the unit;
-- ``blind``: the unit is frozen for stale data (no alert is computed from it);
+- ``blind``: the unit is frozen for stale data (no alert is computed from it); its ``state`` then
+  reads ``blind`` and ``reason`` says why, whatever the last numbers were;
 - ``age``: seconds since the oldest of the unit's prices last moved (None: it needs no price);
   ``snapshot_age``: seconds since the account was last re-read over REST.
 """
@@ -83,6 +84,9 @@ def annotate(
     data["silenced"] = silenced
     data["silences"] = [s.id for s in silences.covering(unit)] if silences is not None else []
     data["blind"] = blind
+    if blind and data.get("state") != "blind":
+        why = policy.stale_reason(unit) if policy is not None else ""
+        data["state"], data["reason"] = "blind", why or "no fresh data (stale_after passed)"
     data["age"] = round(max(ages), 3) if ages else None
     data["snapshot_age"] = None if snapshot_age is None else round(snapshot_age, 3)
     return data

@@ -68,14 +68,21 @@ def unit_state(unit: Mapping[str, Any]) -> str:
     state = unit.get("state")
     if state == "blind" or unit.get("blind"):
         return "BLIND"
-    if state == "approximate" or (state is None and (unit.get("approximate") or unit.get("unpriced_assets"))):
-        return "APPROXIMATE"
-    if unit.get("settling"):
-        return "SETTLING"
+    approximate = state == "approximate" or (
+        state is None and bool(unit.get("approximate") or unit.get("unpriced_assets"))
+    )
     level = _num(unit.get("margin_level"))
-    if state == "no_debt" or level is None or level == math.inf:
-        return "NO DEBT" if state in (None, "no_debt", "known") else "APPROXIMATE"
-    bars = unit.get("bars") or {}
+    if level is None or level == math.inf:
+        return "APPROXIMATE" if approximate else "NO DEBT"
+    word = _level_word(level, unit.get("bars") or {})
+    if approximate:  # Binance's level stands in: still say how bad it is
+        return "APPROXIMATE" if word == "OK" else f"{word} (APPROXIMATE)"
+    if unit.get("settling") and word == "OK":
+        return "SETTLING"
+    return word
+
+
+def _level_word(level: float, bars: Mapping[str, Any]) -> str:
     for name, word in (("liquidation", "LIQUIDATION"), ("margin_call", "MARGIN CALL"), ("normal", "NORMAL")):
         bar = _num(bars.get(name))
         if bar is not None and level <= bar:
@@ -118,13 +125,16 @@ def render(result: StatusResult) -> RenderableType:
     for unit in result.units or []:
         state = unit_state(unit)
         level = _num(unit.get("margin_level"))
-        shown_level = "?" if state == "APPROXIMATE" and level is None else fmt_level(level)
+        if level is None and state != "NO DEBT":
+            shown_level = "unknown"  # never "∞": unknown must not read as safe
+        else:
+            shown_level = fmt_level(level) + (" (last)" if state == "BLIND" else "")
         silenced = _names(unit.get("silenced"))
         if unit.get("silences") and silenced == "-":
             silenced = f"({len(unit['silences'])} silence{'s' if len(unit['silences']) > 1 else ''})"
         table.add_row(
             _name(unit),
-            Text(state, style=STYLES.get(state, "")),
+            Text(state, style=STYLES.get(state.split(" (")[0], "")),
             shown_level,
             fmt_pct(_num(unit.get("liquidation_distance"))),
             _names(unit.get("firing")),
@@ -133,7 +143,7 @@ def render(result: StatusResult) -> RenderableType:
         )
         reason = unit.get("reason") or unit.get("blind_reason")
         if isinstance(reason, str) and reason:
-            notes.append(Text(f"{_name(unit)}: {reason}", style=STYLES.get(state, "")))
+            notes.append(Text(f"{_name(unit)}: {reason}", style=STYLES.get(state.split(" (")[0], "")))
     when = time.strftime("%H:%M:%S", time.localtime(result.at or time.time()))
     source = Text(f"from {result.source} at {when}", style="dim")
     parts: list[RenderableType] = [table, *notes, source]

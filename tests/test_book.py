@@ -16,12 +16,16 @@ from monitor.report import unit_id
 
 INF = math.inf
 CLASSIC = Bars.classic()
-CATALOG = {
+CATALOG: dict[str, tuple[str, ...]] = {
     "BTCUSDT": ("BTC", "USDT"),
     "ETHUSDT": ("ETH", "USDT"),
     "ETHBTC": ("ETH", "BTC"),
     "XYZBTC": ("XYZ", "BTC"),
     "SOLUSDT": ("SOL", "USDT"),
+    "USDTBRL": ("USDT", "BRL"),  # BRL: inverse, 1 / p
+    "BTCABC": ("BTC", "ABC"),  # ABC: 1 / BTCABC x BTCUSDT (inverse leg into the BTC bridge)
+    "DEFETH": ("DEF", "ETH"),  # DEF: DEFETH x ETHUSDT (through ETH)
+    "OLDUSDT": ("OLD", "USDT", "BREAK"),  # OLD: halted, no live route
 }
 
 
@@ -103,7 +107,7 @@ def test_a_tick_touches_only_units_exposed_to_its_asset() -> None:
 def test_bridge_and_stablecoin_pricing() -> None:
     """ETH is priced directly, XYZ through BTC (XYZBTC x BTCUSDT), USDC at 1; a listed-nowhere asset
     leaves the unit unpriced, and it is never reported while unpriced."""
-    book = make_book()
+    book = make_book(pinned=("USDC",))
     uid = book.upsert_cross(
         "a", {"XYZ": pos(free="1000"), "USDC": pos(free="500"), "USDT": pos(borrowed="1000")}, CLASSIC
     )
@@ -204,12 +208,14 @@ def test_cross_margin_pro_uses_the_exchange_level_and_is_approximate() -> None:
     assert book.level(uid) == pytest.approx(1.2)
     r = book.report(uid)
     assert r.approximate and r.exchange_margin_level == 1.2 and r.margin_level == pytest.approx(1.2)
+    assert r.state == "approximate" and r.reason.startswith("Cross Margin Pro account: priced by Binance's")
     # Scaled level 1.2 x A / A0 reaches 1.1 at A = 41,250: a uniform move of -8.33 %.
     assert r.liquidation_distance == pytest.approx(41250 / 45000 - 1)
     book.on_price("ETHUSDT", 1500.0)  # A = 37,500: 1.2 x 37,500 / 45,000 = 1.0
     assert book.level(uid) == pytest.approx(1.0)
     plain = book.upsert_cross("classic", long_account(), CLASSIC, exchange_level=D("1.2"))
     assert not book.report(plain).approximate and book.report(plain).exchange_margin_level == 1.2
+    assert (book.report(plain).state, book.report(plain).reason) == ("known", "")
 
 
 def test_liquidation_distance_matches_the_report() -> None:
@@ -238,7 +244,8 @@ def test_no_debt_unit_is_static_and_reported_against_a_finite_band() -> None:
     book.set_band(uid, 1.5, INF)
     assert list(book.on_price("BTCUSDT", 1.0)) == []
     r = book.report(uid)
-    assert r.margin_level is None and r.distances == dict.fromkeys(CLASSIC.levels) and r.repay == {}
+    assert r.margin_level == INF and r.state == "no_debt"  # never None: that is "unknown"
+    assert r.distances == dict.fromkeys(CLASSIC.levels) and r.repay == {}
     book.set_band(uid, 1.5, 100.0)
     assert book.drain_pending() == [uid]
 
@@ -254,7 +261,7 @@ def test_zero_and_bad_prices_give_defined_results() -> None:
     assert book.level(uid) == pytest.approx(1.5)
     assert list(book.on_price("ETHUSDT", 0.0)) == [uid]
     assert book.level(uid) is None and book.is_priced(uid)
-    assert book.report(uid).margin_level is None
+    assert book.report(uid).margin_level == INF  # the debt is worth 0: infinite, never "unknown"
     book.on_price("ETHUSDT", 2000.0)
     assert book.level(uid) == pytest.approx(1.5)
     assert list(book.on_price("BTCUSDT", 0.0)) == [uid]
@@ -335,7 +342,7 @@ def test_resync_in_slices_recomputes_only_the_named_units() -> None:
 
 def test_router_and_price_book() -> None:
     """Routes: fixed for the quote and stablecoins, direct, through the bridge, or none."""
-    router = Router("usdt", ["USDC"], "BTC")
+    router = Router("usdt", (), "BTC", pinned=["USDC"])
     assert router.route("USDC") is not None and router.route("USDC").fixed  # type: ignore[union-attr]
     assert router.route("ETH") == router.route("ETH")
     router.set_catalog({"ETHBTC": ("ETH", "BTC"), "BTCUSDT": ("BTC", "USDT")})
@@ -355,8 +362,8 @@ def test_router_and_price_book() -> None:
 
 # --- properties: the incremental float level agrees with the exact recomputation ----------------
 
-ASSETS = ("BTC", "ETH", "XYZ", "SOL", "USDT", "USDC")
-SYMBOLS = ("BTCUSDT", "ETHUSDT", "XYZBTC", "SOLUSDT")
+ASSETS = ("BTC", "ETH", "XYZ", "SOL", "USDT", "USDC", "BRL", "ABC", "DEF")
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "XYZBTC", "SOLUSDT", "USDTBRL", "BTCABC", "DEFETH")
 amounts = st.one_of(
     st.just(D(0)),
     st.sampled_from([D("0.00000001"), D(10) ** 12]),
@@ -416,9 +423,10 @@ def test_incremental_level_equals_exact_recomputation(
     threshold: int,
 ) -> None:
     """After any sequence of ticks, walks, balance changes and bands, each float level equals the exact
-    Decimal level within 1e-9 relative; a tick reports a unit it moved out of its band, and never one
+    Decimal level within 1e-9 relative (routes direct, inverse 1/p, bridged through BTC with an
+    inverse leg, and through ETH); a tick reports a unit it moved out of its band, and never one
     inside its band."""
-    book = make_book(fanout_threshold=threshold, stablecoins=("USDT", "USDC"))
+    book = make_book(fanout_threshold=threshold, pinned=("USDC",))
     state = [dict(a) for a in start]
     ids = [book.upsert_cross(f"u{i}", a, CLASSIC) for i, a in enumerate(state)]
     for symbol, price in zip(SYMBOLS, opening or (), strict=False):
@@ -569,3 +577,219 @@ def test_isolated_level_follows_exact_formula() -> None:
     exact = isolated_level(base, quote, exact_price(price))
     assert exact is not None and book.level(uid) == pytest.approx(float(exact), rel=1e-12)
     assert value_positions({"BTC": base}, {"BTC": exact_price(price)}, ()).moving_assets > 0
+
+
+# --- routes, halted pairs and unit states ------------------------------------------------------
+
+
+def test_inverse_and_bridged_routes() -> None:
+    """Direct, inverse (1/p), bridged through BTC with an inverse leg, through ETH, BNB or a
+    stablecoin; a halted pair is no route; a stablecoin is priced at market unless pinned."""
+    router = Router("USDT")
+    router.set_catalog(
+        {
+            **CATALOG,
+            "XYZFDUSD": ("XYZ2", "FDUSD"),
+            "FDUSDUSDT": ("FDUSD", "USDT"),
+            "CAKEBNB": ("CAKE", "BNB"),
+            "BNBUSDT": ("BNB", "USDT"),
+            "USDCUSDT": ("USDC", "USDT"),
+        }
+    )
+    legs = {a: (r.legs if (r := router.route(a)) else None) for a in ("BRL", "ABC", "DEF", "OLD")}
+    assert legs == {
+        "BRL": ("1/USDTBRL",),
+        "ABC": ("1/BTCABC", "BTCUSDT"),
+        "DEF": ("DEFETH", "ETHUSDT"),
+        "OLD": None,
+    }
+
+    def legs_of(asset: str) -> tuple[str, ...] | None:
+        route = router.route(asset)
+        return None if route is None else route.legs
+
+    assert legs_of("XYZ2") == ("XYZFDUSD", "FDUSDUSDT")  # through a stablecoin
+    assert legs_of("CAKE") == ("CAKEBNB", "BNBUSDT")  # through BNB
+    assert legs_of("USDC") == ("USDCUSDT",)  # at market
+    assert router.status("OLDUSDT") == "BREAK" and router.halted("OLD") == ["OLDUSDT BREAK"]
+    pinned = Router("USDT", pinned=["usdc"])
+    pinned.set_catalog({"USDCUSDT": ("USDC", "USDT")})
+    assert pinned.route("USDC").fixed  # type: ignore[union-attr]
+    prices = PriceBook()
+    prices.update("USDTBRL", 5.0)
+    prices.update("BTCABC", 4.0)
+    prices.update("BTCUSDT", 60000.0)
+    assert prices.exact(("1/USDTBRL",)) == D("0.2") and prices.value(("1/USDTBRL",)) == 0.2
+    assert prices.exact(("1/BTCABC", "BTCUSDT")) == D(15000)
+
+
+@pytest.mark.parametrize("threshold", [0, 1000])
+def test_inverse_and_bridged_levels_follow_ticks(threshold: int) -> None:
+    """BRL 50,000 (USDTBRL 5: 10,000 USDT) + ABC 4 (BTCABC 4, BTC 60,000: 60,000 USDT) against
+    40,000 USDT: level 70,000 / 40,000 = 1.75; USDTBRL 4 makes BRL worth 12,500 (1.8125); BTCABC 8
+    halves ABC (30,000: 1.0625); a tick at 0 on an inverse pair is refused (no 1/0)."""
+    book = make_book(fanout_threshold=threshold)
+    account = {"BRL": pos(free="50000"), "ABC": pos(free="4"), "USDT": pos(borrowed="40000")}
+    uid = book.upsert_cross("a", account, CLASSIC)
+    assert book.symbols_needed() == {"USDTBRL", "BTCABC", "BTCUSDT"}
+    for symbol, price in (("USDTBRL", 5.0), ("BTCABC", 4.0), ("BTCUSDT", 60000.0)):
+        book.on_price(symbol, price)
+    assert book.level(uid) == pytest.approx(1.75, rel=1e-12)
+    book.set_band(uid, 1.0, 2.0)
+    assert list(book.on_price("USDTBRL", 4.0)) == []
+    assert book.level(uid) == pytest.approx(72500 / 40000, rel=1e-12)
+    assert list(book.on_price("BTCABC", 8.0)) == []
+    assert book.level(uid) == pytest.approx(42500 / 40000, rel=1e-12)
+    book.on_price("BTCABC", 0.0)
+    assert book.prices.get("BTCABC") == 8.0 and book.level(uid) == pytest.approx(42500 / 40000, rel=1e-12)
+    r = book.report(uid)
+    assert r.state == "known" and r.margin_level == pytest.approx(1.0625)
+    exact = cross_level(account, {"BRL": D("0.25"), "ABC": D(7500)}, {"USDT"})
+    assert exact is not None and r.margin_level == pytest.approx(float(exact), rel=1e-15)
+
+
+def held_account() -> dict[str, Position]:
+    """BTC 1 + OLD 1,000 (OLDUSDT halted) against 25,000 USDT; Binance says 1.6 at BTC 30,000, so
+    OLD is worth V = 1.6 x 25,000 - 30,000 = 10,000 and the level at BTC p is (p + 10,000) / 25,000."""
+    return {"BTC": pos(free="1"), "OLD": pos(free="1000"), "USDT": pos(borrowed="25000")}
+
+
+@pytest.mark.parametrize("threshold", [0, 1000])
+def test_halted_asset_is_valued_from_binance_level_and_the_unit_is_approximate(threshold: int) -> None:
+    """No live route for OLD: the unit waits for BTC's price (blind, no level, never "no debt"),
+    then is approximate at Binance's level, carried live with BTC; its report says why."""
+    book = make_book(fanout_threshold=threshold)
+    uid = book.upsert_cross("h", held_account(), CLASSIC, exchange_level=D("1.6"))
+    assert book.symbols_needed() == {"BTCUSDT"} and not book.is_priced(uid)
+    assert book.state(uid) == ("blind", "no price yet for BTCUSDT") and book.unvalued(uid) is None
+    r = book.report(uid)
+    assert r.margin_level is None and r.state == "blind"
+    assert list(book.on_price("BTCUSDT", 30000.0)) == [uid]
+    assert book.level(uid) == pytest.approx(1.6, rel=1e-12)
+    book.set_band(uid, 1.5, INF)
+    assert list(book.on_price("BTCUSDT", 17000.0)) == [uid]
+    assert book.level(uid) == pytest.approx(1.08, rel=1e-12)
+    r = book.report(uid)
+    assert (r.state, r.reason) == (
+        "approximate",
+        "priced by Binance's own level: no live price for OLD (OLDUSDT BREAK)",
+    )
+    assert r.approximate and r.unpriced_assets == ["OLD"] and r.implied_value == pytest.approx(10000)
+    assert r.margin_level == pytest.approx(1.08) and r.liquidation_prices["BTC"] == pytest.approx(17500)
+    assert r.liquidation_distance == pytest.approx(500 / 17000)  # BTC 17,000 -> 17,500 (a rise)
+    # a balance event keeps the implied value; the next REST read re-implies it from Binance's level
+    book.set_position(uid, "BTC", pos(free="2"))
+    assert book.level(uid) == pytest.approx(44000 / 25000, rel=1e-12)
+    book.upsert_cross("h", held_account(), CLASSIC, exchange_level=D("1.2"))  # 1.2 x 25,000 - 17,000
+    assert book.report(uid).implied_value == pytest.approx(13000)
+    assert book.level(uid) == pytest.approx(1.2, rel=1e-12)
+    book.set_blind(uid, "no price for BTCUSDT for over 3 s")
+    assert book.report(uid).state == "blind" and book.report(uid).reason.startswith("no price for BTCUSDT")
+    book.set_blind(uid, None)
+    assert book.report(uid).state == "approximate"
+
+
+def test_halted_asset_without_binance_level_is_blind_and_no_debt_is_no_debt() -> None:
+    """Without a level from Binance an unroutable asset leaves the unit unvalued (blind, reason
+    given); with nothing owed the unit is no_debt (inf) whatever it holds; an isolated pair whose
+    symbol is halted is approximate at the pair's reported level."""
+    book = make_book()
+    uid = book.upsert_cross("h", held_account(), CLASSIC)
+    book.on_price("BTCUSDT", 30000.0)
+    reason = "no live price for OLD (OLDUSDT BREAK) and no level from Binance to stand in"
+    assert not book.is_priced(uid) and book.unvalued(uid) == reason
+    r = book.report(uid)
+    assert r.state == "blind" and r.margin_level is None and r.to_json()["margin_level"] is None
+    saver = book.upsert_cross(
+        "s", {"OLD": pos(free="5"), "BTC": pos(free="1")}, CLASSIC, exchange_level=D(999)
+    )
+    book.on_price("BTCUSDT", 30000.0)
+    assert book.level(saver) is None  # Binance's 999 (no debt) implies no liability
+    r = book.report(saver)
+    assert (r.state, r.margin_level, r.to_json()["margin_level"]) == ("no_debt", INF, None)
+    assert book.unvalued(saver) is None
+    iso = book.upsert_isolated(
+        "i", "OLDUSDT", "OLD", "USDT", pos(free="100"), pos(borrowed="500"), CLASSIC, exchange_level=D("1.5")
+    )
+    r = book.report(iso)
+    assert r.state == "approximate" and r.reason.endswith("OLD (OLDUSDT BREAK)")
+    assert r.margin_level == pytest.approx(1.5) and r.implied_value == pytest.approx(750)
+    # owed only in the halted asset: Binance's level implies a liability W = A / E - L
+    short = book.upsert_cross(
+        "o", {"BTC": pos(free="1"), "OLD": pos(borrowed="100")}, CLASSIC, exchange_level=D("1.5")
+    )
+    r = book.report(short)  # W = 30,000 / 1.5 = 20,000
+    assert r.state == "approximate" and r.implied_value == 0.0
+    assert r.implied_liability == pytest.approx(20000)
+    book.on_price("BTCUSDT", 24000.0)
+    assert book.level(short) == pytest.approx(1.2, rel=1e-12)
+
+
+def test_stablecoin_at_market_unless_pinned() -> None:
+    """USDC is valued through USDCUSDT (0.87: the March 2023 depeg); pinned, it counts as 1."""
+    catalog = {**CATALOG, "USDCUSDT": ("USDC", "USDT")}
+    account = {"USDC": pos(free="20000"), "BTC": pos(free="0.1"), "USDT": pos(borrowed="16000")}
+    market, pinned = AccountBook(), AccountBook(pinned=("USDC",))
+    for book in (market, pinned):
+        book.set_catalog(catalog)
+        book.upsert_cross("s", account, CLASSIC)
+        book.on_price("BTCUSDT", 30000.0)
+        book.on_price("USDCUSDT", 0.87)
+    assert market.level("cross:s") == pytest.approx(20400 / 16000, rel=1e-12)
+    assert pinned.level("cross:s") == pytest.approx(23000 / 16000, rel=1e-12)
+    assert pinned.symbols_needed() == {"BTCUSDT"}
+
+
+small_amounts = st.one_of(st.just(D(0)), st.decimals(min_value=0, max_value=10**6, places=8))
+small_positions = st.builds(Position, small_amounts, st.just(D(0)), small_amounts, st.just(D(0)))
+positive_prices = st.floats(min_value=1e-4, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.fixed_dictionaries({a: small_positions for a in ("BTC", "BRL", "OLD", "USDT")}),
+    st.decimals(min_value=D("0.01"), max_value=D(999), places=4),
+    st.tuples(positive_prices, positive_prices),
+    st.lists(st.tuples(st.sampled_from(["BTCUSDT", "USDTBRL"]), positive_prices), max_size=20),
+    st.sampled_from([0, 1000]),
+)
+def test_implied_value_level_equals_exact_recomputation(
+    account: dict[str, Position],
+    level: D,
+    opening: tuple[float, float],
+    ticks: list[tuple[str, float]],
+    threshold: int,
+) -> None:
+    """An account holding the halted OLD: after the read (Binance's level E) and any ticks of BTC and
+    of the inverse BRL, the float level equals the exact Decimal (A + V) / (L + W), V and W implied
+    at the prices of the read; the state is approximate (no_debt when nothing is owed)."""
+    book = make_book(fanout_threshold=threshold)
+    uid = book.upsert_cross("h", account, CLASSIC, exchange_level=level)
+    book.on_price("BTCUSDT", opening[0])
+    book.on_price("USDTBRL", opening[1])
+
+    def totals(btc: float, usdtbrl: float) -> tuple[D, D]:
+        px = {"BTC": exact_price(btc), "BRL": 1 / exact_price(usdtbrl), "USDT": D(1)}
+        routed = {a: p for a, p in account.items() if a != "OLD"}
+        t = value_positions(routed, px, {"USDT"})
+        return t.assets, t.liabilities
+
+    a0, l0 = totals(*opening)
+    old, owes = account["OLD"], any(p.owed > 0 for p in account.values())
+    v = max(D(0), level * l0 - a0) if old.held > 0 and owes else D(0)
+    w = max(D(0), a0 / level - l0) if old.owed > 0 and owes else D(0)
+    for symbol, price in ticks:
+        book.on_price(symbol, price)
+    a1, l1 = totals(book.prices.prices["BTCUSDT"], book.prices.prices["USDTBRL"])
+    r = book.report(uid)
+    if not owes:
+        assert r.state == "no_debt" and book.level(uid) is None
+        return
+    assert r.state == ("approximate" if not old.is_empty else "known")
+    if l1 + w == 0:
+        assert book.level(uid) is None and r.margin_level == INF
+        return
+    exact = float((a1 + v) / (l1 + w))
+    got = book.level(uid)
+    assert got is not None and abs(got - exact) <= 1e-9 * exact
+    assert r.margin_level is not None and abs(r.margin_level - exact) <= 1e-9 * exact

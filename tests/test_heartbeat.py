@@ -77,6 +77,8 @@ async def test_pings_while_fresh_and_stop_when_a_feed_goes_stale(
         skipped = stats.skipped
         await wait_until(lambda: stats.skipped >= skipped + 5, what="five more withheld beats")
         assert pinged.pings == at_stale and not daemon.ready()
+        unit = daemon.status()[0]  # /status says the same: blind, and why
+        assert unit["blind"] and unit["state"] == "blind" and "no price for BTCUSDT" in unit["reason"]
 
         await sim.clear_faults()
         await wait_until(lambda: pinged.pings > at_stale + 2, within=20, what="pings again once fresh")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -96,7 +97,8 @@ def test_fmt_amount_rounds_up(value: float, text: str) -> None:
 def test_fmt_level_pct_time_and_duration() -> None:
     """Levels, signed percentages, UTC times and durations read naturally."""
     assert fmt_level(1.2843) == "1.284"
-    assert fmt_level(None) == "∞ (no debt)"
+    assert fmt_level(math.inf) == "∞ (no debt)"
+    assert fmt_level(None) == "unknown"  # never shown as safe
     assert fmt_level(35.678) == "35.68"
     assert fmt_level(1234.5) == "1,234"
     assert fmt_pct(-0.0412) == "-4.1 %"
@@ -162,11 +164,17 @@ def test_isolated_pair_and_approximate_account() -> None:
         symbol="BTCUSDT",
         approximate=True,
         exchange_margin_level=1.31,
+        state="approximate",
+        reason="priced by Binance's own level: no live price for BTC (BTCUSDT BREAK)",
     )
     msg = render(event(unit="isolated:bob:BTCUSDT"), pair)
     assert msg.title.startswith("[MARGIN CALL] bob BTCUSDT (isolated):")
     assert msg.body.startswith("Account bob, isolated pair BTCUSDT, valued in USDT.")
-    assert "Approximate: this account type's level is estimated; the exchange reports 1.310." in msg.body
+    assert msg.title.endswith("(approximate)")
+    assert (
+        "APPROXIMATE: priced by Binance's own level: no live price for BTC (BTCUSDT BREAK); "
+        "Binance reported 1.310 at the last read." in msg.body
+    )
 
 
 def test_distance_message() -> None:

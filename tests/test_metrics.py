@@ -86,11 +86,41 @@ def test_unit_series_follow_the_latest_report() -> None:
 def test_no_debt_is_an_infinite_level_and_forget_removes_series() -> None:
     """A unit without debt shows +Inf (not 0); a forgotten unit leaves no series behind."""
     metrics = Metrics(process_metrics=False)
-    report = replace(make_report(), margin_level=None, distances={}, liquidation_prices={})
+    report = replace(
+        make_report(), margin_level=math.inf, distances={}, liquidation_prices={}, state="no_debt"
+    )
     metrics.observe_unit(report)
-    assert value(scrape(metrics), "margin_monitor_margin_level", account="main") == math.inf
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_margin_level", account="main") == math.inf
+    assert value(samples, "margin_monitor_unit_state", account="main", state="no_debt") == 1.0
     metrics.forget_unit(report.unit)
     assert not [s for s in scrape(metrics) if s.labels.get("account") == "main"]
+
+
+def test_unknown_is_never_a_number_and_each_unit_has_exactly_one_state() -> None:
+    """A blind unit exports no level at all (never +Inf, never its stale number) and state blind;
+    an approximate one exports its level, unit_approximate 1 and state approximate; every unit
+    has exactly one of the four states at 1."""
+    metrics = Metrics(process_metrics=False)
+    blind = replace(make_report("a"), margin_level=None, state="blind", reason="no price yet for XYZUSDT")
+    stale = replace(make_report("b"), margin_level=1.42, state="blind", reason="feed silent")
+    approx = replace(make_report("c"), margin_level=1.2, state="approximate", approximate=True)
+    known = make_report("d")
+    metrics.observe_units([blind, stale, approx, known])
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_margin_level", account="a") is None
+    assert value(samples, "margin_monitor_margin_level", account="b") is None
+    assert value(samples, "margin_monitor_margin_level", account="c") == 1.2
+    assert value(samples, "margin_monitor_unit_approximate", account="c") == 1.0
+    assert value(samples, "margin_monitor_unit_approximate", account="d") == 0.0
+    assert not [s for s in samples if s.name == "margin_monitor_margin_level" and math.isinf(s.value)]
+    for account, want in (("a", "blind"), ("b", "blind"), ("c", "approximate"), ("d", "known")):
+        states = {
+            s.labels["state"]: s.value
+            for s in samples
+            if s.name == "margin_monitor_unit_state" and s.labels["account"] == account
+        }
+        assert states == {name: float(name == want) for name in ("known", "approximate", "blind", "no_debt")}
 
 
 def test_feed_counters_and_age_use_the_clock() -> None:

@@ -149,7 +149,12 @@ def test_state_words() -> None:
     assert unit_state({"margin_level": 1.6, "bars": bars, "blind": True}) == "BLIND"
     assert unit_state({"margin_level": None, "unpriced_assets": ["XYZ"]}) == "APPROXIMATE"
     assert unit_state({"margin_level": 1.6, "bars": bars, "state": "approximate"}) == "APPROXIMATE"
+    assert (
+        unit_state({"margin_level": 1.2, "bars": bars, "state": "approximate"}) == "MARGIN CALL (APPROXIMATE)"
+    )
     assert unit_state({"margin_level": 1.6, "bars": bars, "settling": True}) == "SETTLING"
+    assert unit_state({"margin_level": 1.2, "bars": bars, "settling": True}) == "MARGIN CALL"
+    assert unit_state({"margin_level": None, "state": "no_debt"}) == "NO DEBT"
 
 
 def test_render_shows_reasons_and_survives_odd_units() -> None:
@@ -161,3 +166,4 @@ def test_render_shows_reasons_and_survives_odd_units() -> None:
     console.print(render(StatusResult(units, "the daemon at x", at=0.0)))
     text = console.export_text()
     assert "BLIND" in text and "no price for BTCUSDT for 31 s" in text
+    assert "unknown" in text and "∞" not in text  # a unit without a level never reads as safe

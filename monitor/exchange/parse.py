@@ -294,8 +294,16 @@ def hourly_rates(body: Any) -> dict[str, Decimal]:
 
 def symbol_catalog(body: Any) -> dict[str, tuple[str, str]]:
     """``GET /api/v3/exchangeInfo`` → {symbol: (base, quote)} for symbols whose status is TRADING."""
+    return {
+        s: (base, quote) for s, (base, quote, status) in symbol_listings(body).items() if status == "TRADING"
+    }
+
+
+def symbol_listings(body: Any) -> dict[str, tuple[str, str, str]]:
+    """``GET /api/v3/exchangeInfo`` → {symbol: (base, quote, status)} for every listed symbol
+    (``TRADING``, or ``BREAK``/``HALT``/... for a pair that does not trade: no live price)."""
     where = "exchangeInfo"
-    catalog: dict[str, tuple[str, str]] = {}
+    catalog: dict[str, tuple[str, str, str]] = {}
     for i, row in enumerate(array(field(obj(body, where), "symbols", where), f"{where}.symbols")):
         at = f"{where}.symbols[{i}]"
         row = obj(row, at)
@@ -305,8 +313,7 @@ def symbol_catalog(body: Any) -> dict[str, tuple[str, str]]:
         status = row.get("status", "TRADING")
         if type(status) is not str:
             raise fail(f"{at}.status", "a status name", status)
-        if status == "TRADING":
-            catalog[symbol] = (base, quote)
+        catalog[symbol] = (base, quote, status)
     return catalog
 
 

@@ -300,6 +300,10 @@ class BinanceRest:
         """``GET /api/v3/exchangeInfo`` → {symbol: (base, quote)} of trading symbols."""
         return parse.symbol_catalog(await self._get("exchangeInfo", self.client.get_exchange_info))
 
+    async def symbol_listings(self) -> dict[str, tuple[str, str, str]]:
+        """``GET /api/v3/exchangeInfo`` → {symbol: (base, quote, status)} of every listed symbol."""
+        return parse.symbol_listings(await self._get("exchangeInfo", self.client.get_exchange_info))
+
     async def key_permissions(self) -> parse.KeyPermissions:
         """``GET /sapi/v1/account/apiRestrictions`` → what this key may do."""
         body = await self._get("account/apiRestrictions", self.client.get_account_api_permissions)

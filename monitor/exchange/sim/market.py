@@ -190,7 +190,7 @@ class StreamHub:
             for name in sc.streams:
                 head, _, kind = name.partition("@")
                 tape = self.tapes.get(head.upper())
-                if kind != "bookTicker" or tape is None:
+                if kind != "bookTicker" or tape is None or not self._scenario.trading(tape.symbol):
                     continue
                 tape.update_id += 1
                 sc.push(name, self._book_ticker(tape, tape.close, half), tape.symbol)
@@ -206,7 +206,10 @@ class StreamHub:
         }
 
     def tick(self, symbol: str, price: Decimal) -> None:
-        """A trade at ``price``: per-tick streams now, miniTickers at the next flush."""
+        """A trade at ``price``: per-tick streams now, miniTickers at the next flush (nothing for a
+        symbol whose ``symbol_status`` is not TRADING: a halted pair streams no price)."""
+        if not self._scenario.trading(symbol):
+            return
         tape = self.tapes[symbol]
         now = self._now_ms()
         buyer_maker = price < tape.close

@@ -120,7 +120,7 @@ def _exchange_info(call: Call) -> Any:
         symbols.append(
             {
                 "symbol": name,
-                "status": "TRADING",
+                "status": engine.scenario.symbol_status.get(name, "TRADING"),
                 "baseAsset": info.base,
                 "baseAssetPrecision": 8,
                 "quoteAsset": info.quote,

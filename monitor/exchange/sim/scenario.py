@@ -336,12 +336,20 @@ class SymbolInfo(_Strict):
     quote: AssetName
 
 
+SymbolStatus = Literal[
+    "TRADING", "BREAK", "HALT", "END_OF_DAY", "PRE_TRADING", "POST_TRADING", "AUCTION_MATCH"
+]
+
+
 class Scenario(_Strict):
     """A whole simulated exchange: prices, accounts, limits, stream options and the timeline."""
 
     quote: AssetName = "USDT"
     prices: dict[SymbolName, Positive]
     symbols: dict[SymbolName, SymbolInfo] = {}
+    # exchangeInfo status per symbol (default TRADING); a symbol not TRADING streams nothing, while
+    # accounts are still valued at its standing price (as Binance values a halted pair's asset)
+    symbol_status: dict[SymbolName, SymbolStatus] = {}
     interest_rates: dict[AssetName, Amount] = {}
     accounts: list[Account] = []
     limits: Limits = Limits()
@@ -350,6 +358,17 @@ class Scenario(_Strict):
     source: str = Field(default="<scenario>", exclude=True)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
     _ticks: list[Tick] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _statuses(self) -> Scenario:
+        unknown = sorted(set(self.symbol_status) - set(self.prices))
+        if unknown:
+            raise ValueError(f"symbol_status: unknown symbol {unknown[0]} (not in prices)")
+        return self
+
+    def trading(self, symbol: str) -> bool:
+        """The symbol trades (streams prices): its ``symbol_status`` is TRADING (the default)."""
+        return self.symbol_status.get(symbol, "TRADING") == "TRADING"
 
     def symbol_info(self, symbol: str) -> SymbolInfo:
         """Base and quote asset of a simulated symbol."""
