@@ -1,7 +1,8 @@
 """The terminal view of ``margin-monitor status``: one row per unit, drawn with ``rich``.
 
 Columns: the unit; its state, coloured (OK, NORMAL, MARGIN CALL, LIQUIDATION by level against the
-unit's own bars; BLIND, APPROXIMATE, NO DEBT, SETTLING when the daemon says so); the margin level;
+unit's own bars; BLIND, APPROXIMATE, NO DEBT, SETTLING when the daemon says so, UNKNOWN when
+nothing says); the margin level;
 the distance to liquidation (a signed uniform move of every non-quote asset); the alerts firing
 and those a silence holds back; the age of its prices; and, under the table, where the numbers came
 from (the running daemon, or a one-off read) and when. Unit dicts are read defensively (``.get``):
@@ -31,6 +32,7 @@ STYLES = {
     "MARGIN CALL": "bold dark_orange",
     "LIQUIDATION": "bold white on red",
     "BLIND": "bold white on magenta",
+    "UNKNOWN": "bold white on magenta",
     "APPROXIMATE": "bold yellow on grey23",
     "SETTLING": "cyan",
 }
@@ -73,7 +75,10 @@ def unit_state(unit: Mapping[str, Any]) -> str:
     )
     level = _num(unit.get("margin_level"))
     if level is None or level == math.inf:
-        return "APPROXIMATE" if approximate else "NO DEBT"
+        if approximate:
+            return "APPROXIMATE"
+        no_debt = state == "no_debt" or (state is None and unit.get("total_liability_value") == 0)
+        return "NO DEBT" if no_debt else "UNKNOWN"  # nothing says it is safe: never shown as such
     word = _level_word(level, unit.get("bars") or {})
     if approximate:  # Binance's level stands in: still say how bad it is
         return "APPROXIMATE" if word == "OK" else f"{word} (APPROXIMATE)"
@@ -125,7 +130,9 @@ def render(result: StatusResult) -> RenderableType:
     for unit in result.units or []:
         state = unit_state(unit)
         level = _num(unit.get("margin_level"))
-        if level is None and state != "NO DEBT":
+        if state == "NO DEBT":
+            shown_level = fmt_level(math.inf)
+        elif level is None:
             shown_level = "unknown"  # never "∞": unknown must not read as safe
         else:
             shown_level = fmt_level(level) + (" (last)" if state == "BLIND" else "")

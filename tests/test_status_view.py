@@ -166,4 +166,4 @@ def test_render_shows_reasons_and_survives_odd_units() -> None:
     console.print(render(StatusResult(units, "the daemon at x", at=0.0)))
     text = console.export_text()
     assert "BLIND" in text and "no price for BTCUSDT for 31 s" in text
-    assert "unknown" in text and "∞" not in text  # a unit without a level never reads as safe
+    assert "unknown" in text and "UNKNOWN" in text and "∞" not in text  # no level never reads as safe
