@@ -39,6 +39,7 @@ from decimal import Decimal
 import structlog
 
 from monitor.fanout import Engine
+from monitor.holdings import Holdings
 from monitor.margin import Bars, Position, Totals
 from monitor.pricebook import KNOWN_STABLECOINS, PriceBook, Route, Router, symbols_of
 from monitor.report import UnitKind, UnitReport, UnitState, unit_id
@@ -407,6 +408,15 @@ class AccountBook:
         if units is None:  # the drift bound restarts only when every unit was recomputed at once
             engine.delta = engine.floor
         return worst
+
+    def holdings(self, unit: str) -> Holdings:
+        """A frozen copy of the unit's balances and exact prices (for stress and replay)."""
+        u = self._units[unit]
+        v = valuation(u, self.prices.exact)
+        active = {a: p for a, p in u.positions.items() if not p.is_empty}
+        return Holdings(
+            u.id, u.quote, active, dict(v.prices), frozenset(v.fixed), u.bars, u.scale, tuple(v.unpriced)
+        )
 
     # --- reports ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Command line: ``margin-monitor run | check | status | test-alert | simulate``.
+"""Command line: ``margin-monitor run | check | status | test-alert | simulate | replay``.
 
 Only parses arguments and maps outcomes to exit codes; the work lives in the modules it calls.
 """
@@ -41,6 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     from monitor.silence_cli import add_commands as add_silence_commands
 
     add_silence_commands(sub, with_config)
+    replay = with_config(sub.add_parser("replay", help="replay past 1m klines against today's positions"))
+    replay.add_argument(
+        "--klines",
+        action="append",
+        default=[],
+        metavar="SYMBOL=FILE.csv",
+        help="a Binance 1m kline CSV for one symbol (repeat for more symbols)",
+    )
+    replay.add_argument("--account", help="only this account's units")
+    replay.add_argument("--positions", help="a saved `status --json` output instead of the daemon's /status")
+    replay.add_argument("--plot", help="also draw the level over the replay into this SVG file")
+    replay.add_argument("--absolute", action="store_true",
+                        help="use the historical prices as they were, not as moves from today's")  # fmt: skip
     sim = sub.add_parser("simulate", help="run the Binance simulator standalone")
     sim.add_argument("--scenario", default="crash", help="bundled scenario name or YAML file (default crash)")
     sim.add_argument("--host", default="127.0.0.1")
@@ -69,6 +82,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ScenarioError as exc:
                 _err(str(exc))
                 return EXIT_CONFIG
+        if args.command == "replay":
+            from monitor.replay_cli import run as replay_run
+
+            return replay_run(
+                args.klines,
+                config_path=Path(args.config),
+                account=args.account,
+                positions=Path(args.positions) if args.positions else None,
+                plot=Path(args.plot) if args.plot else None,
+                absolute=args.absolute,
+            )
         config = _load(args.config)
         if args.command == "run":
             from monitor.service import run_daemon

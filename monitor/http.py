@@ -4,6 +4,8 @@
 - ``/readyz`` — readiness: 200 only while ``ready()`` is true (every account fresh), else 503.
 - ``/metrics`` — Prometheus exposition of :class:`monitor.metrics.Metrics` (OpenMetrics on request).
 - ``/status`` — JSON list of unit dicts, the same as ``margin-monitor status --json``.
+- ``/`` and ``/page/*`` — the status page (``monitor.page``), when the caller passes its ``routes``;
+  they sit behind the same token rule as ``/status``.
 
 - ``/silences`` — ``GET``: the active silences (``?all=1``: also those ended within a week);
   ``POST`` a JSON ``{"target": "demo:BTCUSDT", "bar": "margin_call", "for": "2h" | "until_resolved":
@@ -48,6 +50,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["OPEN_PATHS", "HttpServer", "private_allowed", "serves_private", "serves_writes", "start_http"]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = OPEN_PATHS | {"/metrics"}  # served to the network without a token
 JSON = "application/json"
 
 
@@ -99,15 +102,27 @@ def private_allowed(request: web.Request, private: bool) -> bool:
     return private or _is_loopback(request.remote or "")
 
 
+def _private_middleware(private: bool) -> Middleware:
+    """Without a token: everything but :data:`PUBLIC_PATHS` (so /status, /silences, the page) only
+    where :func:`private_allowed`."""
+
+    @web.middleware
+    async def refuse_network(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC_PATHS and not private_allowed(request, private):
+            log.warning("http_private_refused", path=request.path, remote=request.remote)
+            return _private_refused(request)
+        return await handler(request)
+
+    return refuse_network
+
+
 def _private_refused(request: web.Request) -> web.Response:
     why = f"{request.path} is not served on a non-loopback address without http.token"
     return _json({"error": f"{why}; set http.token or listen on 127.0.0.1"}, status=403)
 
 
-def _silence_routes(app: web.Application, api: SilenceApi, *, private: bool, writes: bool) -> None:
+def _silence_routes(app: web.Application, api: SilenceApi, *, writes: bool) -> None:
     async def list_silences(request: web.Request) -> web.Response:
-        if not private_allowed(request, private):
-            return _private_refused(request)
         ended = request.query.get("all", "") in ("1", "true", "yes")
         return _json([s.to_dict() for s in api.listing(include_ended=ended)])
 
@@ -147,6 +162,7 @@ def _build_app(
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None,
+    routes: Callable[[web.Application], None] | None = None,
     *,
     private: bool = True,
     silences: SilenceApi | None = None,
@@ -172,8 +188,6 @@ def _build_app(
         return response
 
     async def status_handler(request: web.Request) -> web.Response:
-        if not private_allowed(request, private):
-            return _private_refused(request)
         try:
             units = status()
         except Exception as exc:  # reported to the caller as 500, logged once with its type
@@ -181,14 +195,16 @@ def _build_app(
             return _json({"error": "status unavailable"}, status=500)
         return _json(units)
 
-    middlewares: list[Middleware] = [_auth_middleware(token)] if token else []
+    middlewares: list[Middleware] = [_auth_middleware(token)] if token else [_private_middleware(private)]
     app = web.Application(middlewares=middlewares)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status_handler)
     if silences is not None:
-        _silence_routes(app, silences, private=private, writes=serves_writes(token))
+        _silence_routes(app, silences, writes=serves_writes(token))
+    if routes is not None:  # the status page (monitor.page): behind the same middlewares as /status
+        routes(app)
     return app
 
 
@@ -235,6 +251,7 @@ async def start_http(
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None = None,
+    routes: Callable[[web.Application], None] | None = None,
     silences: SilenceApi | None = None,
 ) -> HttpServer:
     """Serve the endpoints on ``host:port`` (port 0 picks a free one) and return the running server.
@@ -242,10 +259,10 @@ async def start_http(
     Raises ``OSError`` when the address cannot be bound (the caller reports it as a startup error).
     """
     if not _is_loopback(host) and not token:
-        served = "/healthz /readyz /metrics only: /status needs http.token beyond loopback"
+        served = "/healthz /readyz /metrics only: /status and the page need http.token beyond loopback"
         log.warning("http_exposed_without_token", host=host, port=port, served=served)
     private = serves_private(host, token or None)
-    app = _build_app(metrics, status, ready, token or None, private=private, silences=silences)
+    app = _build_app(metrics, status, ready, token or None, routes, private=private, silences=silences)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

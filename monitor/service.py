@@ -26,16 +26,21 @@ from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
 from monitor.heartbeat import HeartbeatStats, heartbeat_loop
+from monitor.history import FILE_NAME as HISTORY_FILE
+from monitor.history import History
 from monitor.http import HttpServer, start_http
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
+from monitor.page import Feed, page_routes
+from monitor.recorder import Recorder
 from monitor.report import UnitReport
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.silence_stage import STORE_KEY as SILENCES_KEY
 from monitor.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
 from monitor.status_data import annotate, firing_map, liquidation_bar, rule_protected
+from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 
 log = structlog.get_logger(__name__)
@@ -50,6 +55,7 @@ DRAIN_SECONDS = 10.0
 SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
 SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
+HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.history)
 
 
 class StartupError(Exception):
@@ -94,6 +100,7 @@ class Service:
         self.http: HttpServer | None = None
         self.silences: SilenceRegistry | None = None
         self.heartbeat = HeartbeatStats()
+        self.recorder: Recorder | None = None
         self.notifier = Notifier.from_env()
         self.scheduler = AsyncIOScheduler(
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
@@ -191,6 +198,8 @@ class Service:
             self._refresh_snapshots, "interval", seconds=config.exchange.snapshot_interval, id="snapshots"
         )
         self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
+        self.recorder = Recorder(History(config.state_dir / HISTORY_FILE), self.book, self.clock)
+        self.scheduler.add_job(self._record_history, "interval", seconds=HISTORY_EVERY, id="history")
         self.scheduler.start()
 
         if config.http.enabled:
@@ -203,6 +212,7 @@ class Service:
                     status=self.status,
                     ready=self.ready,
                     token=token,
+                    routes=page_routes(self._page_feed()),
                     silences=self.silence_api(),
                 )
             except OSError as exc:
@@ -243,26 +253,31 @@ class Service:
         await self._exit_stack.aclose()
         if self.store is not None:
             self.store.close()
+        if self.recorder is not None:
+            self.recorder.history.close()
         self.notifier.close()
         log.info("daemon_stopped")
 
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
-        """The ``status --json`` list: one dict per unit (with the keys of :mod:`monitor.status_data`)."""
-        target = self.config.alerts.restore_target
+        """The ``status --json`` list: one dict per unit."""
         ages = self.market.ages() if self.market is not None else {}
-        snapshots = {u: w.last_snapshot for w in self.watchers for u in w.units}
-        now = self.clock()
-        stale = self.engine.stale if self.engine is not None else set()
-        return [
-            annotate(
-                self.book.report(unit, restore_target=target).to_json(), self.policy, self.silences,
-                blind=unit in stale,
-                price_ages=[ages[s] for s in self.book.unit_symbols(unit) if s in ages],
-                snapshot_age=now - snapshots[unit] if snapshots.get(unit) else None,
-            )
-            for unit in sorted(self.book.units())
-        ]  # fmt: skip
+        return [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
+
+    def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
+        """One unit's ``status --json`` dict: its report plus positions and stress table
+        (:mod:`monitor.status_extras`), its alerts, silences and data age (:mod:`monitor.status_data`)."""
+        report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
+        data = enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
+        if ages is None:
+            ages = self.market.ages() if self.market is not None else {}
+        snapshot = next((w.last_snapshot for w in self.watchers if unit in w.units), 0.0)
+        return annotate(
+            data, self.policy, self.silences,
+            blind=self.engine is not None and unit in self.engine.stale,
+            price_ages=[ages[s] for s in self.book.unit_symbols(unit) if s in ages],
+            snapshot_age=self.clock() - snapshot if snapshot else None,
+        )  # fmt: skip
 
     def beating(self) -> bool:
         """For the heartbeat (dead man's switch): every account fresh and the loop healthy."""
@@ -350,6 +365,8 @@ class Service:
                 self._save_alert_state(state)
             else:
                 await self.dispatcher.enqueue_message(item.event, message, alert_state=state)
+            if self.recorder is not None:  # an append; written by the history job (silenced or not)
+                self.recorder.note(item.event)
             if item.tick_time is not None:
                 self.metrics.observe_latency(time.time() - item.tick_time)
             await self._send_notices()
@@ -433,6 +450,32 @@ class Service:
         finally:
             await self.dispatcher.stop()
             self.dispatcher = None
+
+    def _page_feed(self) -> Feed:
+        def firing(unit: str) -> dict[str, str]:
+            return self.policy.firing(unit) if self.policy is not None else {}
+
+        def age(unit: str) -> float | None:
+            if unit not in self.book.units():
+                return None
+            ages = [self.book.prices.age(s) for s in self.book.unit_symbols(unit)]
+            known = [a for a in ages if a is not None]
+            return None if len(known) < len(ages) else max(known, default=0.0)
+
+        return Feed(
+            unit_ids=self.book.units,
+            status_of=self.unit_status,
+            firing=firing,
+            blind=lambda: set(self.engine.stale) if self.engine is not None else set(),
+            age=age,
+            history=self.recorder.history if self.recorder is not None else None,
+            clock=self.clock,
+            live=lambda unit: (self.book.is_priced(unit), self.book.level(unit)),
+        )
+
+    async def _record_history(self) -> None:
+        assert self.recorder is not None
+        await self.recorder.sample(self.engine.stale if self.engine is not None else ())
 
     async def _lag_probe(self) -> None:
         while True:

@@ -23,7 +23,9 @@ from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message
 from monitor.send_check import send_once
+from monitor.status_extras import enrich
 from monitor.status_view import StatusResult
+from monitor.stress import render_stress
 
 log = structlog.get_logger(__name__)
 
@@ -131,7 +133,10 @@ async def one_shot_status(
                     if ticker.get("symbol") in wanted:
                         book.on_price(ticker["symbol"], float(ticker["price"]))
             target = config.alerts.restore_target
-            return [book.report(unit, restore_target=target).to_json() for unit in sorted(book.units())]
+            return [
+                enrich(book, unit, book.report(unit, restore_target=target).to_json(), {})
+                for unit in sorted(book.units())
+            ]
         finally:
             for watcher in watchers:
                 await watcher.close()
@@ -175,7 +180,12 @@ async def status(
     if as_json:
         print(json.dumps(result.units, indent=2))
     else:
-        status_view.make_console().print(status_view.render(result))
+        console = status_view.make_console()
+        console.print(status_view.render(result))
+        for unit in result.units:  # the what-if table of each unit (monitor.stress), under the table
+            if "stress" in unit:
+                text = render_stress(unit).replace("\n", "\n    ")
+                console.print(f"{status_view.unit_name(unit)}: {text}", markup=False, highlight=False)
     return 0
 
 

@@ -107,7 +107,8 @@ def fmt_age(seconds: Any) -> str:
     return f"{value / 60:.0f} min" if value < 7200 else f"{value / 3600:.1f} h"
 
 
-def _name(unit: Mapping[str, Any]) -> str:
+def unit_name(unit: Mapping[str, Any]) -> str:
+    """``demo (cross)`` or ``demo BTCUSDT``."""
     symbol = unit.get("symbol")
     return f"{unit.get('account', '?')} {symbol}" if symbol else f"{unit.get('account', '?')} (cross)"
 
@@ -140,7 +141,7 @@ def render(result: StatusResult) -> RenderableType:
         if unit.get("silences") and silenced == "-":
             silenced = f"({len(unit['silences'])} silence{'s' if len(unit['silences']) > 1 else ''})"
         table.add_row(
-            _name(unit),
+            unit_name(unit),
             Text(state, style=STYLES.get(state.split(" (")[0], "")),
             shown_level,
             fmt_pct(_num(unit.get("liquidation_distance"))),
@@ -150,7 +151,7 @@ def render(result: StatusResult) -> RenderableType:
         )
         reason = unit.get("reason") or unit.get("blind_reason")
         if isinstance(reason, str) and reason:
-            notes.append(Text(f"{_name(unit)}: {reason}", style=STYLES.get(state.split(" (")[0], "")))
+            notes.append(Text(f"{unit_name(unit)}: {reason}", style=STYLES.get(state.split(" (")[0], "")))
     when = time.strftime("%H:%M:%S", time.localtime(result.at or time.time()))
     source = Text(f"from {result.source} at {when}", style="dim")
     parts: list[RenderableType] = [table, *notes, source]

@@ -11,14 +11,21 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from binance import AsyncClient
 from daemon_harness import Receiver
+from hypothesis import settings
 
 from monitor.exchange.sim import Scenario, Simulator, parse_scenario, run_simulator
+
+# CI (.ci/run sets HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a landing never
+# hangs on a never-seen example; a developer's run explores new ones (and keeps failures in .hypothesis/).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 DEMO_KEY = "demo-key"
 DEMO_SECRET = "demo-secret"

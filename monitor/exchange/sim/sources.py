@@ -52,6 +52,14 @@ def load_path(path: PricePath, base_dir: Path) -> list[Tick]:
     return ticks
 
 
+def kline_ticks(file: Path, symbol: str) -> tuple[Decimal, list[Tick]]:
+    """The ticks of one kline CSV with the first candle's open time in ms (for ``margin-monitor
+    replay``, which reports wall-clock minutes); same parsing and errors as a scenario's ``klines``."""
+    rows = _rows(file, str(file))
+    line, first = rows[0]
+    return _millis(_number(first[0], str(file), line, "open time")), _kline_csv(file, str(file), symbol)
+
+
 def _rows(file: Path, name: str) -> list[tuple[int, list[str]]]:
     try:
         with file.open(newline="", encoding="utf-8") as handle:
