@@ -185,7 +185,9 @@ async def status(
         for unit in result.units:  # the what-if table of each unit (monitor.stress), under the table
             if "stress" in unit:
                 text = render_stress(unit).replace("\n", "\n    ")
-                console.print(f"{status_view.unit_name(unit)}: {text}", markup=False, highlight=False)
+                console.print(
+                    f"{status_view.unit_name(unit)}: {text}", markup=False, highlight=False, soft_wrap=True
+                )
     return 0
 
 
