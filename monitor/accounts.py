@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,12 +38,17 @@ from monitor.exchange.binance import (
     UserSubscription,
 )
 from monitor.exchange.parse import CrossAccount, IsolatedPair
+from monitor.exchange.supervisor import Backoff
 from monitor.ladder import policy_for_unit
+from monitor.ledger import REST_WINS_AFTER, Ledger
 from monitor.margin import Bars, Position
 from monitor.report import unit_id
 
 log = structlog.get_logger(__name__)
 StateHook = Callable[[StreamState], None]
+DEBOUNCE = 0.2  # s: a burst of events is re-read once
+AGAIN = 0.25  # s: REST answered but disagreed with the streams (behind or ahead): ask again soon
+REREAD_BACKOFF = Backoff(initial=0.25, maximum=2.0, factor=2.0, jitter=0.5)  # a failed re-read
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +102,7 @@ class AccountWatcher:
         notices: list[Notice],
         *,
         clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.cfg = account
         self.name = account.name
@@ -122,7 +129,12 @@ class AccountWatcher:
             account.api_secret, account.api_secret_file, f"accounts.{self.name}.api_secret", config_path
         )
         self._refreshing: asyncio.Lock = asyncio.Lock()
-        self._refresh_wanted = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._rand = rand
+        self.ledger = Ledger()  # the three views of each unit (monitor/ledger.py)
+        self.reread_at: float | None = None  # when the next REST re-read is due (clock time)
+        self.failures = 0  # re-reads failed in a row
+        self._disagreed = False
 
     def __repr__(self) -> str:
         return f"AccountWatcher({self.name!r})"
@@ -182,16 +194,21 @@ class AccountWatcher:
         )
         return True
 
-    async def _snapshot(self) -> None:
-        """Read the account (cross and isolated) and put it into the book."""
+    async def _snapshot(self, *, full: bool = True) -> None:
+        """Read the account (cross and isolated) and put it into the book. ``full=False`` (a settle
+        re-read, maybe every 0.25 s) skips the cross bars and the interest rates (weight 100); an
+        isolated pair's tier is re-read always (weight 1), as a borrow can move it."""
         assert self.rest is not None
         units: set[str] = set()
+        self._disagreed = False
         if self.cfg.cross:
-            bars = await self.rest.cross_bars()
+            known = self.bars.get("")
+            bars = known if known is not None and not full else await self.rest.cross_bars()
             cross = await self.rest.cross_account()
             units.add(self._apply_cross(cross, bars))
-            rates = await self._rates(cross.positions.items(), isolated=False)
-            self.book.set_interest_rates(unit_id(self.name), rates)
+            if full:
+                rates = await self._rates(cross.positions.items(), isolated=False)
+                self.book.set_interest_rates(unit_id(self.name), rates)
         if self.cfg.isolated:
             symbols = None if self.cfg.isolated == "all" else list(self.cfg.isolated)
             for pair in await self.rest.isolated_pairs(symbols):
@@ -200,11 +217,13 @@ class AccountWatcher:
                 # the tier (and so the bars) follows what the pair has borrowed: re-read each time
                 self.bars[pair.symbol] = await self.rest.isolated_bars(pair.symbol, pair)
                 units.add(self._apply_isolated(pair, self.bars[pair.symbol]))
-                items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
-                rates = await self._rates(items, isolated=True)
-                self.book.set_interest_rates(unit_id(self.name, pair.symbol), rates)
+                if full:
+                    items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
+                    rates = await self._rates(items, isolated=True)
+                    self.book.set_interest_rates(unit_id(self.name, pair.symbol), rates)
         for gone in self.units - units:
             self.book.remove_unit(gone)
+            self._drop_unit(gone)
         self.units = units
         self.last_snapshot = self.clock()
 
@@ -222,21 +241,76 @@ class AccountWatcher:
     def _apply_cross(self, cross: CrossAccount, bars: Bars) -> str:
         uid = unit_id(self.name)
         self.bars[""] = bars
+        if not self._admit(uid, cross.positions):
+            return uid
         approximate = cross.account_type == "MARGIN_2"
         before = self.book.level(uid) if uid in self.units else None
         self.book.upsert_cross(
             self.name, cross.positions, bars, approximate=approximate, exchange_level=cross.margin_level
         )
+        self._settled(uid)
         self._record_drift(uid, cross.margin_level, before)
         return uid
 
     def _apply_isolated(self, pair: IsolatedPair, bars: Bars) -> str:
+        uid = unit_id(self.name, pair.symbol)
+        if not self._admit(uid, {pair.base_asset: pair.base, pair.quote_asset: pair.quote}):
+            return uid
         uid = self.book.upsert_isolated(
             self.name, pair.symbol, pair.base_asset, pair.quote_asset, pair.base, pair.quote, bars,
             exchange_level=pair.margin_level,
         )  # fmt: skip
+        self._settled(uid)
         self._record_drift(uid, pair.margin_level, None)
         return uid
+
+    # -- the ledger: three views, one state -------------------------------------------------------
+    def _admit(self, uid: str, positions: dict[str, Position]) -> bool:
+        """Whether a REST snapshot of ``uid`` may go into the book: it shows every balance the user
+        stream reported since the views last agreed (else REST is behind or ahead: settling)."""
+        if uid not in self.book.units():
+            self.ledger.accept_rest(uid)
+            return True
+        held = {asset: p.held for asset, p in positions.items()}
+        verdict = self.ledger.rest_verdict(uid, held, now=self.clock())
+        if verdict == "stands":
+            log.warning("stream_never_confirmed_taking_rest", unit=uid, after=REST_WINS_AFTER)
+        if verdict != "disagrees":
+            return True
+        self._disagreed = True
+        self.ledger.disagree(uid, now=self.clock())
+        since = self.ledger.since(uid)
+        if self.engine is not None and since is not None:
+            self.engine.hold(uid, since)
+        log.info("rest_disagrees_with_stream", unit=uid, settling_for=round(self.clock() - (since or 0), 3))
+        return False
+
+    def _settled(self, uid: str) -> None:
+        """A REST snapshot that agrees is in the book: the unit's views agree."""
+        self.ledger.accept_rest(uid)
+        if self.engine is not None:
+            self.engine.release(uid)
+
+    def _drop_unit(self, uid: str) -> None:
+        self.ledger.drop(uid)
+        if self.engine is not None:
+            self.engine.settling.pop(uid, None)
+
+    def _apply(self, uid: str, asset: str, position: Position | None) -> None:
+        """Put one streamed change into the book; the engine evaluates it only once settled."""
+        since = self.ledger.since(uid)
+        if self.engine is None:
+            if position is not None:
+                self.book.set_position(uid, asset, position)
+            return
+        if since is not None:
+            self.engine.hold(uid, since)
+        if position is not None:
+            self.engine.on_position(uid, asset, position)  # evaluated there unless settling
+        if since is None:
+            self.engine.release(uid)
+        else:
+            self.request_refresh()  # the streams alone cannot settle it (or not yet): ask REST
 
     def _record_drift(self, uid: str, exchange_level: Decimal, before: float | None) -> None:
         ours = self.book.level(uid) if self.book.is_priced(uid) else before
@@ -305,57 +379,111 @@ class AccountWatcher:
         )
 
     def on_event(self, event: ExchangeEvent) -> None:
-        """Apply a user-data or risk event; liability changes trigger a REST re-read."""
+        """Apply a user-data or risk event through the ledger: the unit settles when its balance and
+        liability views agree (see monitor/ledger.py), else a REST re-read decides."""
         if isinstance(event, StreamState):
             self.on_state(event)
             if event.fatal:
                 self.disable(event.reason)
             return
         if isinstance(event, BalanceUpdate | BalanceDelta):
-            uid = unit_id(self.name, event.unit_scope)
-            current = self.book.position(uid, event.asset) if uid in self.units else None
-            if current is None:
-                self.request_refresh()
-                return
-            if isinstance(event, BalanceUpdate):
-                new = Position(event.free, event.locked, current.borrowed, current.interest)
-            elif current.free + event.delta >= 0:
-                new = Position(current.free + event.delta, current.locked, current.borrowed, current.interest)
-            else:  # a delta we cannot place (events out of order): the REST view decides
-                self.request_refresh()
-                return
-            if self.engine is not None:
-                self.engine.on_position(uid, event.asset, new)
-            # a balance event may come with a borrow or repay: liabilities need the REST view
-            self.request_refresh()
+            self._on_balance(event)
         elif isinstance(event, LiabilityChange):
             log.info("liability_changed", account=self.name, asset=event.asset, type=event.update_type)
-            self.request_refresh()
+            self._on_liability(event)
         elif isinstance(event, MarginStatus):
             log.info("exchange_margin_status", account=self.name, level=str(event.level), status=event.status)
 
+    def _on_balance(self, event: BalanceUpdate | BalanceDelta) -> None:
+        uid = unit_id(self.name, event.unit_scope)
+        if uid not in self.units:
+            self.request_refresh()
+            return
+        now = self.clock()
+        current = self.book.position(uid, event.asset)
+        if current is None:  # an asset the book has no row for: REST brings it with its price route
+            after = event.free + event.locked if isinstance(event, BalanceUpdate) else event.delta
+            self.ledger.balance(uid, event.asset, Decimal(0), after, now=now)
+            self.ledger.unplaceable(uid, now=now)
+            self._apply(uid, event.asset, None)
+            return
+        if isinstance(event, BalanceUpdate):
+            new = Position(event.free, event.locked, current.borrowed, current.interest)
+        elif current.free + event.delta >= 0:
+            new = Position(current.free + event.delta, current.locked, current.borrowed, current.interest)
+        else:  # a delta we cannot place (events out of order): the REST view decides
+            self.ledger.unplaceable(uid, now=now)
+            self._apply(uid, event.asset, None)
+            return
+        self.ledger.balance(uid, event.asset, current.held, new.held, now=now)
+        self._apply(uid, event.asset, new)
+
+    def _on_liability(self, event: LiabilityChange) -> None:
+        """A borrow, repay or interest posting of the cross account (amounts of this change)."""
+        uid = unit_id(self.name)
+        if uid not in self.units:
+            self.request_refresh()
+            return
+        now = self.clock()
+        current = self.book.position(uid, event.asset)
+        p, i = abs(event.principal), abs(event.interest)
+        sign = {"BORROW": 1, "INTEREST": 1, "REPAY": -1}.get(event.update_type)
+        borrowed = current.borrowed + sign * p if current is not None and sign is not None else None
+        interest = current.interest + sign * i if current is not None and sign is not None else None
+        if current is None or borrowed is None or interest is None or borrowed < 0 or interest < 0:
+            self.ledger.liability(uid, event.asset, event.update_type or "?", p, i, now=now)
+            self.ledger.unplaceable(uid, now=now)
+            self._apply(uid, event.asset, None)
+            return
+        self.ledger.liability(uid, event.asset, event.update_type, p, i, now=now)
+        self._apply(uid, event.asset, Position(current.free, current.locked, borrowed, interest))
+
     async def on_reconnected(self, account: str, symbol: str | None) -> None:
-        """After a stream (re)subscribes, events may have been missed: reconcile by REST."""
+        """After a stream (re)subscribes, events may have been missed: reconcile by REST, which
+        then decides alone (what the streams said before may be incomplete)."""
+        for uid in self.units:
+            self.ledger.forget(uid)
         self.request_refresh()
 
-    def request_refresh(self) -> None:
-        self._refresh_wanted.set()
+    def request_refresh(self, delay: float = DEBOUNCE) -> None:
+        """Re-read the account by REST in ``delay`` seconds (or sooner, if already due sooner)."""
+        at = self.clock() + delay
+        if self.reread_at is None or at < self.reread_at:
+            self.reread_at = at
+            self._wake.set()
 
-    async def refresh_loop(self, debounce: float = 0.2) -> None:
-        """Re-read the account whenever an event asks for it (coalescing bursts)."""
+    async def refresh_loop(self) -> None:
+        """Re-read the account whenever one is due: after events (a burst is coalesced), while the
+        views disagree, and at once with backoff after a failed read."""
         while True:
-            await self._refresh_wanted.wait()
-            await asyncio.sleep(debounce)
-            self._refresh_wanted.clear()
-            await self.refresh()
+            self._wake.clear()
+            due = self.reread_at
+            if due is None:
+                await self._wake.wait()
+                continue
+            delay = due - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            await self.reread_if_due()
 
-    async def refresh(self) -> None:
-        """Re-read the account by REST (schedule, reconnects, liability events)."""
+    async def reread_if_due(self) -> None:
+        """Do the re-read that is due by now, if any (the loop above; tests on manual time)."""
+        if self.reread_at is None or self.reread_at > self.clock():
+            return
+        self.reread_at = None
+        await self.refresh(full=False)
+
+    async def refresh(self, *, full: bool = True) -> None:
+        """Re-read the account by REST (schedule, reconnects, events, disagreement). A failure is
+        retried at once with jittered backoff (capped at 2 s); a REST answer that disagrees with
+        the streams is asked again in :data:`AGAIN` seconds."""
         if not self.enabled or not self.loaded:
             return
         async with self._refreshing:
             try:
-                await self._snapshot()
+                await self._snapshot(full=full)
             except KeyRejected as exc:
                 self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")
                 return
@@ -363,8 +491,17 @@ class AccountWatcher:
                 self.disable(str(exc))
                 return
             except ExchangeError as exc:
-                log.warning("account_refresh_failed", account=self.name, error=str(exc))
+                retry = REREAD_BACKOFF.delay(self.failures, self._rand)
+                self.failures += 1
+                log.warning(
+                    "account_refresh_failed", account=self.name, error=str(exc),
+                    failures=self.failures, retry_in=round(retry, 3),
+                )  # fmt: skip
+                self.request_refresh(retry)
                 return
+        self.failures = 0
+        if self._disagreed:
+            self.request_refresh(AGAIN * (0.8 + 0.4 * self._rand()))
         if self.engine is not None:
             self.configure_policy(self.engine.policy)  # a pair that appeared or changed tier
             for uid in self.units:
@@ -374,10 +511,13 @@ class AccountWatcher:
         """Units whose prices are stale; all units once REST has failed for longer than allowed."""
         if not self.loaded or not self.enabled:
             return set()
-        snapshot_age = self.clock() - self.last_snapshot
+        now = self.clock()
+        snapshot_age = now - self.last_snapshot
         if snapshot_age > max(3 * self.config.exchange.snapshot_interval, limit):
             return set(self.units)
-        return {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
+        settling = self.engine.settling if self.engine is not None else {}
+        unconfirmed = {u for u in self.units if u in settling and now - settling[u] > limit}
+        return unconfirmed | {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
 
     def disable(self, reason: str) -> None:
         if not self.enabled:
@@ -391,6 +531,7 @@ class AccountWatcher:
         )
         for uid in self.units:
             self.book.remove_unit(uid)
+            self._drop_unit(uid)
         self.units = set()
 
     def _notice(self, rule: str, title: str, body: str) -> None:

@@ -17,7 +17,7 @@ across restarts (:meth:`AlertPolicy.export_state` / :meth:`AlertPolicy.import_st
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from monitor.alert_rules import (
@@ -155,12 +155,13 @@ class AlertPolicy:
         self._dirty.add(unit)
         return [self._blind_event(unit, state, "blind_resolved", now)] if state.blind_open else []
 
-    def tick(self, now: float) -> list[AlertEvent]:
-        """Timers: pending `for` windows that expired, repeat intervals that came due."""
+    def tick(self, now: float, skip: Container[str] = ()) -> list[AlertEvent]:
+        """Timers: pending `for` windows that expired, repeat intervals that came due (not for the
+        units in ``skip``: settling ones, whose level may be half-applied)."""
         events: list[AlertEvent] = []
         for unit in sorted(self._timed):
             state = self._units[unit]
-            if not (state.stale or state.recheck):
+            if not (state.stale or state.recheck or unit in skip):
                 events += self._timers(unit, state, now)
                 self._touch(unit, state)
         return events

@@ -10,7 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -56,6 +56,7 @@ class Engine:
     restore_target: str = "normal"
     outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
     stale: set[str] = field(default_factory=set)
+    settling: dict[str, float] = field(default_factory=dict)  # unit → since: views disagree (ledger.py)
     ticks: int = 0
     distance_sweep: RoundRobin = field(default_factory=lambda: RoundRobin(100))
     last_tick: float = 0.0
@@ -79,9 +80,20 @@ class Engine:
         self.book.set_position(unit, asset, position)
         self.evaluate(unit)
 
+    def hold(self, unit: str, since: float) -> None:
+        """``unit`` is settling (its views disagree): its level is shown, its alert state frozen."""
+        self.settling.setdefault(unit, since)
+
+    def release(self, unit: str) -> None:
+        """``unit``'s views agree again: evaluate it on the settled book at once."""
+        if self.settling.pop(unit, None) is not None and unit in self.book.units():
+            self.evaluate(unit)
+
     def evaluate(self, unit: str, tick_time: float | None = None) -> None:
-        """Run the unit's state machine on its current level; queue any events it emits."""
-        if unit in self.stale or not self.book.is_priced(unit):
+        """Run the unit's state machine on its current level; queue any events it emits.
+
+        A settling unit is skipped here, not in the book: its level keeps following the prices."""
+        if unit in self.stale or unit in self.settling or not self.book.is_priced(unit):
             return
         now = self.clock()
         policy = self.policy
@@ -97,7 +109,7 @@ class Engine:
         """Evaluate ``units`` (default all) whose exact distance or level would change a rule: the
         distance rule can trip while the level stays inside its band."""
         for unit in self.book.units() if units is None else units:
-            if unit in self.stale or not self.book.is_priced(unit):
+            if unit in self.stale or unit in self.settling or not self.book.is_priced(unit):
                 continue
             level = self.book.level(unit)
             distance = self.book.liquidation_distance(unit)
@@ -108,7 +120,7 @@ class Engine:
     def tick_timers(self) -> None:
         """Pending `for` windows and repeat intervals, once a second."""
         now = self.clock()
-        self._queue(self.policy.tick(now), None)
+        self._queue(self.policy.tick(now, skip=self.settling), None)
         if self.policy.wants_distance:
             # exact distances cost ~50 µs a unit: a bounded slice per second keeps the loop free
             self.evaluate_all(self.distance_sweep.take(self.book.units()))
@@ -132,7 +144,12 @@ class Engine:
             self.evaluate(unit)
 
     # -- output --------------------------------------------------------------------------------
+    def report(self, unit: str) -> UnitReport:
+        """The book's report of ``unit``, flagged ``settling`` while its views disagree."""
+        report = self.book.report(unit, restore_target=self.restore_target)
+        return replace(report, settling=True) if unit in self.settling else report
+
     def _queue(self, events: Iterable[AlertEvent], tick_time: float | None) -> None:
         for event in events:
-            report = self.book.report(event.unit, restore_target=self.restore_target)
+            report = self.report(event.unit)
             self.outbox.put_nowait(Outgoing(event, report, tick_time))

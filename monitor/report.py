@@ -78,6 +78,7 @@ class UnitReport:
     approximate: bool = False
     exchange_margin_level: float | None = None
     unpriced_assets: list[str] = field(default_factory=list)
+    settling: bool = False  # balances and liabilities disagree for now: alerts wait (monitor/ledger.py)
     state: UnitState = "known"
     reason: str = ""
     implied_value: float = 0.0

@@ -265,9 +265,13 @@ class Service:
         return [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
 
     def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
-        """One unit's ``status --json`` dict: its report plus positions and stress table
-        (:mod:`monitor.status_extras`), its alerts, silences and data age (:mod:`monitor.status_data`)."""
-        report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
+        """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
+        unconfirmed, see ledger.py) plus positions and stress table (:mod:`monitor.status_extras`),
+        its alerts, silences and data age (:mod:`monitor.status_data`)."""
+        if self.engine is not None:
+            report = self.engine.report(unit).to_json()
+        else:
+            report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
         data = enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
         if ages is None:
             ages = self.market.ages() if self.market is not None else {}
@@ -531,6 +535,11 @@ class Service:
             elif symbols & stale_symbols:
                 names = ", ".join(sorted(symbols & stale_symbols))
                 reasons[unit] = f"no price for {names} for over {limit:g} s (market stream down or silent)"
+            elif self.engine is not None and unit in self.engine.settling:
+                reasons[unit] = (
+                    f"balances unconfirmed: the balance and liability views have disagreed for over "
+                    f"{limit:g} s (a change the streams and REST do not yet both show; re-reading)"
+                )
             else:
                 reasons[unit] = "the account could not be re-read from Binance (REST failing)"
         return reasons

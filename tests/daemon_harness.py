@@ -71,7 +71,7 @@ class Receiver:
 
 def daemon_config(
     tmp_path: Path, sim: Simulator, receiver: Receiver, *, accounts: list[dict[str, Any]] | None = None,
-    **alerts: Any,
+    snapshot_interval: str = "5s", **alerts: Any,
 ) -> Path:  # fmt: skip
     """Write a config pointing the real clients at ``sim`` and every alert at ``receiver``."""
     data: dict[str, Any] = {
@@ -81,7 +81,7 @@ def daemon_config(
             "stream_url": sim.stream_url,
             "ws_api_url": sim.ws_api_url,
             "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": "5s",
+            "snapshot_interval": snapshot_interval,
             "resync_interval": "5s",
         },
         "accounts": accounts or [{"name": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}],

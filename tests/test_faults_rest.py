@@ -106,7 +106,8 @@ async def test_429_retry_after_is_honoured_and_nothing_is_lost(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
     """A 429 with Retry-After: the client waits that long before asking again (no hammering, so no 418),
-    and a borrow made during the window is picked up right after it and alerts."""
+    and a transfer out made during the window is picked up right after it and alerts. (A transfer, unlike
+    a borrow, cannot be confirmed by the streams alone: only a REST read settles it, see ledger.py.)"""
     with capture_logs() as logs:
         async with running_daemon(config(tmp_path, sim, receiver)) as daemon:
             await wait_until(daemon.ready, what="daemon ready")
@@ -114,8 +115,8 @@ async def test_429_retry_after_is_honoured_and_nothing_is_lost(
             await wait_until(lambda: served(sim, 429) >= 1, what="a 429")
             limited_at = time.monotonic()
             await sim.apply_event(
-                {"type": "borrow", "account": "demo", "asset": "USDT", "amount": "5000"}
-            )  # 35,000 / 23,750 = 1.474
+                {"type": "transfer_out", "account": "demo", "asset": "BTC", "amount": "0.1"}
+            )  # 0.9 x 30,000 / 18,750 = 1.44
             await sim.advance(2)  # the window ends 2 simulated (= manual) seconds on
             await receiver.wait_for(lambda m: len(m) >= 1, within=10)
             assert "1.5" in receiver.titles()[0]

@@ -4,6 +4,9 @@ Two clocks: the *wall clock* (``clock``, seconds since the epoch; real time by d
 ``serverTime``, event times, timestamp checks, rate-limit minutes and token/listen-key expiry;
 the *simulated time* (seconds since the start of the timeline, moved by :meth:`advance`) places
 ticks, events, faults and hourly interest.
+
+Stream events and REST views may arrive late (``delivery`` of the scenario or of one event; see
+``delivery.py``): they are released as simulated time passes their due time.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
 from monitor.exchange.sim.auth import WeightMeter
+from monitor.exchange.sim.delivery import Courier, RestLag, channel_of, copy_account
 from monitor.exchange.sim.faults import WINDOWED, FaultBoard
 from monitor.exchange.sim.market import StreamHub
-from monitor.exchange.sim.scenario import Event, Fault, Scenario
+from monitor.exchange.sim.scenario import Delivery, Event, Fault, Scenario
 from monitor.exchange.sim.sources import Tick
-from monitor.exchange.sim.state import Emission, ExchangeState, RiskEvent, UserEvent
+from monitor.exchange.sim.state import AccountState, Emission, ExchangeState, RiskEvent, UserEvent
 from monitor.exchange.sim.timeline import FLUSH, INTEREST, Cursor, Item
 from monitor.exchange.sim.userdata import ApiHub, ListenKeyBook, TokenBook
 
@@ -57,6 +62,12 @@ class Engine:
         self.api = ApiHub(scenario, self.board, self.tokens, self.now_ms)
         self.cursor = Cursor(scenario, flush_every=None if realtime else scenario.streams.ticker_interval)
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
+        self.courier = Courier()
+        self.rest_lag = RestLag()
+        self.delivery = scenario.delivery
+        # observers (tests): every stream event as it is delivered, every price as it is set
+        self.on_deliver: list[Callable[[Emission], Any]] = []
+        self.on_price: list[Callable[[str, Decimal], Any]] = []
 
     def now_ms(self) -> int:
         """Wall-clock time in ms (``serverTime``)."""
@@ -81,11 +92,25 @@ class Engine:
     def steps(self, until: float) -> Iterator[float]:
         """Process the items due up to ``until`` one by one, yielding each one's time."""
         for t, item in self.cursor.due(until):
+            self._release(t)
             self.board.update(t)
             self.process(item)
             yield t
+        self._release(until)
         self.board.update(until)
         self.housekeeping()
+
+    def next_due(self) -> float:
+        """The simulated time of the next timeline item or delayed delivery."""
+        return min(self.cursor.next_due(), self.courier.next_due())
+
+    def rest_view(self, acc: AccountState) -> AccountState:
+        """The state of ``acc`` that REST shows now (``rest_lag`` behind the live one)."""
+        return self.rest_lag.view(acc, self.sim_time)
+
+    def _release(self, until: float) -> None:
+        for emission in self.courier.due(until):
+            self._deliver(emission)
 
     def process(self, item: Item) -> None:
         """Apply one timeline item."""
@@ -96,7 +121,7 @@ class Engine:
         elif isinstance(item, Fault):
             self.inject_fault(item)
         elif item is INTEREST:
-            self.emit(self.state.accrue_interest())
+            self.accrue_interest()
         elif item is FLUSH:
             self.streams.flush_tickers()
 
@@ -113,23 +138,60 @@ class Engine:
     def set_price(self, symbol: str, price: Decimal) -> None:
         """A new price of ``symbol``: books, market streams and status changes."""
         emissions = self.state.set_price(symbol, price)
+        for observe in self.on_price:
+            observe(symbol, price)
         self.streams.tick(symbol, price)
         self.emit(emissions)
 
     def apply_event(self, event: Event) -> None:
         """An account event and the user-data events it emits."""
         log.info("sim_event", type=event.type, account=event.account, asset=event.asset, symbol=event.symbol)
-        self.emit(self.state.apply(event))
+        delivery = event.delivery.over(self.delivery) if event.delivery else self.delivery
+        acc = self.state.accounts[event.account]
+        lag = delivery.seconds("rest_lag")
+        before = copy_account(acc) if lag > 0 and not self.rest_lag.pending(acc.name) else None
+        emissions = self.state.apply(event)
+        self.rest_lag.record(acc, before, self.sim_time, lag)
+        self.emit(emissions, delivery)
 
-    def emit(self, emissions: list[Emission]) -> None:
-        """Route user-data events to WS-API subscriptions and risk events to listen-key streams."""
+    def accrue_interest(self) -> None:
+        """The hourly interest of every account (REST shows it ``rest_lag`` later)."""
+        lag = self.delivery.seconds("rest_lag")
+        before = {
+            name: copy_account(acc)
+            for name, acc in self.state.accounts.items()
+            if lag > 0 and not self.rest_lag.pending(name)
+        }
+        emissions = self.state.accrue_interest()
+        for name, acc in self.state.accounts.items():
+            self.rest_lag.record(acc, before.get(name), self.sim_time, lag)
+        self.emit(emissions)
+
+    def set_delivery(self, **delays: float) -> None:
+        """Change the default delays (``user_data``, ``risk``, ``rest_lag`` in simulated seconds)."""
+        self.delivery = Delivery(**{**self.delivery.model_dump(), **delays})
+
+    def emit(self, emissions: list[Emission], delivery: Delivery | None = None) -> None:
+        """Send stream events now or, when their channel is delayed, once simulated time gets there."""
+        delivery = delivery or self.delivery
         for e in emissions:
-            if isinstance(e, UserEvent):
-                self.api.deliver(e.account, e.scope, e.payload)
-            elif isinstance(e, RiskEvent):
-                self.streams.deliver_risk(e.account, e.payload)
-                if self.scenario.streams.risk_events_on_ws_api:
-                    self.api.deliver(e.account, None, e.payload)
+            delay = delivery.seconds(channel_of(e))
+            if delay > 0 or len(self.courier):
+                self.courier.send(e, self.sim_time, delay)  # behind any event still on its way
+            else:
+                self._deliver(e)
+        self._release(self.sim_time)
+
+    def _deliver(self, e: Emission) -> None:
+        """Route user-data events to WS-API subscriptions and risk events to listen-key streams."""
+        for observe in self.on_deliver:
+            observe(e)
+        if isinstance(e, UserEvent):
+            self.api.deliver(e.account, e.scope, e.payload)
+        elif isinstance(e, RiskEvent):
+            self.streams.deliver_risk(e.account, e.payload)
+            if self.scenario.streams.risk_events_on_ws_api:
+                self.api.deliver(e.account, None, e.payload)
 
     def inject_fault(self, fault: Fault) -> None:
         """Start a fault now (windowed faults last ``duration`` simulated seconds)."""

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
 from monitor.exchange.sim.scenario import Bars
 
@@ -30,6 +30,11 @@ def fmt(value: Decimal) -> str:
 def q8(value: Decimal) -> Decimal:
     """Round to Binance's 8 decimals."""
     return value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def q8_down(value: Decimal) -> Decimal:
+    """Round down to Binance's 8 decimals (a quantity one can afford)."""
+    return value.quantize(_QUANTUM, rounding=ROUND_DOWN)
 
 
 @dataclass(slots=True)

@@ -166,3 +166,8 @@ def _check_event(s: Scenario, j: int, event: Event) -> None:
         }
         if event.asset not in priced:
             raise located_error(src, (*loc, "asset"), f"no price for {event.asset}{s.quote}")
+    if event.type == "trade":
+        pair = next((p for p in account.isolated if p.symbol == event.symbol), None)
+        quote = pair.quote.asset if pair is not None else s.quote
+        if event.asset == quote:
+            raise located_error(src, (*loc, "asset"), f"trade needs the base asset, not the quote {quote}")

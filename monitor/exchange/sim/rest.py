@@ -176,14 +176,14 @@ def _ticker_price(call: Call) -> Any:
 
 
 def _margin_account(call: Call) -> Any:
-    return views.cross_account(call.engine.state, call.acc)
+    return views.cross_account(call.engine.state, call.engine.rest_view(call.acc))
 
 
 def _isolated_account(call: Call) -> Any:
     symbols = [s.strip().upper() for s in call.params.get("symbols", "").split(",") if s.strip()] or None
     if symbols and len(symbols) > 5:
         raise ApiError(400, -1102, "Parameter 'symbols' can hold at most 5 symbols.")
-    return views.isolated_account(call.engine.state, call.acc, symbols)
+    return views.isolated_account(call.engine.state, call.engine.rest_view(call.acc), symbols)
 
 
 def _trade_coeff(call: Call) -> Any:

@@ -222,6 +222,29 @@ class Streams(_Strict):
     risk_events_on_ws_api: bool = False
 
 
+class Delivery(_Strict):
+    """How late each view of an account change reaches the client, in simulated seconds: the
+    user-data stream (balances), the Risk Data Stream (liabilities) and REST (``rest_lag``: REST
+    shows the change only this long after it happened). Unset = the scenario's (default 0)."""
+
+    user_data: Seconds | None = None
+    risk: Seconds | None = None
+    rest_lag: Seconds | None = None
+
+    def over(self, base: Delivery) -> Delivery:
+        """These delays where set, else ``base``'s."""
+        return Delivery(
+            user_data=self.user_data if self.user_data is not None else base.user_data,
+            risk=self.risk if self.risk is not None else base.risk,
+            rest_lag=self.rest_lag if self.rest_lag is not None else base.rest_lag,
+        )
+
+    def seconds(self, channel: Literal["user_data", "risk", "rest_lag"]) -> float:
+        """The delay of ``channel`` (0 when unset)."""
+        value: float | None = getattr(self, channel)
+        return value or 0.0
+
+
 class PricePath(_Strict):
     """One price source: a tick CSV, a Binance kline CSV, or an inline ramp between points."""
 
@@ -253,9 +276,18 @@ class PricePath(_Strict):
 
 
 EventType = Literal[
-    "borrow", "repay", "deposit", "transfer_in", "transfer_out", "withdraw", "liquidation", "set_balance"
+    "borrow",
+    "repay",
+    "deposit",
+    "transfer_in",
+    "transfer_out",
+    "withdraw",
+    "liquidation",
+    "set_balance",
+    "trade",
+    "interest",
 ]
-_NEEDS_AMOUNT = {"borrow", "repay", "deposit", "transfer_in", "transfer_out", "withdraw"}
+_NEEDS_AMOUNT = {"borrow", "repay", "deposit", "transfer_in", "transfer_out", "withdraw", "trade", "interest"}
 
 
 class Event(_Strict):
@@ -271,11 +303,16 @@ class Event(_Strict):
     locked: Amount | None = None
     borrowed: Amount | None = None
     interest: Amount | None = None
+    side: Literal["buy", "sell"] | None = None
+    price: Positive | None = None
+    delivery: Delivery | None = None
 
     @model_validator(mode="after")
     def _fields(self) -> Event:
         if self.type in _NEEDS_AMOUNT and (self.asset is None or self.amount is None):
             raise ValueError(f"{self.type} needs asset and amount")
+        if self.type == "trade" and self.side is None:
+            raise ValueError("trade needs side (buy or sell)")
         if self.type == "set_balance":
             if self.asset is None:
                 raise ValueError("set_balance needs asset")
@@ -354,6 +391,7 @@ class Scenario(_Strict):
     accounts: list[Account] = []
     limits: Limits = Limits()
     streams: Streams = Streams()
+    delivery: Delivery = Delivery()
     timeline: Timeline = Timeline()
     source: str = Field(default="<scenario>", exclude=True)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -118,7 +118,7 @@ class Simulator:
         while True:
             async with self._lock:
                 self.engine.run_until((loop.time() - origin) * speed)
-                wait = (self.engine.cursor.next_due() - self.engine.sim_time) / speed
+                wait = (self.engine.next_due() - self.engine.sim_time) / speed
             await asyncio.sleep(min(max(wait, 0.0), DRIVER_MAX_SLEEP))
 
     async def _quotes(self) -> None:
@@ -178,6 +178,11 @@ class Simulator:
         """End every fault window now."""
         self.engine.board.clear()
         await asyncio.sleep(0)
+
+    def set_delivery(self, **delays: float) -> None:
+        """How late each view of later account changes arrives: ``user_data``, ``risk`` (stream
+        delays) and ``rest_lag`` (REST shows a change this late), in simulated seconds."""
+        self.engine.set_delivery(**delays)
 
     def restore_key(self, account: str) -> None:
         """Undo a key revocation."""

@@ -11,6 +11,9 @@ Events pushed (payload shapes of Binance's spot user-data stream and margin Risk
 - deposit / transfer_in / transfer_out / withdraw: ``balanceUpdate`` and ``outboundAccountPosition``;
 - liquidation: every asset sold at the current price to repay all debt, equity left in the quote
   asset: ``outboundAccountPosition`` and ``USER_LIABILITY_CHANGE`` t=REPAY per repaid asset;
+- trade (``side`` buy/sell ``amount`` of ``asset`` against the quote, at ``price`` or the current
+  price, no more than the free balance pays for): one ``outboundAccountPosition`` with both assets;
+- interest (``amount`` posted on ``asset`` now): ``USER_LIABILITY_CHANGE`` t=INTEREST;
 - hourly interest: ``USER_LIABILITY_CHANGE`` t=INTEREST;
 - any change of the cross level's status: ``MARGIN_LEVEL_STATUS_CHANGE``.
 ``p`` and ``i`` of ``USER_LIABILITY_CHANGE`` are the amounts of this change (Binance does not say
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from monitor.exchange.sim.levels import Holding, Level, fmt, pair_level, q8, status
+from monitor.exchange.sim.levels import Holding, Level, fmt, pair_level, q8, q8_down, status
 from monitor.exchange.sim.scenario import Account, Event, IsolatedPair, Scenario
 
 Payload = dict[str, Any]
@@ -209,6 +212,21 @@ class ExchangeState:
             out.extend(
                 self._liability(acc, e.symbol, h.asset, "REPAY", paid - interest_paid, interest_paid, now)
             )
+        elif e.type == "trade":
+            counter = self._counter(acc, e.symbol)
+            price = e.price or self._trade_price(h.asset, counter.asset, e.symbol)
+            if e.side == "buy":
+                qty = min(amount, q8_down(counter.free / price))
+                cost = min(q8(qty * price), counter.free)
+                h.free, counter.free = h.free + qty, counter.free - cost
+            else:
+                qty = min(amount, h.free)
+                h.free, counter.free = h.free - qty, counter.free + q8(qty * price)
+            return [self._position(acc, e.symbol, [h, counter], now)]
+        elif e.type == "interest":
+            h.interest += amount
+            out.extend(self._liability(acc, e.symbol, h.asset, "INTEREST", Decimal(0), amount, now))
+            return out
         elif e.type in ("deposit", "transfer_in", "transfer_out", "withdraw"):
             delta = amount if e.type in ("deposit", "transfer_in") else -min(amount, h.free)
             h.free += delta
@@ -237,6 +255,17 @@ class ExchangeState:
                 )
         out.append(self._position(acc, e.symbol, [h], now))
         return out
+
+    def _counter(self, acc: AccountState, symbol: str | None) -> Holding:
+        if symbol is not None:
+            return acc.pairs[symbol].quote
+        return acc.cross.setdefault(self.quote, Holding(self.quote))
+
+    def _trade_price(self, asset: str, counter: str, symbol: str | None) -> Decimal:
+        price = self.prices[symbol] if symbol is not None else self.price_of(asset)
+        if price is None:
+            raise KeyError(f"{asset}{counter}")
+        return price
 
     def _liquidate(self, acc: AccountState, symbol: str | None, now: int) -> list[Emission]:
         if symbol is not None:
