@@ -575,10 +575,9 @@ def build_watchers(
 
 
 def in_shard(name: str, shard: str | None) -> bool:
-    """Stable assignment of an account to shard ``i/n`` (crc32 of its name)."""
+    """Whether account ``name`` belongs to shard ``i/n`` (jump consistent hash; see monitor/shard.py)."""
     if not shard:
         return True
-    import zlib
+    from monitor.shard import parse_shard
 
-    index, count = (int(x) for x in shard.split("/"))
-    return zlib.crc32(name.encode()) % count == index
+    return parse_shard(shard).owns(name)

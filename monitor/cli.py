@@ -31,7 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         return p
 
     run = with_config(sub.add_parser("run", help="run the daemon"))
-    run.add_argument("--shard", help="i/n: watch only the accounts whose stable hash falls in shard i of n")
+    run.add_argument(
+        "--shard",
+        help="i/n: watch only the accounts whose stable hash falls in shard i of n "
+        "(default: $MARGIN_MONITOR_SHARD, then the config's shard)",
+    )
     with_config(sub.add_parser("check", help="validate the config, connect, report each key's permissions"))
     status = with_config(sub.add_parser("status", help="margin level and distances of every account"))
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -69,6 +73,19 @@ def _err(message: str) -> None:
     print(f"margin-monitor: {message}", file=sys.stderr, flush=True)
 
 
+def _with_shard(config: Config, option: str | None) -> Config:
+    """The config with the shard from ``--shard``, else ``$MARGIN_MONITOR_SHARD``, else its own key."""
+    import os
+
+    from monitor.shard import ShardError, resolve_shard
+
+    try:
+        shard, _ = resolve_shard(option, os.environ, config.shard)
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from None
+    return config.model_copy(update={"shard": None if shard is None else str(shard)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``margin-monitor`` console script."""
     args = _parser().parse_args(argv)
@@ -97,8 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from monitor.service import run_daemon
 
-            if args.shard:
-                config = config.model_copy(update={"shard": args.shard})
+            config = _with_shard(config, args.shard)
             return asyncio.run(run_daemon(config, Path(args.config)))
         from monitor import service_tools
 

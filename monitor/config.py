@@ -233,6 +233,15 @@ class Config(_Strict):
     heartbeat: HeartbeatConfig | None = None
     shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
 
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is not None:
+            from monitor.shard import parse_shard
+
+            parse_shard(value)  # ShardError is a ValueError: reported as shard: <reason>
+        return value
+
     @model_validator(mode="after")
     def _cross_refs(self) -> Config:
         names = [a.name for a in self.accounts]

@@ -36,7 +36,9 @@ from monitor.notify import Dispatcher, Route, default_backoff
 from monitor.page import Feed, page_routes
 from monitor.recorder import Recorder
 from monitor.report import UnitReport
+from monitor.reshard import Handoff
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.shard import parse_shard
 from monitor.silence_stage import STORE_KEY as SILENCES_KEY
 from monitor.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
 from monitor.status_data import annotate, firing_map, liquidation_bar, rule_protected
@@ -82,6 +84,8 @@ class Service:
         self.config_path = config_path
         self.clock = clock
         self.metrics = Metrics(version=__version__)
+        shard = parse_shard(config.shard) if config.shard else None
+        self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/reshard.py
         self.book = AccountBook(
             quote=config.exchange.quote,
             stablecoins=config.exchange.stablecoins,
@@ -144,8 +148,14 @@ class Service:
             saved = self.store.load_alert_state()
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
+        departed = self.handoff.departed(saved)  # accounts another shard owns now
+        if departed:
+            self.store.forget_alert_state(departed)
+            gone = frozenset(departed)
+            saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self.handoff.adopt(self.policy, self.book.units(), saved)
         self.silences = self._silence_registry(self.store)
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
@@ -218,7 +228,9 @@ class Service:
             except OSError as exc:
                 raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
         self.notifier.status("starting: waiting for prices")
-        log.info("daemon_started", accounts=len(loaded), units=len(self.book.units()))
+        log.info(
+            "daemon_started", accounts=len(loaded), units=len(self.book.units()), shard=config.shard or "all"
+        )
 
     async def run(self) -> None:
         """Wait until a stop is requested."""
@@ -364,7 +376,7 @@ class Service:
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
             state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
-            message = render(item.event, item.report)
+            message = self.handoff.annotate(item.event, render(item.event, item.report))
             if self._silenced(item.event, item.report, message.title):
                 self._save_alert_state(state)
             else:
@@ -379,7 +391,7 @@ class Service:
         assert self.engine is not None and self.dispatcher is not None
         while not self.engine.outbox.empty():
             item = self.engine.outbox.get_nowait()
-            message = render(item.event, item.report)
+            message = self.handoff.annotate(item.event, render(item.event, item.report))
             if not self._silenced(item.event, item.report, message.title):
                 await self.dispatcher.enqueue_message(item.event, message)
         await self._send_notices()

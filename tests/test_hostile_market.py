@@ -1,4 +1,4 @@
-"""Hostile market frames into ``MarketStream._on_frame``: never a crash, never a half-parsed price.
+"""Hostile market frames into ``MarketConnection._on_frame``: never a crash, never a half-parsed price.
 
 An oracle written independently of the stream's code says what each frame must yield: a price only
 when every price field is a plain positive decimal string (as Binance writes them) and the symbol is
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from monitor.exchange.errors import Reconnect
-from monitor.exchange.streams import MarketStream
+from monitor.exchange.streams import MarketConnection
 
 WATCHED = ("BTCUSDT", "ETHUSDT")
 PLAIN = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
@@ -50,8 +50,8 @@ class Clock:
         return self.now
 
 
-def new_stream() -> MarketStream:
-    return MarketStream("ws://127.0.0.1:9", WATCHED, lambda _: None, clock=Clock())
+def new_stream() -> MarketConnection:
+    return MarketConnection("ws://127.0.0.1:9", WATCHED, lambda _: None, clock=Clock())
 
 
 def oracle(payload: dict[str, Any]) -> float | None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the margin-monitor image with buildah from a debootstrapped Debian 12 base, with no
-# registry reachable from inside the build: wheels are built on the host first.
+# registry reachable from inside the build: dependency wheels are built on the host first and
+# passed in the context's deploy/docker/wheelhouse/; the image builds the project from source.
+# (With a Docker engine, `docker build -f deploy/docker/Dockerfile .` needs none of this.)
 #
 #   sudo deploy/docker/build.sh                 # → localhost/margin-monitor:latest
 #   sudo deploy/docker/build.sh --export margin-monitor.tar   # also write a `docker load` archive
@@ -79,13 +81,20 @@ else
     bah commit --quiet --rm "$ctr" "$BASE_IMAGE" > /dev/null
 fi
 
-# ---- 2. the build context: wheels + config -----------------------------------------------------
+# ---- 2. the build context: the source, plus every dependency as a wheel ------------------------
+# The Dockerfile builds margin-monitor itself from the source in the context; the wheelhouse only
+# spares the build a package index (none is reachable from inside it here).
 context="$(mktemp -d "${TMPDIR:-/tmp}/margin-monitor-context.XXXXXX")"
 trap 'rm -rf "$context"' EXIT
-say "building wheels with $PYTHON"
-"$PYTHON" -m pip wheel --quiet --disable-pip-version-check "$repo" -w "$context/wheels" 2> "$context/pip.log" \
-    || { cat "$context/pip.log" >&2; die "pip wheel failed"; }
-cp "$repo/config.yaml" "$context/config.yaml"
+say "building dependency wheels with $PYTHON"
+mkdir -p "$context/deploy/docker/wheelhouse"
+wheelhouse="$context/deploy/docker/wheelhouse"
+{ "$PYTHON" -m pip wheel --quiet --disable-pip-version-check "$repo" -w "$wheelhouse" \
+    && "$PYTHON" -m pip wheel --quiet --disable-pip-version-check "setuptools>=68" wheel -w "$wheelhouse"; } \
+    2> "$context/pip.log" || { cat "$context/pip.log" >&2; die "pip wheel failed"; }
+rm -f "$wheelhouse"/margin_monitor-*.whl
+cp -r "$repo/pyproject.toml" "$repo/README.md" "$repo/config.yaml" "$repo/monitor" "$context/"
+find "$context/monitor" -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- 3. the image -------------------------------------------------------------------------------
 say "building $IMAGE"
@@ -93,6 +102,7 @@ bah bud --quiet --isolation chroot --format docker --layers=false \
     --build-arg "BASE=$BASE_IMAGE" -f "$here/Dockerfile" -t "$IMAGE" "$context" > /dev/null
 bah rmi --prune > /dev/null 2>&1 || true   # drop the previous build's now-untagged image (best effort)
 bah images --format '{{.Name}}:{{.Tag}} {{.ID}} {{.Size}}' "$IMAGE" >&2
+say "base $(bah images --format '{{.Size}}' "$BASE_IMAGE")"
 
 if [ -n "$export" ]; then
     say "exporting to $export (load with: docker load -i $export)"

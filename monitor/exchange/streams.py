@@ -1,7 +1,12 @@
-"""Market data: one combined Binance stream for a set of symbols, conflated, supervised.
+"""Market data: combined Binance streams for a set of symbols, conflated, supervised.
 
-``MarketStream`` connects to ``{stream_url}/stream?streams=btcusdt@bookTicker/...`` and turns each
-frame into a price (bookTicker mid ``(b + a) / 2``; aggTrade/trade ``p``; miniTicker ``c``). The
+``MarketStream`` spreads the symbols over as many connections as Binance's limit of
+``MAX_STREAMS`` (1,024) streams per connection needs, each a ``MarketConnection``: a symbol keeps
+its connection while wanted, new symbols fill the connections with room first, and a new
+connection opens only when all are full.
+
+Each ``MarketConnection`` connects to ``{stream_url}/stream?streams=btcusdt@bookTicker/...`` and
+turns each frame into a price (bookTicker mid ``(b + a) / 2``; aggTrade/trade ``p``; miniTicker ``c``). The
 reader only stores the newest price per symbol and wakes a consumer; the consumer hands everything
 collected since its last run to ``on_prices`` — a burst never builds a queue of stale ticks.
 
@@ -19,6 +24,7 @@ logged at most once a second.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
 import time
@@ -102,8 +108,8 @@ def _sample(raw: str | bytes) -> str:
     return repr(text[:80])
 
 
-class MarketStream:
-    """The supervised, conflated price feed for a set of symbols; see the module docstring."""
+class MarketConnection:
+    """One supervised, conflated market connection (at most ``MAX_STREAMS`` symbols)."""
 
     def __init__(
         self,
@@ -384,3 +390,129 @@ class MarketStream:
                 self._on_prices(batch)
             except Exception as exc:
                 failed(error=describe(exc))
+
+
+class MarketStream:
+    """The price feed for any number of symbols: ``MarketConnection``\\ s of at most ``max_streams``.
+
+    The first connection is named ``name`` (``market``), the next ``market-2``, ``market-3``...;
+    their states reach ``on_state`` under those names. Connections are only added, never closed:
+    one whose symbols all went away idles (no socket) until symbols come back to it.
+    """
+
+    def __init__(
+        self,
+        stream_url: str,
+        symbols: Iterable[str],
+        on_prices: PricesHook,
+        *,
+        channel: str = "bookTicker",
+        name: str = "market",
+        backoff: Backoff | None = None,
+        silence: float = 30.0,
+        connect: ConnectFactory = default_connect,
+        clock: Callable[[], float] = time.monotonic,
+        control_rate: float = 4.0,
+        on_state: StateHook | None = None,
+        max_streams: int = MAX_STREAMS,
+    ) -> None:
+        if not 1 <= max_streams <= MAX_STREAMS:
+            raise ValueError(f"max_streams must be 1..{MAX_STREAMS}")
+        self._max = max_streams
+        self._name = name
+        self._clock = clock
+        self._make = functools.partial(
+            MarketConnection,
+            stream_url,
+            (),
+            on_prices,
+            channel=channel,
+            backoff=backoff,
+            silence=silence,
+            connect=connect,
+            clock=clock,
+            control_rate=control_rate,
+            on_state=on_state,
+        )
+        self.connections: list[MarketConnection] = [self._new_connection(0)]
+        self._grown = asyncio.Event()
+        self.set_symbols(symbols)
+
+    def _new_connection(self, index: int) -> MarketConnection:
+        return self._make(name=self._name if index == 0 else f"{self._name}-{index + 1}")
+
+    async def run(self) -> None:
+        """Run every connection, starting those added later, until cancelled."""
+        started = 0
+        async with asyncio.TaskGroup() as group:
+            while True:
+                while started < len(self.connections):
+                    connection = self.connections[started]
+                    group.create_task(connection.run(), name=f"{connection.supervisor.name}-run")
+                    started += 1
+                self._grown.clear()
+                await self._grown.wait()
+
+    def set_symbols(self, symbols: Iterable[str]) -> None:
+        """Change the symbol set: symbols stay on their connection; new ones fill free room first."""
+        wanted = {s.upper() for s in symbols}
+        kept = [set(c.symbols & wanted) for c in self.connections]
+        placed = frozenset().union(*kept)
+        new = sorted(wanted - placed)
+        for held in kept:
+            room = self._max - len(held)
+            if room > 0 and new:
+                held |= set(new[:room])
+                new = new[room:]
+        while new:
+            self.connections.append(self._new_connection(len(self.connections)))
+            kept.append(set(new[: self._max]))
+            new = new[self._max :]
+            log.info("market_connection_added", connections=len(self.connections), limit=self._max)
+            self._grown.set()
+        for connection, held in zip(self.connections, kept, strict=True):
+            connection.set_symbols(held)
+
+    @property
+    def supervisor(self) -> Supervisor:
+        """The first connection's supervisor (the only one below ``max_streams`` symbols)."""
+        return self.connections[0].supervisor
+
+    @property
+    def symbols(self) -> frozenset[str]:
+        """The symbols currently wanted, over all connections."""
+        return frozenset().union(*(c.symbols for c in self.connections))
+
+    @property
+    def rejected(self) -> frozenset[str]:
+        """Wanted symbols the server refused to stream, over all connections."""
+        return frozenset().union(*(c.rejected for c in self.connections))
+
+    def ages(self, now: float | None = None) -> dict[str, float]:
+        """Seconds since each wanted symbol's last price, over all connections."""
+        at = self._clock() if now is None else now
+        ages: dict[str, float] = {}
+        for connection in self.connections:
+            ages.update(connection.ages(at))
+        return ages
+
+    def sent_at(self, symbol: str) -> int | None:
+        """The sender's event time (ms) of the newest frame for ``symbol``."""
+        for connection in self.connections:
+            if symbol.upper() in connection.symbols:
+                return connection.sent_at(symbol)
+        return None
+
+    def stats(self) -> FeedStats:
+        """Counters summed over the connections; connected only when every busy one is, and the
+        last message time of the most silent busy connection (so one wedged connection shows)."""
+        parts = [c.stats() for c in self.connections]
+        busy = [p for c, p in zip(self.connections, parts, strict=True) if c.symbols] or parts[:1]
+        lasts = [p.last_message_at for p in busy]
+        return FeedStats(
+            sum(p.messages for p in parts),
+            sum(p.malformed for p in parts),
+            sum(p.reconnects for p in parts),
+            all(p.connected for p in busy),
+            None if any(t is None for t in lasts) else min(t for t in lasts if t is not None),
+        )

@@ -162,6 +162,15 @@ class StreamHub:
                     {"error": {"code": 2, "msg": f"Invalid request: invalid stream {bad[0]}"}, "id": req_id}
                 )
                 return
+            if method == "SUBSCRIBE" and len(set(sc.streams) | set(names)) > MAX_STREAMS:
+                # Binance documents the limit (1,024 streams per connection), not its answer: ours
+                sc.conn.send(
+                    {
+                        "error": {"code": 2, "msg": f"Invalid request: more than {MAX_STREAMS} streams"},
+                        "id": req_id,
+                    }
+                )
+                return
             if method == "SUBSCRIBE":
                 sc.streams.extend(n for n in names if n not in sc.streams)
             else:
