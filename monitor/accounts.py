@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,11 +35,14 @@ from monitor.exchange.binance import (
     KeyRejected,
     LiabilityChange,
     MarginStatus,
+    RateLimited,
     RiskStream,
     StreamState,
     UserSubscription,
 )
+from monitor.exchange.diagnose import Diagnosis, diagnose
 from monitor.exchange.parse import CrossAccount, IsolatedPair
+from monitor.exchange.rest import RetryPolicy
 from monitor.exchange.supervisor import Backoff
 from monitor.ladder import policy_for_unit
 from monitor.ledger import REST_WINS_AFTER, Ledger
@@ -46,6 +51,8 @@ from monitor.report import unit_id
 
 log = structlog.get_logger(__name__)
 StateHook = Callable[[StreamState], None]
+# (unit, Binance's marginLevelStatus or "" to derive it from the level, its level, source)
+ExchangeWordHook = Callable[[str, str, Decimal | None, str], None]
 DEBOUNCE = 0.2  # s: a burst of events is re-read once
 AGAIN = 0.25  # s: REST answered but disagreed with the streams (behind or ahead): ask again soon
 REREAD_BACKOFF = Backoff(initial=0.25, maximum=2.0, factor=2.0, jitter=0.5)  # a failed re-read
@@ -69,6 +76,7 @@ class Notice:
     rule: str
     title: str
     body: str
+    blind: bool = False  # to the blind routes (an account not watched now), else to every route
 
     def event(self, routes: tuple[str, ...], now: float) -> AlertEvent:
         return AlertEvent(
@@ -81,7 +89,7 @@ class Notice:
             at=now,
             since=now,
             routes=routes,
-            dedupe_key=f"notice|{self.account}|{self.rule}|{int(now)}",
+            dedupe_key=f"notice|{self.account}|{self.rule}|{int(now * 1000)}",
             crossing=0,
             severity=0,
             detail=self.body,
@@ -113,8 +121,13 @@ class AccountWatcher:
         self.on_state = on_state
         self.notices = notices
         self.clock = clock
-        self.enabled = True
+        self.enabled = True  # False only for good: a key refused for its permissions
         self.loaded = False
+        self.problem: Diagnosis | None = None  # why the account is not watched now (retried)
+        self.loaded_at = 0.0
+        self._told: set[str] = set()  # problem kinds told since the account was last watched
+        self._risky_told = False
+        self._wait_at_least = 0.0
         self.rest: BinanceRest | None = None
         self.engine: Engine | None = None
         self.units: set[str] = set()
@@ -128,6 +141,7 @@ class AccountWatcher:
         self._secret = read_secret(
             account.api_secret, account.api_secret_file, f"accounts.{self.name}.api_secret", config_path
         )
+        self.on_exchange_word: ExchangeWordHook | None = None  # Binance's own status (monitor.opinion)
         self._refreshing: asyncio.Lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._rand = rand
@@ -144,26 +158,86 @@ class AccountWatcher:
         return self._key, self._secret
 
     # -- loading --------------------------------------------------------------------------------
-    async def load(self) -> bool:
-        """Connect, check the key, read bars and snapshots into the book. False when disabled."""
+    async def load(self, policy: RetryPolicy | None = None) -> bool:
+        """One attempt to connect, check the key, read bars and snapshots into the book.
+
+        True when loaded. False when not: ``enabled`` is False for a key refused for its
+        permissions (for good), else ``problem`` says why and a later attempt may succeed."""
+        created = self.rest is None  # a reload after a revoked key keeps the client its streams use
         try:
-            self.rest = await BinanceRest.connect(
-                self.name, self._key, self._secret, self.endpoints.rest_url, self.endpoints.ws_api_url
-            )
+            if self.rest is None:
+                self.rest = await BinanceRest.connect(
+                    self.name, self._key, self._secret, self.endpoints.rest_url, self.endpoints.ws_api_url,
+                    policy=policy,
+                )  # fmt: skip
+            rest = self.rest
             if not await self._check_permissions():
                 return False
-            self.book.set_catalog(await self.rest.symbol_listings())  # halted pairs: no live route
+            self.book.set_catalog(await rest.symbol_listings())  # halted pairs: no live route
             await self._snapshot()
-        except KeyRejected as exc:
-            self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")
-            return False
         except ExchangeError as exc:
-            log.error("account_load_failed", account=self.name, error=str(exc))
-            self.disable(f"could not be loaded: {exc}")
+            if created and self.rest is not None:
+                await self.rest.close()
+                self.rest = None
+            self._wait_at_least = exc.retry_after if isinstance(exc, RateLimited) else 0.0
+            self._unreachable(diagnose(exc))
             return False
+        if policy is not None:
+            rest.caller.policy = RetryPolicy()  # the quick start-up policy was for this attempt only
         self.loaded = True
+        self.loaded_at = self.clock()
+        if self._told:
+            self._notice(
+                "account_loaded",
+                f"margin-monitor: {self.name} is watched again",
+                f"Account {self.name} could be loaded and is being watched (it was not: "
+                f"{self.problem.reason if self.problem else 'unknown'}).",
+                blind=True,
+            )
+        self.problem = None
+        self._told.clear()
         log.info("account_loaded", account=self.name, units=sorted(self.units))
         return True
+
+    async def load_until_loaded(
+        self,
+        backoff: Backoff,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> bool:
+        """Retry :meth:`load` with jittered, capped backoff until loaded (True) or refused for good."""
+        attempt = 0
+        while self.enabled and not self.loaded:
+            # a ban (418/429 Retry-After) is waited out whole: asking during it lengthens it
+            delay = max(backoff.delay(attempt), self._wait_at_least)
+            attempt += 1
+            log.info(
+                "account_load_retry",
+                account=self.name,
+                kind=self.problem.kind if self.problem else None,
+                attempt=attempt,
+                delay=round(delay, 3),
+            )
+            await sleep(delay)
+            if await self.load(policy):
+                return True
+        return self.loaded
+
+    def _unreachable(self, problem: Diagnosis) -> None:
+        """The account cannot be read now: say why once per kind of problem (log and blind routes)."""
+        self.problem = problem
+        if problem.kind in self._told:  # once per kind: a flapping network does not page every retry
+            log.info("account_still_unreachable", account=self.name, kind=problem.kind)
+            return
+        self._told.add(problem.kind)
+        log.error("account_unreachable", account=self.name, kind=problem.kind, reason=problem.reason)
+        self._notice(
+            "account_unreachable",
+            f"margin-monitor: {self.name} is NOT being watched",
+            f"Account {self.name} cannot be read from the exchange: {problem.reason}. "
+            "It is retried with backoff and watched as soon as it can be read; no restart is needed.",
+            blind=True,
+        )
 
     async def _check_permissions(self) -> bool:
         assert self.rest is not None
@@ -185,6 +259,9 @@ class AccountWatcher:
             )
             self.enabled = False
             return False
+        if self._risky_told:
+            return True  # already said when the account was first loaded
+        self._risky_told = True
         log.warning("account_key_not_read_only", account=self.name, permissions=what)
         self._notice(
             "key_risky",
@@ -250,6 +327,7 @@ class AccountWatcher:
         )
         self._settled(uid)
         self._record_drift(uid, cross.margin_level, before)
+        self._exchange_word(uid, cross.margin_level_status, cross.margin_level, "rest")
         return uid
 
     def _apply_isolated(self, pair: IsolatedPair, bars: Bars) -> str:
@@ -262,7 +340,12 @@ class AccountWatcher:
         )  # fmt: skip
         self._settled(uid)
         self._record_drift(uid, pair.margin_level, None)
+        self._exchange_word(uid, pair.margin_level_status, pair.margin_level, "rest")
         return uid
+
+    def _exchange_word(self, uid: str, status: str, level: Decimal | None, source: str) -> None:
+        if self.on_exchange_word is not None:
+            self.on_exchange_word(uid, status, level, source)
 
     # -- the ledger: three views, one state -------------------------------------------------------
     def _admit(self, uid: str, positions: dict[str, Position]) -> bool:
@@ -393,6 +476,7 @@ class AccountWatcher:
             self._on_liability(event)
         elif isinstance(event, MarginStatus):
             log.info("exchange_margin_status", account=self.name, level=str(event.level), status=event.status)
+            self._exchange_word(unit_id(self.name), event.status, event.level, "risk")
 
     def _on_balance(self, event: BalanceUpdate | BalanceDelta) -> None:
         uid = unit_id(self.name, event.unit_scope)
@@ -512,6 +596,8 @@ class AccountWatcher:
         if not self.loaded or not self.enabled:
             return set()
         now = self.clock()
+        if now - self.loaded_at < limit:
+            return set()  # loaded just now (late, after an outage): its symbols' first prices are due
         snapshot_age = now - self.last_snapshot
         if snapshot_age > max(3 * self.config.exchange.snapshot_interval, limit):
             return set(self.units)
@@ -520,22 +606,70 @@ class AccountWatcher:
         return unconfirmed | {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
 
     def disable(self, reason: str) -> None:
-        if not self.enabled:
+        """Stop watching this account now (its key rejected or revoked mid-run): its units leave the
+        book and the trader is told once. The account stays ``enabled``: the service retries loading
+        it in the background, so a key fixed on Binance is picked up without a restart."""
+        if not self.loaded or not self.enabled:
             return
-        self.enabled = False
+        self.loaded = False
+        code = re.search(r"\(code (-\d+)\)", reason)  # a key rejection: the same kind its retries get
+        kind = diagnose(KeyRejected(self.name, int(code[1]), "")).kind if code else "disabled"
+        self.problem = Diagnosis(kind, reason)
+        self._told.add(kind)
         log.error("account_disabled", account=self.name, reason=reason)
         self._notice(
             "account_disabled",
             f"margin-monitor: {self.name} is NOT being watched",
-            f"Account {self.name}: {reason}. The other accounts are still watched. Fix the key and restart.",
+            f"Account {self.name}: {reason}. The other accounts are still watched. This one is retried "
+            "with backoff and watched again as soon as its key works (fix the key or its IP whitelist "
+            "on Binance; no restart is needed).",
+            blind=True,
         )
         for uid in self.units:
             self.book.remove_unit(uid)
             self._drop_unit(uid)
         self.units = set()
+        self._configured.clear()
 
-    def _notice(self, rule: str, title: str, body: str) -> None:
-        self.notices.append(Notice(self.name, rule, title, body))
+    def blind_entry(self, quote: str) -> dict[str, Any]:
+        """The ``status`` entry of this account while it is not loaded: blind, with the reason."""
+        if not self.enabled:
+            reason = "key refused for its permissions (not watched until the config or key changes)"
+        else:
+            reason = self.problem.reason if self.problem is not None else "loading"
+        return {
+            "unit": unit_id(self.name),
+            "account": self.name,
+            "kind": "cross" if self.cfg.cross else "isolated",
+            "symbol": None,
+            "quote": quote,
+            "state": "blind",
+            "reason": reason,
+            "margin_level": None,
+            "bars": {},
+            "distances": {},
+            "liquidation_prices": {},
+            "total_asset_value": 0.0,
+            "total_liability_value": 0.0,
+        }
+
+    async def watch_key(self, interval: float) -> None:
+        """Check the key every ``interval`` s with the cheapest signed call there is
+        (``GET /sapi/v1/account/apiRestrictions``, weight 1): a revoked key is noticed within
+        seconds instead of at the next snapshot. Other failures are left to the snapshot path."""
+        while True:
+            await asyncio.sleep(interval)
+            if not (self.loaded and self.enabled) or self.rest is None:
+                continue
+            try:
+                await self.rest.key_permissions()
+            except KeyRejected as exc:
+                self.disable(f"API key rejected by Binance (code {exc.code}): {exc.message}")
+            except ExchangeError as exc:
+                log.info("key_check_failed", account=self.name, error=str(exc))
+
+    def _notice(self, rule: str, title: str, body: str, *, blind: bool = False) -> None:
+        self.notices.append(Notice(self.name, rule, title, body, blind))
 
     async def close(self) -> None:
         if self.rest is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 EventKind = Literal["firing", "repeat", "resolved", "blind", "blind_resolved"]
-Measure = Literal["level", "distance", "blind"]
+Measure = Literal["level", "distance", "blind", "exchange"]
 BLIND = "blind"
 
 
@@ -95,3 +95,7 @@ class AlertEvent:
     while_down: bool = False
     detail: str = ""
     measure: Measure = "level"
+    # measure "exchange" (monitor.opinion): Binance's status and level, and whether our view agrees
+    exchange_status: str = ""
+    exchange_level: float | None = None
+    verdict: str = ""

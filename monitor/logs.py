@@ -56,6 +56,16 @@ def _scrub_value(value: Any) -> Any:
     return clean if clean != text else value
 
 
+def _foreign_event(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """A stdlib record of Apprise (its own retries, HTTP errors) as a structured event: ``event`` is
+    ``"apprise"`` and the text goes to ``message`` (it would otherwise be the event name itself)."""
+    name = str(event.get("logger", ""))
+    if name == "apprise" or name.startswith("apprise."):
+        event["message"] = event.get("event")
+        event["event"] = "apprise"
+    return event
+
+
 def _json_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
@@ -88,7 +98,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _foreign_event],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
         )
     )

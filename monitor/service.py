@@ -24,19 +24,23 @@ from monitor.alerts import AlertEvent, AlertPolicy
 from monitor.book import AccountBook
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
-from monitor.exchange.binance import MarketStream, StreamState, UserDataStream
+from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
+from monitor.exchange.supervisor import Backoff
 from monitor.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.history import FILE_NAME as HISTORY_FILE
 from monitor.history import History
 from monitor.http import HttpServer, start_http
+from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
+from monitor.opinion_feed import ExchangeOpinions
 from monitor.page import Feed, page_routes
 from monitor.recorder import Recorder
 from monitor.report import UnitReport
 from monitor.reshard import Handoff
+from monitor.routing import SILENT_ROUTE_FIX, route_table
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.shard import parse_shard
 from monitor.silence_stage import STORE_KEY as SILENCES_KEY
@@ -49,8 +53,9 @@ log = structlog.get_logger(__name__)
 
 EXIT_OK = 0
 # Exit codes systemd's RestartPreventExitStatus= can tell apart (deploy/systemd): a restart cannot
-# cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG); it can cure an exchange that
-# was unreachable at start or a port still held by the previous instance (69, EX_UNAVAILABLE).
+# cure an unusable state file (3) nor a bad config (78, EXIT_CONFIG, also: every key refused for its
+# permissions); it can cure a port still held by the previous instance (69, EX_UNAVAILABLE). An
+# exchange unreachable at start ends nothing: each account is retried in the background.
 EXIT_STATE = 3
 EXIT_UNAVAILABLE = 69
 DRAIN_SECONDS = 10.0
@@ -68,6 +73,19 @@ class StateStartupError(StartupError):
     """The state file is corrupt, locked, unwritable or too new: restarting will not help."""
 
 
+class RefusedStartupError(StartupError):
+    """Every account's key was refused for its permissions: a config matter, restarting will not help."""
+
+
+# Loading an account that failed: jittered backoff capped at a minute (a few requests of weight 1
+# each); its first attempt at start gives up quickly, so the daemon starts without the exchange.
+LOAD_BACKOFF = Backoff(initial=2.0, maximum=60.0, reset_after=float("inf"))
+QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
+KEY_CHECKS_PER_SECOND = 4.0  # all accounts together: 240 weight/min, 2 % of the 12,000 SAPI IP budget
+KEY_CHECK_MIN_INTERVAL = 5.0
+START_EXTEND_SECONDS = 30.0  # EXTEND_TIMEOUT_USEC while accounts wait for the exchange, renewed each second
+
+
 class Service:
     """One running daemon. Tests build it directly with short intervals; the CLI uses ``run_daemon``."""
 
@@ -78,8 +96,13 @@ class Service:
         *,
         clock: Any = time.time,
         notify_backoff: Callable[[int], float] = default_backoff,
+        load_backoff: Backoff = LOAD_BACKOFF,
+        key_check_interval: float | None = None,
+        opinion_grace: float = 5.0,
     ) -> None:
         self.config = config
+        self._load_backoff = load_backoff
+        self._key_check_interval = key_check_interval  # None: scaled to the number of accounts
         self._notify_backoff = notify_backoff  # seconds before delivery retry n (tests shrink it)
         self.config_path = config_path
         self.clock = clock
@@ -118,6 +141,16 @@ class Service:
         self._housekeeping_at = time.monotonic()
         self._metrics_sweep = RoundRobin(50)
         self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
+        self.opinions = ExchangeOpinions(
+            self._bars_of,
+            self.metrics.registry,
+            grace=opinion_grace,
+            clock=clock,
+            fallback_routes=config.route_names,
+        )
+        self._loading: dict[str, asyncio.Task[Any]] = {}
+        self._risk_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -125,21 +158,43 @@ class Service:
         config = self.config
         for path in exposed_files(config, self.config_path):
             log.warning("file_readable_by_others", file=str(path), fix=f"chmod 600 {path}")
+        for route in route_table(config).silent:  # `margin-monitor check` prints the whole table
+            log.warning("route_gets_no_margin_alert", route=route, fix=SILENT_ROUTE_FIX)
         try:
             self.store = Store(config.state_dir)
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
+        if self.store.lost:
+            log.error("alert_state_lost", reason=self.store.lost)
+            self.notices.append(
+                Notice(
+                    "margin-monitor",
+                    "state_lost",
+                    "margin-monitor: alert history lost",
+                    f"The {self.store.lost}: which alerts were already sent is unknown. Every alert "
+                    "that holds now is sent again once, as new; nothing is missed.",
+                )
+            )
         self.endpoints = await self._endpoints()
         self.watchers = build_watchers(
             self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
         )
         register_secrets(s for w in self.watchers for s in w.secret_values())
         self.metrics.drift_source(lambda: {u: d for w in self.watchers for u, d in w.drift.items()})
-        results = await asyncio.gather(*(w.load() for w in self.watchers), return_exceptions=True)
-        loaded = [w for w, r in zip(self.watchers, results, strict=True) if r is True]
-        if not loaded:
+        for watcher in self.watchers:
+            watcher.on_exchange_word = self.opinions.heard
+        results = await asyncio.gather(*(w.load(QUICK_LOAD) for w in self.watchers), return_exceptions=True)
+        for watcher, result in zip(self.watchers, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error(
+                    "account_load_crashed", account=watcher.name, error=f"{type(result).__name__}: {result}"
+                )
+        loaded = [w for w in self.watchers if w.loaded]
+        if self.watchers and not any(w.enabled for w in self.watchers):
             await self._notify_before_exit()
-            raise StartupError("no account could be loaded; see the errors above")
+            raise RefusedStartupError(
+                "no account could be loaded: every key was refused; see the errors above"
+            )
 
         self.policy = AlertPolicy(self._default_policy(), {})
         for watcher in self.watchers:
@@ -160,13 +215,19 @@ class Service:
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
         )
+        self.opinions.engine = self.engine
         for watcher in self.watchers:
             watcher.engine = self.engine
 
+        try:  # before delivery of the outbox starts: notices of an earlier run that no longer hold
+            expire_notices(self.store, {w.name for w in loaded})
+        except StateError as exc:
+            raise StateStartupError(str(exc)) from None
         self.dispatcher = Dispatcher(
             self._routes(), self.store, timeout=config.notify.timeout, backoff=self._notify_backoff
         )
         await self.dispatcher.start()
+        await self._send_notices()  # what is wrong at start (state lost, accounts not loaded) first
         self.metrics.route_source(self.dispatcher.stats)
 
         self.market = MarketStream(
@@ -179,20 +240,26 @@ class Service:
         self._market_task = self._spawn(self.market.run(), "market")
         self.metrics.feed_source("market", self.market.stats)
         subscriptions = [sub for w in self.watchers for sub in w.subscriptions()]
-        if subscriptions:
-            by_account = {w.name: w for w in self.watchers}
-            self.userdata = UserDataStream(
-                self.endpoints.ws_api_url,
-                subscriptions,
-                lambda event: self._route_event(by_account, event),
-                on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
-                on_state=self._on_state,
-            )
-            self._spawn(self.userdata.run(), "userdata")
+        by_account = {w.name: w for w in self.watchers}
+        self.userdata = UserDataStream(
+            self.endpoints.ws_api_url,
+            subscriptions,
+            lambda event: self._route_event(by_account, event),
+            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+            on_state=self._on_state,
+        )
+        self._spawn(self.userdata.run(), "userdata")
+        key_interval = self._key_check_interval or max(
+            KEY_CHECK_MIN_INTERVAL, len(self.watchers) / KEY_CHECKS_PER_SECOND
+        )
         for watcher in self.watchers:
             if watcher.loaded and watcher.cfg.cross:
-                self._spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+                self._risk_tasks[watcher.name] = self._spawn(
+                    watcher.run_risk_stream(), f"risk-{watcher.name}"
+                )
             self._spawn(watcher.refresh_loop(), f"refresh-{watcher.name}")
+            self._spawn(watcher.watch_key(key_interval), f"key-{watcher.name}")
+        self._load_missing()
         self._spawn(self._pump(), "pump")
         self._spawn(self._lag_probe(), "lag-probe")
         interval = watchdog_interval()
@@ -227,9 +294,15 @@ class Service:
                 )
             except OSError as exc:
                 raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
-        self.notifier.status("starting: waiting for prices")
+        self.notifier.status(
+            "starting: waiting for prices" if loaded else "starting: waiting for the exchange"
+        )
         log.info(
-            "daemon_started", accounts=len(loaded), units=len(self.book.units()), shard=config.shard or "all"
+            "daemon_started",
+            accounts=len(loaded),
+            units=len(self.book.units()),
+            not_loaded=[w.name for w in self.watchers if not w.loaded],
+            shard=config.shard or "all",
         )
 
     async def run(self) -> None:
@@ -238,6 +311,7 @@ class Service:
 
     async def shutdown(self) -> None:
         """Stop reading, drain notifications within a bound, persist state, cancel the rest."""
+        self._stopping = True  # feeds going down from here on were asked to: logged at info
         self.notifier.stopping()
         log.info("daemon_stopping")
         if self.scheduler.running:
@@ -273,8 +347,10 @@ class Service:
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
+        quote = self.config.exchange.quote
         ages = self.market.ages() if self.market is not None else {}
-        return [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
+        units = [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
+        return units + [w.blind_entry(quote) for w in self.watchers if not w.loaded]
 
     def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
@@ -361,6 +437,10 @@ class Service:
                     watcher.disable(state.reason)
         if state.up:
             log.info("feed_up", feed=state.name)
+        elif self._stopping:  # a requested stop closes every feed: expected, not a warning
+            log.info("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal, stopping=True)
+            self.metrics.feed_connected(state.name, False)
+            return
         else:
             log.warning("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal)
             self.metrics.feed_reconnect(state.name)
@@ -437,7 +517,9 @@ class Service:
         assert self.dispatcher is not None
         while self.notices:
             notice = self.notices.pop(0)
-            event = notice.event(self.config.route_names(), self.clock())
+            event = notice.event(
+                self._blind_routes() if notice.blind else self.config.route_names(), self.clock()
+            )
             await self.dispatcher.enqueue(event, notice.title, notice.body, notify_type="failure")
 
     def _routes(self) -> dict[str, Route]:
@@ -514,6 +596,8 @@ class Service:
         self.engine.set_staleness(
             stale_units, self._blind_reasons(stale_units - self.engine.stale, stale_symbols)
         )
+        self.opinions.sweep()
+        self._load_missing()
         self.market.set_symbols(self.book.symbols_needed())
         # exact reports cost ~0.1-0.3 ms a unit: a bounded slice per second (all units when few),
         # yielding every few units so ticks and alerts never wait behind the whole slice (bench/latency.py)
@@ -527,8 +611,63 @@ class Service:
             self._ready = True
             self.notifier.ready()
             log.info("daemon_ready")
-        self.notifier.status(self._summary())
+            self._say_what_is_ahead()
+        waiting = [w for w in self.watchers if w.enabled and not w.loaded]
+        if waiting and not self._ready:
+            # READY=1 waits for the exchange; systemd's TimeoutStartSec must not end that wait
+            self.notifier.extend_timeout(START_EXTEND_SECONDS)
+            problems = ", ".join(f"{w.name}: {w.problem.kind if w.problem else 'loading'}" for w in waiting)
+            self.notifier.status(f"waiting for the exchange ({problems})")
+        else:
+            self.notifier.status(self._summary())
         self._housekeeping_at = time.monotonic()
+
+    def _say_what_is_ahead(self) -> None:
+        """On the embedded simulator, one line at ready on stdout (beside console:// alerts) saying
+        what the scenario is about to do: ``replaying a 40 % crash; first alert in ~10 s; …``."""
+        from monitor.demo_preview import preview
+
+        ahead = preview(self.config, self.config_path)
+        if ahead is not None:
+            print(ahead.line(time.monotonic() - self._started_at), flush=True)
+
+    def _load_missing(self) -> None:
+        """Keep retrying every account not loaded (down exchange at start, key revoked mid-run)."""
+        for watcher in self.watchers:
+            task = self._loading.get(watcher.name)
+            if watcher.loaded or not watcher.enabled or (task is not None and not task.done()):
+                continue
+            self._loading[watcher.name] = self._spawn(self._load_later(watcher), f"load-{watcher.name}")
+
+    async def _load_later(self, watcher: AccountWatcher) -> None:
+        """Load ``watcher`` with backoff, then watch it like an account loaded at start."""
+        if not await watcher.load_until_loaded(self._load_backoff, QUICK_LOAD):
+            return
+        assert self.policy is not None and self.engine is not None and self.userdata is not None
+        watcher.configure_policy(self.policy)
+        active = {s.label for s in self.userdata.subscriptions if not s.failed}
+        self.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
+        risk = self._risk_tasks.get(watcher.name)
+        if watcher.cfg.cross and (risk is None or risk.done()):
+            self._risk_tasks[watcher.name] = self._spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+        for uid in watcher.units:
+            self.engine.evaluate(uid)
+        if self.market is not None:
+            self.market.set_symbols(self.book.symbols_needed())  # its prices start flowing now
+
+    def _blind_routes(self) -> tuple[str, ...]:
+        alerts = self.config.alerts
+        return alerts.blind_routes or alerts.default_routes or self.config.route_names()
+
+    def _bars_of(self, unit: str) -> dict[str, float]:
+        """The bars of ``unit`` by name (empty when unknown)."""
+        _, _, rest = unit.partition(":")
+        account, _, symbol = rest.partition(":")
+        for watcher in self.watchers:
+            if watcher.name == account:
+                bars = watcher.bars.get(symbol) or (None if symbol else watcher.bars.get(""))
+                return {} if bars is None else {n: float(v) for n, v in bars.levels.items()}
+        return {}
 
     def _blind_reasons(self, units: set[str], stale_symbols: set[str]) -> dict[str, str]:
         """Why each newly blind unit is blind, in one line the trader can act on."""
@@ -620,6 +759,8 @@ async def run_daemon(config: Config, config_path: Path) -> int:
     except StartupError as exc:
         log.error("startup_failed", error=str(exc))
         await service.shutdown()
+        if isinstance(exc, RefusedStartupError):
+            return EXIT_CONFIG
         return EXIT_STATE if isinstance(exc, StateStartupError) else EXIT_UNAVAILABLE
     except ConfigError as exc:
         log.error("config_invalid", error=str(exc))

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ from monitor import status_view
 from monitor.accounts import AccountWatcher, Notice, build_watchers, open_endpoints
 from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
+from monitor.config_notes import inert_settings
 from monitor.daemon_client import daemon_headers, daemon_url
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message
+from monitor.routing import route_table
 from monitor.send_check import send_once
 from monitor.status_extras import enrich
 from monitor.status_view import StatusResult
@@ -41,6 +44,9 @@ async def check(config: Config, config_path: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         print(f"config {config_path}: valid; exchange {config.exchange.kind} at {endpoints.rest_url}")
+        for note in inert_settings(config):
+            print(f"NOTE {note}")
+        print("\n".join(route_table(config).lines()))
         for path in exposed_files(config, config_path):
             print(f"WARN {path} is readable by other users: chmod 600 {path}")
         for watcher in build_watchers(config, config_path, endpoints, AccountBook(), lambda _: None, []):
@@ -133,13 +139,19 @@ async def one_shot_status(
                     if ticker.get("symbol") in wanted:
                         book.on_price(ticker["symbol"], float(ticker["price"]))
             target = config.alerts.restore_target
-            return [
+            units = [
                 enrich(book, unit, book.report(unit, restore_target=target).to_json(), {})
                 for unit in sorted(book.units())
             ]
+            return units + [w.blind_entry(config.exchange.quote) for w in watchers if not w.loaded]
         finally:
             for watcher in watchers:
                 await watcher.close()
+
+
+def _not_loaded(unit: dict[str, Any]) -> bool:
+    """An account that could not be loaded at all (``AccountWatcher.blind_entry``): blind, no bars."""
+    return unit.get("state") == "blind" and not unit.get("bars")
 
 
 async def read_status(config: Config, config_path: Path) -> StatusResult:
@@ -157,9 +169,13 @@ async def read_status(config: Config, config_path: Path) -> StatusResult:
     except Exception as exc:  # python-binance raises its own types on a dead network: say which
         problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         units = []
-    if not units:
-        why = "; ".join(problems) or "no account has a margin unit to show"
-        return StatusResult(None, "nowhere", f"{where}, and the one-off read failed: {why}", time.time())
+    read = [u for u in units if not _not_loaded(u)]
+    if not read:
+        why = "; ".join(problems + [f"{u['account']}: {u.get('reason')}" for u in units]) or (
+            "no account has a margin unit to show"
+        )
+        problem = f"{where}, and the one-off read failed: {why}"
+        return StatusResult(units or None, "a one-off read (no daemon)", problem, time.time(), failed=True)
     note = f"{where}; " + ("; ".join(problems) if problems else "")
     return StatusResult([{**u, "source": "one-off", "age": 0.0} for u in units], "a one-off read (no daemon)",
                         note.rstrip("; "), time.time())  # fmt: skip
@@ -175,10 +191,12 @@ async def status(
         return await status_view.watch(lambda: read_status(config, config_path), interval)
     result = await read_status(config, config_path)
     if result.units is None:
-        print(f"margin-monitor: No accounts: {result.problem}", file=sys.stderr)
+        print(f"margin-monitor: No accounts could be read: {result.problem}", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(result.units, indent=2))
+    elif result.failed:  # only accounts that could not be loaded: each row says why
+        status_view.make_console().print(status_view.render(replace(result, problem=None)))
     else:
         console = status_view.make_console()
         console.print(status_view.render(result))
@@ -188,6 +206,9 @@ async def status(
                 console.print(
                     f"{status_view.unit_name(unit)}: {text}", markup=False, highlight=False, soft_wrap=True
                 )
+    if result.failed:
+        print(f"margin-monitor: No accounts could be read: {result.problem}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -47,6 +47,7 @@ class StatusResult:
     source: str
     problem: str | None = None
     at: float = 0.0
+    failed: bool = False  # nothing could be read (``units`` then lists only accounts not loaded, if any)
 
 
 def make_console() -> Console:

@@ -91,6 +91,15 @@ def state_error(exc: BaseException, path: Path) -> StateError:
     return StateError(f"state file {path} {why}")
 
 
+def _truncated(path: Path) -> bool:
+    """A state file of zero bytes (and no write-ahead log to replay): its content was lost (a copy
+    or a restore went wrong, a full disk). SQLite would open it as a new, empty database."""
+    if not path.is_file() or path.stat().st_size != 0:
+        return False
+    wal = path.with_name(path.name + "-wal")
+    return not (wal.is_file() and wal.stat().st_size > 0)
+
+
 class Store:
     """The SQLite state of one daemon; use as a context manager or call :meth:`close`."""
 
@@ -101,10 +110,14 @@ class Store:
         self.path = self.dir / FILENAME
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        self.lost: str | None = None  # set when a zero-byte state file was found and moved aside
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.dir.is_dir():
                 raise NotADirectoryError(f"{self.dir} is not a directory")
+            if _truncated(self.path):
+                moved = Store.quarantine(self.dir, now=clock())
+                self.lost = f"state file {self.path} was empty (0 bytes); moved to {moved.name}"
             conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self._conn = conn
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")

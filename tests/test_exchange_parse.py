@@ -380,3 +380,14 @@ def test_valid_accounts_round_trip_exactly(rows: list[tuple[str, list[Decimal]]]
             assert [position.free, position.locked, position.borrowed, position.interest] == values
         else:
             assert asset not in account.positions
+
+
+def test_cross_account_margin_level_status_when_present() -> None:
+    """Binance's documented cross body has no ``marginLevelStatus``; read it when present, refuse junk."""
+    assert parse.cross_account(CROSS).margin_level_status == ""
+    assert (
+        parse.cross_account({**CROSS, "marginLevelStatus": "MARGIN_CALL"}).margin_level_status
+        == "MARGIN_CALL"
+    )
+    with pytest.raises(ExchangeDataError, match=r"margin/account\.marginLevelStatus: expected a status name"):
+        parse.cross_account({**CROSS, "marginLevelStatus": "MARGIN CALL; DROP"})

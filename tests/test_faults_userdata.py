@@ -121,7 +121,9 @@ async def test_revoked_key_is_said_loudly_and_other_accounts_stay_watched(
             await receiver.wait_for(lambda m: any("NOT being watched" in t for t in receiver.titles()))
             await sim.set_price("ETHUSDT", "1800")
             await receiver.wait_for(lambda m: any("other" in t and "1.5" in t for t in receiver.titles()))
-            assert [u["account"] for u in daemon.status()] == ["other"]
+            assert [u["account"] for u in daemon.status() if u["unit"] in daemon.book.units()] == ["other"]
+            (demo,) = [u for u in daemon.status() if u["account"] == "demo"]
+            assert demo["state"] == "blind" and "-2015" in demo["reason"]
             assert_alive(daemon, logs)
     notice = next(m for m in receiver.messages if "NOT being watched" in m["title"])
     assert "demo" in notice["title"] and "-2015" in notice["message"]

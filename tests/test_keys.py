@@ -63,7 +63,10 @@ async def test_trading_key_is_refused_and_the_others_are_watched(
     with capture_logs() as events:
         async with running_daemon(config) as daemon:
             await receiver.wait_for(lambda m: len(m) >= 1)
-            assert {u["account"] for u in daemon.status()} == {"reader"}
+            watched = {u["account"] for u in daemon.status() if u["unit"] in daemon.book.units()}
+            assert watched == {"reader"}
+            (shown,) = [u for u in daemon.status() if u["account"] == "trader"]
+            assert shown["state"] == "blind" and "key refused" in shown["reason"]
             await wait_until(daemon.ready, what="ready with the reader only")
     refused = [e for e in events if e["event"] == "account_key_refused"]
     assert refused == [

@@ -110,8 +110,9 @@ async def test_status_with_the_network_down_says_why_and_fails(tmp_path: Path) -
     result = await cli("status", "-c", path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("margin-monitor: No accounts: no daemon at http://")
+    assert last.startswith("margin-monitor: No accounts could be read: no daemon at http://")
     assert "one-off read failed" in last and "demo" in last and "Connect" in last
+    assert "BLIND" in result.stdout and "demo (cross)" in result.stdout  # the account, shown not watched
 
 
 async def test_test_alert_beside_a_running_daemon(tmp_path: Path, sim: Simulator, receiver: Receiver) -> None:

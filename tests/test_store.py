@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.store import SCHEMA_VERSION, OutboxItem, StateError, Store, state_error
+from monitor.store import FILENAME, SCHEMA_VERSION, OutboxItem, StateError, Store, _truncated, state_error
 
 
 def item(key: str = "cross:a|normal|1|firing|0", target: str = "chat#1", **kw: object) -> OutboxItem:
@@ -220,3 +220,26 @@ def test_use_after_close_is_a_state_error(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StateError):
         store.open_outbox()
+
+
+def test_empty_state_file_is_set_aside_and_reported(tmp_path: Path) -> None:
+    """A zero-byte state file is not taken as "nothing was sent": it is moved aside and ``lost`` says
+    so (the daemon then tells the trader); a fresh file takes its place."""
+    (tmp_path / FILENAME).write_bytes(b"")
+    with Store(tmp_path, clock=lambda: 1234.0) as store:
+        assert store.lost is not None and "was empty (0 bytes)" in store.lost
+        assert f"{FILENAME}.corrupt-1234" in store.lost
+        store.save_alert_state({"cross:a": {"x": 1}})
+    assert (tmp_path / f"{FILENAME}.corrupt-1234").stat().st_size == 0
+    with Store(tmp_path) as again:
+        assert again.lost is None and again.load_alert_state() == {"cross:a": {"x": 1}}
+
+
+def test_empty_file_next_to_a_write_ahead_log_is_left_to_sqlite(tmp_path: Path) -> None:
+    """A zero-byte main file next to a non-empty WAL is not called lost: SQLite replays its log."""
+    path = tmp_path / FILENAME
+    path.write_bytes(b"")
+    assert _truncated(path)
+    (tmp_path / f"{FILENAME}-wal").write_bytes(b"\x37\x7f\x06\x82")
+    assert not _truncated(path)
+    assert not _truncated(tmp_path / "absent")

@@ -276,3 +276,52 @@ class TestShortLifetimes:
                 await until(lambda: bool(rec.of(LiabilityChange)))
         assert any(e["event"] == "stream_retry" and "expired" in e["reason"] for e in logs)
         assert len(rec.reconciled) >= 2
+
+
+async def test_server_shutdown_notice_moves_to_a_new_connection(sim: Simulator) -> None:
+    """``serverShutdown`` on the WebSocket API: a new connection at once, every subscription back and
+    reconciled, logged as such (not as an event for an unknown subscription)."""
+    with capture_logs() as logs:
+        async with user_stream(sim, [("demo", None), ("other", None)]) as (stream, rec):
+            await sim.inject_fault({"kind": "server_shutdown", "target": "ws_api"})
+            await until(lambda: len(rec.reconciled) == 4 and all(s.up for s in stream.subscriptions))
+            await deposit(sim, "1")
+            await until(lambda: bool(rec.of(BalanceUpdate)))
+    assert stream.supervisor.retries == 1
+    assert [e["event"] for e in logs if e["event"] == "userdata_server_shutdown"] == [
+        "userdata_server_shutdown"
+    ]
+    assert not [e for e in logs if e["event"] == "userdata_frame_skipped"]
+
+
+async def test_subscriptions_added_to_a_running_stream_are_subscribed(sim: Simulator) -> None:
+    """An account loaded after start joins the running connection: subscribed, reconciled, its events
+    routed, without a reconnect."""
+    async with user_stream(sim, [("demo", None)]) as (stream, rec):
+        late = await rest(sim, "other")
+        try:
+            stream.add([UserSubscription("other", late)])
+            await until(lambda: all(s.up for s in stream.subscriptions) and ("other", None) in rec.reconciled)
+            await deposit(sim, "3", account="other")
+            await until(lambda: bool(rec.of(BalanceUpdate, "other")))
+        finally:
+            await late.close()
+    assert stream.supervisor.retries == 0
+
+
+async def test_a_stream_started_with_nothing_waits_for_its_first_subscription(sim: Simulator) -> None:
+    """With no account loaded yet the stream stays idle (no connection); the first one added connects."""
+    recorder = Recorder()
+    stream = UserDataStream(sim.ws_api_url, [], recorder.events.append, on_reconnected=recorder.reconcile,
+                            backoff=FAST)  # fmt: skip
+    task = asyncio.create_task(stream.run())
+    client = await rest(sim)
+    try:
+        await asyncio.sleep(0.05)
+        assert sim.subscriptions() == 0 and stream.supervisor.retries == 0
+        stream.add([UserSubscription("demo", client)])
+        await until(lambda: sim.subscriptions("demo") == 1 and recorder.reconciled == [("demo", None)])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()

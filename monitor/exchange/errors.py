@@ -42,7 +42,15 @@ class ExchangeRequestError(ExchangeError):
 
 
 class ExchangeUnavailable(ExchangeError):
-    """A request kept failing with transient errors (5xx, timeouts, refused connections) past its budget."""
+    """A request kept failing with transient errors (5xx, timeouts, refused connections) past its budget.
+
+    ``cause`` sorts the last failure for people (``monitor.exchange.diagnose``): ``dns``,
+    ``refused``, ``timeout``, ``network``, ``server_error``, ``clock_skew``, ``rate_limited`` or ``""``.
+    """
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 class RateLimited(ExchangeUnavailable):
@@ -51,7 +59,9 @@ class RateLimited(ExchangeUnavailable):
     def __init__(self, operation: str, retry_after: float) -> None:
         self.operation = operation
         self.retry_after = retry_after
-        super().__init__(f"{operation}: rate limited by Binance, retry after {retry_after:.0f} s")
+        super().__init__(
+            f"{operation}: rate limited by Binance, retry after {retry_after:.0f} s", "rate_limited"
+        )
 
 
 class Reconnect(ExchangeError):

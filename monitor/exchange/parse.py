@@ -114,6 +114,7 @@ class CrossAccount:
     positions: dict[str, Position]
     total_asset_of_btc: Decimal | None = None
     total_liability_of_btc: Decimal | None = None
+    margin_level_status: str = ""  # not in Binance's documented cross body; read when present
 
 
 def cross_account(body: Any) -> CrossAccount:
@@ -137,7 +138,11 @@ def cross_account(body: Any) -> CrossAccount:
         decimal(root[key], f"{where}.{key}") if key in root else None
         for key in ("totalAssetOfBtc", "totalLiabilityOfBtc")
     ]
+    status = root.get("marginLevelStatus", "")
+    if type(status) is not str or not (status == "" or status.replace("_", "").isalnum()):
+        raise fail(f"{where}.marginLevelStatus", "a status name", status)
     return CrossAccount(
+        margin_level_status=status,
         account_type=account_type.upper(),
         margin_level=decimal(field(root, "marginLevel", where), f"{where}.marginLevel"),
         positions=positions,

@@ -71,6 +71,7 @@ class RetryPolicy:
     attempts: int = 5
     backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
     max_wait: float = 120.0  # the longest Retry-After one call sleeps through
+    quiet: bool = False  # retries logged at info, not warning (the caller says what is wrong once)
 
 
 def _retry_after(exc: BinanceAPIException) -> float | None:
@@ -81,6 +82,22 @@ def _retry_after(exc: BinanceAPIException) -> float | None:
     except ValueError:
         return None
     return seconds if seconds is not None and 0 <= seconds < 10**7 else None
+
+
+def transport_cause(exc: BaseException) -> str:
+    """``dns``, ``refused``, ``timeout`` or ``network`` for a failure below HTTP."""
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "timeout"
+    dns_error = getattr(aiohttp, "ClientConnectorDNSError", None)
+    if dns_error is not None and isinstance(exc, dns_error):
+        return "dns"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        os_error = exc.os_error
+        if isinstance(os_error, ConnectionRefusedError):
+            return "refused"
+        if isinstance(os_error, OSError) and "name" in str(os_error).lower():
+            return "dns"  # "Name or service not known", "Temporary failure in name resolution"
+    return "network"
 
 
 class RestCaller:
@@ -108,6 +125,7 @@ class RestCaller:
         """Run ``request`` under the retry policy; see the module docstring."""
         policy = self.policy
         last = "no attempt"
+        cause = ""
         resync = False
         for attempt in range(policy.attempts):
             wait = self.blocked_until - self._clock()
@@ -130,23 +148,24 @@ class RestCaller:
                     raise KeyRejected(self.account, code, message) from None
                 if code == CLOCK_SKEW_CODE:
                     resync, delay = True, 0.0
-                    last = f"clock skew (code {code})"
+                    last, cause = f"clock skew (code {code})", "clock_skew"
                 elif status in (429, 418) or code == TOO_MANY_REQUESTS_CODE:
                     delay = _retry_after(exc) or delay
                     self.blocked_until = self._clock() + delay
-                    last = f"rate limited (HTTP {status}), Retry-After {delay:g} s"
+                    last, cause = f"rate limited (HTTP {status}), Retry-After {delay:g} s", "rate_limited"
                     if delay > policy.max_wait:
                         log.error("rest_rate_limited", account=self.account, operation=operation, wait=delay)
                         raise RateLimited(operation, delay) from None
                     delay = 0.0  # the block above makes the next attempt wait
                 elif status >= 500:
-                    last = f"HTTP {status}: {message}"
+                    last, cause = f"HTTP {status}: {message}", "server_error"
                 else:
                     raise ExchangeRequestError(operation, status, code, message) from None
             except (TimeoutError, aiohttp.ClientError, BinanceRequestException) as exc:
                 last = describe(exc) if str(exc) else f"{type(exc).__name__} (timeout or connection)"
+                cause = transport_cause(exc)
             self.retries += 1
-            log.warning(
+            (log.info if policy.quiet else log.warning)(
                 "rest_retry",
                 account=self.account,
                 operation=operation,
@@ -156,7 +175,7 @@ class RestCaller:
             )
             if delay > 0 and attempt + 1 < policy.attempts:
                 await self._sleep(delay)
-        raise ExchangeUnavailable(f"{operation}: gave up after {policy.attempts} attempts: {last}")
+        raise ExchangeUnavailable(f"{operation}: gave up after {policy.attempts} attempts: {last}", cause)
 
     async def sync_time(self) -> None:
         """Set the client's timestamp offset from ``GET /api/v3/time`` (no retry of its own)."""

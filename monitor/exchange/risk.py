@@ -4,8 +4,9 @@
 streams ``USER_LIABILITY_CHANGE`` (borrow, repay, interest) and ``MARGIN_LEVEL_STATUS_CHANGE``.
 The key is extended by ``PUT`` every ``keepalive`` seconds (30 min); a refused keepalive
 (-1125 invalid listen key), a ``listenKeyExpired`` event, a close or silence make a new key and a
-new connection. After each (re)connection ``on_reconnected(account, None)`` lets the daemon
-re-read the account by REST. Isolated accounts are not served by Binance's risk stream.
+new connection, as does a ``serverShutdown`` notice. After each (re)connection
+``on_reconnected(account, None)`` lets the daemon re-read the account by REST. Isolated accounts
+are not served by Binance's risk stream.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ class RiskStream:
         payload = message.get("data", message) if type(message) is dict else message
         if type(payload) is dict and payload.get("e") == "listenKeyExpired":
             raise Reconnect("listen key expired")
+        if type(payload) is dict and payload.get("e") == "serverShutdown":
+            log.info("risk_server_shutdown", account=self.account)
+            raise Reconnect("server announced shutdown (serverShutdown)")
         try:
             events = frames.risk_events(self.account, payload)
         except ExchangeDataError as exc:

@@ -13,7 +13,9 @@ subscriptions of many accounts (cross, or one isolated pair each):
 4. after a drop (any error, a normal close, silence) everything is resubscribed on a new
    connection; after ``eventStreamTerminated`` that one subscription is;
 5. after every successful subscribe, ``on_reconnected(account, symbol)`` runs so the daemon
-   re-reads the account by REST (events may have been missed while unsubscribed).
+   re-reads the account by REST (events may have been missed while unsubscribed);
+6. a ``serverShutdown`` notice moves to a new connection at once (then 4 and 5);
+7. :meth:`UserDataStream.add` subscribes accounts loaded after start.
 
 Silence: user-data streams are quiet when nothing happens, so a WebSocket ping probes the
 connection every ``probe_interval``; no frame and no pong for ``silence`` seconds is a failure.
@@ -132,6 +134,8 @@ class UserDataStream:
         self._by_id: dict[int, UserSubscription] = {}
         self._retired: set[int] = set()  # ids we unsubscribed: their last frames are expected
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._more = asyncio.Event()
         self._bad = RateLimitedLog("userdata_frame_skipped")
         self.events = 0
         self.supervisor = Supervisor(name, self._session, backoff=backoff, silence=silence, on_state=on_state)
@@ -140,13 +144,24 @@ class UserDataStream:
         """Keep every subscription alive until cancelled."""
         await self.supervisor.run()
 
+    def add(self, subscriptions: Sequence[UserSubscription]) -> None:
+        """Subscribe more (an account loaded after start): on the running connection, else the next."""
+        for sub in subscriptions:
+            self.subscriptions.append(sub)
+            if self._group is not None:
+                self._group.create_task(self._keep(sub), name=f"{self._name}-{sub.label}")
+        self._more.set()
+
     # -- connection -----------------------------------------------------------------------------
 
     async def _session(self, heartbeat: Heartbeat) -> str | None:
         active = [s for s in self.subscriptions if not s.failed]
-        if not active:
+        while not active:  # every key was rejected, or no account loaded yet: wait for one
             heartbeat.pause()
-            await asyncio.Event().wait()  # every key was rejected: nothing left to watch
+            self._more.clear()
+            await self._more.wait()
+            heartbeat.resume()
+            active = [s for s in self.subscriptions if not s.failed]
         async with self._connect(self._url) as ws:
             self._ws = ws
             self._by_id.clear()
@@ -154,9 +169,10 @@ class UserDataStream:
             heartbeat.connected()
             try:
                 async with asyncio.TaskGroup() as group:
+                    self._group = group  # from here on add() starts its subscriptions itself
                     reader = group.create_task(self._read(ws, heartbeat))
                     group.create_task(probe(ws, heartbeat, self._probe_interval))
-                    for sub in active:
+                    for sub in [s for s in self.subscriptions if not s.failed]:  # incl. added meanwhile
                         group.create_task(self._keep(sub), name=f"{self._name}-{sub.label}")
                     await reader
                     raise Reconnect(
@@ -164,6 +180,8 @@ class UserDataStream:
                     )
             except BaseExceptionGroup as failed:
                 raise first_error(failed) from None
+            finally:
+                self._group = None
         return None  # pragma: no cover - the task group always exits by raising
 
     async def _read(self, ws: ClientConnection, heartbeat: Heartbeat) -> None:
@@ -197,6 +215,11 @@ class UserDataStream:
         sub_id = message.get("subscriptionId")
         sub = self._by_id.get(sub_id) if type(sub_id) is int else None
         event = message.get("event")
+        if type(event) is dict and event.get("e") == "serverShutdown":
+            # the server is about to go away: move to a new connection now; the resubscribe that
+            # follows re-reads every account by REST, so nothing sent meanwhile is missed
+            log.info("userdata_server_shutdown", at=event.get("E"))
+            raise Reconnect("server announced shutdown (serverShutdown)")
         if sub is None and type(sub_id) is int and sub_id in self._retired:  # (a list id is unhashable)
             return
         if sub is None or type(event) is not dict:

@@ -218,3 +218,9 @@ class Engine:
         elif fault.kind == "revoke_key":
             assert fault.account is not None
             self.state.revoke(fault.account)
+        elif fault.kind == "server_shutdown":  # Binance's notice before a restart; the socket stays open
+            notice = {"e": "serverShutdown", "E": self.now_ms()}
+            for sc in self.streams.connections if fault.target != "ws_api" else []:
+                sc.push("!serverShutdown", notice)
+            for conn in apis:
+                conn.send({"event": notice})

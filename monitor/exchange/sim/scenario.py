@@ -331,6 +331,7 @@ FaultKind = Literal[
     "rest_timeout",
     "rest_429",
     "revoke_key",
+    "server_shutdown",
 ]
 
 

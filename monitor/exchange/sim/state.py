@@ -282,12 +282,23 @@ class ExchangeState:
                 holdings.append(acc.cross[quote_asset])
         equity = q8(max(level.assets - level.liabilities, Decimal(0)))
         out: list[Emission] = []
+        notice: list[Emission] = []
+        if symbol is None and acc.cross_status != "FORCE_LIQUIDATION":
+            # Binance's status says so before it sells: a forced liquidation is FORCE_LIQUIDATION
+            acc.cross_status = "FORCE_LIQUIDATION"
+            status_payload = {
+                "e": "MARGIN_LEVEL_STATUS_CHANGE",
+                "E": now,
+                "l": fmt(level.reported),
+                "s": acc.cross_status,
+            }
+            notice.append(RiskEvent(acc.name, status_payload))
         for h in holdings:
             if h.debt > 0:
                 out.extend(self._liability(acc, symbol, h.asset, "REPAY", h.borrowed, h.interest, now))
             h.free = equity if h.asset == quote_asset else Decimal(0)
             h.locked = h.borrowed = h.interest = Decimal(0)
-        return [self._position(acc, symbol, holdings, now), *out]
+        return [*notice, self._position(acc, symbol, holdings, now), *out]
 
     def _position(
         self, acc: AccountState, symbol: str | None, holdings: list[Holding], now: int
