@@ -387,6 +387,9 @@ def holds_secret(config: Config, config_path: Path) -> bool:
     http = raw.get("http")
     if isinstance(http, dict):
         values.append(http.get("token"))
+    heartbeat = raw.get("heartbeat")
+    if isinstance(heartbeat, dict):
+        values.append(heartbeat.get("url"))  # a ping URL is a credential (anyone can ping with it)
     routes = (raw.get("notify") or {}).get("routes") if isinstance(raw.get("notify"), dict) else None
     for route in (routes or {}).values() if isinstance(routes, dict) else ():
         urls = route.get("urls") if isinstance(route, dict) else None
