@@ -5,6 +5,7 @@
 #   systemd-nspawn     tests/test_systemd_boot.py (-m container): boots systemd to run the unit
 #   buildah, debootstrap, unshare/nsenter, ip
 #                      tests/test_container.py (-m container; also needs root)
+#   tmux               tests/test_status_view.py: drives `status --watch` in a real terminal
 #   chromium           tests/test_page.py: the status page in a real headless browser
 #   promtool           tests/test_deploy_files.py: checks and unit-tests deploy/prometheus/alerts.yml
 #                      (only the binary, extracted from Debian's prometheus package into
@@ -19,6 +20,7 @@ declare -A package_of=(
     [unshare]=util-linux
     [nsenter]=util-linux
     [ip]=iproute2
+    [tmux]=tmux
     [chromium]=chromium
 )
 missing=()
@@ -28,7 +30,7 @@ done
 need_promtool=0
 command -v promtool > /dev/null 2>&1 || need_promtool=1
 if ((${#missing[@]} == 0 && need_promtool == 0)); then
-    echo "ci-setup: systemd-analyze, systemd-nspawn, buildah, debootstrap, unshare, nsenter, ip, chromium, promtool present"
+    echo "ci-setup: systemd-analyze, systemd-nspawn, buildah, debootstrap, unshare, nsenter, ip, tmux, chromium, promtool present"
     exit 0
 fi
 if ((${#missing[@]})); then

@@ -203,6 +203,11 @@ class AlertPolicy:
         state = self._units.get(unit)
         return {} if state is None else {n: s.phase for n, s in state.rules.items() if s.phase != "ok"}
 
+    def stale_reason(self, unit: str) -> str:
+        """Why ``unit`` is blind ("" when it is not, or when no reason was given)."""
+        state = self._units.get(unit)
+        return state.reason if state is not None and state.stale else ""
+
     def is_stale(self, unit: str) -> bool:
         state = self._units.get(unit)
         return state is not None and state.stale

@@ -91,7 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(command("check"))
     status = with_config(command("status"))
     status.add_argument("--json", action="store_true", help="print one JSON object per unit")
+    status.add_argument("--watch", action="store_true", help="redraw in place until Ctrl-C")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
     with_config(command("test-alert"))
+    from monitor.silence_cli import add_commands as add_silence_commands
+
+    add_silence_commands(sub, with_config)
     replay = with_config(command("replay"))
     replay.add_argument(
         "--klines",
@@ -173,7 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(service_tools.check(config, Path(args.config)))
         if args.command == "status":
-            return asyncio.run(service_tools.status(config, Path(args.config), as_json=args.json))
+            return asyncio.run(service_tools.status(config, Path(args.config), as_json=args.json,
+                                                    watch=args.watch, interval=args.interval))  # fmt: skip
+        if args.command in ("silence", "unsilence", "silences"):
+            from monitor import silence_cli
+
+            return asyncio.run(silence_cli.run(config, args))
         if args.command == "test-alert":
             return asyncio.run(service_tools.test_alert(config, Path(args.config)))
     except ConfigError as exc:

@@ -209,6 +209,21 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class HeartbeatConfig(_Strict):
+    """A dead man's switch (monitor.heartbeat): GET ``url`` every ``every`` while all is well."""
+
+    url: SecretStr
+    every: Duration = Field(default=60.0, gt=0)
+    timeout: Duration = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: SecretStr) -> SecretStr:
+        if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
+            raise ValueError("expected an http(s) URL such as https://hc-ping.com/<uuid>")
+        return value
+
+
 class Config(_Strict):
     exchange: ExchangeConfig = ExchangeConfig()
     accounts: tuple[AccountConfig, ...] = Field(min_length=1)
@@ -217,6 +232,7 @@ class Config(_Strict):
     state_dir: Path = Path("state")
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
+    heartbeat: HeartbeatConfig | None = None
     shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
 
     @field_validator("shard")
@@ -371,6 +387,9 @@ def holds_secret(config: Config, config_path: Path) -> bool:
     http = raw.get("http")
     if isinstance(http, dict):
         values.append(http.get("token"))
+    heartbeat = raw.get("heartbeat")
+    if isinstance(heartbeat, dict):
+        values.append(heartbeat.get("url"))  # a ping URL is a credential (anyone can ping with it)
     routes = (raw.get("notify") or {}).get("routes") if isinstance(raw.get("notify"), dict) else None
     for route in (routes or {}).values() if isinstance(routes, dict) else ():
         urls = route.get("urls") if isinstance(route, dict) else None

@@ -21,7 +21,7 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 # a key whose value may be a secret (or hold one, as a notification URL may hold a bot token)
-SECRET_KEYS = frozenset({"api_key", "api_secret", "token", "urls"})
+SECRET_KEYS = frozenset({"api_key", "api_secret", "token", "urls", "url"})  # url: heartbeat.url
 _COMMA_NUMBER = re.compile(r"^\s*\d+,\d+\s*$")
 SHOWN_MAX = 40
 

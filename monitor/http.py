@@ -7,10 +7,23 @@
 - ``/`` and ``/page/*`` — the status page (``monitor.page``), when the caller passes its ``routes``;
   they sit behind the same token rule as ``/status``.
 
-Binds 127.0.0.1 unless told otherwise. With a ``token``, ``/metrics`` and ``/status`` (which reveal
-positions) need ``Authorization: Bearer <token>``, compared in constant time; anything else gets 401.
-``/healthz`` and ``/readyz`` stay open so container and orchestrator probes need no secret: they
-reveal only a yes/no. Binding a non-loopback address without a token is logged as a warning.
+- ``/silences`` — ``GET``: the active silences (``?all=1``: also those ended within a week);
+  ``POST`` a JSON ``{"target": "demo:BTCUSDT", "bar": "margin_call", "for": "2h" | "until_resolved":
+  true, "comment": "…"}`` → 201 and the silence; ``DELETE /silences/ID`` ends one.
+
+Binds 127.0.0.1 unless told otherwise. With a ``token``, everything but ``/healthz`` and ``/readyz``
+needs ``Authorization: Bearer <token>``, compared in constant time; anything else gets 401. The probes
+stay open so container and orchestrator probes need no secret: they reveal only a yes/no.
+
+The rules without a token (:func:`serves_private`, :func:`serves_writes`):
+
+- anything that changes state (``POST``/``DELETE /silences``) is not served at all;
+- on a loopback address, ``/status`` and ``GET /silences`` are served (only local users reach them);
+- on any other address (``0.0.0.0``) other hosts get only ``/healthz``, ``/readyz`` and ``/metrics``:
+  ``/status`` and ``/silences``, which list balances and accounts, answer them 403 saying a token is
+  needed (and the start-up log warns); clients on the same host (a loopback peer, e.g. the CLI or a
+  probe inside the container) are still served. Pages that show balances follow the same rule
+  (:func:`serves_private`, then :func:`private_allowed` per request).
 """
 
 from __future__ import annotations
@@ -27,13 +40,17 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from monitor.config import parse_duration
 from monitor.metrics import Metrics
+from monitor.silence_stage import SilenceApi
+from monitor.silences import SilenceError
 
 log = structlog.get_logger(__name__)
 
-__all__ = ["OPEN_PATHS", "HttpServer", "start_http"]
+__all__ = ["OPEN_PATHS", "HttpServer", "private_allowed", "serves_private", "serves_writes", "start_http"]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+PUBLIC_PATHS = OPEN_PATHS | {"/metrics"}  # served to the network without a token
 JSON = "application/json"
 
 
@@ -69,12 +86,86 @@ def _auth_middleware(token: str) -> Middleware:
     return require_token
 
 
+def serves_private(host: str, token: str | None) -> bool:
+    """Whether endpoints that reveal balances or accounts are served: with a token, or on loopback."""
+    return bool(token) or _is_loopback(host)
+
+
+def serves_writes(token: str | None) -> bool:
+    """Whether endpoints that change state are served: only with a token, always."""
+    return bool(token)
+
+
+def private_allowed(request: web.Request, private: bool) -> bool:
+    """Per request: a balance-revealing endpoint is served when :func:`serves_private` held at start,
+    or the peer is on this host (loopback)."""
+    return private or _is_loopback(request.remote or "")
+
+
+def _private_middleware(private: bool) -> Middleware:
+    """Without a token: everything but :data:`PUBLIC_PATHS` (so /status, /silences, the page) only
+    where :func:`private_allowed`."""
+
+    @web.middleware
+    async def refuse_network(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in PUBLIC_PATHS and not private_allowed(request, private):
+            log.warning("http_private_refused", path=request.path, remote=request.remote)
+            return _private_refused(request)
+        return await handler(request)
+
+    return refuse_network
+
+
+def _private_refused(request: web.Request) -> web.Response:
+    why = f"{request.path} is not served on a non-loopback address without http.token"
+    return _json({"error": f"{why}; set http.token or listen on 127.0.0.1"}, status=403)
+
+
+def _silence_routes(app: web.Application, api: SilenceApi, *, writes: bool) -> None:
+    async def list_silences(request: web.Request) -> web.Response:
+        ended = request.query.get("all", "") in ("1", "true", "yes")
+        return _json([s.to_dict() for s in api.listing(include_ended=ended)])
+
+    async def add_silence(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise SilenceError("expected a JSON object")
+            target, bar, comment = body.get("target"), body.get("bar"), body.get("comment", "")
+            if not isinstance(target, str) or not isinstance(comment, str):
+                raise SilenceError("'target' (ACCOUNT or ACCOUNT:PAIR) and 'comment' must be strings")
+            if bar is not None and not isinstance(bar, str):
+                raise SilenceError("'bar' must be a rule name such as margin_call")
+            until_resolved, duration = bool(body.get("until_resolved")), body.get("for")
+            if until_resolved == (duration is not None):
+                raise SilenceError("give exactly one of 'for' (a duration such as 2h) or 'until_resolved'")
+            seconds = None if duration is None else parse_duration(duration)
+            silence = api.add(target, bar=bar, duration=seconds, comment=comment)
+        except (SilenceError, ValueError) as exc:  # ValueError: bad JSON or duration
+            return _json({"error": str(exc).splitlines()[0]}, status=400)
+        return _json(silence.to_dict(), status=201)
+
+    async def lift_silence(request: web.Request) -> web.Response:
+        silence = api.lift(request.match_info["id"])
+        if silence is None:
+            return _json({"error": f"no active silence {request.match_info['id']!r}"}, status=404)
+        return _json(silence.to_dict())
+
+    app.router.add_get("/silences", list_silences)
+    if writes:
+        app.router.add_post("/silences", add_silence)
+        app.router.add_delete("/silences/{id}", lift_silence)
+
+
 def _build_app(
     metrics: Metrics,
     status: Callable[[], list[dict[str, Any]]],
     ready: Callable[[], bool],
     token: str | None,
     routes: Callable[[web.Application], None] | None = None,
+    *,
+    private: bool = True,
+    silences: SilenceApi | None = None,
 ) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -104,12 +195,14 @@ def _build_app(
             return _json({"error": "status unavailable"}, status=500)
         return _json(units)
 
-    middlewares: list[Middleware] = [_auth_middleware(token)] if token else []
+    middlewares: list[Middleware] = [_auth_middleware(token)] if token else [_private_middleware(private)]
     app = web.Application(middlewares=middlewares)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/status", status_handler)
+    if silences is not None:
+        _silence_routes(app, silences, writes=serves_writes(token))
     if routes is not None:  # the status page (monitor.page): behind the same middlewares as /status
         routes(app)
     return app
@@ -142,9 +235,12 @@ def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 async def start_http(
@@ -156,14 +252,17 @@ async def start_http(
     ready: Callable[[], bool],
     token: str | None = None,
     routes: Callable[[web.Application], None] | None = None,
+    silences: SilenceApi | None = None,
 ) -> HttpServer:
     """Serve the endpoints on ``host:port`` (port 0 picks a free one) and return the running server.
 
     Raises ``OSError`` when the address cannot be bound (the caller reports it as a startup error).
     """
     if not _is_loopback(host) and not token:
-        log.warning("http_exposed_without_token", host=host, port=port)
-    app = _build_app(metrics, status, ready, token or None, routes)
+        served = "/healthz /readyz /metrics only: /status and the page need http.token beyond loopback"
+        log.warning("http_exposed_without_token", host=host, port=port, served=served)
+    private = serves_private(host, token or None)
+    app = _build_app(metrics, status, ready, token or None, routes, private=private, silences=silences)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -48,7 +48,7 @@ def _positions_file(path: Path) -> list[dict[str, Any]]:
 async def _live_units(config: Config, config_path: Path) -> list[dict[str, Any]]:
     from monitor import service_tools
 
-    units = await service_tools._from_daemon(config)
+    units, _ = await service_tools._from_daemon(config)  # (units or None, where or why)
     if units is None:  # no daemon: one read of the accounts and the tickers
         units = await service_tools.one_shot_status(config, config_path)
     return units

@@ -21,12 +21,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor import __version__, heap
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
-from monitor.alerts import AlertPolicy
+from monitor.alerts import AlertEvent, AlertPolicy
 from monitor.book import AccountBook
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
 from monitor.exchange.supervisor import Backoff
+from monitor.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.history import FILE_NAME as HISTORY_FILE
 from monitor.history import History
 from monitor.http import HttpServer, start_http
@@ -39,10 +40,14 @@ from monitor.notify import Dispatcher, Route, default_backoff
 from monitor.opinion_feed import ExchangeOpinions
 from monitor.page import Feed, page_routes
 from monitor.recorder import Recorder
+from monitor.report import UnitReport
 from monitor.reshard import Handoff
 from monitor.routing import SILENT_ROUTE_FIX, route_table
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.shard import parse_shard
+from monitor.silence_stage import STORE_KEY as SILENCES_KEY
+from monitor.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
+from monitor.status_data import annotate, firing_map, liquidation_bar, rule_protected
 from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 
@@ -123,6 +128,8 @@ class Service:
         self.market: MarketStream | None = None
         self.userdata: UserDataStream | None = None
         self.http: HttpServer | None = None
+        self.silences: SilenceRegistry | None = None
+        self.heartbeat = HeartbeatStats()
         self.recorder: Recorder | None = None
         self.notifier = Notifier.from_env()
         self.scheduler = AsyncIOScheduler(
@@ -207,6 +214,7 @@ class Service:
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
         self.handoff.adopt(self.policy, self.book.units(), saved)
+        self.silences = self._silence_registry(self.store)
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
         )
@@ -260,6 +268,10 @@ class Service:
         interval = watchdog_interval()
         if interval:
             self._spawn(watchdog_loop(self.notifier, self.healthy, interval), "watchdog")
+        if config.heartbeat is not None:
+            beat = config.heartbeat
+            self._spawn(heartbeat_loop(beat.url.get_secret_value(), beat.every, self.beating,
+                                       timeout=beat.timeout, stats=self.heartbeat), "heartbeat")  # fmt: skip
 
         self.scheduler.add_job(self._every_second, "interval", seconds=1, id="timers")
         self.scheduler.add_job(
@@ -281,6 +293,7 @@ class Service:
                     ready=self.ready,
                     token=token,
                     routes=page_routes(self._page_feed()),
+                    silences=self.silence_api(),
                 )
             except OSError as exc:
                 raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
@@ -338,17 +351,43 @@ class Service:
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
         quote = self.config.exchange.quote
-        units = [self.unit_status(unit) for unit in sorted(self.book.units())]
+        ages = self.market.ages() if self.market is not None else {}
+        units = [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
         return units + [w.blind_entry(quote) for w in self.watchers if not w.loaded]
 
-    def unit_status(self, unit: str) -> dict[str, Any]:
+    def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
-        unconfirmed, see ledger.py) plus positions and stress table."""
+        unconfirmed, see ledger.py) plus positions and stress table (:mod:`monitor.status_extras`),
+        its alerts, silences and data age (:mod:`monitor.status_data`)."""
         if self.engine is not None:
             report = self.engine.report(unit).to_json()
         else:
             report = self.book.report(unit, restore_target=self.config.alerts.restore_target).to_json()
-        return enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
+        data = enrich(self.book, unit, report, self.recorder.betas if self.recorder is not None else {})
+        if ages is None:
+            ages = self.market.ages() if self.market is not None else {}
+        snapshot = next((w.last_snapshot for w in self.watchers if unit in w.units), 0.0)
+        return annotate(
+            data, self.policy, self.silences,
+            blind=self.engine is not None and unit in self.engine.stale,
+            price_ages=[ages[s] for s in self.book.unit_symbols(unit) if s in ages],
+            snapshot_age=self.clock() - snapshot if snapshot else None,
+        )  # fmt: skip
+
+    def beating(self) -> bool:
+        """For the heartbeat (dead man's switch): every account fresh and the loop healthy."""
+        return self.ready() and self.healthy()
+
+    def silence_api(self) -> SilenceApi | None:
+        """What the HTTP API's /silences endpoints call (None before startup)."""
+        if self.silences is None or self.policy is None:
+            return None
+        policy = self.policy
+
+        def rules() -> set[str]:
+            return {r.name for u in self.book.units() for r in policy.config_for(u).rules} | {"blind"}
+
+        return SilenceApi(self.silences, self._firing, self.book.units, rules)
 
     def ready(self) -> bool:
         """Every account loaded and every unit fresh."""
@@ -425,16 +464,20 @@ class Service:
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
             state = policy.export_state(policy.take_dirty()) if outbox.empty() else None
-            await self.dispatcher.enqueue_many(
+            messages = [
+                (item, self.handoff.annotate(item.event, render(item.event, item.report))) for item in batch
+            ]
+            await self.dispatcher.enqueue_many(  # the silence stage: held-back messages are not enqueued
                 [
-                    (item.event, self.handoff.annotate(item.event, render(item.event, item.report)))
-                    for item in batch
+                    (item.event, msg)
+                    for item, msg in messages
+                    if not self._silenced(item.event, item.report, msg.title)
                 ],
                 alert_state=state,
             )
             now = time.time()
             for item in batch:
-                if self.recorder is not None:  # an append; written by the history job
+                if self.recorder is not None:  # an append; written by the history job (silenced or not)
                     self.recorder.note(item.event)
                 if item.tick_time is not None:
                     self.metrics.observe_latency(now - item.tick_time)
@@ -446,8 +489,38 @@ class Service:
         while not self.engine.outbox.empty():
             item = self.engine.outbox.get_nowait()
             message = self.handoff.annotate(item.event, render(item.event, item.report))
-            await self.dispatcher.enqueue_message(item.event, message)
+            if not self._silenced(item.event, item.report, message.title):
+                await self.dispatcher.enqueue_message(item.event, message)
         await self._send_notices()
+
+    def _silence_registry(self, store: Store) -> SilenceRegistry:
+        def load() -> Any:
+            try:
+                return store.get_json(SILENCES_KEY)
+            except StateError as exc:
+                log.error("silences_load_failed", error=str(exc))
+                return []
+
+        def save(value: Any) -> None:
+            try:
+                store.put_json(SILENCES_KEY, value)
+            except StateError as exc:  # kept in memory; said once per change
+                log.error("silences_save_failed", error=str(exc))
+
+        registry = SilenceRegistry(load, save, clock=self.clock)
+        self.metrics.registry.register(SilenceCollector(registry))
+        return registry
+
+    def _silenced(self, event: AlertEvent, report: UnitReport, title: str) -> bool:
+        """The silence stage: True when a silence holds this message back (logged, never sent)."""
+        if self.silences is None or self.policy is None:
+            return False
+        protected = rule_protected(self.policy, event.unit, event.rule, liquidation_bar(report))
+        return self.silences.hold(event, title, protected, self._firing)
+
+    def _firing(self) -> FiringMap:
+        assert self.policy is not None
+        return firing_map(self.policy, self.book, self.config.alerts.restore_target)
 
     async def _send_notices(self) -> None:
         """Key refusals, revocations and risky keys go to every route."""

@@ -5,27 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import structlog
 
-from monitor.accounts import AccountWatcher, build_watchers, open_endpoints
+from monitor import status_view
+from monitor.accounts import AccountWatcher, Notice, build_watchers, open_endpoints
 from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
 from monitor.config_notes import inert_settings
+from monitor.daemon_client import daemon_headers, daemon_url
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
-from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_value
-from monitor.notify import Dispatcher, Route
+from monitor.messages import demo_message
 from monitor.routing import route_table
+from monitor.send_check import send_once
 from monitor.status_extras import enrich
-from monitor.store import StateError, Store
+from monitor.status_view import StatusResult
 from monitor.stress import render_stress
 
 log = structlog.get_logger(__name__)
@@ -83,40 +85,53 @@ async def check(config: Config, config_path: Path) -> int:
     return 0 if failures == 0 else 1
 
 
-async def _from_daemon(config: Config) -> list[dict[str, Any]] | None:
+async def _from_daemon(config: Config) -> tuple[list[dict[str, Any]] | None, str]:
+    """The daemon's /status, or None and why it could not be had."""
     if not config.http.enabled:
-        return None
-    host = config.http.host if config.http.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    headers = {"Authorization": f"Bearer {config.http.token.get_secret_value()}"} if config.http.token else {}
-    url = f"http://{host}:{config.http.port}/status"
+        return None, "the daemon's HTTP endpoint is off (http.enabled: false)"
+    url = f"{daemon_url(config)}/status"
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session,
-            session.get(url, headers=headers) as response,
+            session.get(url, headers=daemon_headers(config)) as response,
         ):
+            if response.status == 401:
+                return None, f"the daemon at {url} refused the token (http.token differs?)"
             if response.status != 200:
-                return None
+                return None, f"the daemon at {url} answered HTTP {response.status}"
             data = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-    return data if isinstance(data, list) else None
+    except aiohttp.ClientConnectorError as exc:
+        return None, f"no daemon at {url} ({exc.strerror or type(exc).__name__})"
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return None, f"the daemon at {url} did not answer ({type(exc).__name__})"
+    if not isinstance(data, list):
+        return None, f"the daemon at {url} sent no unit list"
+    return data, url
 
 
-async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, Any]]:
-    """Load every account and price it from REST tickers, without starting the daemon."""
+async def one_shot_status(
+    config: Config, config_path: Path, problems: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Load every account and price it from REST tickers, without starting the daemon. Accounts
+    that could not be loaded are left out, with why in ``problems``."""
     book = AccountBook(
         quote=config.exchange.quote, stablecoins=config.exchange.stablecoins, pinned=config.exchange.pinned
     )
+    notices: list[Notice] = []
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         watchers: list[AccountWatcher] = build_watchers(
-            config, config_path, endpoints, book, lambda _: None, []
+            config, config_path, endpoints, book, lambda _: None, notices
         )
         for watcher in watchers:
             register_secrets(watcher.secret_values())
         try:
             await asyncio.gather(*(w.load() for w in watchers))
             loaded = [w for w in watchers if w.loaded and w.rest is not None]
+            if problems is not None:
+                problems += [n.body.split(". The other")[0] for n in notices if n.rule == "account_disabled"]
+                problems += [f"account {n.account}: {n.title.removeprefix('margin-monitor: ')}"
+                             for n in notices if n.rule == "key_refused"]  # fmt: skip
             if loaded and loaded[0].rest is not None:
                 tickers = await loaded[0].rest.client.get_all_tickers()
                 wanted = book.symbols_needed()
@@ -134,76 +149,86 @@ async def one_shot_status(config: Config, config_path: Path) -> list[dict[str, A
                 await watcher.close()
 
 
-def _state_level(unit: dict[str, Any]) -> str:
-    """The level as the console shows it, with the unit's state: ``1.234``, ``1.234 (APPROXIMATE:
-    why)``, ``∞ (no debt)`` or ``unknown (BLIND: why)`` (never a blank that could read as safe)."""
-    state, reason = unit.get("state", "known"), unit.get("reason", "")
-    level = unit.get("margin_level")
-    if state == "no_debt":
-        return fmt_level(math.inf)
-    why = f": {reason}" if reason else ""
-    if state == "blind":
-        last = f"; last computed {fmt_level(level)}" if level is not None else ""
-        return f"unknown (BLIND{why}{last})"
-    shown = fmt_level(level) if level is not None else "unknown"
-    return shown if state == "known" else f"{shown} ({state.upper()}{why})"
+def _not_loaded(unit: dict[str, Any]) -> bool:
+    """An account that could not be loaded at all (``AccountWatcher.blind_entry``): blind, no bars."""
+    return unit.get("state") == "blind" and not unit.get("bars")
 
 
-def _table(units: list[dict[str, Any]]) -> str:
-    lines = []
-    for u in units:
-        name = u["account"] + (f" {u['symbol']}" if u.get("symbol") else "") + f" ({u['kind']})"
-        if u.get("state") == "blind" and not u.get("bars"):  # an account not loaded at all
-            lines.append(f"{name}: level {_state_level(u)}; the account is not loaded")
-            continue
-        level = _state_level(u)
-        dists = ", ".join(f"{fmt_pct(d)} to {bar}" if d is not None else f"none to {bar}"
-                          for bar, d in u["distances"].items())  # fmt: skip
-        prices = ", ".join(f"{a} {fmt_price(p)}" for a, p in u["liquidation_prices"].items() if p is not None)
-        lines.append(f"{name}: level {level}; {dists or 'no distances'}")
-        lines.append(
-            f"    assets {fmt_value(u['total_asset_value'])} {u['quote']}, "
-            f"liabilities {fmt_value(u['total_liability_value'])} {u['quote']}"
-            + (f"; liquidation prices: {prices}" if prices else "")
+async def read_status(config: Config, config_path: Path) -> StatusResult:
+    """From the running daemon, else a one-off read; ``units`` None when neither gave any."""
+    units, where = await _from_daemon(config)
+    if units is not None:
+        return StatusResult([{**u, "source": "daemon"} for u in units], f"the daemon at {where}",
+                            at=time.time())  # fmt: skip
+    problems: list[str] = []
+    try:
+        units = await one_shot_status(config, config_path, problems)
+    except (ExchangeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+        problems.append(f"{type(exc).__name__}: {exc}")
+        units = []
+    except Exception as exc:  # python-binance raises its own types on a dead network: say which
+        problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        units = []
+    read = [u for u in units if not _not_loaded(u)]
+    if not read:
+        why = "; ".join(problems + [f"{u['account']}: {u.get('reason')}" for u in units]) or (
+            "no account has a margin unit to show"
         )
-        lines.extend("    " + line for line in render_stress(u).splitlines())
-    return "\n".join(lines) if lines else "no accounts"
+        problem = f"{where}, and the one-off read failed: {why}"
+        return StatusResult(units or None, "a one-off read (no daemon)", problem, time.time(), failed=True)
+    note = f"{where}; " + ("; ".join(problems) if problems else "")
+    return StatusResult([{**u, "source": "one-off", "age": 0.0} for u in units], "a one-off read (no daemon)",
+                        note.rstrip("; "), time.time())  # fmt: skip
 
 
-async def status(config: Config, config_path: Path, *, as_json: bool) -> int:
-    """Print every unit's level and distances: from the running daemon, else a one-shot read."""
-    units = await _from_daemon(config)
-    if units is None:
-        _quiet(config)
-        units = await one_shot_status(config, config_path)
-    print(json.dumps(units, indent=2) if as_json else _table(units))
+async def status(
+    config: Config, config_path: Path, *, as_json: bool, watch: bool = False, interval: float = 2.0
+) -> int:
+    """Print every unit (``status_view``): from the running daemon, else a one-off read. Exits 1,
+    saying why, when neither gives a unit."""
+    _quiet(config)
+    if watch:
+        return await status_view.watch(lambda: read_status(config, config_path), interval)
+    result = await read_status(config, config_path)
+    if result.units is None:
+        print(f"margin-monitor: No accounts could be read: {result.problem}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(result.units, indent=2))
+    elif result.failed:  # only accounts that could not be loaded: each row says why
+        status_view.make_console().print(status_view.render(replace(result, problem=None)))
+    else:
+        console = status_view.make_console()
+        console.print(status_view.render(result))
+        for unit in result.units:  # the what-if table of each unit (monitor.stress), under the table
+            if "stress" in unit:
+                text = render_stress(unit).replace("\n", "\n    ")
+                console.print(
+                    f"{status_view.unit_name(unit)}: {text}", markup=False, highlight=False, soft_wrap=True
+                )
+    if result.failed:
+        print(f"margin-monitor: No accounts could be read: {result.problem}", file=sys.stderr)
+        return 1
     return 0
 
 
 async def test_alert(config: Config, config_path: Path) -> int:
-    """Send one test message through every route, now, and say which URLs delivered it."""
+    """Send one test message through every route now, without the state file (so it works beside a
+    running daemon), and say per URL (secrets masked) whether it was delivered, and if not why."""
     _quiet(config)
-    routes = {
-        name: Route(name, tuple(u.get_secret_value() for u in r.urls), r.max_per_window, r.window)
-        for name, r in config.notify.routes.items()
-    }
-    register_secrets(u for r in routes.values() for u in r.urls)
-    try:
-        store = Store(config.state_dir)
-    except StateError as exc:
-        print(f"margin-monitor: {exc}", file=sys.stderr)
-        return 1
-    try:
-        results = await Dispatcher(routes, store, timeout=config.notify.timeout).send_direct(
-            demo_message(time.time())
-        )
-    finally:
-        store.close()
+    routes = {name: [u.get_secret_value() for u in r.urls] for name, r in config.notify.routes.items()}
+    register_secrets(u for urls in routes.values() for u in urls)
+    message = demo_message(time.time())
     failed = 0
-    for name, outcomes in results.items():
-        for i, ok in enumerate(outcomes):
-            print(f"route {name} url #{i + 1}: {'delivered' if ok else 'FAILED'}")
-            failed += not ok
+    for name, urls in routes.items():
+        for i, url in enumerate(urls, start=1):
+            outcome = await send_once(url, message, timeout=config.notify.timeout)
+            where = f"route {name} url #{i}"
+            if outcome.ok:
+                print(f"{where}: delivered ({outcome.masked})")
+            else:
+                print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
+            failed += not outcome.ok
     return 0 if failed == 0 else 1
 
 

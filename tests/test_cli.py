@@ -114,7 +114,8 @@ def test_status_human_readable(tmp_path: Path) -> None:
     """Plain `status` prints one block per unit with the level and distances."""
     result = run_cli("status", "-c", str(sim_config(tmp_path)))
     assert result.returncode == 0, result.stderr
-    assert "demo (cross): level" in result.stdout and "to liquidation" in result.stdout
+    assert "demo (cross)" in result.stdout and "to liq." in result.stdout
+    assert "from a one-off read (no daemon)" in result.stdout
 
 
 async def test_test_alert_delivers_through_each_route(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver, assert_alive, daemon_config, events, one_long_account, wait_until
+from rich.console import Console
 from structlog.testing import capture_logs
 
 from monitor.config import load_config
@@ -30,7 +31,7 @@ from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.exchange.supervisor import Backoff
 from monitor.sdnotify import Notifier
 from monitor.service import Service
-from monitor.service_tools import _table
+from monitor.status_view import StatusResult, render
 from monitor.store import FILENAME
 
 pytestmark = pytest.mark.timeout(60)
@@ -204,7 +205,11 @@ async def test_start_with_the_exchange_down_then_back(
             assert any("STATUS=waiting for the exchange (demo: refused)" in d for d in systemd.drain())
             (shown,) = daemon.status()
             assert shown["state"] == "blind" and "refused" in shown["reason"]
-            assert _table(daemon.status()).startswith("demo (cross): level unknown (BLIND: the connection")
+            console = Console(width=200, record=True)
+            console.print(render(StatusResult(daemon.status(), "test")))
+            shown_text = console.export_text()
+            assert "BLIND" in shown_text and "unknown" in shown_text
+            assert "demo (cross): the connection to the exchange is refused" in shown_text
             async with run_simulator(scenario, port=port, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
                 await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")

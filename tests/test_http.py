@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -12,6 +14,7 @@ from structlog.testing import capture_logs
 from monitor.http import HttpServer, start_http
 from monitor.metrics import Metrics
 from monitor.report import UnitReport, unit_id
+from monitor.silence_stage import SilenceApi, SilenceRegistry
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -193,3 +196,79 @@ async def test_port_in_use_raises_oserror() -> None:
             await start_http(port=first.port, metrics=Metrics(), status=list, ready=lambda: True)
     finally:
         await first.stop()
+
+
+def this_hosts_address() -> str:
+    """A non-loopback address of this machine (UDP connect sends nothing); skip when there is none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            pytest.skip("no non-loopback interface")
+        address = str(probe.getsockname()[0])
+    if ipaddress.ip_address(address).is_loopback:
+        pytest.skip("no non-loopback interface")
+    return address
+
+
+async def test_beyond_loopback_without_token_only_probes_and_metrics(session: aiohttp.ClientSession) -> None:
+    """On 0.0.0.0 without a token, a client from the network gets 403 (saying why) for /status and
+    /silences and 200 for the probes and /metrics; a client on this host (loopback) is still served."""
+    server = await start_http("0.0.0.0", 0, metrics=Metrics(), status=State().status, ready=lambda: True,
+                              silences=silence_api())  # fmt: skip
+    try:
+        remote = f"http://{this_hosts_address()}:{server.port}"
+        for path in ("/status", "/silences"):
+            status, body = await get(session, remote + path)
+            assert status == 403 and "http.token" in body and "main" not in body
+            assert (await get(session, f"http://127.0.0.1:{server.port}{path}"))[0] == 200
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await get(session, remote + path))[0] == 200
+    finally:
+        await server.stop()
+
+
+def silence_api() -> SilenceApi:
+    registry = SilenceRegistry(lambda: [], lambda _: None)
+    return SilenceApi(
+        registry, dict, lambda: [unit_id("main")], lambda: {"margin_call", "liquidation", "blind"}
+    )
+
+
+async def test_silences_change_only_with_the_token(session: aiohttp.ClientSession) -> None:
+    """Without a token no endpoint changes state; with one, POST/DELETE need it, and bad input is a 400
+    with one line."""
+    api = silence_api()
+    open_server = await start_http(metrics=Metrics(), status=list, ready=lambda: True, silences=api)
+    try:
+        url = f"{open_server.url}/silences"
+        async with session.post(url, json={"target": "main", "for": "1h"}) as response:
+            assert response.status in (404, 405)
+        async with session.delete(f"{url}/abc") as response:
+            assert response.status in (404, 405)
+        assert api.listing() == []
+    finally:
+        await open_server.stop()
+    server = await start_http(metrics=Metrics(), status=list, ready=lambda: True, silences=api, token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        url = f"{server.url}/silences"
+        async with session.post(url, json={"target": "main", "for": "1h"}) as response:
+            assert response.status == 401
+        for bad, why in (({"target": "main"}, "exactly one of"), ({"target": "main", "for": "x"}, "duration"),
+                         ({"target": "main", "for": "1h", "bar": "margin-call"}, "no such rule"),
+                         ({"target": "nobody", "for": "1h"}, "no such account")):  # fmt: skip
+            async with session.post(url, json=bad, headers=auth) as response:
+                assert response.status == 400 and why in (await response.json())["error"]
+        async with session.post(
+            url, json={"target": "main", "for": "1h", "bar": "margin_call"}, headers=auth
+        ) as r:
+            assert r.status == 201
+            made = await r.json()
+        async with session.get(url, headers=auth) as response:
+            assert [s["id"] for s in await response.json()] == [made["id"]]
+        async with session.delete(f"{url}/{made['id']}", headers=auth) as response:
+            assert response.status == 200 and (await response.json())["expired_at"] is not None
+        assert api.listing() == []
+    finally:
+        await server.stop()

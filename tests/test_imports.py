@@ -11,9 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from monitor.console_notify import format_console
 from monitor.fanout import Engine
+from monitor.messages import Message
+from monitor.send_check import send_once
 
 PROBE = """
 import json, sys
@@ -87,3 +91,10 @@ def test_sums_turn_into_numpy_at_the_first_large_leg_and_keep_their_values() -> 
     assert list(engine.apply("BTCUSDT", 10.0)) == []
     engine.set_band(units[0], 0.5, math.inf)
     assert list(engine.apply("BTCUSDT", 20.0)) == [units[0]]
+
+
+async def test_test_alert_prints_console_urls_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    """console:// is not an Apprise plugin any more: test-alert's direct send prints it itself."""
+    outcome = await send_once("console://", Message("Test title", "Test body", "info"), timeout=2)
+    assert outcome.ok and outcome.masked == "console://"
+    assert capsys.readouterr().out == format_console("Test title", "Test body", "info")

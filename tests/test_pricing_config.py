@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from rich.console import Console
 
 from monitor.config import load_config
-from monitor.service_tools import _state_level
+from monitor.status_view import StatusResult, render
 
 
 def write(tmp_path: Path, exchange: dict[str, object]) -> Path:
@@ -34,13 +35,24 @@ def test_pinned_key_loads(tmp_path: Path) -> None:
 
 
 def test_console_never_shows_unknown_as_a_level_or_as_no_debt() -> None:
-    """The console's level column names the state: a number, approximate with why, no debt, or
-    unknown with why (and the stale number only as 'last computed')."""
-    assert _state_level({"state": "known", "margin_level": 1.75}) == "1.750"
-    assert _state_level({"state": "no_debt", "margin_level": None}) == "∞ (no debt)"
-    approx = {"state": "approximate", "margin_level": 1.08, "reason": "priced by Binance's own level"}
-    assert _state_level(approx) == "1.080 (APPROXIMATE: priced by Binance's own level)"
-    blind = {"state": "blind", "margin_level": None, "reason": "no price yet for BTCUSDT"}
-    assert _state_level(blind) == "unknown (BLIND: no price yet for BTCUSDT)"
-    stale = {"state": "blind", "margin_level": 1.5, "reason": "feed silent"}
-    assert _state_level(stale) == "unknown (BLIND: feed silent; last computed 1.500)"
+    """The console (`status` table) names the state: a number, approximate with why, no debt, or
+    unknown with why (and the stale number only marked 'last')."""
+    bars = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
+    cases = [
+        ({"state": "known", "margin_level": 1.75}, ["1.750", "OK"]),
+        ({"state": "no_debt", "margin_level": None}, ["∞ (no debt)", "NO DEBT"]),
+        ({"state": "approximate", "margin_level": 1.08, "reason": "priced by Binance's own level"},
+         ["1.080", "LIQUIDATION (APPROXIMATE)", "priced by Binance's own level"]),
+        ({"state": "blind", "margin_level": None, "reason": "no price yet for BTCUSDT"},
+         ["unknown", "BLIND", "no price yet for BTCUSDT"]),
+        ({"state": "blind", "margin_level": 1.5, "reason": "feed silent"},
+         ["1.500 (last)", "BLIND", "feed silent"]),
+    ]  # fmt: skip
+    for unit, shown in cases:
+        assert isinstance(unit, dict) and isinstance(shown, list)
+        console = Console(width=160, record=True)
+        console.print(render(StatusResult([{"account": "demo", "bars": bars, **unit}], "test", at=0.0)))
+        text = console.export_text()
+        assert all(part in text for part in shown), (unit, text)
+        if unit["state"] != "no_debt":
+            assert "∞" not in text and "NO DEBT" not in text
