@@ -651,6 +651,7 @@ class AccountWatcher:
             "liquidation_prices": {},
             "total_asset_value": 0.0,
             "total_liability_value": 0.0,
+            "loaded": False,  # only on this entry: the page and the console say "not loaded"
         }
 
     async def watch_key(self, interval: float) -> None:

@@ -101,6 +101,7 @@ class Service:
         self.clock = clock
         self.metrics = Metrics(version=__version__)
         shard = parse_shard(config.shard) if config.shard else None
+        self.metrics.not_loaded_source(self.not_loaded)  # blind in unit_state, never absent
         self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/reshard.py
         self.book = AccountBook(
             quote=config.exchange.quote,
@@ -324,9 +325,14 @@ class Service:
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
-        quote = self.config.exchange.quote
         units = [self.unit_status(unit) for unit in sorted(self.book.units())]
-        return units + [w.blind_entry(quote) for w in self.watchers if not w.loaded]
+        return units + self.not_loaded()
+
+    def not_loaded(self) -> list[dict[str, Any]]:
+        """The blind ``status`` entries (with the reason) of the accounts not loaded now: on every
+        surface (status, console, page, ``/metrics``) as blind, never absent."""
+        quote = self.config.exchange.quote
+        return [w.blind_entry(quote) for w in self.watchers if not w.loaded]
 
     def unit_status(self, unit: str) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
@@ -476,6 +482,7 @@ class Service:
             history=self.recorder.history if self.recorder is not None else None,
             clock=self.clock,
             live=lambda unit: (self.book.is_priced(unit), self.book.level(unit)),
+            not_loaded=self.not_loaded,
         )
 
     async def _record_history(self) -> None:
