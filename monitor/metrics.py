@@ -11,8 +11,9 @@ a cross account):
 
 - ``unit_state{state}`` (1 for the unit's one state of known, approximate, blind, no_debt; 0 for
   the others; an account not loaded — exchange unreachable, key rejected — is blind, with
-  ``symbol`` empty, from :meth:`Metrics.not_loaded_source`), ``margin_level`` (+Inf when the unit has no debt; absent while it is blind: an
-  unknown level is never exported as a number), ``bar_level{bar}``, ``bar_distance_ratio{bar}``
+  ``symbol`` empty, from :meth:`Metrics.not_loaded_source`), ``margin_level`` (+Inf when the
+  unit has no debt; absent while it is blind: an unknown level is never exported as a number),
+  ``bar_level{bar}``, ``bar_distance_ratio{bar}``
   (signed fraction, absent where no uniform move reaches the bar), ``liquidation_price{asset}``
   (absent where none exists), ``exchange_margin_level`` and ``level_drift`` (ours − exchange's,
   when the exchange reported one), ``asset_value`` / ``liability_value{quote}``,

@@ -141,6 +141,7 @@ class Service:
             fallback_routes=config.route_names,
         )
         self._loading: dict[str, asyncio.Task[Any]] = {}
+        self._saved_units: frozenset[str] = frozenset()  # units with alert state saved at start
         self._risk_tasks: dict[str, asyncio.Task[Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -199,6 +200,7 @@ class Service:
             saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self._saved_units = frozenset(saved)  # for accounts loaded later (monitor/reshard.py)
         self.handoff.adopt(self.policy, self.book.units(), saved)
         self.engine = Engine(
             self.book, self.policy, clock=self.clock, restore_target=config.alerts.restore_target
@@ -549,6 +551,9 @@ class Service:
             return
         assert self.policy is not None and self.engine is not None and self.userdata is not None
         watcher.configure_policy(self.policy)
+        # an account loaded late (exchange down at start) is adopted as one loaded at start would
+        # have been: its units without saved state fire what already holds, counted as takeovers
+        self.handoff.adopt(self.policy, set(watcher.units) - self.handoff.adopted, self._saved_units)
         active = {s.label for s in self.userdata.subscriptions if not s.failed}
         self.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
         risk = self._risk_tasks.get(watcher.name)

@@ -166,3 +166,32 @@ async def test_page_shows_an_account_not_loaded_as_a_blind_card_with_its_reason(
             assert "1 blind" in summary, summary
     finally:
         await stop(daemon)
+
+
+async def test_account_loaded_late_is_adopted_by_a_sharded_daemon(
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+) -> None:
+    """Re-sharding (monitor/reshard.py) with the exchange down at start: the account this shard now
+    owns is loaded later by the background retry, and is adopted then like one loaded at start: its
+    bar already crossed (BTC at 27,000: level 1.44 ≤ 1.5) fires on the first look, marked and counted
+    as a takeover."""
+    scenario_data["prices"]["BTCUSDT"] = "27000"
+    port = free_port()
+    scenario = parse_scenario(scenario_data, source="<test>")
+    placeholder = Simulator(scenario, realtime=False)
+    placeholder.port = port
+    path = daemon_config(tmp_path, placeholder, receiver)
+    path.write_text(path.read_text() + "shard: 0/1\n")
+    daemon = service(path)
+    try:
+        await daemon.startup()
+        assert daemon.handoff.adopted == set()
+        async with run_simulator(scenario, port=port, realtime=False):
+            await receiver.wait_for(lambda m: any("1.5" in t for t in receiver.titles()), within=20)
+            assert daemon.handoff.adopted == {"cross:demo"}
+    finally:
+        await stop(daemon)
+    alert = next(m for m in receiver.messages if "1.5" in m["title"])
+    assert "Taken over by shard 0/1" in alert["message"]
+    takeovers = daemon.metrics.registry.get_sample_value("margin_monitor_shard_takeover_alerts_total")
+    assert takeovers == 1.0
