@@ -22,6 +22,7 @@ from monitor import __version__
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
 from monitor.alerts import AlertPolicy
 from monitor.book import AccountBook
+from monitor.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
@@ -92,6 +93,7 @@ class Service:
         load_backoff: Backoff = LOAD_BACKOFF,
         key_check_interval: float | None = None,
         opinion_grace: float = 5.0,
+        catalog_interval: float = CATALOG_MAX_AGE,
     ) -> None:
         self.config = config
         self._load_backoff = load_backoff
@@ -142,6 +144,7 @@ class Service:
         )
         self._loading: dict[str, asyncio.Task[Any]] = {}
         self._saved_units: frozenset[str] = frozenset()  # units with alert state saved at start
+        self.catalog = SharedCatalog(self.book, max_age=catalog_interval)  # one exchangeInfo a daemon
         self._risk_tasks: dict[str, asyncio.Task[Any]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -167,8 +170,9 @@ class Service:
             )
         self.endpoints = await self._endpoints()
         self.watchers = build_watchers(
-            self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
-        )
+            self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices,
+            self.catalog,
+        )  # fmt: skip
         register_secrets(s for w in self.watchers for s in w.secret_values())
         self.metrics.drift_source(lambda: {u: d for w in self.watchers for u, d in w.drift.items()})
         for watcher in self.watchers:
@@ -257,6 +261,9 @@ class Service:
             self._refresh_snapshots, "interval", seconds=config.exchange.snapshot_interval, id="snapshots"
         )
         self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
+        self.scheduler.add_job(
+            self._refresh_catalog, "interval", seconds=self.catalog.max_age, id="catalog"
+        )  # a pair halted later reaches the price router (monitor/catalog.py)
         self.recorder = Recorder(History(config.state_dir / HISTORY_FILE), self.book, self.clock)
         self.scheduler.add_job(self._record_history, "interval", seconds=HISTORY_EVERY, id="history")
         self.scheduler.start()
@@ -553,7 +560,8 @@ class Service:
         watcher.configure_policy(self.policy)
         # an account loaded late (exchange down at start) is adopted as one loaded at start would
         # have been: its units without saved state fire what already holds, counted as takeovers
-        self.handoff.adopt(self.policy, set(watcher.units) - self.handoff.adopted, self._saved_units)
+        saved = dict.fromkeys(self._saved_units)
+        self.handoff.adopt(self.policy, set(watcher.units) - self.handoff.adopted, saved)
         active = {s.label for s in self.userdata.subscriptions if not s.failed}
         self.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
         risk = self._risk_tasks.get(watcher.name)
@@ -635,6 +643,15 @@ class Service:
             await asyncio.sleep(0)
         if drift > 1e-9:
             log.info("book_resynced", max_relative_drift=drift)
+
+    async def _refresh_catalog(self) -> None:
+        """Re-read the shared symbol catalog through any loaded account's client; the market stream
+        then follows the symbols the re-routed units need."""
+        rest = next((w.rest for w in self.watchers if w.loaded and w.rest is not None), None)
+        if rest is None or not await self.catalog.refresh(rest):
+            return
+        if self.market is not None:
+            self.market.set_symbols(self.book.symbols_needed())
 
     async def _endpoints(self) -> Endpoints:
         return await open_endpoints(self.config, self.config_path, self._exit_stack)
