@@ -27,6 +27,7 @@ from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
 from monitor.exchange.supervisor import Backoff
+from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.history import FILE_NAME as HISTORY_FILE
 from monitor.history import History
 from monitor.http import HttpServer, start_http
@@ -94,7 +95,9 @@ class Service:
         key_check_interval: float | None = None,
         opinion_grace: float = 5.0,
         catalog_interval: float = CATALOG_MAX_AGE,
+        per_session: int = PER_SESSION,
     ) -> None:
+        self._per_session = per_session  # user-data subscriptions per WebSocket API session
         self.config = config
         self._load_backoff = load_backoff
         self._key_check_interval = key_check_interval  # None: scaled to the number of accounts
@@ -119,7 +122,7 @@ class Service:
         self.engine: Engine | None = None
         self.dispatcher: Dispatcher | None = None
         self.market: MarketStream | None = None
-        self.userdata: UserDataStream | None = None
+        self.userdata: UserDataPool | None = None
         self.http: HttpServer | None = None
         self.recorder: Recorder | None = None
         self.notifier = Notifier.from_env()
@@ -231,13 +234,19 @@ class Service:
         self.metrics.feed_source("market", self.market.stats)
         subscriptions = [sub for w in self.watchers for sub in w.subscriptions()]
         by_account = {w.name: w for w in self.watchers}
-        self.userdata = UserDataStream(
-            self.endpoints.ws_api_url,
+        ws_api_url = self.endpoints.ws_api_url
+        self.userdata = UserDataPool(
             subscriptions,
-            lambda event: self._route_event(by_account, event),
-            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
-            on_state=self._on_state,
-        )
+            lambda session, subs: UserDataStream(
+                ws_api_url,
+                subs,
+                lambda event: self._route_event(by_account, event),
+                on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+                on_state=self._on_state,
+                session=session,
+            ),
+            per_session=self._per_session,
+        )  # as many WebSocket API sessions as Binance's subscription limits need
         self._spawn(self.userdata.run(), "userdata")
         key_interval = self._key_check_interval or max(
             KEY_CHECK_MIN_INTERVAL, len(self.watchers) / KEY_CHECKS_PER_SECOND
