@@ -1,10 +1,11 @@
 # The two commands a newcomer needs:  `make run`  and  `make test`.
+# `make install` sets up .venv only; then `. .venv/bin/activate` puts `margin-monitor` on the PATH.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit container bench clean
+.PHONY: install run check status test-alert test lint typecheck unit container bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,9 +13,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+## set up .venv (margin-monitor and the test tools, editable); `. .venv/bin/activate` then puts it on the PATH
+install: $(STAMP)
+	@echo "margin-monitor is installed in $(VENV)/bin. To type 'margin-monitor' bare in this shell:"
+	@echo "    . $(VENV)/bin/activate"
+	@echo "(for every shell, install it as a tool instead: pipx install .)"
+
 ## run the daemon on config.yaml (the embedded simulator by default: no keys, no network)
 run: $(STAMP)
 	$(BIN)/margin-monitor run -c config.yaml
+
+## the one-shot commands on config.yaml (the daemon may be running: status asks it)
+check: $(STAMP)
+	$(BIN)/margin-monitor check -c config.yaml
+
+status: $(STAMP)
+	$(BIN)/margin-monitor status -c config.yaml
+
+test-alert: $(STAMP)
+	$(BIN)/margin-monitor test-alert -c config.yaml
 
 ## the whole test suite: ruff, mypy --strict, pytest (the container smoke test runs in `make container`)
 test: $(STAMP) lint typecheck unit

@@ -18,29 +18,81 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 
 
+_COMMANDS = {
+    "run": (
+        "run the daemon",
+        "Run the daemon on the config: stream prices and account data, recompute every account on "
+        "every tick, and send alerts through the configured routes until SIGTERM or Ctrl-C (exit 0). "
+        "Exit codes: 78 bad config, 3 unusable state file, 69 nothing could be watched.",
+    ),
+    "check": (
+        "validate the config, show the routing table, report each key's permissions",
+        "Validate the config (one line and exit 78 on a mistake), print which alerts each notification "
+        "route gets (with a warning for a route that gets no margin alert or an alert that reaches only "
+        "console://), note settings that do nothing, warn about secret files other users can read, then "
+        "connect and report each account's key: OK read-only, WARN allowed trading key, or FAIL. "
+        "Exit 0 only when every account is usable.",
+    ),
+    "status": (
+        "margin level and distances of every account",
+        "Print every unit's margin level, distance to each bar and liquidation prices: from the running "
+        "daemon (http.listen), else by reading the accounts once.",
+    ),
+    "test-alert": (
+        "send a test notification through every route",
+        "Send one test message through every URL of every route now and print, per URL, whether it "
+        "was delivered. Exit 0 only when every URL delivered.",
+    ),
+    "replay": (
+        "replay past 1m klines against today's positions",
+        "Replay Binance 1-minute kline CSVs through the same book, engine and alert policy as the "
+        "daemon, against today's positions (the running daemon's /status, one read of the accounts, "
+        "or --positions FILE), and print when each bar would have been crossed, the worst level and "
+        "what would have kept each unit safe; --plot also draws an SVG.",
+    ),
+    "simulate": (
+        "run the Binance simulator standalone",
+        "Run the Binance-compatible simulator on HOST:PORT, replaying a scenario in real time, and print "
+        "'listening on URL'. Point a config at it with exchange.kind: binance and that URL "
+        "(README: The simulator). Stops on SIGTERM or Ctrl-C.",
+    ),
+}
+
+
+def _bundled() -> str:
+    """The bundled scenario names, globbed where the simulator keeps them (importing the simulator
+    here would slow every command down)."""
+    return ", ".join(sorted(p.stem for p in (Path(__file__).parent / "scenarios").glob("*.yaml")))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="margin-monitor",
         description="Live Binance margin level and liquidation-distance monitor with Apprise alerts.",
+        epilog="`margin-monitor COMMAND --help` describes each command. README.md explains every config key.",
     )
     parser.add_argument("--version", action="version", version=f"margin-monitor {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        short, long = _COMMANDS[name]
+        return sub.add_parser(name, help=short, description=long)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("-c", "--config", default="config.yaml", help="config file (default ./config.yaml)")
         return p
 
-    run = with_config(sub.add_parser("run", help="run the daemon"))
+    run = with_config(command("run"))
     run.add_argument(
         "--shard",
         help="i/n: watch only the accounts whose stable hash falls in shard i of n "
         "(default: $MARGIN_MONITOR_SHARD, then the config's shard)",
     )
-    with_config(sub.add_parser("check", help="validate the config, connect, report each key's permissions"))
-    status = with_config(sub.add_parser("status", help="margin level and distances of every account"))
-    status.add_argument("--json", action="store_true", help="print JSON")
-    with_config(sub.add_parser("test-alert", help="send a test notification through every route"))
-    replay = with_config(sub.add_parser("replay", help="replay past 1m klines against today's positions"))
+    with_config(command("check"))
+    status = with_config(command("status"))
+    status.add_argument("--json", action="store_true", help="print one JSON object per unit")
+    with_config(command("test-alert"))
+    replay = with_config(command("replay"))
     replay.add_argument(
         "--klines",
         action="append",
@@ -53,10 +105,15 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--plot", help="also draw the level over the replay into this SVG file")
     replay.add_argument("--absolute", action="store_true",
                         help="use the historical prices as they were, not as moves from today's")  # fmt: skip
-    sim = sub.add_parser("simulate", help="run the Binance simulator standalone")
-    sim.add_argument("--scenario", default="crash", help="bundled scenario name or YAML file (default crash)")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=0)
+    sim = command("simulate")
+    sim.add_argument(
+        "--scenario",
+        default="crash",
+        help=f"a bundled scenario ({_bundled()}) or a scenario YAML file; default crash. "
+        "Format: monitor/scenarios/README.md",
+    )
+    sim.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sim.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
     return parser
 
 

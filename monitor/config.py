@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config_errors import describe, where
+
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken config from looping
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -157,7 +159,7 @@ class AccountConfig(_Strict):
         if isinstance(value, list | tuple):
             for symbol in value:
                 if not isinstance(symbol, str) or not re.fullmatch(r"[A-Z0-9]{4,20}", symbol):
-                    raise ValueError(f"expected symbols such as BTCUSDT, got {symbol!r}")
+                    raise ValueError("expected symbols such as BTCUSDT")
         return value
 
     @model_validator(mode="after")
@@ -234,63 +236,49 @@ class Config(_Strict):
             raise ValueError(f"account names must be unique, repeated: {', '.join(dupes)}")
         known = set(self.notify.routes)
         wanted: list[tuple[str, str]] = []
-        for i, level in enumerate(self.alerts.levels or ()):
-            wanted += [(f"alerts.levels.{i}.routes", r) for r in level.routes]
+        for i, level in enumerate(self.alerts.levels or (), start=1):
+            wanted += [(f"alerts.levels[{i}] (bar {level.bar}).routes", r) for r in level.routes]
         if self.alerts.distance:
             wanted += [("alerts.distance.routes", r) for r in self.alerts.distance.routes]
         wanted += [("alerts.blind_routes", r) for r in self.alerts.blind_routes or ()]
         wanted += [("alerts.default_routes", r) for r in self.alerts.default_routes]
-        for a, account in enumerate(self.accounts):
+        for a, account in enumerate(self.accounts, start=1):
             override = account.alerts
+            at = f"accounts[{a}] ({account.name})"
             if override and override.routes:
-                wanted += [(f"accounts.{a}.alerts.routes", r) for r in override.routes]
-            for i, level in enumerate((override.levels if override else None) or ()):
-                wanted += [(f"accounts.{a}.alerts.levels.{i}.routes", r) for r in level.routes]
-        for where, route in wanted:
+                wanted += [(f"{at}.alerts.routes", r) for r in override.routes]
+            for i, level in enumerate((override.levels if override else None) or (), start=1):
+                wanted += [(f"{at}.alerts.levels[{i}] (bar {level.bar}).routes", r) for r in level.routes]
+        for at, route in wanted:
             if route not in known:
-                raise ValueError(f"{where}: unknown route {route!r}; notify.routes has {sorted(known)}")
+                raise ValueError(f"{at}: unknown route {route!r}; notify.routes has {sorted(known)}")
         return self
 
     def route_names(self) -> tuple[str, ...]:
         return tuple(self.notify.routes)
 
 
-def _expand_env(node: Any, path: str, missing: list[str]) -> Any:
-    """Replace ``${VAR}`` in every string with the environment's value (recording what is unset)."""
+def _expand_env(
+    node: Any, loc: tuple[Any, ...], missing: list[tuple[tuple[Any, ...], str]], used: dict[str, str]
+) -> Any:
+    """Replace ``${VAR}`` in every string with the environment's value (recording what is unset,
+    and in ``used`` each value substituted, so no error line can carry one)."""
     if isinstance(node, dict):
-        return {k: _expand_env(v, f"{path}.{_key(k)}" if path else _key(k), missing) for k, v in node.items()}
+        return {k: _expand_env(v, (*loc, k), missing, used) for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand_env(v, f"{path}.{i}", missing) for i, v in enumerate(node)]
+        return [_expand_env(v, (*loc, i), missing, used) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def sub(match: re.Match[str]) -> str:
             value = os.environ.get(match.group(1))
             if value is None:
-                missing.append(f"{path}: environment variable {match.group(1)} is not set")
+                missing.append((loc, f"environment variable {match.group(1)} is not set"))
                 return ""
+            used[match.group(1)] = value
             return value
 
         return _ENV_REF.sub(sub, node)
     return node
-
-
-def _key(key: Any) -> str:
-    """A key as shown in an error: itself when printable and short, else its (cut) repr."""
-    text = str(key)
-    return text if text.isprintable() and len(text) <= 64 else repr(text[:64])
-
-
-def _describe(error: dict[str, Any]) -> str:
-    parts = [str(p) for p in error["loc"] if not str(p).startswith("function-after")]
-    loc = ".".join(_key(p) for p in parts)
-    msg = " ".join(str(error["msg"]).split())
-    msg = msg.removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
-    if error["type"] == "missing":
-        return f"{loc}: required key is missing"
-    # never echo a value back: it could be a secret
-    return f"{loc}: {msg}" if loc else msg
 
 
 def load_config(path: str | Path) -> Config:
@@ -308,20 +296,26 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
-    missing: list[str] = []
-    expanded = _expand_env(raw, "", missing)
+    missing: list[tuple[tuple[Any, ...], str]] = []
+    used: dict[str, str] = {}
+    expanded = _expand_env(raw, (), missing, used)
     if missing:
-        raise ConfigError(f"{path}: {missing[0]}")
+        loc, problem = missing[0]
+        raise ConfigError(f"{path}: {where(loc, raw)}: {problem}")
     try:
         config = Config.model_validate(expanded)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
-        raise ConfigError(f"{path}: {_describe(dict(first))}") from None
+        line = describe(dict(first), raw, Config)
+        for name, value in sorted(used.items(), key=lambda item: -len(item[1])):
+            if len(value) >= 3:  # a value from the environment may be a secret: name the variable
+                line = line.replace(value, f"${{{name}}}")
+        raise ConfigError(f"{path}: {line}") from None
     base = path.parent
     return config.model_copy(update={"state_dir": (base / config.state_dir).resolve()})
 
@@ -353,9 +347,41 @@ def loose_permissions(path: Path) -> bool:
     return bool(mode & stat.S_IROTH)
 
 
+def _literal(value: Any) -> bool:
+    """A string written out in the file, not (only) ``${ENV_VAR}`` references."""
+    return isinstance(value, str) and bool(_ENV_REF.sub("", value).strip())
+
+
+def holds_secret(config: Config, config_path: Path) -> bool:
+    """Whether the config file itself holds a secret: a Binance key or secret, an ``http.token`` or a
+    notification URL (which may carry a token) written literally rather than as ``${ENV_VAR}``.
+    The simulator's demo keys and ``console://`` are not secrets.
+    """
+    try:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return True  # cannot tell: assume it does
+    if not isinstance(raw, dict):
+        return True
+    values: list[Any] = []
+    if config.exchange.kind == "binance":
+        for account in raw.get("accounts") or []:
+            if isinstance(account, dict):
+                values += [account.get("api_key"), account.get("api_secret")]
+    http = raw.get("http")
+    if isinstance(http, dict):
+        values.append(http.get("token"))
+    routes = (raw.get("notify") or {}).get("routes") if isinstance(raw.get("notify"), dict) else None
+    for route in (routes or {}).values() if isinstance(routes, dict) else ():
+        urls = route.get("urls") if isinstance(route, dict) else None
+        values += [u for u in urls or () if not (isinstance(u, str) and u.startswith("console://"))]
+    return any(_literal(v) for v in values)
+
+
 def exposed_files(config: Config, config_path: Path) -> list[Path]:
-    """The config file and every ``*_file`` secret that other users can read (to be warned about)."""
-    files = [config_path]
+    """The config file (when it holds a secret, :func:`holds_secret`) and every ``*_file`` secret
+    that other users can read (to be warned about)."""
+    files = [config_path] if holds_secret(config, config_path) else []
     for account in config.accounts:
         for file in (account.api_key_file, account.api_secret_file):
             if file is not None:

@@ -136,22 +136,51 @@ def _account_line(report: UnitReport) -> str:
     return f"Account {report.account}, {where}, valued in {report.quote}."
 
 
+def _past(report: UnitReport, name: str) -> bool:
+    """The unit's level is at or below the bar ``name`` (the signed distance then restores it)."""
+    level, bar = report.margin_level, report.bars.get(name)
+    return level is not None and bar is not None and level <= bar
+
+
 def _liquidation_line(report: UnitReport) -> str:
+    """How far liquidation is; past it, how far past and which move restores the bar.
+
+    A long account at 1.097 under a 1.1 bar needs a rise to get back, never "a rise liquidates":
+    ``Liquidation (1.1): PAST IT, margin level 1.097 is 0.003 below; a 0.29 % rise of … restores 1.1.``
+    """
     bar = report.bars.get(report.liquidation_bar)
     head = f"Liquidation ({fmt_bar(bar)})" if bar is not None else "Liquidation"
     distance = report.liquidation_distance
+    if bar is not None and report.margin_level is not None and _past(report, report.liquidation_bar):
+        below = (
+            f"PAST IT, margin level {fmt_level(report.margin_level)} is {bar - report.margin_level:.3f} below"
+        )
+        if distance is None:
+            return f"{head}: {below}; no uniform price move restores it: repay or add collateral."
+        return f"{head}: {below}; {_direction(distance)} of {_what_moves(report)} restores {fmt_bar(bar)}."
     if distance is None:
         return f"{head}: no uniform price move reaches it."
     return f"{head}: {_direction(distance)} of {_what_moves(report)} liquidates."
+
+
+def _bar_distance(report: UnitReport, name: str, bar: float) -> str:
+    """``margin_call 1.3: a 4.1 % drop reaches it``; past the bar, ``normal 1.5: past, a 20.5 % rise
+    restores it``."""
+    distance = report.distances.get(name)
+    if distance is None:
+        return f"{name} {fmt_bar(bar)}: no uniform move reaches it"
+    if _past(report, name):
+        return f"{name} {fmt_bar(bar)}: past, {_direction(distance)} restores it"
+    return f"{name} {fmt_bar(bar)}: {_direction(distance)} reaches it"
 
 
 def _detail_lines(report: UnitReport) -> list[str]:
     """Distances per bar, liquidation prices, how to restore safety, interest timing, totals."""
     lines: list[str] = []
     ladder = sorted(report.bars.items(), key=lambda item: -item[1])
-    parts = [f"{name} {fmt_bar(bar)} {fmt_pct(report.distances.get(name))}" for name, bar in ladder]
+    parts = [_bar_distance(report, name, bar) for name, bar in ladder]
     if parts:
-        lines.append(f"Distance to each bar: {', '.join(parts)}.")
+        lines.append(f"Distance to each bar: {'; '.join(parts)}.")
     if report.liquidation_prices:
         prices = ", ".join(
             f"{asset} {fmt_price(price)} {report.quote}" if price is not None else f"{asset} none"
@@ -265,12 +294,19 @@ def _distance(event: AlertEvent, report: UnitReport | None, label: str) -> Messa
         return Message(title, body, "success")
     moves = _direction(distance) if distance is not None else "a small move"
     still = ", still" if event.kind == "repeat" else ""
-    title = f"[LIQUIDATION DISTANCE{still}] {label}: {moves} liquidates{_approx_tag(report)}"
     lines = [_account_line(report)] if report is not None else []
-    lines.append(
-        f"A uniform {moves.removeprefix('a ')} of {what} brings the margin level "
-        f"({fmt_level(_evaluated(event.level))}) to{target}: within the {within} alert distance."
-    )
+    if report is not None and _past(report, report.liquidation_bar):
+        title = (
+            f"[LIQUIDATION DISTANCE{still}] {label}: past the liquidation bar; {moves} restores it"
+            f"{_approx_tag(report)}"
+        )
+        lines.append(f"{_liquidation_line(report)} Binance liquidates at this level: act now.")
+    else:
+        title = f"[LIQUIDATION DISTANCE{still}] {label}: {moves} liquidates{_approx_tag(report)}"
+        lines.append(
+            f"A uniform {moves.removeprefix('a ')} of {what} brings the margin level "
+            f"({fmt_level(_evaluated(event.level))}) to{target}: within the {within} alert distance."
+        )
     if event.while_down:
         lines.append("Crossed while the monitor was down; reported on restart.")
     if report is not None:

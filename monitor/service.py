@@ -31,6 +31,7 @@ from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.history import FILE_NAME as HISTORY_FILE
 from monitor.history import History
 from monitor.http import HttpServer, start_http
+from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import render
 from monitor.metrics import Metrics
@@ -39,6 +40,7 @@ from monitor.opinion_feed import ExchangeOpinions
 from monitor.page import Feed, page_routes
 from monitor.recorder import Recorder
 from monitor.reshard import Handoff
+from monitor.routing import SILENT_ROUTE_FIX, route_table
 from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.shard import parse_shard
 from monitor.status_extras import enrich
@@ -149,6 +151,7 @@ class Service:
         self._saved_units: frozenset[str] = frozenset()  # units with alert state saved at start
         self.catalog = SharedCatalog(self.book, max_age=catalog_interval)  # one exchangeInfo a daemon
         self._risk_tasks: dict[str, asyncio.Task[Any]] = {}
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -156,6 +159,8 @@ class Service:
         config = self.config
         for path in exposed_files(config, self.config_path):
             log.warning("file_readable_by_others", file=str(path), fix=f"chmod 600 {path}")
+        for route in route_table(config).silent:  # `margin-monitor check` prints the whole table
+            log.warning("route_gets_no_margin_alert", route=route, fix=SILENT_ROUTE_FIX)
         try:
             self.store = Store(config.state_dir)
         except StateError as exc:
@@ -216,6 +221,10 @@ class Service:
         for watcher in self.watchers:
             watcher.engine = self.engine
 
+        try:  # before delivery of the outbox starts: notices of an earlier run that no longer hold
+            expire_notices(self.store, {w.name for w in loaded})
+        except StateError as exc:
+            raise StateStartupError(str(exc)) from None
         self.dispatcher = Dispatcher(
             self._routes(), self.store, timeout=config.notify.timeout, backoff=self._notify_backoff
         )
@@ -308,6 +317,7 @@ class Service:
 
     async def shutdown(self) -> None:
         """Stop reading, drain notifications within a bound, persist state, cancel the rest."""
+        self._stopping = True  # feeds going down from here on were asked to: logged at info
         self.notifier.stopping()
         log.info("daemon_stopping")
         if self.scheduler.running:
@@ -412,6 +422,10 @@ class Service:
                     watcher.disable(state.reason)
         if state.up:
             log.info("feed_up", feed=state.name)
+        elif self._stopping:  # a requested stop closes every feed: expected, not a warning
+            log.info("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal, stopping=True)
+            self.metrics.feed_connected(state.name, False)
+            return
         else:
             log.warning("feed_down", feed=state.name, reason=state.reason, fatal=state.fatal)
             self.metrics.feed_reconnect(state.name)
@@ -543,6 +557,7 @@ class Service:
             self._ready = True
             self.notifier.ready()
             log.info("daemon_ready")
+            self._say_what_is_ahead()
         waiting = [w for w in self.watchers if w.enabled and not w.loaded]
         if waiting and not self._ready:
             # READY=1 waits for the exchange; systemd's TimeoutStartSec must not end that wait
@@ -552,6 +567,15 @@ class Service:
         else:
             self.notifier.status(self._summary())
         self._housekeeping_at = time.monotonic()
+
+    def _say_what_is_ahead(self) -> None:
+        """On the embedded simulator, one line at ready on stdout (beside console:// alerts) saying
+        what the scenario is about to do: ``replaying a 40 % crash; first alert in ~10 s; …``."""
+        from monitor.demo_preview import preview
+
+        ahead = preview(self.config, self.config_path)
+        if ahead is not None:
+            print(ahead.line(time.monotonic() - self._started_at), flush=True)
 
     def _load_missing(self) -> None:
         """Keep retrying every account not loaded (down exchange at start, key revoked mid-run)."""

@@ -18,10 +18,12 @@ import structlog
 from monitor.accounts import AccountWatcher, build_watchers, open_endpoints
 from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
+from monitor.config_notes import inert_settings
 from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message, fmt_level, fmt_pct, fmt_price, fmt_value
 from monitor.notify import Dispatcher, Route
+from monitor.routing import route_table
 from monitor.status_extras import enrich
 from monitor.store import StateError, Store
 from monitor.stress import render_stress
@@ -40,6 +42,9 @@ async def check(config: Config, config_path: Path) -> int:
     async with contextlib.AsyncExitStack() as stack:
         endpoints = await open_endpoints(config, config_path, stack)
         print(f"config {config_path}: valid; exchange {config.exchange.kind} at {endpoints.rest_url}")
+        for note in inert_settings(config):
+            print(f"NOTE {note}")
+        print("\n".join(route_table(config).lines()))
         for path in exposed_files(config, config_path):
             print(f"WARN {path} is readable by other users: chmod 600 {path}")
         for watcher in build_watchers(config, config_path, endpoints, AccountBook(), lambda _: None, []):

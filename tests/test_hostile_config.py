@@ -131,3 +131,28 @@ def test_unprintable_key_in_an_env_error_stays_on_one_line(tmp_path: Path) -> No
     assert check_outcome(path) is None
     with pytest.raises(ConfigError, match=r"exchange\.'a\\nb': environment variable UNSET_VAR_FOR_TEST"):
         load_config(path)
+
+
+ENV_SECRET = "cfgENVSECRET5d1e9b"
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_value_from_the_environment_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: st.DataObject
+) -> None:
+    """Any leaf replaced by ``${VAR}`` whose value is a secret (and wrong for that key): the error shows
+    the reference as written, never the value it expanded to."""
+    monkeypatch.setenv("MM_HOSTILE_SECRET", ENV_SECRET)
+    doc = copy.deepcopy(FULL)
+    path_keys = data.draw(st.sampled_from(paths(doc)))
+    node: Any = doc
+    for key in path_keys[:-1]:
+        node = node[key]
+    node[path_keys[-1]] = data.draw(st.sampled_from(["${MM_HOSTILE_SECRET}", "x${MM_HOSTILE_SECRET}"]))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        assert ENV_SECRET not in str(exc), str(exc)

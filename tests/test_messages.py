@@ -125,7 +125,8 @@ def test_firing_message_worked_example() -> None:
             "Margin level 1.284 is at or below the margin_call bar 1.3 "
             "(since 2026-05-01 12:00:03 UTC, 3 min 20 s ago).\n"
             "Liquidation (1.1): a 4.1 % drop of every non-USDT asset liquidates.\n"
-            "Distance to each bar: normal 1.5 +20.5 %, margin_call 1.3 +0.93 %, liquidation 1.1 -4.1 %.\n"
+            "Distance to each bar: normal 1.5: past, a 20.5 % rise restores it; margin_call 1.3: past, "
+            "a 0.93 % rise restores it; liquidation 1.1: a 4.1 % drop reaches it.\n"
             "Liquidation prices (others held): BTC 58,123 USDT, ETH none.\n"
             "To get back to 1.5: repay 1,240 USDT or add 0.03052 BTC.\n"
             "Interest alone (prices standing) reaches liquidation 1.1 in 41 h.\n"
@@ -223,3 +224,65 @@ def test_summary_and_test_message() -> None:
     assert msg.title == "[SUMMARY] 3 more alerts on route chat"
     assert msg.body.splitlines()[1:] == ["- a", "- b", "- c"]
     assert "test" in demo_message(T0).title.lower()
+
+
+# -- past a bar ----------------------------------------------------------------------------------
+
+# A long account already under its liquidation bar (the case of issue 15): level 1.097 < 1.1, and a
+# uniform rise of 0.29 % of its non-USDT assets brings it back to 1.1.
+PAST = replace(
+    REPORT,
+    margin_level=1.097,
+    distances={"normal": 0.385, "margin_call": 0.194, "liquidation": 0.0029},
+    hours_to_bars={},
+)
+
+
+def test_past_the_liquidation_bar_says_how_far_past_and_what_restores_it() -> None:
+    """Under the liquidation bar the text never says "a rise liquidates": it says it is past, by how
+    much, which move restores the bar, and (from the report) what to repay or add."""
+    msg = render(event(rule="liquidation", bar=1.1, level=1.097), PAST)
+    lines = msg.body.splitlines()
+    assert lines[2] == (
+        "Liquidation (1.1): PAST IT, margin level 1.097 is 0.003 below; "
+        "a 0.29 % rise of every non-USDT asset restores 1.1."
+    )
+    assert lines[3] == (
+        "Distance to each bar: normal 1.5: past, a 38.5 % rise restores it; margin_call 1.3: past, "
+        "a 19.4 % rise restores it; liquidation 1.1: past, a 0.29 % rise restores it."
+    )
+    assert "To get back to 1.5: repay 1,240 USDT or add 0.03052 BTC." in lines
+    assert "liquidates" not in msg.body
+
+
+def test_distance_alert_past_the_bar_says_restores_not_liquidates() -> None:
+    """The distance rule firing for a unit already under its liquidation bar says so in the title."""
+    msg = render(
+        event(rule="liquidation_distance", bar=0.03, distance=0.0029, level=1.097, measure="distance"), PAST
+    )
+    assert msg.title == (
+        "[LIQUIDATION DISTANCE] alice (cross): past the liquidation bar; a 0.29 % rise restores it"
+    )
+    assert "Binance liquidates at this level: act now." in msg.body
+    assert "rise liquidates" not in msg.body + msg.title
+
+
+def test_a_short_account_past_the_bar_is_restored_by_a_drop() -> None:
+    """A net-short account under its bar is brought back by a drop; not past, a rise liquidates it."""
+    short = replace(PAST, distances={"normal": -0.3, "margin_call": -0.15, "liquidation": -0.004})
+    assert "a 0.4 % drop of every non-USDT asset restores 1.1." in render(event(), short).body
+    above = replace(
+        short, margin_level=1.2, distances={"normal": -0.2, "margin_call": -0.1, "liquidation": 0.05}
+    )
+    assert "Liquidation (1.1): a 5 % rise of every non-USDT asset liquidates." in render(event(), above).body
+
+
+def test_past_the_bar_with_no_uniform_move_says_repay_or_add() -> None:
+    """When no uniform move restores the bar, the line says to repay or add collateral."""
+    stuck = replace(PAST, distances={"normal": None, "margin_call": None, "liquidation": None})
+    body = render(event(), stuck).body
+    assert (
+        "PAST IT, margin level 1.097 is 0.003 below; no uniform price move restores it: "
+        "repay or add collateral." in body
+    )
+    assert "liquidation 1.1: no uniform move reaches it" in body
