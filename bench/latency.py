@@ -90,6 +90,15 @@ def pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(values), q)) * 1000, 3) if values else math.nan
 
 
+def sim_env() -> dict[str, str]:
+    """The simulator's environment: ``BENCH_SIM_PATH`` (set by ``bench/compare.py``) as its
+    ``PYTHONPATH``, so a baseline daemon and the new one face the same simulator."""
+    env = dict(os.environ)
+    if "BENCH_SIM_PATH" in env:
+        env["PYTHONPATH"] = env["BENCH_SIM_PATH"]
+    return env
+
+
 class SimProcess:
     """``bench/latency_sim.py`` as a subprocess, driven by JSON lines."""
 
@@ -105,6 +114,7 @@ class SimProcess:
             str(path),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env=sim_env(),
         )
         sim = cls(proc)
         return sim, str((await sim.reply())["url"])
@@ -144,8 +154,11 @@ async def quiet(calls: list[tuple[float, str]], gap: float = 1.0, within: float 
     raise RuntimeError("notify calls did not stop")
 
 
-def daemon_config(tmp: FsPath, url: str, work: Workload) -> FsPath:
-    """The daemon's config: ``kind: binance`` at the simulator, every account, one bench:// route."""
+def daemon_config(
+    tmp: FsPath, url: str, work: Workload, urls: tuple[str, ...] = ("bench://",), http: str | None = None
+) -> FsPath:
+    """The daemon's config: ``kind: binance`` at the simulator, every account, one route to ``urls``
+    (``bench://`` here), HTTP on ``http`` (host:port) or off."""
     ws = url.replace("http://", "ws://")
     data = {
         "exchange": {
@@ -157,10 +170,10 @@ def daemon_config(tmp: FsPath, url: str, work: Workload) -> FsPath:
         },
         "accounts": [{"name": n, "api_key": f"key-{n}", "api_secret": f"secret-{n}"} for n in work.names],
         "alerts": {"hysteresis": HYSTERESIS, "stale_after": "30s"},
-        "notify": {"routes": {"bench": {"urls": ["bench://"]}}},
+        "notify": {"routes": {"bench": {"urls": list(urls)}}},
         "state_dir": str(tmp / "state"),
         "log": {"format": "json", "level": "warning"},
-        "http": {"enabled": False},
+        "http": {"enabled": True, "listen": http} if http else {"enabled": False},
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(data))

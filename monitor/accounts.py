@@ -614,6 +614,8 @@ class AccountWatcher:
             return set(self.units)
         settling = self.engine.settling if self.engine is not None else {}
         unconfirmed = {u for u in self.units if u in settling and now - settling[u] > limit}
+        if not stale_symbols:  # the usual case: skip building every unit's symbol set each second
+            return unconfirmed
         return unconfirmed | {u for u in self.units if self.book.unit_symbols(u) & stale_symbols}
 
     def disable(self, reason: str) -> None:

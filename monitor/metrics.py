@@ -25,6 +25,8 @@ a cross account):
 - per route: ``notifications_sent_total``, ``notifications_failed_total``, ``notifications_queued``,
   and from a source that has them ``notifications_dropped_total``, ``notifications_held``.
 - ``tick_to_dispatch_seconds`` histogram; ``build_info{version}``; ``process_*`` metrics.
+- ``loop_lag_seconds`` histogram: how late the event loop ran a 10 ms timer (``monitor.loop_lag``),
+  buckets from 1 ms; a sample over 5 ms is a stall that delayed ticks and alerts.
 
 Label values are account, feed and route *names* from the config, never URLs or keys: a route label
 that looks like a URL (it could carry an Apprise token) is replaced by a digest.
@@ -45,6 +47,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
+from monitor.loop_lag import LAG_BUCKETS
 from monitor.metrics_collectors import (
     PREFIX,
     FeedCollector,
@@ -92,6 +95,12 @@ class Metrics:
             PREFIX + "tick_to_dispatch_seconds",
             "Seconds from a price tick's arrival to the alert it caused being handed to the dispatcher.",
             buckets=tuple(latency_buckets),
+            registry=self.registry,
+        )
+        self._loop_lag = Histogram(
+            PREFIX + "loop_lag_seconds",
+            "Seconds the event loop ran a periodic timer late: time it was held by other work.",
+            buckets=LAG_BUCKETS,
             registry=self.registry,
         )
 
@@ -178,6 +187,10 @@ class Metrics:
     def observe_latency(self, seconds: float) -> None:
         """Record one tick-to-dispatch latency."""
         self._latency.observe(seconds)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        """Record one event-loop lag sample (``monitor.loop_lag.LoopLag``)."""
+        self._loop_lag.observe(seconds)
 
     # --- exposition -------------------------------------------------------------------------
 

@@ -1,11 +1,16 @@
 """The Dispatcher: alert events → SQLite outbox → Apprise, per URL, with retries and flood control.
 
 ``enqueue`` writes one outbox row per event × URL first (unique on dedupe key + URL, so a crossing
-is never sent twice, also across restarts), then a worker per URL sends rows in order through
-Apprise with a timeout. A failure is retried with exponential backoff and jitter (head of line:
-later alerts to that URL wait, so they arrive in order); a success is marked in the outbox, and
-whatever is still queued at start is sent. Flood control admits at most ``max_per_window`` events
-per route per ``window``; the rest are held and go out as one summary when the window allows.
+is never sent twice, also across restarts; :meth:`Dispatcher.enqueue_many` writes a whole burst in
+one transaction), then a worker per URL sends rows through Apprise with a timeout. Up to
+``concurrency`` sends per URL are in flight at once (``DEFAULT_CONCURRENCY`` where Apprise declares
+no spacing between requests for the service, else one: Apprise's own throttle then spaces them),
+never two of the same unit, so each account's alerts arrive in order while a crash of 200 accounts
+does not queue behind one slow send. A failure is retried with exponential backoff and jitter and
+stops new sends to that URL until it goes through (head of line: later alerts wait, in order); a
+success is marked in the outbox, and whatever is still queued at start is sent. Flood control admits
+at most ``max_per_window`` events per route per ``window``; the rest are held and go out as one
+summary when the window allows.
 
 Logs name the route and the URL scheme only: URLs (which carry tokens) never reach a log line,
 an exception message or the state file (the outbox stores a fingerprint of the URL).
@@ -19,7 +24,7 @@ import itertools
 import random
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +50,8 @@ __all__ = [
 ]
 NOTIFY_TYPES = {"firing": "warning", "repeat": "warning", "blind": "warning", "summary": "warning"}
 MEMORY_KEYS = 10_000  # dedupe keys remembered in memory (for when the state file is unusable)
+DEFAULT_CONCURRENCY = 4  # sends in flight per URL where the service sets no spacing
+SCAN_AHEAD = 64  # queued rows looked at for one whose unit is not already being sent
 
 
 def default_backoff(attempt: int) -> float:
@@ -93,15 +100,30 @@ class RouteStats:
     held: int = 0
 
 
+_Entry = tuple[AlertEvent, str, str, str | None]  # event, title, body, notify type
+
+
+@dataclass(eq=False)
+class _Job:
+    """A queued row; ``sending`` while an attempt is in flight."""
+
+    item: OutboxItem
+    sending: bool = False
+
+
 @dataclass(eq=False)
 class _Target:
     id: str
     route: str
     url: str = field(repr=False)
     scheme: str
-    queue: deque[OutboxItem] = field(default_factory=deque)
+    queue: deque[_Job] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
+    limit: int = 1  # sends in flight at most
+    busy: set[str] = field(default_factory=set)  # units with a send in flight
+    failing: _Job | None = None  # a failed row: retried alone, later rows wait
+    retry_in: float | None = None  # seconds until the failing row's next attempt
 
 
 @dataclass(eq=False)
@@ -126,19 +148,27 @@ class Dispatcher:
         sender: Sender | None = None,
         on_sent: Callable[[Delivery], None] | None = None,
         on_failed: Callable[[Delivery], None] | None = None,
+        concurrency: Callable[[str], int] | None = None,
     ) -> None:
         self._routes = dict(routes)
         self._store = store
         self._timeout = timeout
         self._backoff = backoff
         self._clock = clock
-        self._sender: Sender = sender if sender is not None else AppriseSender()
+        if sender is None:  # Apprise knows each service's spacing; another sender: one at a time
+            apprise_sender = AppriseSender()
+            sender = apprise_sender
+            concurrency = concurrency or (lambda url: apprise_sender.concurrency(url, DEFAULT_CONCURRENCY))
+        self._sender: Sender = sender
+        concurrency = concurrency or (lambda url: 1)
         self._on_sent, self._on_failed = on_sent, on_failed
         self._targets: dict[str, _Target] = {}
         for route in self._routes.values():
             for url in route.urls:
                 tid = f"{route.name}#{fingerprint(url)}"
-                self._targets.setdefault(tid, _Target(tid, route.name, url, url_scheme(url)))
+                if tid not in self._targets:
+                    limit = concurrency(url)
+                    self._targets[tid] = _Target(tid, route.name, url, url_scheme(url), limit=limit)
         self._floods = {
             n: _Flood(FloodGate(r.max_per_window, r.window), r.window) for n, r in self._routes.items()
         }
@@ -227,32 +257,7 @@ class Dispatcher:
         alert_state: Mapping[str, Any] | None = None,
     ) -> None:
         """Persist ``event`` for each URL of its routes (``alert_state`` in the same transaction)."""
-        now = self._clock()
-        kind_type = notify_type or NOTIFY_TYPES.get(event.kind, "success")
-        items: list[OutboxItem] = []
-        admitted: list[str] = []
-        for name in dict.fromkeys(event.routes):
-            route = self._routes.get(name)
-            if route is None:
-                log.error("notify_route_unknown", route=name, dedupe_key=event.dedupe_key)
-                continue
-            status: OutboxStatus = "queued" if self._floods[name].gate.admit(now) else "held"
-            if status == "queued":
-                admitted.append(name)
-            items += [
-                OutboxItem(event.dedupe_key, f"{name}#{fingerprint(url)}", name, event.unit, event.kind,
-                           title, body, kind_type, event.at, status)
-                for url in route.urls
-            ]  # fmt: skip
-        if not items:
-            log.warning("notify_no_route", dedupe_key=event.dedupe_key, routes=list(event.routes))
-        added = self._persist(items, alert_state)
-        added_routes = {item.route for item in added}
-        for name in admitted:
-            if name not in added_routes:
-                self._floods[name].gate.refund()  # a duplicate does not use up the window
-        for item in added:
-            self._accept(item)
+        self._enqueue_batch([(event, title, body, notify_type)], alert_state)
 
     async def enqueue_message(
         self, event: AlertEvent, message: Message, *, alert_state: Mapping[str, Any] | None = None
@@ -261,6 +266,16 @@ class Dispatcher:
         await self.enqueue(
             event, message.title, message.body, notify_type=message.notify_type, alert_state=alert_state
         )
+
+    async def enqueue_many(
+        self,
+        messages: Sequence[tuple[AlertEvent, Message]],
+        *,
+        alert_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        """:meth:`enqueue_message` for a burst: every row and ``alert_state`` in one transaction
+        (one commit for 200 crossings instead of 200), each event still once per URL."""
+        self._enqueue_batch([(e, m.title, m.body, m.notify_type) for e, m in messages], alert_state)
 
     async def send_direct(self, message: Message) -> dict[str, list[bool]]:
         """Send ``message`` once to every URL now, bypassing the outbox (``test-alert``)."""
@@ -291,6 +306,36 @@ class Dispatcher:
         return out
 
     # -- internals -----------------------------------------------------------------------------
+    def _enqueue_batch(self, entries: Sequence[_Entry], alert_state: Mapping[str, Any] | None) -> None:
+        now = self._clock()
+        items: list[OutboxItem] = []
+        admitted: list[tuple[str, str]] = []  # (dedupe key, route) that used up a flood-window slot
+        for event, title, body, notify_type in entries:
+            kind_type = notify_type or NOTIFY_TYPES.get(event.kind, "success")
+            routed = len(items)
+            for name in dict.fromkeys(event.routes):
+                route = self._routes.get(name)
+                if route is None:
+                    log.error("notify_route_unknown", route=name, dedupe_key=event.dedupe_key)
+                    continue
+                status: OutboxStatus = "queued" if self._floods[name].gate.admit(now) else "held"
+                if status == "queued":
+                    admitted.append((event.dedupe_key, name))
+                items += [
+                    OutboxItem(event.dedupe_key, f"{name}#{fingerprint(url)}", name, event.unit, event.kind,
+                               title, body, kind_type, event.at, status)
+                    for url in route.urls
+                ]  # fmt: skip
+            if len(items) == routed:
+                log.warning("notify_no_route", dedupe_key=event.dedupe_key, routes=list(event.routes))
+        added = self._persist(items, alert_state)
+        added_keys = {(item.dedupe_key, item.route) for item in added}
+        for key, name in admitted:
+            if (key, name) not in added_keys:
+                self._floods[name].gate.refund()  # a duplicate does not use up the window
+        for item in added:
+            self._accept(item)
+
     def _persist(self, items: list[OutboxItem], alert_state: Mapping[str, Any] | None) -> list[OutboxItem]:
         if not items and not alert_state:
             return []
@@ -311,7 +356,7 @@ class Dispatcher:
             self._schedule_flush(item.route)
             return
         target = self._targets[item.target]
-        target.queue.append(item)
+        target.queue.append(_Job(item))
         target.wake.set()
 
     def _schedule_flush(self, route: str) -> None:
@@ -353,31 +398,67 @@ class Dispatcher:
             self._accept(item)
 
     async def _work(self, target: _Target) -> None:
+        """Start sends while there is room; after a failure, only the failed row, after its backoff."""
+        in_flight = 0
+
+        async def send(job: _Job) -> None:
+            nonlocal in_flight
+            try:
+                ok = await self._attempt(target, job)
+            finally:
+                in_flight -= 1
+                job.sending = False
+                target.busy.discard(job.item.unit)
+                target.wake.set()
+            if ok is False:
+                target.failing = job
+                target.retry_in = self._backoff(job.item.attempts)
+                log.warning("notify_retry", route=target.route, scheme=target.scheme,
+                            dedupe_key=job.item.dedupe_key, attempts=job.item.attempts,
+                            retry_in=round(target.retry_in, 3))  # fmt: skip
+                return
+            if job is target.failing:
+                target.failing = None
+            target.queue.remove(job)
+            self._progress.set()
+
         while not self._stopping:
-            if not target.queue:
+            if target.failing is not None and target.retry_in is not None and not target.failing.sending:
+                delay, target.retry_in = target.retry_in, None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(target.hurry.wait(), delay)
+                target.hurry.clear()
+                continue
+            job = self._next_job(target, in_flight)
+            if job is None:  # woken by a new row, a finished send, or stop()
                 target.wake.clear()
                 await target.wake.wait()
                 continue
-            ok = await self._attempt(target, target.queue[0])
-            if ok is not False:
-                target.queue.popleft()
-                self._progress.set()
-                continue
-            delay = self._backoff(target.queue[0].attempts)
-            log.warning(
-                "notify_retry",
-                route=target.route,
-                scheme=target.scheme,
-                dedupe_key=target.queue[0].dedupe_key,
-                attempts=target.queue[0].attempts,
-                retry_in=round(delay, 3),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(target.hurry.wait(), delay)
-            target.hurry.clear()
+            in_flight += 1
+            job.sending = True
+            target.busy.add(job.item.unit)
+            self._spawn(send(job), f"notify-send-{target.route}-{target.scheme}")
 
-    async def _attempt(self, target: _Target, item: OutboxItem) -> bool | None:
+    @staticmethod
+    def _next_job(target: _Target, in_flight: int) -> _Job | None:
+        """The oldest row that may start now: none while full; only the failed row while one failed;
+        else the first within :data:`SCAN_AHEAD` whose unit has nothing in flight or before it."""
+        if in_flight >= target.limit:
+            return None
+        if target.failing is not None:
+            job = target.failing
+            return job if not job.sending and in_flight == 0 else None
+        waiting: set[str] = set()
+        for job in itertools.islice(target.queue, SCAN_AHEAD):
+            unit = job.item.unit
+            if not job.sending and unit not in target.busy and unit not in waiting:
+                return job
+            waiting.add(unit)
+        return None
+
+    async def _attempt(self, target: _Target, job: _Job) -> bool | None:
         """True: sent; False: failed (retry); None: dropped for good."""
+        item = job.item
         stats = self._stats[target.route]
         started = self._clock()
         error = "not delivered"
@@ -409,7 +490,7 @@ class Dispatcher:
             self._callback(self._on_sent, delivery)
             return True
         stats.failed += 1
-        target.queue[0] = item
+        job.item = item
         if item.id > 0:
             self._store_call(self._store.mark_failed, item.id, item.attempts, error)
         self._callback(self._on_failed, delivery)

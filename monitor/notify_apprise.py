@@ -51,6 +51,17 @@ class AppriseSender:
             self._objects[url] = obj
         return obj
 
+    def concurrency(self, url: str, parallel: int = 4) -> int:
+        """Sends to ``url`` that may be in flight at once: ``parallel`` where Apprise sets no spacing
+        between requests for the service (``request_rate_per_sec`` 0: json, discord…), else 1, so
+        Apprise's per-service throttle (ntfy 5.5 s, slack 1.2 s…) still spaces them. A URL Apprise
+        rejects gets 1 (its first send drops it)."""
+        try:
+            plugins = list(self._apprise(url))
+        except PermanentFailure:
+            return 1
+        return parallel if plugins and all(p.request_rate_per_sec <= 0 for p in plugins) else 1
+
     async def __call__(self, url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
         result = await self._apprise(url).async_notify(
             body=body, title=title, notify_type=notify_type, timeout=seconds

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -18,7 +19,7 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import __version__
+from monitor import __version__, heap
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
 from monitor.alerts import AlertPolicy
 from monitor.book import AccountBook
@@ -33,6 +34,7 @@ from monitor.history import History
 from monitor.http import HttpServer, start_http
 from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
+from monitor.loop_lag import LoopLag
 from monitor.messages import render
 from monitor.metrics import Metrics
 from monitor.notify import Dispatcher, Route, default_backoff
@@ -59,6 +61,7 @@ DRAIN_SECONDS = 10.0
 SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
 SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
+PUMP_BATCH = 32  # alert events written to the outbox in one transaction, at most
 HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.history)
 
 
@@ -134,7 +137,7 @@ class Service:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._exit_stack = contextlib.AsyncExitStack()
         self._ready = False
-        self._loop_lag = 0.0
+        self.loop_lag = LoopLag(self.metrics.observe_loop_lag)
         self._market_task: asyncio.Task[Any] | None = None
         self._started_at = time.monotonic()
         self._housekeeping_at = time.monotonic()
@@ -269,7 +272,7 @@ class Service:
             self._spawn(watcher.watch_key(key_interval), f"key-{watcher.name}")
         self._load_missing()
         self._spawn(self._pump(), "pump")
-        self._spawn(self._lag_probe(), "lag-probe")
+        self._spawn(self.loop_lag.run(), "lag-probe")
         interval = watchdog_interval()
         if interval:
             self._spawn(watchdog_loop(self.notifier, self.healthy, interval), "watchdog")
@@ -380,7 +383,7 @@ class Service:
         (the feeds retry on their own; a restart loop would end in a failed unit): withheld only when
         the loop lags, the housekeeping job stopped, or the market feed's task died or sits connected
         but silent far beyond its own watchdog."""
-        if self._loop_lag > 5.0 or self.market is None or self._market_task is None:
+        if self.loop_lag.worst > 5.0 or self.market is None or self._market_task is None:
             return False
         if self._market_task.done() or time.monotonic() - self._housekeeping_at > 15.0:
             return False
@@ -435,19 +438,32 @@ class Service:
         """Hand the engine's events to the dispatcher, with a message each trader can act on."""
         assert self.engine is not None and self.dispatcher is not None and self.policy is not None
         assert self.store is not None
+        outbox = self.engine.outbox
         while True:
-            item = await self.engine.outbox.get()
+            # a burst (a crash crossing hundreds of units) goes to the outbox in transactions of up to
+            # PUMP_BATCH events, with a turn of the event loop between them for ticks and sends
+            batch = [await outbox.get()]
+            while len(batch) < PUMP_BATCH and not outbox.empty():
+                batch.append(outbox.get_nowait())
             # state saved only once every queued event is in the outbox: a state that lags the outbox
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
-            state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
-            message = self.handoff.annotate(item.event, render(item.event, item.report))
-            await self.dispatcher.enqueue_message(item.event, message, alert_state=state)
-            if self.recorder is not None:  # an append; written by the history job
-                self.recorder.note(item.event)
-            if item.tick_time is not None:
-                self.metrics.observe_latency(time.time() - item.tick_time)
+            state = policy.export_state(policy.take_dirty()) if outbox.empty() else None
+            await self.dispatcher.enqueue_many(
+                [
+                    (item.event, self.handoff.annotate(item.event, render(item.event, item.report)))
+                    for item in batch
+                ],
+                alert_state=state,
+            )
+            now = time.time()
+            for item in batch:
+                if self.recorder is not None:  # an append; written by the history job
+                    self.recorder.note(item.event)
+                if item.tick_time is not None:
+                    self.metrics.observe_latency(now - item.tick_time)
             await self._send_notices()
+            await asyncio.sleep(0)
 
     async def _flush_engine(self) -> None:
         assert self.engine is not None and self.dispatcher is not None
@@ -521,12 +537,6 @@ class Service:
         assert self.recorder is not None
         await self.recorder.sample(self.engine.stale if self.engine is not None else ())
 
-    async def _lag_probe(self) -> None:
-        while True:
-            start = time.monotonic()
-            await asyncio.sleep(1.0)
-            self._loop_lag = max(0.0, time.monotonic() - start - 1.0)
-
     async def _every_second(self) -> None:
         assert self.engine is not None and self.market is not None
         if self.notices:  # a key refused or revoked while no alert is flowing: tell the trader now
@@ -555,8 +565,11 @@ class Service:
                 await asyncio.sleep(0)
         if not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled):
             self._ready = True
+            # start-up's objects live as long as the daemon: out of the collector's walks, and its
+            # temporaries' memory back to the system (monitor/heap.py; once)
+            settled = heap.settle()
             self.notifier.ready()
-            log.info("daemon_ready")
+            log.info("daemon_ready", heap=settled)
             self._say_what_is_ahead()
         waiting = [w for w in self.watchers if w.enabled and not w.loaded]
         if waiting and not self._ready:
@@ -646,14 +659,15 @@ class Service:
         return reasons
 
     def _summary(self) -> str:
+        units = self.book.units()
         levels = []
-        for unit in sorted(self.book.units()):
+        for unit in heapq.nsmallest(5, units):  # only five are shown: not a format of every unit each second
             state, _ = self.book.state(unit)
             level = self.book.level(unit)
             shown = f"{level:.3f}" if level is not None and state in ("known", "approximate") else state
             levels.append(f"{unit}={shown}")
         stale = len(self.engine.stale) if self.engine else 0
-        return f"{len(levels)} units, {stale} blind: " + ", ".join(levels[:5])
+        return f"{len(units)} units, {stale} blind: " + ", ".join(levels)
 
     async def _refresh_snapshots(self) -> None:
         """Re-read every account, a few at a time: 1,000 replies parsed back to back would hold the

@@ -231,7 +231,7 @@ async def test_burst_of_20000_messages_is_conflated_and_loses_no_crossing(
             received = daemon.market.stats().messages - before_msgs
             applied = daemon.engine.ticks - before_ticks
             assert_alive(daemon, logs)
-            lag = daemon._loop_lag
+            lag = daemon.loop_lag.worst
     order = titles(receiver)
     assert "1.5" in order[0] and "1.3" in order[1] and "1.1" in order[2], order
     assert count(receiver, "resolved") == 0 and len(order) == 3  # no flapping from the wiggle

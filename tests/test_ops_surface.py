@@ -80,3 +80,4 @@ async def test_metrics_health_and_status_of_a_running_daemon(
     assert value(samples, "margin_monitor_notifications_failed_total", route="hook") == 0
     assert value(samples, "margin_monitor_notifications_queued", route="hook") == 0
     assert value(samples, "margin_monitor_tick_to_dispatch_seconds_count") >= 1
+    assert value(samples, "margin_monitor_loop_lag_seconds_count") >= 10  # sampled every 10 ms

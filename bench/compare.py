@@ -1,0 +1,227 @@
+"""Every speed benchmark, a baseline and this tree interleaved in one invocation; prints markdown.
+
+``python bench/compare.py`` checks out the baseline commit (``--base``, default the morning's main
+334690b) as a detached worktree in ``--base-dir`` (reused when present), then for each of
+``--rounds`` rounds runs, for the baseline and then this tree (ABAB…), as separate processes with
+``PYTHONPATH`` set to that tree (the simulator always from this tree, so both face the same one):
+
+- ``bench/crash.py``: the correlated crash (1,000 accounts, 20 symbols, ~200 crossing), tick →
+  webhook received and → handed to Apprise, lost/doubled counts, loop stalls, at 1,000 and 5,000
+  ticks/s; once with the webhook answering at once, once answering after ``--hook-delay-ms`` (50 ms,
+  a remote service's round trip);
+- ``bench/rss.py``: the daemon as its own process, start-up to ready and RSS, 1 and 1,000 accounts;
+- ``bench/latency.py --runs 1``: the random-walk benchmark (tick → handed to Apprise, 1,000
+  accounts over 100 symbols), unless ``--no-latency``;
+
+and once, since instruction counts do not vary with the machine's load, ``bench/burst_cpu.py
+--callgrind``: CPU instructions per alert to put a 200-alert burst into the outbox (baseline: one
+transaction per alert; this tree: the same, and one per 32), unless ``--no-callgrind``.
+
+It prints one markdown block: the machine (``lscpu``, Python), the load (``uptime``) before and
+after, the command, and a table per benchmark with every run's numbers. Takes 15–25 min for 2 rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+
+
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def base_tree(commit: str, where: Path) -> Path:
+    if not (where / "monitor" / "__init__.py").exists():
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), commit],
+            check=True,
+            capture_output=True,
+        )
+    return where
+
+
+RAW: list[dict[str, Any]] = []
+
+
+def run(tree: Path, script: str, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_SIM_PATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        env=env,
+        cwd=str(tree),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-3:]
+        return {"error": f"{script} exited {done.returncode}: {' | '.join(tail)}"}
+    result = dict(json.loads(done.stdout))
+    RAW.append({"tree": str(tree), "script": script, "args": args, "result": result})
+    return result
+
+
+def machine() -> list[str]:
+    model = next((ln.split(":", 1)[1].strip() for ln in sh("lscpu").splitlines() if "Model name" in ln), "?")
+    return [
+        f"- machine: {model}, {os.cpu_count()} CPUs (`lscpu`), Linux {platform.release()},"
+        f" Python {platform.python_version()}",
+    ]
+
+
+def f(x: Any, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
+    if "error" in result:
+        return [f"| {label} | {result['error']} |" + " |" * 9]
+    start = result["start"]
+    rows = []
+    for p in result["phases"]:
+        rows.append(
+            f"| {label} | {p['rate']:,} ({p['sent_rate']:,}) "
+            f"| {p['alerts_expected']} / {p['alerts_received']} / {p['lost']} / {p['doubled']} "
+            f"| {f(p['received_p50_ms'])} / **{f(p['received_p99_ms'])}** / {f(p['received_max_ms'])} "
+            f"| {f(p['handed_p50_ms'])} / **{f(p['handed_p99_ms'])}** / {f(p['handed_max_ms'])} "
+            f"| {p['stalls_over_5ms']} ({f(p['lag_max_ms'])}) "
+            f"| {p['cpu_stalls_over_5ms']} ({f(p['cpu_stall_max_ms'])}) "
+            f"| {p['gc_full']} ({f(p['gc_max_ms'])}) | {f(p['cpu'], 2)} "
+            f"| {f(start['ready_s'], 2)} / {f(start['rss_ready_mib'])} |"
+        )
+    return rows
+
+
+def crash_header() -> list[str]:
+    return [
+        "| run | ticks/s (sent) | alerts expected / received / lost / doubled "
+        "| webhook received p50 / p99 / max ms | handed to Apprise p50 / p99 / max ms "
+        "| lag samples > 5 ms (max ms) | CPU stalls > 5 ms (max ms) | full GCs (max ms) | daemon CPU "
+        "| ready s / RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+
+
+def rss_row(label: str, result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"| {label} | {result['error']} | | | | |"
+    return (
+        f"| {label} | {result['accounts']:,} | **{f(result['ready_s'], 2)}** "
+        f"| **{f(result['rss_ready_mib'])}** | {f(result['rss_later_mib'])} | {f(result['rss_peak_mib'])} |"
+    )
+
+
+def latency_rows(label: str, result: dict[str, Any]) -> list[str]:
+    if "error" in result:
+        return [f"| {label} | {result['error']} | | | |"]
+    rows = []
+    for rate, entry in result["daemon"].items():
+        for r in entry["runs"]:
+            rows.append(
+                f"| {label} | {int(rate):,} | {f(r['p50_ms'])} / **{f(r['p99_ms'])}** / {f(r['max_ms'])} "
+                f"| {r['alerts_measured']} / {r['alerts_expected']} | {f(r['cpu'], 2)} |"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--base", default="334690b", help="baseline commit")
+    parser.add_argument("--base-dir", default="/tmp/margin-monitor-bench-base", type=Path)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-latency", action="store_true", help="skip bench/latency.py")
+    parser.add_argument("--hook-delay-ms", type=float, default=50.0)
+    parser.add_argument("--no-callgrind", action="store_true", help="skip bench/burst_cpu.py")
+    parser.add_argument("--raw", type=Path, help="also write every run's JSON to this file")
+    args = parser.parse_args()
+    trees = {"base": base_tree(args.base, args.base_dir), "new": ROOT}
+    head = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    load_before = sh("uptime")
+    crash, slow_hook, rss, latency = [], [], [], []
+    for n in range(1, args.rounds + 1):
+        for name, tree in trees.items():
+            label = f"{n}{'A' if name == 'base' else 'B'} {name}"
+            print(f"round {n}: {name} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
+            crash += crash_rows(label, run(tree, "crash.py"))
+            slow_hook += crash_rows(label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms)))
+            rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1", "--symbols", "5")))
+            rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1000", "--symbols", "100")))
+            if not args.no_latency:
+                latency += latency_rows(label, run(tree, "latency.py", "--runs", "1"))
+    cpu = []
+    if not args.no_callgrind:
+        for name, mode in (("base", "each"), ("new", "each"), ("new", "batch")):
+            print(f"callgrind: {name} {mode} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
+            r = run(trees[name], "burst_cpu.py", "--callgrind", "--mode", mode)
+            per = "–" if "error" in r else f"{r['instructions_per_alert']:,}"
+            cpu.append(f"| {name} | {mode} | {per} |")
+    out = [
+        f"### Speed benchmarks: base {args.base} (A) vs this tree {head} (B), {args.rounds} rounds, ABAB",
+        "",
+        *machine(),
+        f"- load before: `{load_before}`",
+        f"- load after: `{sh('uptime')}`",
+        f"- command: `.venv/bin/python bench/compare.py --rounds {args.rounds}"
+        f" --hook-delay-ms {args.hook_delay_ms:g}"
+        f"{' --no-latency' if args.no_latency else ''}{' --no-callgrind' if args.no_callgrind else ''}`",
+        "",
+        "Correlated crash (`bench/crash.py`: 1,000 accounts, 20 symbols, prices −5 % and back; latency from",
+        "the simulator's send of the causing tick; stalls: 10 ms timer in the daemon's process, wall clock;",
+        "CPU stalls: loop callbacks using > 5 ms of CPU, which other processes cannot inflate):",
+        "",
+        *crash_header(),
+        *crash,
+        "",
+        f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a remote",
+        "service's round trip; received = when the request arrived):",
+        "",
+        *crash_header(),
+        *slow_hook,
+        "",
+        "Start-up and memory (`bench/rss.py`: `python -m monitor.cli run` as its own process, simulator",
+        "in another; ready = spawn → `/readyz` 200, imports included; RSS = VmRSS):",
+        "",
+        "| run | accounts | spawn → ready s | RSS at ready MiB | RSS 10 s later | peak |",
+        "|---|---|---|---|---|---|",
+        *rss,
+    ]
+    if cpu:
+        out += [
+            "",
+            "CPU to put a 200-alert burst into the outbox (`bench/burst_cpu.py --callgrind`: render, SQLite",
+            "outbox on a real file; instructions per alert, the same on a busy or a quiet machine; `each` =",
+            "one transaction per alert, `batch` = `enqueue_many`, 32 per transaction, as the pump does now):",
+            "",
+            "| tree | mode | instructions per alert |",
+            "|---|---|---|",
+            *cpu,
+        ]
+    if latency:
+        out += [
+            "",
+            "Random walk (`bench/latency.py --runs 1`: 1,000 accounts, 100 symbols, tick → handed to",
+            "Apprise):",
+            "",
+            "| run | msg/s | p50 / p99 / max ms | alerts measured / expected | daemon CPU |",
+            "|---|---|---|---|---|",
+            *latency,
+        ]
+    print("\n".join(out))
+    if args.raw:
+        args.raw.write_text(json.dumps(RAW, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Settling the heap at ready: what is alive is frozen (out of the collector's walks), free pages
+handed back."""
+
+from __future__ import annotations
+
+import gc
+
+from monitor import heap
+
+
+def test_settle_freezes_what_is_alive_and_reports_what_it_did() -> None:
+    """After ``settle`` an object alive before it is no longer in any generation the collector walks."""
+
+    class Node:
+        other: object = None
+
+    keep = Node()
+    keep.other = keep  # tracked by the collector
+    try:
+        assert any(o is keep for o in gc.get_objects())
+        done = heap.settle()
+        assert done["frozen"] == gc.get_freeze_count() > 0
+        assert done["trimmed"] in (0.0, 1.0) and done["seconds"] >= 0
+        assert not any(o is keep for o in gc.get_objects())  # frozen: out of every generation
+        later = Node()
+        later.other = later
+        assert any(o is later for o in gc.get_objects())  # what comes after is collected as usual
+    finally:
+        gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()
+
+
+def test_survivors_of_the_next_full_collection_are_frozen_once() -> None:
+    """An object made after ``settle`` is frozen by the next full collection, one made after that is not."""
+
+    class Node:
+        other: object = None
+
+    callback = heap.freeze_after_next_full_collection()
+    try:
+        tail = Node()
+        tail.other = tail  # start-up's tail: made after ready, alive for good
+        gc.collect(1)  # a younger collection does not trigger it
+        assert any(o is tail for o in gc.get_objects())
+        gc.collect()  # the first full collection: its survivors are frozen
+        assert not any(o is tail for o in gc.get_objects())
+        steady = Node()
+        steady.other = steady
+        gc.collect()  # later full collections walk what is new, as usual
+        assert any(o is steady for o in gc.get_objects())
+    finally:
+        gc.callbacks.remove(callback)
+        gc.unfreeze()
