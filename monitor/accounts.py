@@ -23,6 +23,7 @@ import structlog
 
 from monitor.alerts import AlertEvent, AlertPolicy
 from monitor.book import AccountBook
+from monitor.catalog import SharedCatalog
 from monitor.config import AccountConfig, Config, ConfigError, read_secret
 from monitor.engine import Engine
 from monitor.exchange.binance import (
@@ -55,6 +56,8 @@ StateHook = Callable[[StreamState], None]
 ExchangeWordHook = Callable[[str, str, Decimal | None, str], None]
 DEBOUNCE = 0.2  # s: a burst of events is re-read once
 AGAIN = 0.25  # s: REST answered but disagreed with the streams (behind or ahead): ask again soon
+RATES_EVERY = 3600.0  # s: next-hourly interest rates change at most hourly (weight 100 a read)
+RATES_RETRY = 60.0  # s: a failed rates read is tried again after this
 REREAD_BACKOFF = Backoff(initial=0.25, maximum=2.0, factor=2.0, jitter=0.5)  # a failed re-read
 
 
@@ -111,7 +114,10 @@ class AccountWatcher:
         *,
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
+        catalog: SharedCatalog | None = None,
     ) -> None:
+        self.catalog = catalog if catalog is not None else SharedCatalog(book)  # shared by the service
+        self._rates_read: dict[str, tuple[float, frozenset[str]]] = {}  # unit → (read at, borrowed)
         self.cfg = account
         self.name = account.name
         self.config = config
@@ -173,7 +179,7 @@ class AccountWatcher:
             rest = self.rest
             if not await self._check_permissions():
                 return False
-            self.book.set_catalog(await rest.symbol_listings())  # halted pairs: no live route
+            await self.catalog.ensure(rest)  # one exchangeInfo per daemon (monitor/catalog.py)
             await self._snapshot()
         except ExchangeError as exc:
             if created and self.rest is not None:
@@ -273,8 +279,9 @@ class AccountWatcher:
 
     async def _snapshot(self, *, full: bool = True) -> None:
         """Read the account (cross and isolated) and put it into the book. ``full=False`` (a settle
-        re-read, maybe every 0.25 s) skips the cross bars and the interest rates (weight 100); an
-        isolated pair's tier is re-read always (weight 1), as a borrow can move it."""
+        re-read, maybe every 0.25 s) skips the cross bars; an isolated pair's tier is re-read
+        always (weight 1), as a borrow can move it. Interest rates (weight 100) only when due
+        (:meth:`_rates`: hourly, or a newly borrowed asset)."""
         assert self.rest is not None
         units: set[str] = set()
         self._disagreed = False
@@ -283,9 +290,7 @@ class AccountWatcher:
             bars = known if known is not None and not full else await self.rest.cross_bars()
             cross = await self.rest.cross_account()
             units.add(self._apply_cross(cross, bars))
-            if full:
-                rates = await self._rates(cross.positions.items(), isolated=False)
-                self.book.set_interest_rates(unit_id(self.name), rates)
+            await self._rates(unit_id(self.name), cross.positions.items(), isolated=False)
         if self.cfg.isolated:
             symbols = None if self.cfg.isolated == "all" else list(self.cfg.isolated)
             for pair in await self.rest.isolated_pairs(symbols):
@@ -294,26 +299,32 @@ class AccountWatcher:
                 # the tier (and so the bars) follows what the pair has borrowed: re-read each time
                 self.bars[pair.symbol] = await self.rest.isolated_bars(pair.symbol, pair)
                 units.add(self._apply_isolated(pair, self.bars[pair.symbol]))
-                if full:
-                    items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
-                    rates = await self._rates(items, isolated=True)
-                    self.book.set_interest_rates(unit_id(self.name, pair.symbol), rates)
+                items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
+                await self._rates(unit_id(self.name, pair.symbol), items, isolated=True)
         for gone in self.units - units:
             self.book.remove_unit(gone)
             self._drop_unit(gone)
         self.units = units
         self.last_snapshot = self.clock()
 
-    async def _rates(
-        self, positions: Iterable[tuple[str, Position]], *, isolated: bool
-    ) -> dict[str, Decimal]:
+    async def _rates(self, uid: str, positions: Iterable[tuple[str, Position]], *, isolated: bool) -> None:
+        """Read the unit's next hourly interest rates (weight 100) when due: never read, an hour
+        old (Binance changes them at most hourly), or an asset borrowed that was not at the last
+        read. A failed read keeps the rates in use and is tried again after :data:`RATES_RETRY`."""
         assert self.rest is not None
-        borrowed = [asset for asset, pos in positions if pos.borrowed > 0]
+        borrowed = frozenset(asset for asset, pos in positions if pos.borrowed > 0)
+        now = self.clock()
+        last = self._rates_read.get(uid)
+        if last is not None and now - last[0] < RATES_EVERY and borrowed <= last[1]:
+            return
         try:
-            return await self.rest.next_hourly_rates(borrowed, isolated=isolated)
+            rates = await self.rest.next_hourly_rates(sorted(borrowed), isolated=isolated)
         except ExchangeError as exc:
             log.warning("interest_rates_unavailable", account=self.name, error=str(exc))
-            return {}
+            self._rates_read[uid] = (now - RATES_EVERY + RATES_RETRY, borrowed)
+            return
+        self._rates_read[uid] = (now, borrowed)
+        self.book.set_interest_rates(uid, rates)
 
     def _apply_cross(self, cross: CrossAccount, bars: Bars) -> str:
         uid = unit_id(self.name)
@@ -653,6 +664,7 @@ class AccountWatcher:
             "liquidation_prices": {},
             "total_asset_value": 0.0,
             "total_liability_value": 0.0,
+            "loaded": False,  # only on this entry: the page and the console say "not loaded"
         }
 
     async def watch_key(self, interval: float) -> None:
@@ -704,10 +716,15 @@ def build_watchers(
     book: AccountBook,
     on_state: StateHook,
     notices: list[Notice],
+    catalog: SharedCatalog | None = None,
 ) -> list[AccountWatcher]:
-    """A watcher per configured account (in this replica's shard)."""
+    """A watcher per configured account (in this replica's shard), all sharing one symbol catalog."""
     accounts = [a for a in config.accounts if in_shard(a.name, config.shard)]
-    return [AccountWatcher(a, config, config_path, endpoints, book, on_state, notices) for a in accounts]
+    shared = catalog if catalog is not None else SharedCatalog(book)
+    return [
+        AccountWatcher(a, config, config_path, endpoints, book, on_state, notices, catalog=shared)
+        for a in accounts
+    ]
 
 
 def in_shard(name: str, shard: str | None) -> bool:

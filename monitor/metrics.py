@@ -10,8 +10,10 @@ Series (prefix ``margin_monitor_``); unit labels are ``account``, ``kind``, ``sy
 a cross account):
 
 - ``unit_state{state}`` (1 for the unit's one state of known, approximate, blind, no_debt; 0 for
-  the others), ``margin_level`` (+Inf when the unit has no debt; absent while it is blind: an
-  unknown level is never exported as a number), ``bar_level{bar}``, ``bar_distance_ratio{bar}``
+  the others; an account not loaded — exchange unreachable, key rejected — is blind, with
+  ``symbol`` empty, from :meth:`Metrics.not_loaded_source`), ``margin_level`` (+Inf when the
+  unit has no debt; absent while it is blind: an unknown level is never exported as a number),
+  ``bar_level{bar}``, ``bar_distance_ratio{bar}``
   (signed fraction, absent where no uniform move reaches the bar), ``liquidation_price{asset}``
   (absent where none exists), ``exchange_margin_level`` and ``level_drift`` (ours − exchange's,
   when the exchange reported one), ``asset_value`` / ``liability_value{quote}``,
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -117,6 +120,12 @@ class Metrics:
         """Read unit id → relative level drift at the last reconciliation at each scrape
         (e.g. ``AccountWatcher.drift``); exported for the units that have a report."""
         self._units.drift_sources.append(drifts)
+
+    def not_loaded_source(self, entries: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        """Read the accounts not loaded now (their ``status`` entries: ``account``, ``kind``) at each
+        scrape: each is exported as blind in ``unit_state`` (so MarginUnitBlind fires), with no level,
+        in place of any report left from before it was lost (a key revoked mid-run)."""
+        self._units.not_loaded_sources.append(entries)
 
     def forget_unit(self, unit: str) -> None:
         """Drop every series of a unit (by ``UnitReport.unit`` id) that is no longer monitored."""

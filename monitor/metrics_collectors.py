@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -53,6 +53,7 @@ class UnitCollector:
     def __init__(self) -> None:
         self.units: dict[str, UnitReport] = {}
         self.drift_sources: list[Callable[[], Mapping[str, float]]] = []
+        self.not_loaded_sources: list[Callable[[], Iterable[Mapping[str, Any]]]] = []
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
@@ -63,7 +64,15 @@ class UnitCollector:
         drifts: dict[str, float] = {}
         for source in self.drift_sources:
             drifts.update(source())
+        absent = [entry for source in self.not_loaded_sources for entry in source()]
+        gone = {str(entry["account"]) for entry in absent}
+        for entry in absent:  # an account not loaded: blind, no level (its last reports are not shown)
+            labels = [str(entry["account"]), str(entry["kind"]), str(entry.get("symbol") or "")]
+            for each in UNIT_STATES:
+                state.add_metric([*labels, each], 1.0 if each == "blind" else 0.0)
         for report in list(self.units.values()):
+            if report.account in gone:
+                continue
             labels = _unit_labels(report)
             for each in UNIT_STATES:
                 state.add_metric([*labels, each], 1.0 if report.state == each else 0.0)

@@ -22,8 +22,11 @@ can say whether we agree), on the routes of the liquidation rung, even if Binanc
 meanwhile (a liquidation ends in no debt within milliseconds), with its own resolved counterpart.
 
 Binance's word from the Risk Data Stream holds until the next one (it is sent on every change); a
-REST read's word holds for ``grace + rest_fresh`` seconds: after that it can neither open nor close
-an episode (an isolated pair has no stream, and prices move between reads) until the next read.
+REST read's word holds for ``grace + rest_fresh`` seconds, and only while our own level stays within
+``tolerance`` of what it was when the word was first checked: a REST read is Binance's level at one
+moment, so once prices have moved it describes the past, not a disagreement (a pair read at 1.095
+during a crash, then recovering to 1.39 on our ticks, is not "Binance reports MARGIN_CALL"). Past
+that it can neither open nor close an episode (an isolated pair has no stream) until the next read.
 
 Dedupe keys are ``unit|rule|<episode start in ms>|kind|0``: stable for one episode, distinct across
 episodes and restarts (a counter restarting at 0 would collide with keys already in the outbox).
@@ -153,6 +156,19 @@ class _Unit:
     liquidation_agreed: bool = False  # our own view agreed at some point since it was heard
     routes: tuple[str, ...] = ()
     liquidation_routes: tuple[str, ...] = ()
+    anchor: float | None = None  # our level when a REST word was first checked (see the docstring)
+    anchored: bool = False
+
+
+def moved(before: float | None, now: float | None, tolerance: float) -> bool:
+    """Our level moved by more than ``tolerance`` (relative) since ``before`` (None: no level).
+
+    >>> moved(1.095, 1.10, 0.01), moved(1.095, 1.394, 0.01), moved(None, None, 0.01)
+    (False, True, False)
+    """
+    if before is None or now is None:
+        return before is not now
+    return abs(now - before) > tolerance * abs(before)
 
 
 @dataclass
@@ -176,6 +192,7 @@ class SecondOpinion:
         """Record Binance's word without deciding yet (before our own state exists)."""
         state = self._units.setdefault(unit, _Unit())
         state.status, state.exchange_level, state.source, state.heard_at = status, level, source, now
+        state.anchored = False
         if status == FORCE and state.liquidation_heard is None and state.liquidation_since is None:
             state.liquidation_level, state.liquidation_agreed = level, False
             state.liquidation_heard = now
@@ -200,9 +217,15 @@ class SecondOpinion:
                 said: Verdict = "agree" if state.liquidation_agreed else "disagree"
                 self.disagreements += said == "disagree"
                 events.append(self._event("firing", unit, LIQUIDATION_RULE, state, own, said, now))
-        if state.source == "rest" and now - state.heard_at > self.grace + self.rest_fresh:
+        if state.source == "rest" and not state.anchored:
+            state.anchor, state.anchored = own.level, True
+        if state.source == "rest" and (
+            now - state.heard_at > self.grace + self.rest_fresh
+            or moved(state.anchor, own.level, self.tolerance)
+        ):
             # a REST read is Binance's word at that moment only (an isolated pair has no stream to
-            # say it changed): past its freshness it neither starts nor ends an episode
+            # say it changed): past its freshness, or once prices moved our level, it neither starts
+            # nor ends an episode
             state.disagree_since = None
         elif view == "disagree":
             if state.disagree_since is None:

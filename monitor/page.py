@@ -4,7 +4,9 @@ Routes (added to :mod:`monitor.http`'s app, so the same bearer-token rule as ``/
 
 - ``/`` — the page (``monitor/static/index.html``); ``/static/{name}`` its script and style;
 - ``/page/units`` — every unit as in ``status --json`` plus ``state`` (read from the report when
-  it carries one, else derived here), ``reason``, ``firing`` alerts and ``age`` of its data;
+  it carries one, else derived here), ``reason``, ``firing`` alerts and ``age`` of its data; an
+  account not loaded (exchange unreachable, key rejected) is there too, blind with the reason
+  (``loaded``: false);
 - ``/page/history?unit=ID`` — the unit's last 24 h from :class:`monitor.history.History`
   (``points``: [t, level, min, max]; ``events``: alerts as they fired and resolved).
 
@@ -97,6 +99,7 @@ class Feed:
     cache_seconds: float = 1.0
     live: Callable[[str], tuple[bool, float | None]] | None = None
     refresh_budget: int = 100
+    not_loaded: Callable[[], list[dict[str, Any]]] = list  # accounts not loaded: blind cards, with why
     _cached: tuple[float, list[dict[str, Any]]] | None = field(default=None, repr=False)
     _details: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
@@ -129,6 +132,10 @@ class Feed:
             state, reason = unit_state(unit, uid in blind)
             extra = {"state": state, "reason": reason, "firing": self.firing(uid), "age": self.age(uid)}
             out.append({**unit, **extra, "details_age": now - computed})
+        for entry in self.not_loaded():  # never absent from the page: blind, with the reason
+            state, reason = unit_state(entry, True)
+            extra = {"state": state, "reason": reason, "firing": {}, "age": None, "details_age": 0.0}
+            out.append({**entry, **extra})
         self._cached = (now, out)
         return out
 

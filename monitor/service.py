@@ -23,10 +23,12 @@ from monitor import __version__, heap
 from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
 from monitor.alerts import AlertEvent, AlertPolicy
 from monitor.book import AccountBook
+from monitor.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
 from monitor.engine import Engine, RoundRobin
 from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
 from monitor.exchange.supervisor import Backoff
+from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.history import FILE_NAME as HISTORY_FILE
 from monitor.history import History
@@ -102,7 +104,10 @@ class Service:
         load_backoff: Backoff = LOAD_BACKOFF,
         key_check_interval: float | None = None,
         opinion_grace: float = 5.0,
+        catalog_interval: float = CATALOG_MAX_AGE,
+        per_session: int = PER_SESSION,
     ) -> None:
+        self._per_session = per_session  # user-data subscriptions per WebSocket API session
         self.config = config
         self._load_backoff = load_backoff
         self._key_check_interval = key_check_interval  # None: scaled to the number of accounts
@@ -111,6 +116,7 @@ class Service:
         self.clock = clock
         self.metrics = Metrics(version=__version__)
         shard = parse_shard(config.shard) if config.shard else None
+        self.metrics.not_loaded_source(self.not_loaded)  # blind in unit_state, never absent
         self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/reshard.py
         self.book = AccountBook(
             quote=config.exchange.quote,
@@ -126,7 +132,7 @@ class Service:
         self.engine: Engine | None = None
         self.dispatcher: Dispatcher | None = None
         self.market: MarketStream | None = None
-        self.userdata: UserDataStream | None = None
+        self.userdata: UserDataPool | None = None
         self.http: HttpServer | None = None
         self.silences: SilenceRegistry | None = None
         self.heartbeat = HeartbeatStats()
@@ -152,6 +158,8 @@ class Service:
             fallback_routes=config.route_names,
         )
         self._loading: dict[str, asyncio.Task[Any]] = {}
+        self._saved_units: frozenset[str] = frozenset()  # units with alert state saved at start
+        self.catalog = SharedCatalog(self.book, max_age=catalog_interval)  # one exchangeInfo a daemon
         self._risk_tasks: dict[str, asyncio.Task[Any]] = {}
         self._stopping = False
 
@@ -180,8 +188,9 @@ class Service:
             )
         self.endpoints = await self._endpoints()
         self.watchers = build_watchers(
-            self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices
-        )
+            self.config, self.config_path, self.endpoints, self.book, self._on_state, self.notices,
+            self.catalog,
+        )  # fmt: skip
         register_secrets(s for w in self.watchers for s in w.secret_values())
         self.metrics.drift_source(lambda: {u: d for w in self.watchers for u, d in w.drift.items()})
         for watcher in self.watchers:
@@ -213,6 +222,7 @@ class Service:
             saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
+        self._saved_units = frozenset(saved)  # for accounts loaded later (monitor/reshard.py)
         self.handoff.adopt(self.policy, self.book.units(), saved)
         self.silences = self._silence_registry(self.store)
         self.engine = Engine(
@@ -244,13 +254,19 @@ class Service:
         self.metrics.feed_source("market", self.market.stats)
         subscriptions = [sub for w in self.watchers for sub in w.subscriptions()]
         by_account = {w.name: w for w in self.watchers}
-        self.userdata = UserDataStream(
-            self.endpoints.ws_api_url,
+        ws_api_url = self.endpoints.ws_api_url
+        self.userdata = UserDataPool(
             subscriptions,
-            lambda event: self._route_event(by_account, event),
-            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
-            on_state=self._on_state,
-        )
+            lambda session, subs: UserDataStream(
+                ws_api_url,
+                subs,
+                lambda event: self._route_event(by_account, event),
+                on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+                on_state=self._on_state,
+                session=session,
+            ),
+            per_session=self._per_session,
+        )  # as many WebSocket API sessions as Binance's subscription limits need
         self._spawn(self.userdata.run(), "userdata")
         key_interval = self._key_check_interval or max(
             KEY_CHECK_MIN_INTERVAL, len(self.watchers) / KEY_CHECKS_PER_SECOND
@@ -278,6 +294,9 @@ class Service:
             self._refresh_snapshots, "interval", seconds=config.exchange.snapshot_interval, id="snapshots"
         )
         self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
+        self.scheduler.add_job(
+            self._refresh_catalog, "interval", seconds=self.catalog.max_age, id="catalog"
+        )  # a pair halted later reaches the price router (monitor/catalog.py)
         self.recorder = Recorder(History(config.state_dir / HISTORY_FILE), self.book, self.clock)
         self.scheduler.add_job(self._record_history, "interval", seconds=HISTORY_EVERY, id="history")
         self.scheduler.start()
@@ -350,10 +369,15 @@ class Service:
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit."""
-        quote = self.config.exchange.quote
         ages = self.market.ages() if self.market is not None else {}
         units = [self.unit_status(unit, ages) for unit in sorted(self.book.units())]
-        return units + [w.blind_entry(quote) for w in self.watchers if not w.loaded]
+        return units + self.not_loaded()
+
+    def not_loaded(self) -> list[dict[str, Any]]:
+        """The blind ``status`` entries (with the reason) of the accounts not loaded now: on every
+        surface (status, console, page, ``/metrics``) as blind, never absent."""
+        quote = self.config.exchange.quote
+        return [w.blind_entry(quote) for w in self.watchers if not w.loaded]
 
     def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
@@ -579,6 +603,7 @@ class Service:
             history=self.recorder.history if self.recorder is not None else None,
             clock=self.clock,
             live=lambda unit: (self.book.is_priced(unit), self.book.level(unit)),
+            not_loaded=self.not_loaded,
         )
 
     async def _record_history(self) -> None:
@@ -654,6 +679,10 @@ class Service:
             return
         assert self.policy is not None and self.engine is not None and self.userdata is not None
         watcher.configure_policy(self.policy)
+        # an account loaded late (exchange down at start) is adopted as one loaded at start would
+        # have been: its units without saved state fire what already holds, counted as takeovers
+        saved = dict.fromkeys(self._saved_units)
+        self.handoff.adopt(self.policy, set(watcher.units) - self.handoff.adopted, saved)
         active = {s.label for s in self.userdata.subscriptions if not s.failed}
         self.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
         risk = self._risk_tasks.get(watcher.name)
@@ -736,6 +765,15 @@ class Service:
             await asyncio.sleep(0)
         if drift > 1e-9:
             log.info("book_resynced", max_relative_drift=drift)
+
+    async def _refresh_catalog(self) -> None:
+        """Re-read the shared symbol catalog through any loaded account's client; the market stream
+        then follows the symbols the re-routed units need."""
+        rest = next((w.rest for w in self.watchers if w.loaded and w.rest is not None), None)
+        if rest is None or not await self.catalog.refresh(rest):
+            return
+        if self.market is not None:
+            self.market.set_symbols(self.book.symbols_needed())
 
     async def _endpoints(self) -> Endpoints:
         return await open_endpoints(self.config, self.config_path, self._exit_stack)

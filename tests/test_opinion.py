@@ -223,3 +223,19 @@ def test_worked_examples_in_the_docstrings_hold() -> None:
     for module in (opinion_module, diagnose_module):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_a_rest_word_outdated_by_our_own_ticks_is_no_disagreement() -> None:
+    """The demo's false alarm: a pair read in a margin call (Binance 1.28, ours 1.28: agree), then
+    prices recover on our ticks to 1.45 within the REST word's freshness. The read describes the
+    past, not a disagreement: nothing is sent. Had our level stayed where it was, it would be one."""
+    opinion = SecondOpinion(grace=1.0, rest_fresh=5.0)
+    unit = "isolated:main:ETHUSDT"
+    assert opinion.report(unit, "MARGIN_CALL", 1.28, 0.0, own_from_policy(1.28), source="rest") == []
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):
+        assert opinion.check(unit, t, own_from_policy(1.45)) == []
+    assert not opinion.open(unit) and opinion.disagreements == 0
+    steady = SecondOpinion(grace=1.0, rest_fresh=5.0)
+    assert steady.report(unit, "MARGIN_CALL", 1.28, 0.0, own_from_policy(1.45), source="rest") == []
+    (fired,) = steady.check(unit, 1.0, own_from_policy(1.452))
+    assert fired.kind == "firing"

@@ -92,19 +92,25 @@ async def deposit(sim: Simulator, amount: str, account: str = "demo", symbol: st
 
 
 async def test_events_are_routed_per_account_and_pair(sim: Simulator) -> None:
-    """Cross and isolated subscriptions of two accounts share one connection; events carry their scope."""
-    subs = [("demo", None), ("demo", "BTCUSDT"), ("other", None)]
-    async with user_stream(sim, subs) as (_, rec):
+    """Cross subscriptions of two accounts share one connection; demo's isolated pair is on a second
+    one (Binance: one subscription per account per connection, see monitor/exchange/userdata_pool.py);
+    events carry their scope."""
+    async with (
+        user_stream(sim, [("demo", None), ("other", None)]) as (_, rec),
+        user_stream(sim, [("demo", "BTCUSDT")]) as (_, pair_rec),
+    ):
         assert sim.subscriptions() == 3
-        assert sorted(rec.reconciled, key=str) == sorted(subs, key=str)  # subscribe, then reconcile
+        assert sorted(rec.reconciled, key=str) == sorted([("demo", None), ("other", None)], key=str)
+        assert pair_rec.reconciled == [("demo", "BTCUSDT")]  # subscribe, then reconcile
         await deposit(sim, "10")
         await deposit(sim, "7", symbol="BTCUSDT")
-        await until(lambda: len(rec.of(BalanceUpdate)) >= 2)
+        await until(lambda: bool(rec.of(BalanceUpdate)) and bool(pair_rec.of(BalanceUpdate)))
     cross = [e for e in rec.of(BalanceUpdate) if e.unit_scope is None and e.asset == "USDT"]
-    pair = [e for e in rec.of(BalanceUpdate) if e.unit_scope == "BTCUSDT" and e.asset == "USDT"]
+    pair = [e for e in pair_rec.of(BalanceUpdate) if e.unit_scope == "BTCUSDT" and e.asset == "USDT"]
     assert cross[-1].free == Decimal("510") and pair[-1].free == Decimal("107")
     assert any(isinstance(e, BalanceDelta) and e.delta == Decimal(10) for e in rec.events)
     assert rec.of(BalanceUpdate, "other") == []
+    assert not [e for e in rec.of(BalanceUpdate) if e.unit_scope == "BTCUSDT"]
 
 
 @pytest.mark.parametrize("kind", ["drop", "close_1001"])

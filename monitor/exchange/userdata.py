@@ -1,8 +1,9 @@
 """The margin user-data stream: listen tokens over our own WebSocket API connection.
 
 python-binance's ``margin_socket()`` loses its subscription when the WebSocket API connection drops
-and never renews the token; this module owns the whole flow instead. One connection carries the
-subscriptions of many accounts (cross, or one isolated pair each):
+and never renews the token; this module owns the whole flow instead. One connection (a session)
+carries the subscriptions of many accounts (cross, or one isolated pair each; Binance allows one per
+account and 1,000 per session: ``monitor/exchange/userdata_pool.py`` spreads them over sessions):
 
 1. ``POST /sapi/v1/userListenToken`` through each account's ``BinanceRest`` (isolated: ``symbol``
    and ``isIsolated=true``);
@@ -115,8 +116,14 @@ class UserDataStream:
         request_timeout: float = 10.0,
         connect: ConnectFactory = default_connect,
         wall_clock: Callable[[], float] = time.time,
+        session: str | None = None,
+        lifetime: int = 65_535,
     ) -> None:
         self._url = ws_api_url
+        # Binance: "A single session can handle a maximum of 65,535 total subscriptions over its
+        # lifetime ... must re-establish a new connection" (monitor/exchange/userdata_pool.py)
+        self._lifetime = lifetime
+        self._subscribes = 0  # subscribe requests sent on the current connection
         self.subscriptions = list(subscriptions)
         self._on_event = on_event
         self._on_reconnected = on_reconnected
@@ -138,7 +145,9 @@ class UserDataStream:
         self._more = asyncio.Event()
         self._bad = RateLimitedLog("userdata_frame_skipped")
         self.events = 0
-        self.supervisor = Supervisor(name, self._session, backoff=backoff, silence=silence, on_state=on_state)
+        self.supervisor = Supervisor(
+            session or name, self._session, backoff=backoff, silence=silence, on_state=on_state
+        )  # a session's own name (userdata-2…); its subscriptions' states stay "<name>:<label>"
 
     async def run(self) -> None:
         """Keep every subscription alive until cancelled."""
@@ -164,6 +173,7 @@ class UserDataStream:
             active = [s for s in self.subscriptions if not s.failed]
         async with self._connect(self._url) as ws:
             self._ws = ws
+            self._subscribes = 0
             self._by_id.clear()
             self._retired.clear()
             heartbeat.connected()
@@ -318,6 +328,9 @@ class UserDataStream:
         token = sub.token
         if token is None or active or token.expires_at_ms / 1000 - self._wall() < self._renew_before / 2:
             token = await sub.rest.create_listen_token(sub.symbol)
+        if self._subscribes >= self._lifetime:
+            raise Reconnect(f"{self._lifetime} subscriptions on this session: a new one is needed")
+        self._subscribes += 1
         reply = await self._request("userDataStream.subscribe.listenToken", {"listenToken": token.token})
         result = reply.get("result")
         new_id = result.get("subscriptionId") if type(result) is dict else None

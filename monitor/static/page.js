@@ -70,6 +70,10 @@ function stressHtml(u) {
 }
 
 function detailsHtml(u) {
+  if (u.loaded === false) {  // an account the daemon cannot read now: nothing below would be true
+    return `<dl><dt>account</dt><dd>not loaded: ${esc(u.reason || "")}</dd>
+<dt>data age</dt><dd class="age">${age(u.age)}</dd></dl>`;
+  }
   const liq = Object.entries(u.liquidation_prices || {}).filter(([, p]) => p !== null)
     .map(([a, p]) => `${esc(a)} ${fmtPrice(p)}`).join(", ") || "none";
   const restore = [

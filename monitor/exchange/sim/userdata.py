@@ -4,6 +4,13 @@ WebSocket API methods served: ``userDataStream.subscribe.listenToken`` (reply ``
 "expirationTime"}``, expiration in µs as in Binance's example; -1209 for a bad or expired token),
 ``userDataStream.unsubscribe`` (one ``subscriptionId`` or all), ``ping``, ``time``. Subscribing
 again on the same connection for the same account extends the existing subscription (same id).
+Binance's limits per connection are enforced (developers.binance.com, WebSocket API "User Data
+Stream subscription": "only one active subscription for a given account on a given connection";
+"up to 1,000 active subscriptions" per session, "a maximum of 65,535 total subscriptions over its
+lifetime"): a second subscription of the same account (another scope: its cross and its isolated
+pairs are one account), a 1,001st active one or a 65,536th in all is refused with status 400 and
+:data:`LIMIT_CODE` (Binance documents that "an error" results, not its code or text; the message
+quotes the limit). Lower :attr:`ApiHub.active_limit` / ``lifetime_limit`` in a test to reach them.
 Events arrive as ``{"subscriptionId": N, "event": {...}}``; when a subscription's token expires
 (or is expired by a fault) the server sends ``eventStreamTerminated`` and drops it. Answers use the
 WS-API envelope ``{"id", "status", "result" | "error", "rateLimits"}``.
@@ -25,6 +32,9 @@ from monitor.exchange.sim.scenario import Scenario
 from monitor.exchange.sim.wsconn import Connection
 
 log = structlog.get_logger(__name__)
+ACTIVE_LIMIT = 1_000  # active subscriptions per connection
+LIFETIME_LIMIT = 65_535  # subscriptions over a connection's lifetime
+LIMIT_CODE = -1000  # Binance gives no code for these refusals: -1000 is its generic "UNKNOWN"
 
 
 @dataclass(slots=True)
@@ -122,6 +132,7 @@ class ApiConnection:
     subs: dict[int, Subscription] = field(default_factory=dict)
     next_id: int = 0
     weight: int = 0
+    total: int = 0  # subscriptions started on this connection, ever
 
 
 class ApiHub:
@@ -135,6 +146,9 @@ class ApiHub:
         self._tokens = tokens
         self._now_ms = now_ms
         self.connections: set[ApiConnection] = set()
+        self.active_limit = ACTIVE_LIMIT
+        self.lifetime_limit = LIFETIME_LIMIT
+        self.refused = 0  # subscriptions refused for a limit (tests)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """``GET /ws-api/v3``: the WebSocket API."""
@@ -234,6 +248,13 @@ class ApiHub:
             (s for s in api.subs.values() if (s.account, s.scope) == (token.account, token.scope)), None
         )
         if sub is None:
+            refusal = self._limit(api, token.account)
+            if refusal:
+                self.refused += 1
+                log.info("sim_subscription_refused", account=token.account, scope=token.scope, why=refusal)
+                self._error(api, req_id, LIMIT_CODE, refusal)
+                return
+            api.total += 1
             sub = Subscription(api.next_id, token.account, token.scope, token.expires_ms)
             api.subs[sub.id] = sub
             api.next_id += 1
@@ -242,6 +263,19 @@ class ApiHub:
         self._reply(
             api, req_id, 200, {"result": {"subscriptionId": sub.id, "expirationTime": sub.expires_ms * 1000}}
         )
+
+    def _limit(self, api: ApiConnection, account: str) -> str:
+        """Why a new subscription of ``account`` may not start on ``api`` ("" when it may)."""
+        if any(s.account == account for s in api.subs.values()):
+            return "You can have only one active subscription for a given account on a given connection."
+        if len(api.subs) >= self.active_limit:
+            return f"A single session supports up to {self.active_limit} active subscriptions."
+        if api.total >= self.lifetime_limit:
+            return (
+                f"A single session can handle a maximum of {self.lifetime_limit} total subscriptions over "
+                "its lifetime: establish a new connection."
+            )
+        return ""
 
     def _unsubscribe(self, api: ApiConnection, req_id: Any, params: dict[str, Any], now: int) -> None:
         wanted = params.get("subscriptionId")
