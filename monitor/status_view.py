@@ -145,7 +145,9 @@ def render(result: StatusResult) -> RenderableType:
             unit_name(unit),
             Text(state, style=STYLES.get(state.split(" (")[0], "")),
             shown_level,
-            fmt_pct(_num(unit.get("liquidation_distance"))),
+            "unknown"
+            if level is None and state != "NO DEBT"
+            else fmt_pct(_num(unit.get("liquidation_distance"))),
             _names(unit.get("firing")),
             silenced,
             fmt_age(unit.get("age")),

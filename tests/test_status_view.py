@@ -168,3 +168,5 @@ def test_render_shows_reasons_and_survives_odd_units() -> None:
     text = console.export_text()
     assert "BLIND" in text and "no price for BTCUSDT for 31 s" in text
     assert "unknown" in text and "UNKNOWN" in text and "∞" not in text  # no level never reads as safe
+    row = next(x for x in text.splitlines() if x.startswith("│") and " a " in x)
+    assert row.count("unknown") == 2 and "none" not in row  # nor an unknown distance as "no liquidation"
