@@ -85,6 +85,11 @@ class RefusedStartupError(StartupError):
 # Loading an account that failed: jittered backoff capped at a minute (a few requests of weight 1
 # each); its first attempt at start gives up quickly, so the daemon starts without the exchange.
 LOAD_BACKOFF = Backoff(initial=2.0, maximum=60.0, reset_after=float("inf"))
+# The price and user-data feeds are a handful of connections whatever the number of accounts (a
+# market connection per 1,024 symbols, a WebSocket API session per 1,000 subscriptions): retried at
+# least every 10 s, a restored network ends their blindness within seconds, at most 30 attempts per
+# 5 min each against Binance's 300 per IP. The per-account risk streams keep the 30 s default.
+FEED_BACKOFF = Backoff(maximum=10.0)
 QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
 KEY_CHECKS_PER_SECOND = 4.0  # all accounts together: 240 weight/min, 2 % of the 12,000 SAPI IP budget
 KEY_CHECK_MIN_INTERVAL = 5.0
@@ -249,6 +254,7 @@ class Service:
             self._on_prices,
             on_state=self._on_state,
             silence=max(5.0, config.alerts.stale_after),
+            backoff=FEED_BACKOFF,
         )
         self._market_task = self._spawn(self.market.run(), "market")
         self.metrics.feed_source("market", self.market.stats)
@@ -264,6 +270,7 @@ class Service:
                 on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
                 on_state=self._on_state,
                 session=session,
+                backoff=FEED_BACKOFF,
             ),
             per_session=self._per_session,
         )  # as many WebSocket API sessions as Binance's subscription limits need

@@ -20,6 +20,7 @@ from daemon_harness import Receiver, assert_alive, daemon_config, events, runnin
 from structlog.testing import capture_logs
 
 from monitor.exchange.sim import Simulator
+from monitor.service import FEED_BACKOFF
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -240,3 +241,18 @@ async def test_burst_of_20000_messages_is_conflated_and_loses_no_crossing(
     assert applied < received  # conflated: the engine saw fewer updates than frames arrived
     assert caught_up < 10.0 and lag < 2.0
     print(f"burst: {received} frames, {applied} applied, caught up in {caught_up:.2f} s, lag {lag:.3f} s")
+
+
+async def test_price_and_user_data_feeds_retry_at_least_every_ten_seconds(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """After an outage the market and WebSocket API connections are tried again within 10 s whatever
+    the attempt, so a restored network ends their blindness within seconds (a 30 s cap left a trader
+    blind for up to half a minute after the network came back)."""
+    assert max(FEED_BACKOFF.delay(n, rand=lambda: 0.0) for n in range(100)) == 10.0
+    async with running_daemon(daemon_config(tmp_path, sim, receiver)) as daemon:
+        await wait_until(daemon.ready, what="daemon ready")
+        assert daemon.market is not None and daemon.userdata is not None
+        feeds = [c.supervisor for c in daemon.market.connections]
+        feeds += [s.supervisor for s in daemon.userdata.streams]
+        assert feeds and all(f._backoff is FEED_BACKOFF for f in feeds)
