@@ -86,14 +86,7 @@ def config(sim: Simulator, spec: dict[str, Any], snapshot: float, port: int, sta
             account["isolated"] = [p["symbol"] for p in a["isolated"]]
         accounts.append(account)
     return {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": f"{snapshot:g}s",
-        },
+        "exchange": sim.exchange_config(snapshot_interval=f"{snapshot:g}s"),
         "accounts": accounts,
         "alerts": {"stale_after": "60s"},
         "notify": {"routes": {"null": {"urls": ["json://127.0.0.1:9/hook"]}}},

@@ -204,15 +204,7 @@ def write_config(workdir: Path, sim: Simulator, key: str, secret: str, hook: str
     (workdir / "secret").write_text(secret)
     (workdir / "secret").chmod(0o600)
     data = {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": "10s",
-            "resync_interval": "10s",
-        },
+        "exchange": sim.exchange_config(snapshot_interval="10s", resync_interval="10s"),
         "accounts": [{"name": "soak", "api_key": key, "api_secret_file": "secret"}],
         "alerts": {"hysteresis": float(HYSTERESIS), "stale_after": "5s"},
         "notify": {"routes": {"hook": {"urls": [hook]}}},

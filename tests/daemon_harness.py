@@ -75,15 +75,7 @@ def daemon_config(
 ) -> Path:  # fmt: skip
     """Write a config pointing the real clients at ``sim`` and every alert at ``receiver``."""
     data: dict[str, Any] = {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": snapshot_interval,
-            "resync_interval": "5s",
-        },
+        "exchange": sim.exchange_config(snapshot_interval=snapshot_interval, resync_interval="5s"),
         "accounts": accounts or [{"name": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}],
         "alerts": {"hysteresis": 0.02, "stale_after": "3s", **alerts},
         "notify": {"routes": {"hook": {"urls": [receiver.url]}}},

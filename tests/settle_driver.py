@@ -96,13 +96,7 @@ def _truth(sim: Simulator) -> tuple[dict[str, Position], dict[str, Decimal]]:
 
 def _config(directory: Path, sim: Simulator) -> Path:
     data = {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-        },
+        "exchange": sim.exchange_config(),
         "accounts": [{"name": ACCOUNT, "api_key": "main-key", "api_secret": "main-secret"}],
         "alerts": {"hysteresis": 0.02, "stale_after": "10s"},
         "notify": {"routes": {"hook": {"urls": ["json://127.0.0.1:9/unused"]}}},

@@ -89,15 +89,7 @@ def write_config(tmp_path: Path, sim: Simulator, receiver: Receiver, http_port: 
     hook = f"json://hook:{HOOK_PASSWORD}@127.0.0.1:{receiver.port}/hook?cto=1&rto=2"
     dead = f"json://hook:{DEAD_PASSWORD}@127.0.0.1:{free_port()}/hook?cto=1&rto=1"
     data = {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": "2s",
-            "resync_interval": "5s",
-        },
+        "exchange": sim.exchange_config(snapshot_interval="2s", resync_interval="5s"),
         "accounts": [
             {"name": "demo", "api_key": DEMO_KEY, "api_secret_file": "demo.secret"},
             {"name": "other", "api_key": OTHER_KEY, "api_secret": OTHER_SECRET},

@@ -209,15 +209,7 @@ async def test_four_shards_then_five_every_account_once_no_crossing_lost(
     """N accounts over 4 shards, then a rolling change to 5 with two price drops during it."""
     sim = fleet_sim
     config = {
-        "exchange": {
-            "kind": "binance",
-            "rest_url": sim.base_url,
-            "stream_url": sim.stream_url,
-            "ws_api_url": sim.ws_api_url,
-            "risk_stream_url": sim.risk_stream_url,
-            "snapshot_interval": "5m",
-            "resync_interval": "60s",
-        },
+        "exchange": sim.exchange_config(snapshot_interval="5m", resync_interval="60s"),
         "accounts": [
             {"name": name(i), "api_key": f"key-{i}", "api_secret": f"secret-{i}"} for i in range(size)
         ],

@@ -73,6 +73,19 @@ class Simulator:
         """Risk Data Stream base (``/ws/<listenKey>``): the same as :attr:`stream_url`."""
         return self.stream_url
 
+    def exchange_config(self, **settings: Any) -> dict[str, Any]:
+        """The ``exchange:`` section of a daemon config pointing every client here, plus
+        ``settings`` (``snapshot_interval="5s"``, …): what a ``kind: binance`` config needs to
+        watch this simulator as it would Binance."""
+        return {
+            "kind": "binance",
+            "rest_url": self.base_url,
+            "stream_url": self.stream_url,
+            "ws_api_url": self.ws_api_url,
+            "risk_stream_url": self.risk_stream_url,
+            **settings,
+        }
+
     # --- lifecycle -------------------------------------------------------------------------
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
