@@ -21,7 +21,9 @@ from monitor.book import AccountBook
 from monitor.config import Config, exposed_files
 from monitor.config_notes import inert_settings
 from monitor.daemon_client import daemon_headers, daemon_url
-from monitor.exchange.binance import BinanceRest, ExchangeError, KeyRejected
+from monitor.exchange.binance import BinanceRest, ExchangeError, RetryPolicy
+from monitor.exchange.diagnose import diagnose
+from monitor.exchange.supervisor import Backoff
 from monitor.logs import configure_logging, register_secrets
 from monitor.messages import demo_message
 from monitor.routing import route_table
@@ -35,6 +37,10 @@ log = structlog.get_logger(__name__)
 
 def _quiet(config: Config) -> None:
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
+
+
+# `check` answers within seconds: a few quick tries, then the daemon's diagnosis of what is wrong
+CHECK_POLICY = RetryPolicy(attempts=3, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
 
 
 async def check(config: Config, config_path: Path) -> int:
@@ -54,20 +60,16 @@ async def check(config: Config, config_path: Path) -> int:
             key, secret = watcher.secret_values()
             try:
                 rest = await BinanceRest.connect(
-                    watcher.name, key, secret, endpoints.rest_url, endpoints.ws_api_url
+                    watcher.name, key, secret, endpoints.rest_url, endpoints.ws_api_url, policy=CHECK_POLICY
                 )
-            except KeyRejected as exc:
-                print(f"{watcher.name}: FAIL: key rejected by Binance (code {exc.code}: {exc.message})")
-                failures += 1
-                continue
-            except ExchangeError as exc:
-                print(f"{watcher.name}: FAIL: {exc}")
+            except ExchangeError as exc:  # the daemon's own diagnosis: DNS, refused, key, clock…
+                print(f"{watcher.name}: FAIL: {diagnose(exc).reason}")
                 failures += 1
                 continue
             try:
                 perms = await rest.key_permissions()
             except ExchangeError as exc:
-                print(f"{watcher.name}: FAIL: cannot read key permissions: {exc}")
+                print(f"{watcher.name}: FAIL: cannot read key permissions: {diagnose(exc).reason}")
                 failures += 1
                 continue
             finally:

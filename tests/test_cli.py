@@ -97,6 +97,30 @@ def test_check_reports_key_permissions(tmp_path: Path) -> None:
     assert "demo: OK read-only key" in result.stdout
 
 
+def test_check_says_what_is_wrong_when_the_exchange_is_unreachable(tmp_path: Path) -> None:
+    """`check` against an exchange nothing listens on: one FAIL line with the daemon's diagnosis
+    (not a raw aiohttp error), exit non-zero, within a few quick tries."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: connections are refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "down.yaml"
+    ws = f"ws://127.0.0.1:{port}"
+    exchange = {"kind": "binance", "rest_url": f"http://127.0.0.1:{port}", "stream_url": ws,
+                "ws_api_url": f"{ws}/ws-api/v3", "risk_stream_url": ws}  # fmt: skip
+    config.write_text(yaml.safe_dump({
+        "exchange": exchange, "accounts": [{"name": "main", "api_key": "k", "api_secret": "s"}],
+        "notify": {"routes": {"console": {"urls": ["console://"]}}},
+        "state_dir": str(tmp_path / "state"), "http": {"enabled": False},
+    }))  # fmt: skip
+    config.chmod(0o600)
+    result = run_cli("check", "-c", str(config))
+    assert result.returncode != 0
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith("main: ")]
+    assert line.startswith("main: FAIL: the connection to the exchange is refused"), line
+
+
 def test_status_json_has_every_documented_field(tmp_path: Path) -> None:
     """`status --json` (no daemon running) reads the accounts and prints the documented shape."""
     result = run_cli("status", "--json", "-c", str(sim_config(tmp_path)))
