@@ -635,6 +635,11 @@ class Service:
         self.opinions.sweep()
         self._load_missing()
         self.market.set_symbols(self.book.symbols_needed())
+        # decided now, on this second's stale set: the sweep below yields, and an account that finishes
+        # loading meanwhile has units with no price yet that the set does not hold (no READY=1 for them)
+        becomes_ready = (
+            not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled)
+        )
         # exact reports cost ~0.1-0.3 ms a unit: a bounded slice per second (all units when few),
         # yielding every few units so ticks and alerts never wait behind the whole slice (bench/latency.py)
         for n, unit in enumerate(self._metrics_sweep.take(self.book.units()), start=1):
@@ -643,7 +648,7 @@ class Service:
             )
             if n % SWEEP_YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-        if not self._ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled):
+        if becomes_ready:
             self._ready = True
             # start-up's objects live as long as the daemon: out of the collector's walks, and its
             # temporaries' memory back to the system (monitor/heap.py; once)
