@@ -24,11 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+from rss import free_port, ready
 
 from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.exchange.sim.rest import ENDPOINTS
@@ -104,22 +104,6 @@ def start_daemon(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-            return bool(response.status == 200)
-    except Exception:
-        return False
 
 
 def rss_mib(pid: int) -> float:

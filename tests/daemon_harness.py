@@ -141,3 +141,13 @@ def assert_alive(daemon: Service, logs: list[MutableMapping[str, Any]]) -> None:
     assert not events(logs, "task_failed"), events(logs, "task_failed")
     assert daemon._market_task is not None and not daemon._market_task.done()
     assert daemon.healthy()
+
+
+def cross_account(name: str, *assets: tuple[str, str, str]) -> dict[str, Any]:
+    """A scenario account ``name`` (key ``name-key``) with cross rows ``(asset, free, borrowed)``."""
+    return {
+        "name": name,
+        "api_key": f"{name}-key",
+        "api_secret": f"{name}-secret",
+        "cross": [{"asset": a, "free": free, "borrowed": borrowed} for a, free, borrowed in assets],
+    }

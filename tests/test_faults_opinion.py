@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver, assert_alive, daemon_config, events, one_long_account, wait_until
+from ops_harness import free_port
 from rich.console import Console
 from structlog.testing import capture_logs
 
@@ -171,12 +172,6 @@ async def readyz(daemon: Service) -> int:
     assert daemon.http is not None
     async with aiohttp.ClientSession() as session, session.get(daemon.http.url + "/readyz") as reply:
         return reply.status
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_start_with_the_exchange_down_then_back(

@@ -18,9 +18,10 @@ import aiohttp
 import pytest
 from browser import chromium, chromium_binary
 from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
+from ops_harness import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
-from test_faults_opinion import OTHER, both, free_port, service, stop
+from test_faults_opinion import OTHER, both, service, stop
 
 from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.service import Service

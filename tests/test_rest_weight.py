@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon_harness import Receiver, daemon_config, wait_until
+from daemon_harness import Receiver, cross_account, daemon_config, wait_until
 
 from monitor.config import load_config
 from monitor.exchange.sim import Simulator
@@ -26,23 +26,14 @@ RATES = "/sapi/v1/margin/next-hourly-interest-rate"
 ACCOUNT = "/sapi/v1/margin/account"
 
 
-def _row(name: str, *assets: tuple[str, str, str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "api_key": f"{name}-key",
-        "api_secret": f"{name}-secret",
-        "cross": [{"asset": a, "free": free, "borrowed": borrowed} for a, free, borrowed in assets],
-    }
-
-
 @pytest.fixture
 def scenario_data() -> dict[str, Any]:
     return {
         "quote": "USDT",
         "prices": {"BTCUSDT": "30000", "OLDUSDT": "10", "ETHUSDT": "2000"},
         "accounts": [
-            _row("held", ("BTC", "1", "0"), ("OLD", "1000", "0"), ("USDT", "0", "25000")),
-            _row("other", ("ETH", "10", "0"), ("USDT", "0", "12500")),
+            cross_account("held", ("BTC", "1", "0"), ("OLD", "1000", "0"), ("USDT", "0", "25000")),
+            cross_account("other", ("ETH", "10", "0"), ("USDT", "0", "12500")),
         ],
     }
 

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 from daemon_harness import Receiver
+from ops_harness import free_port
 
 from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.shard import ENV_SHARD, shard_of
@@ -86,12 +86,6 @@ def scenario(size: int) -> dict[str, Any]:
         "limits": {"api_weight_per_minute": 10**9, "sapi_ip_weight_per_minute": 10**9},
         "streams": {"quote_refresh": "2s"},
     }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int, path: str, timeout: float = 20.0) -> tuple[int, bytes]:

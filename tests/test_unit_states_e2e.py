@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
+from daemon_harness import Receiver, cross_account, daemon_config, running_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.exchange.sim import Simulator
@@ -37,15 +37,6 @@ pytestmark = pytest.mark.timeout(120)
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def _row(name: str, *assets: tuple[str, str, str]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "api_key": f"{name}-key",
-        "api_secret": f"{name}-secret",
-        "cross": [{"asset": a, "free": free, "borrowed": borrowed} for a, free, borrowed in assets],
-    }
-
-
 @pytest.fixture
 def scenario_data() -> dict[str, Any]:
     """The two accounts of the module docstring; OLDUSDT halted, USDCUSDT trading at 1."""
@@ -54,8 +45,8 @@ def scenario_data() -> dict[str, Any]:
         "prices": {"BTCUSDT": "30000", "OLDUSDT": "10", "USDCUSDT": "1"},
         "symbol_status": {"OLDUSDT": "BREAK"},
         "accounts": [
-            _row("held", ("BTC", "1", "0"), ("OLD", "1000", "0"), ("USDT", "0", "25000")),
-            _row("stable", ("USDC", "20000", "0"), ("BTC", "0.1", "0"), ("USDT", "0", "16000")),
+            cross_account("held", ("BTC", "1", "0"), ("OLD", "1000", "0"), ("USDT", "0", "25000")),
+            cross_account("stable", ("USDC", "20000", "0"), ("BTC", "0.1", "0"), ("USDT", "0", "16000")),
         ],
     }
 
