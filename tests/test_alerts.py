@@ -12,7 +12,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts import AlertEvent, AlertPolicy, DistanceRule, LevelRule, PolicyConfig
+from monitor.alerts.policy import AlertEvent, AlertPolicy, DistanceRule, LevelRule, PolicyConfig
 
 U = "cross:alice"
 LADDER = (

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.book import AccountBook
-from monitor.margin import Bars, Position, cross_level, isolated_level, value_positions
-from monitor.pricebook import PriceBook, Router, exact_price
-from monitor.report import unit_id
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Bars, Position, cross_level, isolated_level, value_positions
+from monitor.risk.prices import PriceBook, Router, exact_price
+from monitor.risk.report import unit_id
 
 INF = math.inf
 CLASSIC = Bars.classic()

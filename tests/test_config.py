@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import ConfigError, load_config, loose_permissions, parse_duration, read_secret
+from monitor.config.model import ConfigError, load_config, loose_permissions, parse_duration, read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -272,14 +272,14 @@ def test_property_rung_positions_count_from_one(tmp_path: Path, count: int, data
 
 
 def test_inert_settings_examples_in_docstrings() -> None:
-    """The worked examples of monitor/config_notes.py and monitor/config_errors.py hold."""
+    """The worked examples of monitor/config/notes.py and monitor/config/errors.py hold."""
     import doctest
 
-    import monitor.config_errors
-    import monitor.config_notes
+    import monitor.config.errors
+    import monitor.config.notes
 
-    assert doctest.testmod(monitor.config_notes).failed == 0
-    assert doctest.testmod(monitor.config_errors).failed == 0
+    assert doctest.testmod(monitor.config.notes).failed == 0
+    assert doctest.testmod(monitor.config.errors).failed == 0
 
 
 @pytest.mark.parametrize(
@@ -304,7 +304,7 @@ def test_inert_settings_examples_in_docstrings() -> None:
 )  # fmt: skip
 def test_settings_that_do_nothing_are_noted(tmp_path: Path, patch: dict[str, Any], note: str) -> None:
     """`check` notes a written setting that has no effect; the shipped config has none."""
-    from monitor.config_notes import inert_settings
+    from monitor.config.notes import inert_settings
 
     assert inert_settings(load_config(write(tmp_path, {**MINIMAL, **patch}))) == [note]
     assert inert_settings(load_config(ROOT / "config.yaml")) == []

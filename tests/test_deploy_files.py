@@ -13,8 +13,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.metrics import Metrics
-from monitor.report import UnitReport, unit_id
+from monitor.ops.metrics import Metrics
+from monitor.risk.report import UnitReport, unit_id
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"

@@ -1,19 +1,20 @@
-"""The ledger alone: which combinations of balance, liability and REST views agree (monitor/ledger.py)."""
+"""The ledger alone: which combinations of balance, liability and REST views agree
+(monitor/risk/ledger.py)."""
 
 from __future__ import annotations
 
 import doctest
 from decimal import Decimal as D
 
-import monitor.ledger
-from monitor.ledger import REST_WINS_AFTER, Ledger
+import monitor.risk.ledger
+from monitor.risk.ledger import REST_WINS_AFTER, Ledger
 
 U = "cross:main"
 
 
 def test_docstring_examples() -> None:
     """The worked examples in the module's docstrings hold."""
-    assert doctest.testmod(monitor.ledger).failed == 0
+    assert doctest.testmod(monitor.risk.ledger).failed == 0
 
 
 def test_borrow_settles_in_either_order() -> None:

@@ -6,7 +6,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from monitor.margin import (
+from monitor.risk.margin import (
     Bars,
     MissingPrice,
     Position,

@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
-from monitor.metrics import Metrics
-from monitor.report import UnitReport, unit_id
+from monitor.ops.metrics import Metrics
+from monitor.risk.report import UnitReport, unit_id
 
 
 def make_report(
@@ -194,7 +194,7 @@ class StreamStats:
 
 @dataclass(frozen=True)
 class DispatchStats:
-    """Shaped like ``monitor.notify.RouteStats``."""
+    """Shaped like ``monitor.notify.dispatcher.RouteStats``."""
 
     sent: int = 0
     failed: int = 0

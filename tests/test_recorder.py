@@ -6,11 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from monitor.alerts import AlertEvent
-from monitor.book import AccountBook
-from monitor.history import History
-from monitor.margin import Bars, Position
-from monitor.recorder import Recorder
+from monitor.alerts.policy import AlertEvent
+from monitor.ops.history import History
+from monitor.ops.recorder import Recorder
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Bars, Position
 
 T0 = 1_767_225_600.0
 

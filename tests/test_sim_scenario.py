@@ -15,10 +15,10 @@ from conftest import DEMO_SCENARIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.exchange.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, serve
-from monitor.exchange.sim.engine import Engine
-from monitor.exchange.sim.scenario import parse_duration
-from monitor.exchange.sim.timeline import INTEREST, Cursor
+from monitor.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, serve
+from monitor.sim.engine import Engine
+from monitor.sim.scenario import parse_duration
+from monitor.sim.timeline import INTEREST, Cursor
 
 
 def write(tmp_path: Path, data: Any, name: str = "s.yaml") -> Path:

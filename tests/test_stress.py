@@ -8,10 +8,10 @@ from decimal import Decimal, localcontext
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import monitor.stress
-from monitor.holdings import Holdings
-from monitor.margin import Bars, Position
-from monitor.stress import MOVES, Beta, crossing_move, estimate_beta, render_stress, stress_table
+import monitor.risk.stress
+from monitor.risk.holdings import Holdings
+from monitor.risk.margin import Bars, Position
+from monitor.risk.stress import MOVES, Beta, crossing_move, estimate_beta, render_stress, stress_table
 
 FINITE = {"allow_nan": False, "allow_infinity": False}
 amounts = st.decimals(min_value=0, max_value=10**6, places=8, **FINITE)
@@ -140,5 +140,5 @@ def test_unpriced_unit_has_no_stress() -> None:
 
 
 def test_docstring_examples() -> None:
-    """The worked example in monitor.stress holds."""
-    assert doctest.testmod(monitor.stress).failed == 0
+    """The worked example in monitor.risk.stress holds."""
+    assert doctest.testmod(monitor.risk.stress).failed == 0
