@@ -31,7 +31,7 @@ from monitor.ops.status_extras import enrich
 from monitor.risk.book import AccountBook
 from monitor.risk.stress import render_stress
 from monitor.watch.accounts import AccountWatcher, Notice, build_watchers
-from monitor.watch.routing import route_table
+from monitor.watch.routing import notify_routes, route_table
 
 log = structlog.get_logger(__name__)
 
@@ -219,12 +219,12 @@ async def test_alert(config: Config, config_path: Path) -> int:
     """Send one test message through every route now, without the state file (so it works beside a
     running daemon), and say per URL (secrets masked) whether it was delivered, and if not why."""
     _quiet(config)
-    routes = {name: [u.get_secret_value() for u in r.urls] for name, r in config.notify.routes.items()}
-    register_secrets(u for urls in routes.values() for u in urls)
+    routes = notify_routes(config)  # the daemon's own mapping (monitor/watch/routing.py)
+    register_secrets(u for route in routes.values() for u in route.urls)
     message = demo_message(time.time())
     failed = 0
-    for name, urls in routes.items():
-        for i, url in enumerate(urls, start=1):
+    for name, route in routes.items():
+        for i, url in enumerate(route.urls, start=1):
             outcome = await send_once(url, message, timeout=config.notify.timeout)
             where = f"route {name} url #{i}"
             if outcome.ok:

@@ -115,6 +115,8 @@ class AccountWatcher:
         clock: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         catalog: SharedCatalog | None = None,
+        engine: Engine | None = None,
+        on_exchange_word: ExchangeWordHook | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else SharedCatalog(book)  # shared by the service
         self._rates_read: dict[str, tuple[float, frozenset[str]]] = {}  # unit → (read at, borrowed)
@@ -135,7 +137,7 @@ class AccountWatcher:
         self._risky_told = False
         self._wait_at_least = 0.0
         self.rest: BinanceRest | None = None
-        self.engine: Engine | None = None
+        self.engine = engine  # None for the one-shot commands (check, status): the book alone
         self.units: set[str] = set()
         self.bars: dict[str, Bars] = {}
         self.last_snapshot = 0.0
@@ -147,7 +149,7 @@ class AccountWatcher:
         self._secret = read_secret(
             account.api_secret, account.api_secret_file, f"accounts.{self.name}.api_secret", config_path
         )
-        self.on_exchange_word: ExchangeWordHook | None = None  # Binance's own status (monitor.alerts.opinion)
+        self.on_exchange_word = on_exchange_word  # Binance's own status (monitor.alerts.opinion)
         self._refreshing: asyncio.Lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._rand = rand
@@ -698,12 +700,26 @@ def build_watchers(
     on_state: StateHook,
     notices: list[Notice],
     catalog: SharedCatalog | None = None,
+    *,
+    engine: Engine | None = None,
+    on_exchange_word: ExchangeWordHook | None = None,
 ) -> list[AccountWatcher]:
     """A watcher per configured account (in this replica's shard), all sharing one symbol catalog."""
     accounts = [a for a in config.accounts if in_shard(a.name, config.shard)]
     shared = catalog if catalog is not None else SharedCatalog(book)
     return [
-        AccountWatcher(a, config, config_path, endpoints, book, on_state, notices, catalog=shared)
+        AccountWatcher(
+            a,
+            config,
+            config_path,
+            endpoints,
+            book,
+            on_state,
+            notices,
+            catalog=shared,
+            engine=engine,
+            on_exchange_word=on_exchange_word,
+        )
         for a in accounts
     ]
 

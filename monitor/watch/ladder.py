@@ -6,8 +6,12 @@ from collections.abc import Mapping
 
 from monitor.alerts.policy import DistanceRule, LevelRule, PolicyConfig
 from monitor.config.model import AlertsConfig, LevelConfig
+from monitor.risk.margin import Bars
 
 DEFAULT_BARS = ("normal", "margin_call", "liquidation")
+# the bars of a unit whose own are not known yet, and of the routing table ``check`` prints: Binance's
+# classic cross ladder (1.5 / 1.3 / 1.1), owned by :meth:`monitor.risk.margin.Bars.classic`
+CLASSIC_BARS: Mapping[str, float] = {name: float(value) for name, value in Bars.classic().levels.items()}
 
 
 def _routes(explicit: tuple[str, ...], fallback: tuple[str, ...]) -> tuple[str, ...]:
@@ -63,3 +67,8 @@ def policy_for_unit(
         stale_after=alerts.stale_after,
         blind_routes=alerts.blind_routes if alerts.blind_routes is not None else fallback,
     )
+
+
+def default_policy(alerts: AlertsConfig, all_routes: tuple[str, ...]) -> PolicyConfig:
+    """The policy of a unit with no ladder of its own yet: the config's ladder on the classic bars."""
+    return policy_for_unit(alerts, CLASSIC_BARS, all_routes)

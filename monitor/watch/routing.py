@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 from monitor.config.model import AccountConfig, Config
 from monitor.notify.apprise_sink import url_scheme
-from monitor.watch.ladder import policy_for_unit
+from monitor.notify.dispatcher import Route
+from monitor.watch.ladder import CLASSIC_BARS, policy_for_unit
 
 # the bars the table is shown for: the classic cross account's (an isolated pair's rungs have the
 # same names, so the same routes; only their values differ)
-SHOWN_BARS = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
+SHOWN_BARS = CLASSIC_BARS
 CONSOLE = "console"
 SILENT_ROUTE_FIX = "name it in a rung's routes, or leave routes out to send every rung to every route"
 
@@ -49,6 +50,26 @@ class RouteTable:
             out.append(f"  {name:<{width}}  ({schemes}): {', '.join(alerts) if alerts else 'nothing'}")
         out += [f"WARN {w}" for w in self.warnings]
         return out
+
+
+def notify_routes(config: Config) -> dict[str, Route]:
+    """The config's notification routes as delivery takes them (URLs unwrapped: register them as
+    secrets before logging anything). The daemon and ``test-alert`` both send through these.
+
+    >>> cfg = Config.model_validate({"accounts": [{"name": "a", "api_key": "k", "api_secret": "s"}],
+    ...                              "notify": {"routes": {"hook": {"urls": ["json://h/x"]}}}})
+    >>> notify_routes(cfg)["hook"].urls
+    ('json://h/x',)
+    """
+    return {
+        name: Route(
+            name=name,
+            urls=tuple(u.get_secret_value() for u in route.urls),
+            max_per_window=route.max_per_window,
+            window=route.window,
+        )
+        for name, route in config.notify.routes.items()
+    }
 
 
 def _scoped(account: AccountConfig | None) -> str:

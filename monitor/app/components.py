@@ -1,0 +1,297 @@
+"""The daemon's parts, resolved from the config once (the "config" half of uvicorn's config → server).
+
+:func:`resolve` opens the state file, finds the exchange (or starts the simulator), builds and loads a
+watcher per account, imports the saved alert state and starts delivery, in that order, and returns them
+as one frozen :class:`Components`. Everything it opens is closed by the exit stack it is given, in
+reverse order, so a start-up that fails half-way closes what it opened and nothing else (the alert
+state is saved only once it was imported). Starting the tasks is the service's job (monitor/service.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from monitor import __version__
+from monitor.alerts.policy import AlertPolicy
+from monitor.app.errors import RefusedStartupError, StateStartupError
+from monitor.app.feeds import FeedLog, route_event
+from monitor.app.outflow import send_notices, silence_registry
+from monitor.config.model import Config, exposed_files
+from monitor.config.shard import parse_shard
+from monitor.endpoints import open_endpoints
+from monitor.exchange.binance import MarketStream, RetryPolicy, UserDataStream
+from monitor.exchange.supervisor import Backoff
+from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
+from monitor.leftovers import expire_notices
+from monitor.logs import register_secrets
+from monitor.notify.dispatcher import Dispatcher, default_backoff
+from monitor.notify.silence_stage import SilenceRegistry
+from monitor.ops.history import FILE_NAME as HISTORY_FILE
+from monitor.ops.history import History
+from monitor.ops.metrics import Metrics
+from monitor.ops.recorder import Recorder
+from monitor.risk.book import AccountBook
+from monitor.store import StateError, Store
+from monitor.watch.accounts import AccountWatcher, Notice, build_watchers
+from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
+from monitor.watch.engine import Engine
+from monitor.watch.ladder import default_policy
+from monitor.watch.opinion_feed import ExchangeOpinions
+from monitor.watch.reshard import Handoff
+from monitor.watch.routing import SILENT_ROUTE_FIX, notify_routes, route_table
+
+log = structlog.get_logger("monitor.service")
+
+DRAIN_SECONDS = 10.0
+# Loading an account that failed: jittered backoff capped at a minute (a few requests of weight 1
+# each); its first attempt at start gives up quickly, so the daemon starts without the exchange.
+LOAD_BACKOFF = Backoff(initial=2.0, maximum=60.0, reset_after=float("inf"))
+# The price and user-data feeds are a handful of connections whatever the number of accounts (a
+# market connection per 1,024 symbols, a WebSocket API session per 1,000 subscriptions): retried at
+# least every 10 s, a restored network ends their blindness within seconds, at most 30 attempts per
+# 5 min each against Binance's 300 per IP. The per-account risk streams keep the 30 s default.
+FEED_BACKOFF = Backoff(maximum=10.0)
+QUICK_LOAD = RetryPolicy(attempts=2, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
+KEY_CHECKS_PER_SECOND = 4.0  # all accounts together: 240 weight/min, 2 % of the 12,000 SAPI IP budget
+KEY_CHECK_MIN_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The knobs tests and benches shrink; the daemon runs on the defaults."""
+
+    clock: Callable[[], float] = time.time
+    notify_backoff: Callable[[int], float] = default_backoff  # seconds before delivery retry n
+    load_backoff: Backoff = LOAD_BACKOFF
+    key_check_interval: float | None = None  # None: scaled to the number of accounts
+    opinion_grace: float = 5.0
+    catalog_interval: float = CATALOG_MAX_AGE
+    per_session: int = PER_SESSION  # user-data subscriptions per WebSocket API session
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """Every part of one running daemon, resolved once; none is optional."""
+
+    config: Config
+    config_path: Path
+    clock: Callable[[], float]
+    metrics: Metrics
+    book: AccountBook
+    handoff: Handoff  # re-sharding: monitor/watch/reshard.py
+    catalog: SharedCatalog  # one exchangeInfo a daemon
+    notices: list[Notice]  # what to tell the trader about the accounts, drained onto every route
+    store: Store
+    watchers: list[AccountWatcher]
+    policy: AlertPolicy
+    engine: Engine
+    opinions: ExchangeOpinions
+    silences: SilenceRegistry
+    dispatcher: Dispatcher
+    market: MarketStream
+    userdata: UserDataPool
+    recorder: Recorder
+    feeds: FeedLog
+    saved_units: frozenset[str]  # units with alert state saved at start (for accounts loaded later)
+    key_interval: float  # seconds between key-permission checks of one account
+
+
+async def resolve(
+    config: Config,
+    config_path: Path,
+    options: Options,
+    stack: contextlib.AsyncExitStack,
+    *,
+    stopping: Callable[[], bool],
+) -> Components:
+    """Build and connect the daemon's parts; raises StartupError with one line when it cannot run.
+
+    ``stopping`` says whether a stop was asked for (feeds going down are then expected)."""
+    clock = options.clock
+    for path in exposed_files(config, config_path):
+        log.warning("file_readable_by_others", file=str(path), fix=f"chmod 600 {path}")
+    for route in route_table(config).silent:  # `margin-monitor check` prints the whole table
+        log.warning("route_gets_no_margin_alert", route=route, fix=SILENT_ROUTE_FIX)
+    metrics = Metrics(version=__version__)
+    handoff = Handoff(parse_shard(config.shard) if config.shard else None, metrics.registry)
+    book = AccountBook(
+        quote=config.exchange.quote, stablecoins=config.exchange.stablecoins, pinned=config.exchange.pinned
+    )
+    catalog = SharedCatalog(book, max_age=options.catalog_interval)
+    notices: list[Notice] = []
+    store = _open_store(config, notices)
+    stack.callback(store.close)
+    endpoints = await open_endpoints(config, config_path, stack)
+
+    watchers: list[AccountWatcher] = []
+    feeds = FeedLog(metrics, watchers, stopping=stopping)
+    policy = AlertPolicy(default_policy(config.alerts, config.route_names()), {})
+    engine = Engine(book, policy, clock=clock, restore_target=config.alerts.restore_target)
+    opinions = ExchangeOpinions(
+        lambda unit: bars_of(watchers, unit), metrics.registry,
+        grace=options.opinion_grace, clock=clock, fallback_routes=config.route_names,
+    )  # fmt: skip
+    watchers += build_watchers(
+        config, config_path, endpoints, book, feeds, notices, catalog,
+        engine=engine, on_exchange_word=opinions.heard,
+    )  # fmt: skip
+    stack.push_async_callback(_close_all, watchers)
+    register_secrets(s for w in watchers for s in w.secret_values())
+    metrics.not_loaded_source(lambda: not_loaded(watchers, config.exchange.quote))  # blind, never absent
+    metrics.drift_source(lambda: {u: d for w in watchers for u, d in w.drift.items()})
+    await _load_all(watchers)
+    routes = notify_routes(config)
+    register_secrets(u for r in routes.values() for u in r.urls)
+    if watchers and not any(w.enabled for w in watchers):
+        if notices:  # still tell the trader why, within DRAIN_SECONDS; the rest stays in the outbox
+            dispatcher = Dispatcher(routes, store, timeout=config.notify.timeout)
+            try:
+                await dispatcher.start()
+                await send_notices(notices, dispatcher, config, clock)
+                await dispatcher.drain(DRAIN_SECONDS)
+            finally:
+                await dispatcher.stop()
+        raise RefusedStartupError("no account could be loaded: every key was refused; see the errors above")
+
+    for watcher in watchers:
+        watcher.configure_policy(policy)
+    saved = _saved_state(store, handoff)
+    for unit, reason in policy.import_state(saved).items():
+        log.warning("alert_state_skipped", unit=unit, reason=reason)
+    stack.callback(_save_state, store, policy)  # from here on, shutdown saves what the policy holds
+    handoff.adopt(policy, book.units(), saved)
+    silences = silence_registry(store, metrics, clock)
+    opinions.engine = engine  # Binance's word is decided from now on, on the imported alert state
+    try:  # before delivery of the outbox starts: notices of an earlier run that no longer hold
+        expire_notices(store, {w.name for w in watchers if w.loaded})
+    except StateError as exc:
+        raise StateStartupError(str(exc)) from None
+    dispatcher = Dispatcher(routes, store, timeout=config.notify.timeout, backoff=options.notify_backoff)
+    await dispatcher.start()
+    stack.push_async_callback(dispatcher.stop)
+    await send_notices(notices, dispatcher, config, clock)  # what is wrong at start first
+    metrics.route_source(dispatcher.stats)
+
+    history = History(config.state_dir / HISTORY_FILE)
+    stack.callback(history.close)
+    market = MarketStream(
+        endpoints.stream_url, book.symbols_needed(),
+        lambda prices: engine.on_prices(prices, sent_at=time.time()),
+        on_state=feeds, silence=max(5.0, config.alerts.stale_after), backoff=FEED_BACKOFF,
+    )  # fmt: skip
+    metrics.feed_source("market", market.stats)
+    by_account = {w.name: w for w in watchers}
+    ws_api_url = endpoints.ws_api_url
+    userdata = UserDataPool(
+        [sub for w in watchers for sub in w.subscriptions()],
+        lambda session, subs: UserDataStream(
+            ws_api_url, subs, lambda event: route_event(by_account, feeds, event),
+            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+            on_state=feeds, session=session, backoff=FEED_BACKOFF,
+        ),
+        per_session=options.per_session,
+    )  # fmt: skip  # as many WebSocket API sessions as Binance's subscription limits need
+    key_interval = options.key_check_interval or max(
+        KEY_CHECK_MIN_INTERVAL, len(watchers) / KEY_CHECKS_PER_SECOND
+    )
+    return Components(
+        config=config, config_path=config_path, clock=clock, metrics=metrics, book=book,
+        handoff=handoff, catalog=catalog, notices=notices, store=store, watchers=watchers,
+        policy=policy, engine=engine, opinions=opinions, silences=silences, dispatcher=dispatcher,
+        market=market, userdata=userdata, recorder=Recorder(history, book, clock), feeds=feeds,
+        saved_units=frozenset(saved), key_interval=key_interval,
+    )  # fmt: skip
+
+
+def not_loaded(watchers: list[AccountWatcher], quote: str) -> list[dict[str, Any]]:
+    """The blind ``status`` entries (with the reason) of the accounts not loaded now: on every
+    surface (status, console, page, ``/metrics``) as blind, never absent."""
+    return [w.blind_entry(quote) for w in watchers if not w.loaded]
+
+
+def bars_of(watchers: list[AccountWatcher], unit: str) -> dict[str, float]:
+    """The bars of ``unit`` by name (empty when unknown)."""
+    _, _, rest = unit.partition(":")
+    account, _, symbol = rest.partition(":")
+    for watcher in watchers:
+        if watcher.name == account:
+            bars = watcher.bars.get(symbol) or (None if symbol else watcher.bars.get(""))
+            return {} if bars is None else {n: float(v) for n, v in bars.levels.items()}
+    return {}
+
+
+T = TypeVar("T")
+
+
+class Part(Generic[T]):
+    """``service.engine`` reads ``service.parts.engine`` (a class attribute: ``engine = Part[Engine]()``)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> T:
+        value: T = getattr(obj.parts, self.name)
+        return value
+
+
+def _open_store(config: Config, notices: list[Notice]) -> Store:
+    try:
+        store = Store(config.state_dir)
+    except StateError as exc:
+        raise StateStartupError(str(exc)) from None
+    if store.lost:
+        log.error("alert_state_lost", reason=store.lost)
+        notices.append(
+            Notice(
+                "margin-monitor",
+                "state_lost",
+                "margin-monitor: alert history lost",
+                f"The {store.lost}: which alerts were already sent is unknown. Every alert "
+                "that holds now is sent again once, as new; nothing is missed.",
+            )
+        )
+    return store
+
+
+async def _load_all(watchers: list[AccountWatcher]) -> None:
+    """One quick attempt each, all at once; those that fail are retried in the background."""
+    results = await asyncio.gather(*(w.load(QUICK_LOAD) for w in watchers), return_exceptions=True)
+    for watcher, result in zip(watchers, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error(
+                "account_load_crashed", account=watcher.name, error=f"{type(result).__name__}: {result}"
+            )
+
+
+def _saved_state(store: Store, handoff: Handoff) -> dict[str, Any]:
+    """The saved alert state of the units this replica owns (those another shard owns now are dropped)."""
+    try:
+        saved = store.load_alert_state()
+    except StateError as exc:
+        raise StateStartupError(str(exc)) from None
+    departed = handoff.departed(saved)  # accounts another shard owns now
+    if departed:
+        store.forget_alert_state(departed)
+        gone = frozenset(departed)
+        saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
+    return saved
+
+
+def _save_state(store: Store, policy: AlertPolicy) -> None:
+    try:
+        store.save_alert_state(policy.export_state())
+    except StateError as exc:  # the state file died while running: still close the rest
+        log.error("alert_state_save_failed", error=str(exc))
+
+
+async def _close_all(watchers: list[AccountWatcher]) -> None:
+    for watcher in watchers:
+        await watcher.close()

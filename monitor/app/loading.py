@@ -1,0 +1,90 @@
+"""The daemon's background tasks, and accounts loaded after start (down exchange, key revoked)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+from monitor.app.components import QUICK_LOAD, Components
+from monitor.exchange.supervisor import Backoff
+from monitor.watch.accounts import AccountWatcher
+
+log = structlog.get_logger("monitor.service")
+
+
+class Tasks:
+    """The daemon's running tasks by name; one that dies is logged (``task_failed``)."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self.running.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def cancel(self, *, keep: str = "") -> None:
+        """Cancel every task but the one named ``keep``."""
+        for task in list(self.running):
+            if task.get_name() != keep:
+                task.cancel()
+
+    async def cancel_all(self) -> None:
+        self.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("task_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+
+
+class Loader:
+    """Keeps retrying every account not loaded, then watches it like one loaded at start."""
+
+    def __init__(self, parts: Components, tasks: Tasks, backoff: Backoff) -> None:
+        self.parts = parts
+        self.tasks = tasks
+        self.backoff = backoff
+        self._loading: dict[str, asyncio.Task[Any]] = {}
+        self._risk: dict[str, asyncio.Task[Any]] = {}
+
+    def start(self, watcher: AccountWatcher) -> None:
+        """The per-account tasks of a watcher at start: risk stream (loaded cross accounts), re-reads
+        and key checks."""
+        if watcher.loaded and watcher.cfg.cross:
+            self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+        self.tasks.spawn(watcher.refresh_loop(), f"refresh-{watcher.name}")
+        self.tasks.spawn(watcher.watch_key(self.parts.key_interval), f"key-{watcher.name}")
+
+    def load_missing(self) -> None:
+        """A loading task for every enabled account not loaded and not being loaded."""
+        for watcher in self.parts.watchers:
+            task = self._loading.get(watcher.name)
+            if watcher.loaded or not watcher.enabled or (task is not None and not task.done()):
+                continue
+            self._loading[watcher.name] = self.tasks.spawn(self._load_later(watcher), f"load-{watcher.name}")
+
+    async def _load_later(self, watcher: AccountWatcher) -> None:
+        """Load ``watcher`` with backoff, then watch it like an account loaded at start."""
+        if not await watcher.load_until_loaded(self.backoff, QUICK_LOAD):
+            return
+        parts = self.parts
+        watcher.configure_policy(parts.policy)
+        # an account loaded late (exchange down at start) is adopted as one loaded at start would
+        # have been: its units without saved state fire what already holds, counted as takeovers
+        saved = dict.fromkeys(parts.saved_units)
+        parts.handoff.adopt(parts.policy, set(watcher.units) - parts.handoff.adopted, saved)
+        active = {s.label for s in parts.userdata.subscriptions if not s.failed}
+        parts.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
+        risk = self._risk.get(watcher.name)
+        if watcher.cfg.cross and (risk is None or risk.done()):
+            self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+        for uid in watcher.units:
+            parts.engine.evaluate(uid)
+        parts.market.set_symbols(parts.book.symbols_needed())  # its prices start flowing now

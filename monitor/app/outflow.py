@@ -1,0 +1,150 @@
+"""From the engine's outbox to the dispatcher: messages rendered, silences applied, notices sent.
+
+The pump is the one consumer of the engine's outbox while the daemon runs; :meth:`Outflow.flush`
+empties it at shutdown. Notices (keys refused or revoked, accounts not watched, state lost) go to
+every route, or to the blind routes when they say an account is not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from monitor.alerts.policy import AlertEvent, AlertPolicy
+from monitor.config.model import Config
+from monitor.notify.dispatcher import Dispatcher
+from monitor.notify.messages import render
+from monitor.notify.silence_stage import STORE_KEY as SILENCES_KEY
+from monitor.notify.silence_stage import FiringMap, SilenceCollector, SilenceRegistry
+from monitor.ops.metrics import Metrics
+from monitor.ops.recorder import Recorder
+from monitor.ops.status_data import firing_map, liquidation_bar, rule_protected
+from monitor.risk.book import AccountBook
+from monitor.risk.report import UnitReport
+from monitor.store import StateError, Store
+from monitor.watch.accounts import Notice
+from monitor.watch.engine import Engine
+from monitor.watch.reshard import Handoff
+
+log = structlog.get_logger("monitor.service")
+
+PUMP_BATCH = 32  # alert events written to the outbox in one transaction, at most
+
+
+def blind_routes(config: Config) -> tuple[str, ...]:
+    """Where "not watched" goes: ``alerts.blind_routes``, else the default routes, else every route."""
+    alerts = config.alerts
+    return alerts.blind_routes or alerts.default_routes or config.route_names()
+
+
+async def send_notices(
+    notices: list[Notice], dispatcher: Dispatcher, config: Config, clock: Callable[[], float]
+) -> None:
+    """Key refusals, revocations and risky keys go to every route (drains ``notices``)."""
+    while notices:
+        notice = notices.pop(0)
+        event = notice.event(blind_routes(config) if notice.blind else config.route_names(), clock())
+        await dispatcher.enqueue(event, notice.title, notice.body, notify_type="failure")
+
+
+def silence_registry(store: Store, metrics: Metrics, clock: Callable[[], float]) -> SilenceRegistry:
+    """The silences, kept in the state file (a failing file is logged; they are kept in memory)."""
+
+    def load() -> Any:
+        try:
+            return store.get_json(SILENCES_KEY)
+        except StateError as exc:
+            log.error("silences_load_failed", error=str(exc))
+            return []
+
+    def save(value: Any) -> None:
+        try:
+            store.put_json(SILENCES_KEY, value)
+        except StateError as exc:  # kept in memory; said once per change
+            log.error("silences_save_failed", error=str(exc))
+
+    registry = SilenceRegistry(load, save, clock=clock)
+    metrics.registry.register(SilenceCollector(registry))
+    return registry
+
+
+class Outflow:
+    """The engine's events, rendered and silenced, into the dispatcher's outbox."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        dispatcher: Dispatcher,
+        *,
+        book: AccountBook,
+        handoff: Handoff,
+        silences: SilenceRegistry,
+        recorder: Recorder,
+        metrics: Metrics,
+        notices: list[Notice],
+        config: Config,
+        clock: Callable[[], float],
+    ) -> None:
+        self.engine, self.dispatcher, self.book, self.handoff = engine, dispatcher, book, handoff
+        self.silences, self.recorder, self.metrics = silences, recorder, metrics
+        self.notices, self.config, self.clock = notices, config, clock
+
+    @property
+    def policy(self) -> AlertPolicy:
+        return self.engine.policy
+
+    async def pump(self) -> None:
+        """Hand the engine's events to the dispatcher, with a message each trader can act on."""
+        outbox = self.engine.outbox
+        while True:
+            # a burst (a crash crossing hundreds of units) goes to the outbox in transactions of up to
+            # PUMP_BATCH events, with a turn of the event loop between them for ticks and sends
+            batch = [await outbox.get()]
+            while len(batch) < PUMP_BATCH and not outbox.empty():
+                batch.append(outbox.get_nowait())
+            # state saved only once every queued event is in the outbox: a state that lags the outbox
+            # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
+            policy = self.policy
+            state = policy.export_state(policy.take_dirty()) if outbox.empty() else None
+            messages = [
+                (item, self.handoff.annotate(item.event, render(item.event, item.report))) for item in batch
+            ]
+            await self.dispatcher.enqueue_many(  # the silence stage: held-back messages are not enqueued
+                [
+                    (item.event, msg)
+                    for item, msg in messages
+                    if not self.silenced(item.event, item.report, msg.title)
+                ],
+                alert_state=state,
+            )
+            now = time.time()
+            for item in batch:
+                self.recorder.note(item.event)  # an append; written by the history job (silenced or not)
+                if item.tick_time is not None:
+                    self.metrics.observe_latency(now - item.tick_time)
+            await self.send_notices()
+            await asyncio.sleep(0)
+
+    async def flush(self) -> None:
+        """At shutdown: what the engine queued and the pump did not take, into the outbox."""
+        while not self.engine.outbox.empty():
+            item = self.engine.outbox.get_nowait()
+            message = self.handoff.annotate(item.event, render(item.event, item.report))
+            if not self.silenced(item.event, item.report, message.title):
+                await self.dispatcher.enqueue_message(item.event, message)
+        await self.send_notices()
+
+    async def send_notices(self) -> None:
+        await send_notices(self.notices, self.dispatcher, self.config, self.clock)
+
+    def silenced(self, event: AlertEvent, report: UnitReport, title: str) -> bool:
+        """The silence stage: True when a silence holds this message back (logged, never sent)."""
+        protected = rule_protected(self.policy, event.unit, event.rule, liquidation_bar(report))
+        return self.silences.hold(event, title, protected, self.firing)
+
+    def firing(self) -> FiringMap:
+        return firing_map(self.policy, self.book, self.config.alerts.restore_target)

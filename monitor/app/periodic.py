@@ -1,0 +1,308 @@
+"""The daemon's periodic jobs: each a small class with its name and period, testable alone.
+
+The scheduler runs :class:`EverySecond` (id ``timers``), :class:`Snapshots`, :class:`Resync`,
+:class:`CatalogRefresh` and :class:`HistorySample` (see :func:`schedule`). :class:`EverySecond` is one
+job of named steps whose order matters, run in this order each second:
+
+1. notices: what was said about an account since (key refused or revoked while no alert flows);
+2. timers: pending ``for`` windows and repeat intervals (:meth:`Engine.tick_timers`);
+3. staleness (:class:`Staleness`): units without fresh prices or REST re-reads go blind, with why;
+   Binance's own word is then re-decided on that state;
+4. resubscribe: accounts not loaded are retried, the market stream follows the symbols needed;
+5. readiness decided (:class:`Readiness`) on step 3's stale set, *before* step 6 yields: an account
+   that finishes loading meanwhile has units with no price yet that the set does not hold, and would
+   make READY=1 flicker true (commit 50ad417);
+6. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, yielding every few units;
+7. readiness applied: READY=1 once, the heap settled, the line about what is ahead;
+8. sd_notify status (:class:`SystemdStatus`): waiting for the exchange, or the summary;
+then the time the job last finished is kept for the watchdog (``Service.healthy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from typing import Protocol
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from monitor.ops import heap
+from monitor.ops.metrics import Metrics
+from monitor.ops.recorder import Recorder
+from monitor.ops.sdnotify import Notifier
+from monitor.risk.book import AccountBook
+from monitor.watch.accounts import AccountWatcher
+from monitor.watch.catalog import SharedCatalog
+from monitor.watch.engine import Engine, RoundRobin
+
+log = structlog.get_logger("monitor.service")
+
+SWEEP_BATCH = 50  # units whose exact report is observed per second, at most
+SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
+SNAPSHOT_CONCURRENCY = 4
+RESYNC_SLICE = 100
+HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.ops.history)
+START_EXTEND_SECONDS = 30.0  # EXTEND_TIMEOUT_USEC while accounts wait for the exchange, renewed each second
+
+
+class Job(Protocol):
+    """A periodic job: the scheduler runs ``run`` every ``period`` seconds under the id ``name``."""
+
+    name: str
+    period: float
+
+    def run(self) -> Awaitable[None]: ...
+
+
+def schedule(scheduler: AsyncIOScheduler, jobs: Collection[Job]) -> None:
+    for job in jobs:
+        scheduler.add_job(job.run, "interval", seconds=job.period, id=job.name)
+
+
+# -- the steps of the once-a-second job ------------------------------------------------------------
+def blind_reasons(
+    book: AccountBook,
+    units: Collection[str],
+    stale_symbols: Collection[str],
+    refused: Collection[str],
+    settling: Collection[str],
+    limit: float,
+) -> dict[str, str]:
+    """Why each newly blind unit is blind, in one line the trader can act on."""
+    reasons: dict[str, str] = {}
+    known = book.units()
+    for unit in units:
+        symbols = book.unit_symbols(unit) if unit in known else set()
+        unvalued = book.unvalued(unit) if unit in known else None
+        if unvalued:
+            reasons[unit] = unvalued
+        elif symbols & set(refused):
+            names = ", ".join(sorted(symbols & set(refused)))
+            reasons[unit] = f"Binance refuses to stream {names} (unknown or delisted symbol)"
+        elif symbols & set(stale_symbols):
+            names = ", ".join(sorted(symbols & set(stale_symbols)))
+            reasons[unit] = f"no price for {names} for over {limit:g} s (market stream down or silent)"
+        elif unit in settling:
+            reasons[unit] = (
+                f"balances unconfirmed: the balance and liability views have disagreed for over "
+                f"{limit:g} s (a change the streams and REST do not yet both show; re-reading)"
+            )
+        else:
+            reasons[unit] = "the account could not be re-read from Binance (REST failing)"
+    return reasons
+
+
+class Staleness:
+    """Step 3: the units blind this second (stale prices, failing re-reads, unconfirmed balances, no
+    price at all); the engine freezes the new ones, saying why, and thaws the fresh ones."""
+
+    def __init__(
+        self,
+        book: AccountBook,
+        engine: Engine,
+        watchers: list[AccountWatcher],
+        *,
+        ages: Callable[[], Mapping[str, float]],
+        refused: Callable[[], Collection[str]],
+        limit: float,
+    ) -> None:
+        self.book, self.engine, self.watchers = book, engine, watchers
+        self.ages, self.refused, self.limit = ages, refused, limit
+
+    def __call__(self) -> set[str]:
+        limit = self.limit
+        stale_symbols = {s for s, age in self.ages().items() if age > limit}
+        stale_units: set[str] = set()
+        for watcher in self.watchers:
+            stale_units |= watcher.stale_units(stale_symbols, limit)
+        stale_units |= {u for u in self.book.units() if self.book.unvalued(u)}  # no price, no level
+        new = stale_units - self.engine.stale
+        reasons = blind_reasons(self.book, new, stale_symbols, self.refused(), self.engine.settling, limit)
+        self.engine.set_staleness(stale_units, reasons)
+        return stale_units
+
+
+class Readiness:
+    """Steps 5 and 7: READY=1 once every enabled account is loaded and no unit is blind."""
+
+    def __init__(
+        self, watchers: list[AccountWatcher], notifier: Notifier, on_ready: Callable[[], None] = lambda: None
+    ) -> None:
+        self.watchers, self.notifier, self.on_ready = watchers, notifier, on_ready
+        self.ready = False
+
+    def decide(self, stale_units: Collection[str]) -> bool:
+        """Whether the daemon becomes ready now (step 5, on this second's stale set)."""
+        return not self.ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled)
+
+    def become_ready(self) -> None:
+        """Step 7: once."""
+        self.ready = True
+        # start-up's objects live as long as the daemon: out of the collector's walks, and its
+        # temporaries' memory back to the system (monitor/ops/heap.py; once)
+        settled = heap.settle()
+        self.notifier.ready()
+        log.info("daemon_ready", heap=settled)
+        self.on_ready()
+
+
+class MetricsSweep:
+    """Step 6: exact reports cost ~0.1-0.3 ms a unit: a bounded slice per second (all units when few),
+    yielding every few units so ticks and alerts never wait behind the whole slice (bench/latency.py)."""
+
+    def __init__(
+        self, book: AccountBook, metrics: Metrics, restore_target: str, batch: int = SWEEP_BATCH
+    ) -> None:
+        self.book, self.metrics, self.restore_target = book, metrics, restore_target
+        self.slices = RoundRobin(batch)
+
+    async def __call__(self) -> None:
+        for n, unit in enumerate(self.slices.take(self.book.units()), start=1):
+            self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
+            if n % SWEEP_YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+
+def summary(book: AccountBook, engine: Engine) -> str:
+    """``N units, M blind: u1=1.523, …`` (five units: not a format of every unit each second)."""
+    units = book.units()
+    levels = []
+    for unit in heapq.nsmallest(5, units):
+        state, _ = book.state(unit)
+        level = book.level(unit)
+        shown = f"{level:.3f}" if level is not None and state in ("known", "approximate") else state
+        levels.append(f"{unit}={shown}")
+    return f"{len(units)} units, {len(engine.stale)} blind: " + ", ".join(levels)
+
+
+class SystemdStatus:
+    """Step 8: STATUS= says what start-up waits for (and extends systemd's start timeout: READY=1
+    waits for the exchange), else the summary."""
+
+    def __init__(
+        self, watchers: list[AccountWatcher], notifier: Notifier, summary: Callable[[], str]
+    ) -> None:
+        self.watchers, self.notifier, self.summary = watchers, notifier, summary
+
+    def __call__(self, ready: bool) -> None:
+        waiting = [w for w in self.watchers if w.enabled and not w.loaded]
+        if waiting and not ready:
+            self.notifier.extend_timeout(START_EXTEND_SECONDS)
+            problems = ", ".join(f"{w.name}: {w.problem.kind if w.problem else 'loading'}" for w in waiting)
+            self.notifier.status(f"waiting for the exchange ({problems})")
+        else:
+            self.notifier.status(self.summary())
+
+
+class EverySecond:
+    """The once-a-second job: the steps of the module docstring, in that order."""
+
+    name = "timers"
+    period = 1.0
+
+    def __init__(
+        self,
+        *,
+        notices: Collection[object],
+        send_notices: Callable[[], Awaitable[None]],
+        engine: Engine,
+        staleness: Staleness,
+        opinions_sweep: Callable[[], None],
+        resubscribe: Callable[[], None],
+        readiness: Readiness,
+        sweep: MetricsSweep,
+        status: SystemdStatus,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.notices, self.send_notices, self.engine = notices, send_notices, engine
+        self.staleness, self.opinions_sweep, self.resubscribe = staleness, opinions_sweep, resubscribe
+        self.readiness, self.sweep, self.status, self.monotonic = readiness, sweep, status, monotonic
+        self.done_at = monotonic()  # when the job last finished: the watchdog's sign of life
+
+    async def run(self) -> None:
+        if self.notices:  # 1. a key refused or revoked while no alert is flowing: tell the trader now
+            await self.send_notices()
+        self.engine.tick_timers()  # 2.
+        stale_units = self.staleness()  # 3.
+        self.opinions_sweep()
+        self.resubscribe()  # 4.
+        becomes_ready = self.readiness.decide(stale_units)  # 5. before the sweep yields
+        await self.sweep()  # 6.
+        if becomes_ready:  # 7.
+            self.readiness.become_ready()
+        self.status(self.readiness.ready)  # 8.
+        self.done_at = self.monotonic()
+
+
+# -- the slower jobs ------------------------------------------------------------------------------
+class Snapshots:
+    """Re-read every account, a few at a time: 1,000 replies parsed back to back would hold the
+    loop for seconds, delaying ticks."""
+
+    name = "snapshots"
+
+    def __init__(self, watchers: list[AccountWatcher], period: float) -> None:
+        self.watchers, self.period = watchers, period
+
+    async def run(self) -> None:
+        gate = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+
+        async def one(watcher: AccountWatcher) -> None:
+            async with gate:
+                await watcher.refresh()
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(one(w) for w in self.watchers), return_exceptions=True)
+
+
+class Resync:
+    """Exact recomputation of the book in slices, giving ticks a turn between them."""
+
+    name = "resync"
+
+    def __init__(self, book: AccountBook, period: float) -> None:
+        self.book, self.period = book, period
+
+    async def run(self) -> None:
+        units = self.book.units()
+        drift = 0.0
+        for start in range(0, len(units), RESYNC_SLICE):
+            drift = max(drift, self.book.resync(units[start : start + RESYNC_SLICE]))
+            await asyncio.sleep(0)
+        if drift > 1e-9:
+            log.info("book_resynced", max_relative_drift=drift)
+
+
+class CatalogRefresh:
+    """Re-read the shared symbol catalog through any loaded account's client; the market stream then
+    follows the symbols the re-routed units need (a pair halted later reaches the price router)."""
+
+    name = "catalog"
+
+    def __init__(
+        self, watchers: list[AccountWatcher], catalog: SharedCatalog, resubscribe: Callable[[], None]
+    ) -> None:
+        self.watchers, self.catalog, self.resubscribe = watchers, catalog, resubscribe
+        self.period = catalog.max_age
+
+    async def run(self) -> None:
+        rest = next((w.rest for w in self.watchers if w.loaded and w.rest is not None), None)
+        if rest is None or not await self.catalog.refresh(rest):
+            return
+        self.resubscribe()
+
+
+class HistorySample:
+    """A level sample of every unit for the status page's charts (blind units marked)."""
+
+    name = "history"
+    period = HISTORY_EVERY
+
+    def __init__(self, recorder: Recorder, engine: Engine) -> None:
+        self.recorder, self.engine = recorder, engine
+
+    async def run(self) -> None:
+        await self.recorder.sample(self.engine.stale)
