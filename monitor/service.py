@@ -21,47 +21,25 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor.alerts.policy import AlertPolicy
 from monitor.app import periodic
-from monitor.app.components import (
-    DRAIN_SECONDS,
-    FEED_BACKOFF,
-    LOAD_BACKOFF,
-    QUICK_LOAD,
-    Components,
-    Options,
-    Part,
-    resolve,
-)
+from monitor.app.components import DRAIN_SECONDS, LOAD_BACKOFF, Components, Options, PartsByName, resolve
 from monitor.app.errors import RefusedStartupError, StartupError, StateStartupError
 from monitor.app.loading import Loader, Tasks
 from monitor.app.outflow import Outflow
 from monitor.app.views import Views
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError
-from monitor.exchange.binance import MarketStream
 from monitor.exchange.supervisor import Backoff
-from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
+from monitor.exchange.userdata_pool import PER_SESSION
 from monitor.logs import configure_logging
-from monitor.notify.dispatcher import Dispatcher, default_backoff
-from monitor.notify.silence_stage import SilenceRegistry
+from monitor.notify.dispatcher import default_backoff
 from monitor.ops.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.ops.http import HttpServer, start_http
 from monitor.ops.loop_lag import LoopLag
-from monitor.ops.metrics import Metrics
 from monitor.ops.page import page_routes
-from monitor.ops.recorder import Recorder
 from monitor.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
-from monitor.risk.book import AccountBook
-from monitor.store import Store
-from monitor.watch.accounts import AccountWatcher
-from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
-from monitor.watch.engine import Engine
-from monitor.watch.reshard import Handoff
+from monitor.watch.catalog import CATALOG_MAX_AGE
 
-__all__ = [
-    "EXIT_OK", "EXIT_STATE", "EXIT_UNAVAILABLE", "FEED_BACKOFF", "QUICK_LOAD", "RefusedStartupError",
-    "Service", "StartupError", "StateStartupError", "run_daemon",
-]  # fmt: skip
+__all__ = ["EXIT_OK", "EXIT_STATE", "EXIT_UNAVAILABLE", "Service", "StartupError", "run_daemon"]
 
 log = structlog.get_logger(__name__)
 
@@ -74,27 +52,12 @@ EXIT_STATE = 3
 EXIT_UNAVAILABLE = 69
 
 
-class Service:
+class Service(PartsByName):
     """One running daemon. Tests build it directly with short intervals; the CLI uses ``run_daemon``."""
 
     parts: Components  # resolved by startup()
     http: HttpServer | None  # None only with http.enabled: false
     _market_task: asyncio.Task[Any]
-    # the parts by name (service.engine is service.parts.engine), for tests and benches
-    metrics, book, handoff, catalog = (
-        Part[Metrics](),
-        Part[AccountBook](),
-        Part[Handoff](),
-        Part[SharedCatalog](),
-    )
-    store, watchers, policy, engine = (
-        Part[Store](),
-        Part[list[AccountWatcher]](),
-        Part[AlertPolicy](),
-        Part[Engine](),
-    )
-    silences, dispatcher, recorder = Part[SilenceRegistry](), Part[Dispatcher](), Part[Recorder]()
-    market, userdata = Part[MarketStream](), Part[UserDataPool]()
 
     def __init__(
         self,
@@ -112,19 +75,15 @@ class Service:
         self.config = config
         self.config_path = config_path
         self.clock = clock
-        self.options = Options(
-            clock,
-            notify_backoff,
-            load_backoff,
-            key_check_interval,
-            opinion_grace,
-            catalog_interval,
-            per_session,
-        )
+        self.options = Options(clock, notify_backoff, load_backoff, key_check_interval,
+                               opinion_grace, catalog_interval, per_session)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()
         self.tasks = Tasks()
+        self.scheduler = AsyncIOScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+        )
         self._stack = contextlib.AsyncExitStack()  # what startup opened and started, closed in reverse
         self._started_at = time.monotonic()
         self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
@@ -144,7 +103,9 @@ class Service:
         )  # fmt: skip
         self.views = Views(parts)
         self.loader = Loader(parts, self.tasks, self.options.load_backoff)
-        self.every_second = self._every_second_job(parts)
+        self.every_second = periodic.every_second(
+            parts, self.notifier, self.outflow.send_notices, self.loader.load_missing, self._say_what_is_ahead
+        )
         self.http = None
         if config.http.enabled:  # bound before anything runs; stopped after the outbox is drained
             token = config.http.token.get_secret_value() if config.http.token else None
@@ -172,25 +133,6 @@ class Service:
             shard=config.shard or "all",
         )
 
-    def _every_second_job(self, parts: Components) -> periodic.EverySecond:
-        def resubscribe() -> None:
-            self.loader.load_missing()
-            parts.market.set_symbols(parts.book.symbols_needed())
-
-        return periodic.EverySecond(
-            notices=parts.notices, send_notices=self.outflow.send_notices, engine=parts.engine,
-            staleness=periodic.Staleness(
-                parts.book, parts.engine, parts.watchers, ages=parts.market.ages,
-                refused=lambda: parts.market.rejected, limit=self.config.alerts.stale_after,
-            ),
-            opinions_sweep=parts.opinions.sweep, resubscribe=resubscribe,
-            readiness=periodic.Readiness(parts.watchers, self.notifier, self._say_what_is_ahead),
-            sweep=periodic.MetricsSweep(parts.book, parts.metrics, self.config.alerts.restore_target),
-            status=periodic.SystemdStatus(
-                parts.watchers, self.notifier, lambda: periodic.summary(parts.book, parts.engine)
-            ),
-        )  # fmt: skip
-
     def _start_tasks(self, parts: Components) -> None:
         spawn, config = self.tasks.spawn, self.config
         self._market_task = spawn(parts.market.run(), "market")
@@ -207,17 +149,7 @@ class Service:
             beat = config.heartbeat
             spawn(heartbeat_loop(beat.url.get_secret_value(), beat.every, self.beating,
                                  timeout=beat.timeout, stats=self.heartbeat), "heartbeat")  # fmt: skip
-        self.scheduler = AsyncIOScheduler(
-            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-        )
-        resubscribe = lambda: parts.market.set_symbols(parts.book.symbols_needed())  # noqa: E731
-        periodic.schedule(self.scheduler, [
-            self.every_second,
-            periodic.Snapshots(parts.watchers, config.exchange.snapshot_interval),
-            periodic.Resync(parts.book, config.exchange.resync_interval),
-            periodic.CatalogRefresh(parts.watchers, parts.catalog, resubscribe),
-            periodic.HistorySample(parts.recorder, parts.engine),
-        ])  # fmt: skip
+        periodic.schedule(self.scheduler, [self.every_second, *periodic.slower_jobs(parts)])
         self.scheduler.start()
 
     async def run(self) -> None:

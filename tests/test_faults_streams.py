@@ -19,7 +19,7 @@ import pytest
 from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
-from monitor.service import FEED_BACKOFF
+from monitor.app.components import FEED_BACKOFF
 from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(60)

@@ -232,7 +232,7 @@ T = TypeVar("T")
 
 
 class Part(Generic[T]):
-    """``service.engine`` reads ``service.parts.engine`` (a class attribute: ``engine = Part[Engine]()``)."""
+    """A part read by name: ``service.engine`` is ``service.parts.engine``."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
@@ -240,6 +240,21 @@ class Part(Generic[T]):
     def __get__(self, obj: Any, owner: type | None = None) -> T:
         value: T = getattr(obj.parts, self.name)
         return value
+
+
+class PartsByName:
+    """The parts as attributes of their owner (the service, for tests and benches), once resolved."""
+
+    parts: Components
+    metrics, book, handoff, catalog = (
+        Part[Metrics](),
+        Part[AccountBook](),
+        Part[Handoff](),
+        Part[SharedCatalog](),
+    )
+    store, watchers, policy = Part[Store](), Part[list[AccountWatcher]](), Part[AlertPolicy]()
+    engine, silences, dispatcher = Part[Engine](), Part[SilenceRegistry](), Part[Dispatcher]()
+    recorder, market, userdata = Part[Recorder](), Part[MarketStream](), Part[UserDataPool]()
 
 
 def _open_store(config: Config, notices: list[Notice]) -> Store:

@@ -29,6 +29,7 @@ from typing import Protocol
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from monitor.app.components import Components
 from monitor.ops import heap
 from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
@@ -306,3 +307,42 @@ class HistorySample:
 
     async def run(self) -> None:
         await self.recorder.sample(self.engine.stale)
+
+
+# -- the jobs of one daemon -----------------------------------------------------------------------
+def every_second(
+    parts: Components,
+    notifier: Notifier,
+    send_notices: Callable[[], Awaitable[None]],
+    load_missing: Callable[[], None],
+    on_ready: Callable[[], None],
+) -> EverySecond:
+    """The once-a-second job of the daemon made of ``parts`` (``load_missing``: retry the accounts
+    not loaded; ``on_ready``: said once, at READY=1)."""
+    book, engine, market, watchers = parts.book, parts.engine, parts.market, parts.watchers
+
+    def resubscribe() -> None:
+        load_missing()
+        market.set_symbols(book.symbols_needed())
+
+    alerts = parts.config.alerts
+    return EverySecond(
+        notices=parts.notices, send_notices=send_notices, engine=engine,
+        staleness=Staleness(book, engine, watchers, ages=market.ages,
+                            refused=lambda: market.rejected, limit=alerts.stale_after),
+        opinions_sweep=parts.opinions.sweep, resubscribe=resubscribe,
+        readiness=Readiness(watchers, notifier, on_ready),
+        sweep=MetricsSweep(book, parts.metrics, alerts.restore_target),
+        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
+    )  # fmt: skip
+
+
+def slower_jobs(parts: Components) -> list[Job]:
+    """Re-reads, resync, catalog and history, each at its own period."""
+    book, market, exchange = parts.book, parts.market, parts.config.exchange
+    return [
+        Snapshots(parts.watchers, exchange.snapshot_interval),
+        Resync(book, exchange.resync_interval),
+        CatalogRefresh(parts.watchers, parts.catalog, lambda: market.set_symbols(book.symbols_needed())),
+        HistorySample(parts.recorder, parts.engine),
+    ]

@@ -1,0 +1,56 @@
+"""The daemon's parts resolved once from the config (monitor/app/components.py), on the simulator."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import pytest
+from daemon_harness import Receiver, daemon_config
+
+from monitor.app.components import KEY_CHECK_MIN_INTERVAL, Options, bars_of, not_loaded, resolve
+from monitor.app.errors import StateStartupError
+from monitor.config.model import load_config
+from monitor.sim import Simulator
+from monitor.store import StateError, Store
+
+
+async def test_resolve_builds_one_frozen_set_of_parts_sharing_one_engine(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    path = daemon_config(tmp_path, sim, receiver)
+    config = load_config(path)
+    async with contextlib.AsyncExitStack() as stack:
+        parts = await resolve(config, path, Options(clock=lambda: 1_000.0), stack, stopping=lambda: False)
+        (watcher,) = parts.watchers
+        assert watcher.loaded and watcher.engine is parts.engine  # passed in, not patched in later
+        assert parts.engine.policy is parts.policy and parts.opinions.engine is parts.engine
+        assert parts.clock() == 1_000.0 and parts.engine.clock() == 1_000.0
+        assert parts.key_interval == KEY_CHECK_MIN_INTERVAL  # one account: the floor
+        assert parts.book.units() == ["cross:demo"]
+        assert bars_of(parts.watchers, "cross:demo") == {
+            "normal": 1.5,
+            "margin_call": 1.3,
+            "liquidation": 1.1,
+        }
+        assert bars_of(parts.watchers, "cross:nobody") == {}
+        assert not_loaded(parts.watchers, "USDT") == []
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            parts.engine = parts.engine  # type: ignore[misc]
+        with pytest.raises(StateError, match="lock"):  # one daemon per state file, while resolved
+            Store(config.state_dir)
+    Store(config.state_dir).close()  # the stack unwound: the state file closed, its lock released
+
+
+async def test_resolve_with_an_unusable_state_dir_says_why_in_one_line(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    path = daemon_config(tmp_path, sim, receiver)
+    config = load_config(path)
+    config.state_dir.parent.mkdir(parents=True, exist_ok=True)
+    config.state_dir.write_text("not a directory")
+    async with contextlib.AsyncExitStack() as stack:
+        with pytest.raises(StateStartupError) as raised:
+            await resolve(config, path, Options(), stack, stopping=lambda: False)
+    assert "\n" not in str(raised.value)

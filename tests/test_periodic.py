@@ -1,0 +1,242 @@
+"""The daemon's periodic jobs (monitor/app/periodic.py), each alone: real book, engine, policy, metrics
+and systemd notify socket; the clock is injected, nothing waits real seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+from test_sdnotify import NotifySocket
+
+from monitor.alerts.policy import AlertPolicy
+from monitor.app.periodic import (
+    EverySecond,
+    MetricsSweep,
+    Readiness,
+    Resync,
+    Staleness,
+    SystemdStatus,
+    blind_reasons,
+    summary,
+)
+from monitor.config.model import AlertsConfig, Config
+from monitor.ops.metrics import Metrics
+from monitor.ops.sdnotify import Notifier
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Bars, Position
+from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
+from monitor.watch.engine import Engine
+from monitor.watch.ladder import default_policy
+
+LIMIT = 30.0
+
+
+class Clock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def long_btc(book: AccountBook, account: str) -> str:
+    """A cross unit holding 1 BTC against an 18,750 USDT loan (level 1.6 at 30,000)."""
+    positions = {"BTC": Position(D(1), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(18750), D(0))}
+    return book.upsert_cross(account, positions, Bars.classic())
+
+
+def unroutable(book: AccountBook, account: str) -> str:
+    """A unit owing USDT against an asset no listed pair prices (and no level from Binance)."""
+    book.set_catalog({"BTCUSDT": ("BTC", "USDT")})
+    positions = {"ZZZ": Position(D(1), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(10), D(0))}
+    return book.upsert_cross(account, positions, Bars.classic())
+
+
+def watching(watcher: AccountWatcher, *units: str) -> AccountWatcher:
+    """``watcher`` as loaded long ago and re-read just now, holding ``units``."""
+    watcher.loaded, watcher.units = True, set(units)
+    watcher.loaded_at, watcher.last_snapshot = time.time() - 3_600, time.time()
+    return watcher
+
+
+def engine_of(book: AccountBook, clock: Clock) -> Engine:
+    return Engine(book, AlertPolicy(default_policy(AlertsConfig(), ("hook",)), {}), clock=clock)
+
+
+def watchers_of(book: AccountBook, *names: str) -> list[AccountWatcher]:
+    """Real watchers of a config, never connected (``loaded`` is set by the test)."""
+    config = Config.model_validate(
+        {
+            "accounts": [{"name": n, "api_key": f"{n}-key", "api_secret": f"{n}-secret"} for n in names],
+            "notify": {"routes": {"hook": {"urls": ["json://127.0.0.1:9/hook"]}}},
+        }
+    )
+    endpoints = Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
+    return build_watchers(config, Path("config.yaml"), endpoints, book, lambda _: None, [])
+
+
+async def nothing_to_send() -> None:
+    pass
+
+
+@pytest.fixture
+def systemd(tmp_path: Path) -> Iterator[tuple[Notifier, NotifySocket]]:
+    sock = NotifySocket(str(tmp_path / "notify.sock"))
+    notifier = Notifier(sock.address)
+    yield notifier, sock
+    notifier.close()
+    sock.close()
+
+
+def test_blind_reasons_say_why_in_one_line_each() -> None:
+    book = AccountBook(quote="USDT")
+    stale, refused, settling, rest = (long_btc(book, n) for n in ("s", "r", "t", "e"))
+    unvalued = unroutable(book, "u")
+    reasons = blind_reasons(book, [unvalued], set(), set(), set(), LIMIT)
+    assert reasons[unvalued] == "no live price for ZZZ (no pair listed) and no level from Binance to stand in"
+    reasons = blind_reasons(book, [stale], {"BTCUSDT"}, set(), set(), LIMIT)
+    assert reasons[stale] == "no price for BTCUSDT for over 30 s (market stream down or silent)"
+    reasons = blind_reasons(book, [refused], set(), {"BTCUSDT"}, set(), LIMIT)
+    assert reasons[refused] == "Binance refuses to stream BTCUSDT (unknown or delisted symbol)"
+    reasons = blind_reasons(book, [settling, rest], set(), set(), {settling}, LIMIT)
+    assert reasons[settling].startswith(
+        "balances unconfirmed: the balance and liability views have disagreed"
+    )
+    assert reasons[rest] == "the account could not be re-read from Binance (REST failing)"
+
+
+def test_staleness_blinds_the_units_of_a_silent_symbol_and_thaws_them() -> None:
+    clock = Clock()
+    book = AccountBook(quote="USDT")
+    uid = long_btc(book, "demo")
+    book.on_price("BTCUSDT", 30_000.0)
+    engine = engine_of(book, clock)
+    watchers = [watching(w, uid) for w in watchers_of(book, "demo")]
+    ages = {"BTCUSDT": LIMIT + 1}
+    staleness = Staleness(book, engine, watchers, ages=lambda: ages, refused=frozenset, limit=LIMIT)
+    assert staleness() == {uid}
+    assert engine.stale == {uid}
+    assert book.state(uid) == ("blind", "no price for BTCUSDT for over 30 s (market stream down or silent)")
+    ages["BTCUSDT"] = 0.5
+    assert staleness() == set()
+    assert engine.stale == set() and book.state(uid)[0] == "known"
+
+
+def test_staleness_counts_a_unit_no_price_can_value_as_blind() -> None:
+    book = AccountBook(quote="USDT")
+    uid = unroutable(book, "demo")
+    engine = engine_of(book, Clock())
+    staleness = Staleness(book, engine, [], ages=dict, refused=frozenset, limit=LIMIT)
+    assert staleness() == {uid}
+    assert book.state(uid)[0] == "blind"
+
+
+def test_readiness_waits_for_every_account_and_fresh_units_then_says_ready_once(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    notifier, sock = systemd
+    book = AccountBook(quote="USDT")
+    watchers = watchers_of(book, "a", "b")
+    said: list[str] = []
+    readiness = Readiness(watchers, notifier, lambda: said.append("ahead"))
+    watchers[0].loaded = True
+    assert not readiness.decide(set())  # b is not loaded
+    watchers[1].enabled = False  # refused for good: not waited for
+    assert not readiness.decide({"cross:a"})  # a blind unit
+    assert readiness.decide(set())
+    readiness.become_ready()
+    assert readiness.ready and said == ["ahead"]
+    assert any(d.startswith("READY=1") for d in sock.drain())
+    assert not readiness.decide(set())  # once
+
+
+async def test_metrics_sweep_observes_a_bounded_slice_each_call() -> None:
+    book = AccountBook(quote="USDT")
+    accounts = [f"u{i}" for i in range(6)]
+    for account in accounts:
+        long_btc(book, account)
+    book.on_price("BTCUSDT", 30_000.0)
+    metrics = Metrics(version="test")
+    sweep = MetricsSweep(book, metrics, "normal", batch=4)
+
+    def observed() -> int:
+        scraped = metrics.render()[0].decode()
+        return sum(f'margin_monitor_margin_level{{account="{a}",' in scraped for a in accounts)
+
+    await sweep()
+    assert observed() == 4
+    await sweep()  # the next slice: the other two, then round again
+    assert observed() == 6
+
+
+def test_systemd_status_says_what_start_up_waits_for_then_the_summary(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    notifier, sock = systemd
+    book = AccountBook(quote="USDT")
+    watchers = watchers_of(book, "a")
+    engine = engine_of(book, Clock())
+    status = SystemdStatus(watchers, notifier, lambda: summary(book, engine))
+    status(False)
+    said = sock.drain()
+    assert any(d.startswith("EXTEND_TIMEOUT_USEC=") for d in said)
+    assert "STATUS=waiting for the exchange (a: loading)" in said
+    uid = long_btc(book, "a")
+    book.on_price("BTCUSDT", 30_000.0)
+    watchers[0].loaded = True
+    status(True)
+    assert sock.drain() == [f"STATUS=1 units, 0 blind: {uid}=1.600"]
+
+
+async def test_resync_recomputes_the_book_in_slices() -> None:
+    book = AccountBook(quote="USDT")
+    uid = long_btc(book, "demo")
+    book.on_price("BTCUSDT", 30_000.0)
+    await Resync(book, period=60.0).run()
+    assert book.level(uid) == pytest.approx(1.6)
+
+
+async def test_every_second_decides_readiness_before_the_sweep_yields(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    """An account that finishes loading while the metrics sweep yields (its units with no price yet)
+    was not loaded when this second's stale set was taken: READY=1 is not decided on it that second
+    (commit 50ad417), only the next second, on the next stale set."""
+    notifier, sock = systemd
+    clock, ticks = Clock(), Clock(0.0)
+    book = AccountBook(quote="USDT")
+    for i in range(8):  # enough units for the sweep to yield
+        long_btc(book, f"u{i}")
+    book.on_price("BTCUSDT", 30_000.0)
+    engine = engine_of(book, clock)
+    watchers = watchers_of(book, "late")
+    readiness = Readiness(watchers, notifier)
+    order: list[str] = []
+    job = EverySecond(
+        notices=[], send_notices=nothing_to_send, engine=engine,
+        staleness=Staleness(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
+        opinions_sweep=lambda: order.append("opinions"), resubscribe=lambda: order.append("resubscribe"),
+        readiness=readiness, sweep=MetricsSweep(book, Metrics(version="test"), "normal"),
+        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)), monotonic=ticks,
+    )  # fmt: skip
+
+    async def loads_meanwhile() -> None:
+        watchers[0].loaded = True
+        positions = {"ETH": Position(D(10), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(10_000), D(0))}
+        book.upsert_cross("late", positions, Bars.classic())  # no ETHUSDT price yet
+
+    loading = asyncio.create_task(loads_meanwhile())  # runs at the sweep's first yield
+    ticks.now = 1.0
+    await job.run()
+    assert loading.done()  # it ran while the sweep yielded
+    assert order == ["opinions", "resubscribe"]
+    assert not readiness.ready and job.done_at == 1.0
+    assert readiness.decide(set())  # every account loaded now: the order alone kept it not ready
+    assert not any(d.startswith("READY=1") for d in sock.drain())
+    await job.run()
+    assert readiness.ready
+    assert sum(d.startswith("READY=1") for d in sock.drain()) == 1
