@@ -107,19 +107,11 @@ class Service(PartsByName):
             parts, self.notifier, self.outflow.send_notices, self.loader.load_missing, self._say_what_is_ahead
         )
         self.http = None
-        if config.http.enabled:  # bound before anything runs; stopped after the outbox is drained
-            token = config.http.token.get_secret_value() if config.http.token else None
-            try:
-                self.http = await start_http(
-                    config.http.host, config.http.port, metrics=parts.metrics, status=self.status,
-                    ready=self.ready, token=token, routes=page_routes(self.views.page_feed()),
-                    silences=self.views.silence_api(),
-                )  # fmt: skip
-            except OSError as exc:
-                raise StartupError(f"http.listen {config.http.listen}: cannot bind: {exc.strerror}") from None
-            self._stack.push_async_callback(self.http.stop)
+        self._stack.push_async_callback(self._stop_http)  # unwound last: the surface outlives the drain
         self._stack.push_async_callback(self._stop_running)
         self._start_tasks(parts)
+        if config.http.enabled:
+            self.http = await self._bind_http(parts)
         self.notifier.status(
             "starting: waiting for prices"
             if any(w.loaded for w in parts.watchers)
@@ -152,6 +144,17 @@ class Service(PartsByName):
         periodic.schedule(self.scheduler, [self.every_second, *periodic.slower_jobs(parts)])
         self.scheduler.start()
 
+    async def _bind_http(self, parts: Components) -> HttpServer:
+        http = self.config.http
+        token = http.token.get_secret_value() if http.token else None
+        try:
+            return await start_http(
+                http.host, http.port, metrics=parts.metrics, status=self.status, ready=self.ready,
+                token=token, routes=page_routes(self.views.page_feed()), silences=self.views.silence_api(),
+            )  # fmt: skip
+        except OSError as exc:
+            raise StartupError(f"http.listen {http.listen}: cannot bind: {exc.strerror}") from None
+
     async def run(self) -> None:
         """Wait until a stop is requested."""
         await self.stop_requested.wait()
@@ -174,6 +177,10 @@ class Service(PartsByName):
         await self.outflow.flush()
         await self.parts.dispatcher.drain(DRAIN_SECONDS)
         await self.tasks.cancel_all()
+
+    async def _stop_http(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
 
     # -- surfaces -------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
