@@ -19,7 +19,7 @@ import yaml
 from browser import chromium, chromium_binary
 from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 
-import monitor.service
+import monitor.app.periodic
 from monitor.sim import Simulator
 
 pytestmark = [
@@ -49,7 +49,7 @@ async def test_page_shows_units_levels_charts_and_follows_a_price_move(
 ) -> None:
     """Every unit is named with its level as a number, the chart has the bar lines, a price move shows
     up without a reload, and the alert it fires is marked on the chart."""
-    monkeypatch.setattr(monitor.service, "HISTORY_EVERY", 0.2)
+    monkeypatch.setattr(monitor.app.periodic, "HISTORY_EVERY", 0.2)
     config = daemon_config(tmp_path, sim, receiver, accounts=ACCOUNTS)
     async with running_daemon(config) as daemon, chromium(tmp_path / "profile") as page:
         await wait_until(daemon.ready, what="daemon ready")
@@ -126,7 +126,7 @@ async def test_a_blind_unit_is_shown_blind_never_safe(
 ) -> None:
     """When the price feed stalls past ``stale_after`` the cards turn grey, say "blind" with the
     reason, and the level is marked as not current; the summary counts them."""
-    monkeypatch.setattr(monitor.service, "HISTORY_EVERY", 0.2)
+    monkeypatch.setattr(monitor.app.periodic, "HISTORY_EVERY", 0.2)
     config = daemon_config(tmp_path, sim, receiver, accounts=ACCOUNTS)
     async with running_daemon(config) as daemon, chromium(tmp_path / "profile") as page:
         await wait_until(daemon.ready, what="daemon ready")

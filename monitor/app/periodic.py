@@ -300,10 +300,10 @@ class HistorySample:
     """A level sample of every unit for the status page's charts (blind units marked)."""
 
     name = "history"
-    period = HISTORY_EVERY
 
-    def __init__(self, recorder: Recorder, engine: Engine) -> None:
+    def __init__(self, recorder: Recorder, engine: Engine, period: float | None = None) -> None:
         self.recorder, self.engine = recorder, engine
+        self.period = HISTORY_EVERY if period is None else period
 
     async def run(self) -> None:
         await self.recorder.sample(self.engine.stale)
