@@ -32,7 +32,7 @@ from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.leftovers import expire_notices
 from monitor.logs import register_secrets
-from monitor.notify.dispatcher import Dispatcher, default_backoff
+from monitor.notify.dispatcher import Dispatcher, Route, default_backoff
 from monitor.notify.silence_stage import SilenceRegistry
 from monitor.ops.history import FILE_NAME as HISTORY_FILE
 from monitor.ops.history import History
@@ -40,7 +40,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
 from monitor.risk.book import AccountBook
 from monitor.store import StateError, Store
-from monitor.watch.accounts import AccountWatcher, Notice, build_watchers
+from monitor.watch.accounts import AccountWatcher, Endpoints, Notice, build_watchers
 from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.watch.engine import Engine
 from monitor.watch.ladder import default_policy
@@ -151,14 +151,7 @@ async def resolve(
     routes = notify_routes(config)
     register_secrets(u for r in routes.values() for u in r.urls)
     if watchers and not any(w.enabled for w in watchers):
-        if notices:  # still tell the trader why, within DRAIN_SECONDS; the rest stays in the outbox
-            dispatcher = Dispatcher(routes, store, timeout=config.notify.timeout)
-            try:
-                await dispatcher.start()
-                await send_notices(notices, dispatcher, config, clock)
-                await dispatcher.drain(DRAIN_SECONDS)
-            finally:
-                await dispatcher.stop()
+        await _tell_before_exit(notices, routes, store, config, clock)
         raise RefusedStartupError("no account could be loaded: every key was refused; see the errors above")
 
     for watcher in watchers:
@@ -182,23 +175,8 @@ async def resolve(
 
     history = History(config.state_dir / HISTORY_FILE)
     stack.callback(history.close)
-    market = MarketStream(
-        endpoints.stream_url, book.symbols_needed(),
-        lambda prices: engine.on_prices(prices, sent_at=time.time()),
-        on_state=feeds, silence=max(5.0, config.alerts.stale_after), backoff=FEED_BACKOFF,
-    )  # fmt: skip
+    market, userdata = _feeds(endpoints, book, engine, watchers, feeds, options, config.alerts.stale_after)
     metrics.feed_source("market", market.stats)
-    by_account = {w.name: w for w in watchers}
-    ws_api_url = endpoints.ws_api_url
-    userdata = UserDataPool(
-        [sub for w in watchers for sub in w.subscriptions()],
-        lambda session, subs: UserDataStream(
-            ws_api_url, subs, lambda event: route_event(by_account, feeds, event),
-            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
-            on_state=feeds, session=session, backoff=FEED_BACKOFF,
-        ),
-        per_session=options.per_session,
-    )  # fmt: skip  # as many WebSocket API sessions as Binance's subscription limits need
     key_interval = options.key_check_interval or max(
         KEY_CHECK_MIN_INTERVAL, len(watchers) / KEY_CHECKS_PER_SECOND
     )
@@ -298,6 +276,52 @@ def _saved_state(store: Store, handoff: Handoff) -> dict[str, Any]:
         gone = frozenset(departed)
         saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
     return saved
+
+
+async def _tell_before_exit(
+    notices: list[Notice], routes: dict[str, Route], store: Store, config: Config, clock: Callable[[], float]
+) -> None:
+    """No account can be watched (keys refused): still tell the trader why, within DRAIN_SECONDS,
+    before the daemon exits; what is not delivered stays in the outbox."""
+    if not notices:
+        return
+    dispatcher = Dispatcher(routes, store, timeout=config.notify.timeout)
+    try:
+        await dispatcher.start()
+        await send_notices(notices, dispatcher, config, clock)
+        await dispatcher.drain(DRAIN_SECONDS)
+    finally:
+        await dispatcher.stop()
+
+
+def _feeds(
+    endpoints: Endpoints,
+    book: AccountBook,
+    engine: Engine,
+    watchers: list[AccountWatcher],
+    feeds: FeedLog,
+    options: Options,
+    stale_after: float,
+) -> tuple[MarketStream, UserDataPool]:
+    """The price feed (ticks straight into the engine) and the user-data sessions (events to their
+    account's watcher), not started."""
+    market = MarketStream(
+        endpoints.stream_url, book.symbols_needed(),
+        lambda prices: engine.on_prices(prices, sent_at=time.time()),
+        on_state=feeds, silence=max(5.0, stale_after), backoff=FEED_BACKOFF,
+    )  # fmt: skip
+    by_account = {w.name: w for w in watchers}
+    ws_api_url = endpoints.ws_api_url
+    userdata = UserDataPool(
+        [sub for w in watchers for sub in w.subscriptions()],
+        lambda session, subs: UserDataStream(
+            ws_api_url, subs, lambda event: route_event(by_account, feeds, event),
+            on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
+            on_state=feeds, session=session, backoff=FEED_BACKOFF,
+        ),
+        per_session=options.per_session,
+    )  # fmt: skip  # as many WebSocket API sessions as Binance's subscription limits need
+    return market, userdata
 
 
 def _save_state(store: Store, policy: AlertPolicy) -> None:

@@ -301,9 +301,8 @@ class HistorySample:
 
     name = "history"
 
-    def __init__(self, recorder: Recorder, engine: Engine, period: float | None = None) -> None:
-        self.recorder, self.engine = recorder, engine
-        self.period = HISTORY_EVERY if period is None else period
+    def __init__(self, recorder: Recorder, engine: Engine, period: float) -> None:
+        self.recorder, self.engine, self.period = recorder, engine, period
 
     async def run(self) -> None:
         await self.recorder.sample(self.engine.stale)
@@ -344,5 +343,5 @@ def slower_jobs(parts: Components) -> list[Job]:
         Snapshots(parts.watchers, exchange.snapshot_interval),
         Resync(book, exchange.resync_interval),
         CatalogRefresh(parts.watchers, parts.catalog, lambda: market.set_symbols(book.symbols_needed())),
-        HistorySample(parts.recorder, parts.engine),
+        HistorySample(parts.recorder, parts.engine, HISTORY_EVERY),
     ]
