@@ -27,7 +27,7 @@ from monitor.exchange.events import BalanceDelta, BalanceUpdate, LiabilityChange
 from monitor.exchange.parse import CrossAccount, IsolatedPair, KeyPermissions
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
-from monitor.watch.accounts import AccountWatcher, Endpoints
+from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.engine import Engine
 from monitor.watch.events import AccountEvents
 from monitor.watch.keys import key_flags, key_verdict, rejected_reason
@@ -528,3 +528,17 @@ async def test_a_failed_reread_is_retried_with_backoff() -> None:
     assert w.loaded and w.units == {ALICE} and notices == []
     assert w.rereads.failures == 1 and w.rereads.at is not None and w.rereads.at > clock.now
     assert [e["event"] for e in logs] == ["account_refresh_failed"]
+
+
+def test_build_watchers_hands_every_watcher_the_engine_and_the_hook() -> None:
+    """The service passes the engine and Binance's-word hook in: nothing is patched in afterwards."""
+    cfg = config()
+    b = book()
+    engine = engine_for(b, Clock())
+    heard: list[Any] = []
+    endpoints = Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
+    (w,) = build_watchers(cfg, Path("config.yaml"), endpoints, b, lambda s: None, [], engine=engine,
+                          on_exchange_word=lambda *word: heard.append(word))  # fmt: skip
+    assert w.engine is engine and w.settling.engine is engine
+    w.on_event(MarginStatus("alice", D("1.3"), "MARGIN_CALL"))
+    assert heard == [(ALICE, "MARGIN_CALL", D("1.3"), "risk")]

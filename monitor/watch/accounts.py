@@ -397,13 +397,16 @@ def build_watchers(
     catalog: SharedCatalog | None = None,
     *,
     engine: Engine | None = None,
+    on_exchange_word: ExchangeWordHook | None = None,
 ) -> list[AccountWatcher]:
     """A watcher per configured account in this replica's shard, all sharing one symbol catalog
-    (and, when given, the engine)."""
+    (and, when given, the engine and the hook for Binance's own word on each unit)."""
     shared = catalog if catalog is not None else SharedCatalog(book)
-    return [
-        AccountWatcher(
-            a, config, config_path, endpoints, book, on_state, notices, catalog=shared, engine=engine
-        )
-        for a in accounts_in_shard(config)
-    ]
+
+    def watcher(account: AccountConfig) -> AccountWatcher:
+        return AccountWatcher(
+            account, config, config_path, endpoints, book, on_state, notices,
+            catalog=shared, engine=engine, on_exchange_word=on_exchange_word,
+        )  # fmt: skip
+
+    return [watcher(a) for a in accounts_in_shard(config)]

@@ -76,8 +76,7 @@ class AccountEvents:
 
     def _on_balance(self, event: BalanceUpdate | BalanceDelta) -> None:
         uid = unit_id(self.name, event.unit_scope)
-        if uid not in self.units():
-            self.reread()
+        if not self._known(uid):
             return
         now = self.clock()
         ledger = self.settling.ledger
@@ -102,8 +101,7 @@ class AccountEvents:
     def _on_liability(self, event: LiabilityChange) -> None:
         """A borrow, repay or interest posting of the cross account (amounts of this change)."""
         uid = unit_id(self.name)
-        if uid not in self.units():
-            self.reread()
+        if not self._known(uid):
             return
         now = self.clock()
         ledger = self.settling.ledger
@@ -126,6 +124,13 @@ class AccountEvents:
         for uid in self.units():
             self.settling.ledger.forget(uid)
         self.reread()
+
+    def _known(self, uid: str) -> bool:
+        """Whether ``uid`` is a unit REST reported; if not (a pair opened since), REST is asked."""
+        if uid in self.units():
+            return True
+        self.reread()
+        return False
 
     def _apply(self, uid: str, asset: str, position: Position | None) -> None:
         if self.settling.apply(uid, asset, position):
