@@ -28,7 +28,7 @@ are in no leg's arrays, so every unit in the arrays has L > 0 unless some leg pr
 the only case that needs a division guard.
 
 Until the first large leg the sums are a plain list and numpy is not imported (a small daemon never
-loads it); from the first large layout on they are one numpy array for good (``Engine.vector_sums``).
+loads it); from the first large layout on they are one numpy array for good (``Fanout.vector_sums``).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from monitor.risk.prices import INVERSE, leg_symbol
 if TYPE_CHECKING:
     from monitor.risk._legs import FloatArray
 
-__all__ = ["Engine"]
+__all__ = ["Fanout"]
 
 INF = math.inf
 NAN = math.nan
@@ -52,7 +52,7 @@ EPS = sys.float_info.epsilon
 NONE: Sequence[int] = ()
 
 
-class Engine:
+class Fanout:
     """Units' float sums, their bands and the legs that move them."""
 
     def __init__(self, prices: dict[str, float], threshold: int = 8, tol: float = 1e-11) -> None:

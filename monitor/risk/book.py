@@ -38,7 +38,7 @@ from decimal import Decimal
 
 import structlog
 
-from monitor.risk._fanout import Engine
+from monitor.risk._fanout import Fanout
 from monitor.risk.holdings import Holdings
 from monitor.risk.margin import Bars, Position, Totals
 from monitor.risk.prices import KNOWN_STABLECOINS, PriceBook, Route, Router, symbols_of
@@ -69,7 +69,7 @@ class AccountBook:
         assets counted at exactly 1 on purpose (see ``monitor.risk.prices``)."""
         self.router = Router(quote, stablecoins, bridge, pinned=pinned)
         self.prices = prices if prices is not None else PriceBook()
-        self._engine = Engine(self.prices.prices, threshold=fanout_threshold)
+        self._engine = Fanout(self.prices.prices, threshold=fanout_threshold)
         self._engine.priced_hook = self._on_priced
         self._units: dict[str, Unit] = {}
         self._by_index: dict[int, Unit] = {}

@@ -109,7 +109,7 @@ class Balance(_Strict):
     interest: Amount = Decimal(0)
 
 
-class Bars(_Strict):
+class ScenarioBars(_Strict):
     """Margin-level thresholds: initial (``normalBar``), margin call and liquidation."""
 
     normal: Positive
@@ -117,20 +117,20 @@ class Bars(_Strict):
     liquidation: Positive
 
     @model_validator(mode="after")
-    def _ordered(self) -> Bars:
+    def _ordered(self) -> ScenarioBars:
         if not self.normal >= self.margin_call >= self.liquidation:
             raise ValueError("expected normal >= margin_call >= liquidation")
         return self
 
 
 CROSS_BARS = {
-    "MARGIN_1": Bars(normal=Decimal("1.5"), margin_call=Decimal("1.3"), liquidation=Decimal("1.1")),
-    "MARGIN_2": Bars(normal=Decimal("1.25"), margin_call=Decimal("1.05"), liquidation=Decimal("1.0")),
+    "MARGIN_1": ScenarioBars(normal=Decimal("1.5"), margin_call=Decimal("1.3"), liquidation=Decimal("1.1")),
+    "MARGIN_2": ScenarioBars(normal=Decimal("1.25"), margin_call=Decimal("1.05"), liquidation=Decimal("1.0")),
 }
 ISOLATED_BARS = {  # Binance's FAQ "Tiered Leverage Function on Isolated Margin" (tier 1 initial ratio)
-    10: Bars(normal=Decimal("1.111"), margin_call=Decimal("1.1"), liquidation=Decimal("1.05")),
-    5: Bars(normal=Decimal("1.25"), margin_call=Decimal("1.19"), liquidation=Decimal("1.15")),
-    3: Bars(normal=Decimal("1.5"), margin_call=Decimal("1.22"), liquidation=Decimal("1.18")),
+    10: ScenarioBars(normal=Decimal("1.111"), margin_call=Decimal("1.1"), liquidation=Decimal("1.05")),
+    5: ScenarioBars(normal=Decimal("1.25"), margin_call=Decimal("1.19"), liquidation=Decimal("1.15")),
+    3: ScenarioBars(normal=Decimal("1.5"), margin_call=Decimal("1.22"), liquidation=Decimal("1.18")),
 }
 
 
@@ -145,20 +145,20 @@ class Tier(_Strict):
     quoteAssetMaxBorrowable: Amount
 
 
-class IsolatedPair(_Strict):
+class ScenarioPair(_Strict):
     """One isolated margin pair of an account."""
 
     symbol: SymbolName
     base: Balance
     quote: Balance
     leverage: Literal[3, 5, 10] = 10
-    bars: Bars | None = None
+    bars: ScenarioBars | None = None
     interest_rates: dict[AssetName, Amount] = {}
     tiers: list[Tier] | None = None
     enabled: bool = True
 
     @property
-    def effective_bars(self) -> Bars:
+    def effective_bars(self) -> ScenarioBars:
         """The pair's bars: explicit ones, else the preset of its leverage class."""
         return self.bars or ISOLATED_BARS[self.leverage]
 
@@ -188,13 +188,13 @@ class Account(_Strict):
     api_secret: SecretStr
     account_type: Literal["MARGIN_1", "MARGIN_2"] = "MARGIN_1"
     cross: list[Balance] = []
-    isolated: list[IsolatedPair] = []
+    isolated: list[ScenarioPair] = []
     interest_rates: dict[AssetName, Amount] = {}
-    bars: Bars | None = None
+    bars: ScenarioBars | None = None
     restrictions: Restrictions = Restrictions()
 
     @property
-    def effective_bars(self) -> Bars:
+    def effective_bars(self) -> ScenarioBars:
         """The cross bars: explicit ones, else Binance's defaults for the account type."""
         return self.bars or CROSS_BARS[self.account_type]
 
