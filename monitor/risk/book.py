@@ -375,11 +375,6 @@ class AccountBook:
             return None
         return self.prices.exact(route.symbols)
 
-    def unpriced_assets(self, unit: str) -> set[str]:
-        """The unit's assets with a balance and no price yet (or no route to a price)."""
-        u = self._units[unit]
-        return set(valuation(u, self.prices.exact).unpriced)
-
     def _totals(self, u: Unit) -> Totals | None:
         v = valuation(u, self.prices.exact)
         return v.totals(u) if v.complete else None
