@@ -273,6 +273,26 @@ class Config(_Strict):
     def route_names(self) -> tuple[str, ...]:
         return tuple(self.notify.routes)
 
+    def configures(self, unit: str) -> bool:
+        """Whether a unit id (``cross:<account>`` or ``isolated:<account>:<SYMBOL>``) can be watched
+        under this config: its account is listed, with ``cross`` on or the pair in ``isolated``
+        (any pair under ``isolated: all``). False for a unit whose account left the config: its saved
+        alert state is dropped at start. An account listed but not loaded (blind) keeps its units.
+
+        >>> config = Config.model_validate({"accounts": [{"name": "a", "api_key": "k", "api_secret": "s",
+        ...     "isolated": ["BTCUSDT"]}], "notify": {"routes": {"r": {"urls": ["json://x"]}}}})
+        >>> [config.configures(u) for u in ("cross:a", "isolated:a:BTCUSDT", "isolated:a:ETHUSDT", "cross:b")]
+        [True, True, False, False]
+        """
+        kind, _, rest = unit.partition(":")
+        name, symbol = rest.rpartition(":")[::2] if kind == "isolated" else (rest, "")
+        account = next((a for a in self.accounts if a.name == name), None)
+        if account is None:
+            return False
+        if kind == "cross":
+            return account.cross
+        return kind == "isolated" and (account.isolated == "all" or symbol in account.isolated)
+
 
 def _expand_env(
     node: Any, loc: tuple[Any, ...], missing: list[tuple[tuple[Any, ...], str]], used: dict[str, str]
