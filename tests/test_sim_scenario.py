@@ -15,9 +15,9 @@ from conftest import DEMO_SCENARIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.config.duration import parse_duration
 from monitor.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, serve
 from monitor.sim.engine import SimExchange
-from monitor.sim.scenario import parse_duration
 from monitor.sim.timeline import INTEREST, Cursor
 
 

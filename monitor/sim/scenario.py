@@ -8,7 +8,6 @@ seconds, written as numbers or as ``"90s"``, ``"2m"``, ``"1h30m"``, ``"500ms"``.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,40 +22,25 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config.duration import DurationError, parse_duration
 from monitor.sim.sources import Tick, TimelineSourceError, load_path
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "scenarios"
 KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; ``str()`` is one line ``FILE: key.path: problem``."""
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"1h30m"``, ``"250ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30, '90s', '2m' or '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}"
-                ) from None
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    else:
-        raise ValueError(f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}")
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
-    return seconds
+def _seconds(value: object) -> float:
+    """A duration in the config's grammar (:mod:`monitor.config.duration`), worded for scenarios."""
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        if exc.negative:
+            raise ValueError(f"expected a duration >= 0, got {value!r}") from None
+        raise ValueError(f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}") from None
 
 
 def _decimal(value: object) -> Decimal:
@@ -90,7 +74,7 @@ def _positive(value: object) -> Decimal:
 
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
 Positive = Annotated[Decimal, BeforeValidator(_positive)]
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 AssetName = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
 SymbolName = Annotated[str, Field(pattern=r"^[A-Z0-9]{4,24}$")]
 
