@@ -325,9 +325,10 @@ def test_margin_status_fatal_states_and_reconnects() -> None:
     t.events.on_event(down)
     assert t.states == [down] and t.fatal == ["KeyRejected: no"]
     t.events.on_event(BalanceUpdate("alice", None, "USDT", D("5000"), D(0)))
-    assert not t.settling.ledger.rest_agrees(ALICE, {"USDT": D(0)})  # REST must show the stream's 5,000
+    assert t.settling.ledger.rest_verdict(ALICE, {"USDT": D(0)}) == "disagrees"  # must show the 5,000
     t.events.reconnected()
-    assert t.settling.ledger.rest_agrees(ALICE, {"USDT": D(0)}) and t.rereads == 2  # now REST decides
+    assert t.settling.ledger.rest_verdict(ALICE, {"USDT": D(0)}) == "agrees"  # now REST decides alone
+    assert t.rereads == 2
 
 
 def test_without_an_engine_changes_go_straight_into_the_book() -> None:
