@@ -18,7 +18,8 @@ from monitor.ops.metrics import Metrics
 from monitor.risk.book import AccountBook
 from monitor.sim import Simulator
 from monitor.store import StateError, Store
-from monitor.watch.accounts import Endpoints, Notice, build_watchers
+from monitor.watch.accounts import Endpoints, build_watchers
+from monitor.watch.notices import Notice
 
 
 async def test_resolve_builds_one_frozen_set_of_parts_sharing_one_engine(

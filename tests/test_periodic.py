@@ -58,8 +58,8 @@ def unroutable(book: AccountBook, account: str) -> str:
 
 def watching(watcher: AccountWatcher, *units: str) -> AccountWatcher:
     """``watcher`` as loaded long ago and re-read just now, holding ``units``."""
-    watcher.loaded, watcher.units = True, set(units)
-    watcher.loaded_at, watcher.last_snapshot = time.time() - 3_600, time.time()
+    watcher.loaded, watcher.loaded_at = True, time.time() - 3_600
+    watcher.snapshots.units, watcher.snapshots.last_snapshot = set(units), time.time()
     return watcher
 
 

@@ -40,10 +40,11 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
 from monitor.risk.book import AccountBook
 from monitor.store import StateError, Store
-from monitor.watch.accounts import AccountWatcher, Endpoints, Notice, build_watchers
+from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.watch.engine import Engine
 from monitor.watch.ladder import default_policy
+from monitor.watch.notices import Notice
 from monitor.watch.opinion_feed import ExchangeOpinions
 from monitor.watch.reshard import Handoff
 from monitor.watch.routing import SILENT_ROUTE_FIX, notify_routes, route_table
@@ -125,6 +126,7 @@ async def resolve(
     book = AccountBook(
         quote=config.exchange.quote, stablecoins=config.exchange.stablecoins, pinned=config.exchange.pinned
     )
+    metrics.units_source(book.units)  # a unit that leaves the book leaves /metrics
     catalog = SharedCatalog(book, max_age=options.catalog_interval)
     notices: list[Notice] = []
     store = _open_store(config, notices)
@@ -156,7 +158,7 @@ async def resolve(
 
     for watcher in watchers:
         watcher.configure_policy(policy)
-    saved = _saved_state(store, handoff)
+    saved = _saved_state(store, handoff, config)
     for unit, reason in policy.import_state(saved).items():
         log.warning("alert_state_skipped", unit=unit, reason=reason)
     stack.callback(_save_state, store, policy)  # from here on, shutdown saves what the policy holds
@@ -264,13 +266,15 @@ async def _load_all(watchers: list[AccountWatcher]) -> None:
             )
 
 
-def _saved_state(store: Store, handoff: Handoff) -> dict[str, Any]:
-    """The saved alert state of the units this replica owns (those another shard owns now are dropped)."""
+def _saved_state(store: Store, handoff: Handoff, config: Config) -> dict[str, Any]:
+    """The saved alert state of the units this replica owns (those another shard owns now, or no
+    longer configured, are dropped)."""
     try:
         saved = store.load_alert_state()
     except StateError as exc:
         raise StateStartupError(str(exc)) from None
     departed = handoff.departed(saved)  # accounts another shard owns now
+    departed += [u for u in saved if u not in departed and not config.configures(u)]  # left the config
     if departed:
         store.forget_alert_state(departed)
         gone = frozenset(departed)

@@ -26,8 +26,8 @@ from monitor.ops.status_data import firing_map, liquidation_bar, rule_protected
 from monitor.risk.book import AccountBook
 from monitor.risk.report import UnitReport
 from monitor.store import StateError, Store
-from monitor.watch.accounts import Notice
 from monitor.watch.engine import Engine
+from monitor.watch.notices import Notice
 from monitor.watch.reshard import Handoff
 
 log = structlog.get_logger("monitor.service")
