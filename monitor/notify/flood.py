@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -85,7 +85,7 @@ class FloodStage:
                     batch.admitted.append((letter.event.dedupe_key, name))
                 else:
                     held.append(name)
-            out.append(replace(letter, held=frozenset(held)) if held else letter)
+            out.append(letter._replace(held=frozenset(held)) if held else letter)
         return out
 
     def refund(self, batch: Batch, added: Iterable[OutboxItem]) -> None:

@@ -9,10 +9,11 @@ and goes no further.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import structlog
 
+from monitor.alerts.policy import AlertEvent
 from monitor.notify.stages import Batch, Letter, Target
 
 log = structlog.get_logger(__name__)
@@ -38,6 +39,7 @@ class RouteStage:
         self._targets = {
             name: tuple(Target.of(name, url) for url in route.urls) for name, route in self.routes.items()
         }
+        self._resolved: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[Target, ...]]] = {}
 
     def targets(self, route: str) -> tuple[Target, ...]:
         """``route``'s targets in config order (one per URL, a repeated URL repeated)."""
@@ -56,16 +58,27 @@ class RouteStage:
         out: list[Letter] = []
         for letter in items:
             event = letter.event
-            routes: list[str] = []
-            targets: list[Target] = []
-            for name in dict.fromkeys(event.routes):
-                if name not in self.routes:
-                    log.error("notify_route_unknown", route=name, dedupe_key=event.dedupe_key)
-                    continue
-                routes.append(name)
-                targets += self._targets[name]
-            if not targets:
-                log.warning("notify_no_route", dedupe_key=event.dedupe_key, routes=list(event.routes))
+            resolved = self._resolved.get(event.routes) or self._resolve(event)
+            if resolved is None:
                 continue
-            out.append(replace(letter, routes=tuple(routes), targets=tuple(targets)))
+            routes, targets = resolved
+            out.append(Letter(event, letter.message, letter.protected, routes, targets, letter.held))
         return out
+
+    def _resolve(self, event: AlertEvent) -> tuple[tuple[str, ...], tuple[Target, ...]] | None:
+        """``event``'s known routes and their targets (remembered when every name is known)."""
+        routes: list[str] = []
+        targets: list[Target] = []
+        for name in dict.fromkeys(event.routes):
+            if name not in self.routes:
+                log.error("notify_route_unknown", route=name, dedupe_key=event.dedupe_key)
+                continue
+            routes.append(name)
+            targets += self._targets[name]
+        if not targets:
+            log.warning("notify_no_route", dedupe_key=event.dedupe_key, routes=list(event.routes))
+            return None
+        resolved = (tuple(routes), tuple(targets))
+        if len(routes) == len(set(event.routes)):
+            self._resolved[event.routes] = resolved
+        return resolved
