@@ -27,7 +27,7 @@ from monitor.notify.send import Attempt, Delivery, SendStage, Tally
 from monitor.notify.send_check import probe_routes
 from monitor.notify.silence_stage import STORE_KEY, SilenceRegistry, SilenceStage
 from monitor.notify.silences import is_protected
-from monitor.notify.stages import Batch, Letter, Target
+from monitor.notify.stages import Batch, Letter, Stage, Target
 from monitor.store import OutboxItem, Store
 
 pytestmark = pytest.mark.timeout(30)
@@ -71,6 +71,28 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     with Store(tmp_path) as s:
         yield s
+
+
+# -- the shape -------------------------------------------------------------------------------------
+
+
+def test_the_stages_share_one_shape_and_chain(store: Store) -> None:
+    """Each stage is a Stage[In, Out] (mypy checks these annotations) and the chain runs by hand."""
+
+    async def deliver(target: Target, item: OutboxItem) -> bool | None:
+        return True
+
+    table = RouteStage(routes(chat=("json://h/a",)))
+    route: Stage[Letter, Letter] = table
+    silence: Stage[Letter, Letter] = SilenceStage(SilenceRegistry(lambda: [], lambda v: None), lambda: {})
+    flood: Stage[Letter, Letter] = FloodStage(table.routes.values())
+    outbox: Stage[Letter, OutboxItem] = OutboxStage(store)
+    retry: Stage[OutboxItem, OutboxItem] = RetryStage(table.all_targets(), deliver)
+    batch = Batch(0.0)
+    rows = outbox.exec(
+        batch, flood.exec(batch, silence.exec(batch, route.exec(batch, [letter(crossing()[0])])))
+    )
+    assert [r.route for r in rows] == ["chat"] and retry.exec(batch, rows) == []
 
 
 # -- route -----------------------------------------------------------------------------------------

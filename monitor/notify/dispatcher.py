@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,9 +30,11 @@ from monitor.notify.outbox import OutboxStage
 from monitor.notify.retry import RetryStage, default_backoff
 from monitor.notify.route import NotifyRoute, RouteStage
 from monitor.notify.send import Delivery, RouteStats, SendStage, Tally
-from monitor.notify.silence_stage import SilenceStage
 from monitor.notify.stages import Batch, Letter, Target
 from monitor.store import OutboxItem, Store
+
+if TYPE_CHECKING:  # the daemon passes one; a dispatcher alone loads no prometheus_client
+    from monitor.notify.silence_stage import SilenceStage
 
 log = structlog.get_logger(__name__)
 

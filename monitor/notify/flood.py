@@ -8,11 +8,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
 from monitor.notify.messages import summary
-from monitor.notify.route import NotifyRoute
 from monitor.notify.stages import Batch, Letter
 from monitor.store import OutboxItem
 
@@ -56,6 +56,18 @@ class FloodGate:
             self._times.popleft()
 
 
+class Limit(Protocol):
+    """A route's flood limit (a :class:`~monitor.notify.route.NotifyRoute`; the stages import none
+    of each other)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def max_per_window(self) -> int | None: ...
+    @property
+    def window(self) -> float: ...
+
+
 @dataclass(eq=False)
 class _Window:
     gate: FloodGate
@@ -70,7 +82,7 @@ class FloodStage:
     when the window allows: :meth:`release` builds it; a timer per route calls ``flush(route)``
     (the dispatcher's, which stores the summary in place of the held rows) once :meth:`start` ran."""
 
-    def __init__(self, routes: Iterable[NotifyRoute], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, routes: Iterable[Limit], *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._windows = {r.name: _Window(FloodGate(r.max_per_window, r.window), r.window) for r in routes}
         self._flush: Callable[[str], None] | None = None
