@@ -445,8 +445,9 @@ async def test_probe_routes_uses_no_state_file(tmp_path: Path, receiver: Receive
 
 
 async def test_dispatcher_with_the_silence_stage(store: Store, receiver: Receiver) -> None:
-    """Composed with a silence stage, the Dispatcher delivers only what no silence holds back:
-    the protected liquidation goes out, the silenced rungs are neither stored nor sent."""
+    """Composed with a silence stage, the Dispatcher delivers only the letters no silence holds back:
+    the protected liquidation goes out, the silenced rungs are neither stored nor sent; a notice
+    (enqueue, not a letter) on the same account skips the silence stage."""
     registry = SilenceRegistry(lambda: [], lambda v: None)
     firing = {"cross:alice": [("normal", False)]}
     registry.add("alice", bar=None, duration=600.0, comment="", firing=firing, units=["cross:alice"])
@@ -456,13 +457,17 @@ async def test_dispatcher_with_the_silence_stage(store: Store, receiver: Receive
     )  # fmt: skip
     await d.start()
     try:
-        await d.enqueue_letters([letter(e) for e in crossing()])
+        events = crossing()
+        await d.enqueue_letters([letter(e) for e in events])
         await receiver.wait_for(lambda m: len(m) == 1)
+        notice = replace(events[0], rule="key_refused", dedupe_key="notice|alice|key_refused|1")
+        await d.enqueue(notice, "alice: API key refused", "b", notify_type="failure")
+        await receiver.wait_for(lambda m: len(m) == 2)
         await d.drain(2.0)
     finally:
         await d.stop()
-    assert receiver.titles() == ["cross:alice liquidation"]
-    assert store.outbox_counts() == {("pager", "sent"): 1}
+    assert receiver.titles() == ["cross:alice liquidation", "alice: API key refused"]
+    assert store.outbox_counts() == {("pager", "sent"): 1, ("chat", "sent"): 1}
 
 
 async def test_send_direct_maps_a_permanent_failure_to_false(store: Store) -> None:

@@ -54,7 +54,9 @@ DEFAULT_CONCURRENCY = 4  # sends in flight per URL where the service sets no spa
 class Dispatcher:
     """Delivers alert events to their routes' URLs from a persistent outbox.
 
-    ``silence``: the silence stage (none: every letter goes on; the caller may filter before)."""
+    ``silence``: the silence stage, for :meth:`enqueue_letters` (alert messages, each marked
+    ``protected`` or not); the other ``enqueue*`` skip it: notices (a refused key…) are never
+    silenced, and a caller may have applied silences itself."""
 
     def __init__(
         self,
@@ -128,13 +130,13 @@ class Dispatcher:
         alert_state: Mapping[str, Any] | None = None,
     ) -> None:
         """Persist ``event`` for each URL of its routes (``alert_state`` in the same transaction)."""
-        self._intake([Letter(event, Message(title, body, notify_type or ""))], alert_state)
+        self._intake([Letter(event, Message(title, body, notify_type or ""))], alert_state, silence=False)
 
     async def enqueue_message(
         self, event: AlertEvent, message: Message, *, alert_state: Mapping[str, Any] | None = None
     ) -> None:
         """:meth:`enqueue` with a :class:`monitor.notify.messages.Message`."""
-        self._intake([Letter(event, message)], alert_state)
+        self._intake([Letter(event, message)], alert_state, silence=False)
 
     async def enqueue_many(
         self,
@@ -144,13 +146,13 @@ class Dispatcher:
     ) -> None:
         """:meth:`enqueue_message` for a burst: every row and ``alert_state`` in one transaction
         (one commit for 200 crossings instead of 200), each event still once per URL."""
-        self._intake([Letter(e, m) for e, m in messages], alert_state)
+        self._intake([Letter(e, m) for e, m in messages], alert_state, silence=False)
 
     async def enqueue_letters(
         self, letters: Sequence[Letter], *, alert_state: Mapping[str, Any] | None = None
     ) -> None:
-        """:meth:`enqueue_many` with letters (``protected`` set for the silence stage)."""
-        self._intake(letters, alert_state)
+        """:meth:`enqueue_many` through the silence stage (if any): letters no silence holds back."""
+        self._intake(letters, alert_state, silence=True)
 
     async def send_direct(self, message: Message) -> dict[str, list[bool]]:
         """Send ``message`` once to every URL now, bypassing the outbox (route and send stages only)."""
@@ -173,10 +175,12 @@ class Dispatcher:
         }
 
     # -- the composition -----------------------------------------------------------------------
-    def _intake(self, letters: Sequence[Letter], alert_state: Mapping[str, Any] | None) -> None:
+    def _intake(
+        self, letters: Sequence[Letter], alert_state: Mapping[str, Any] | None, *, silence: bool
+    ) -> None:
         batch = Batch(self._clock(), alert_state)
         routed = self.route.exec(batch, letters)
-        heard = self.silence.exec(batch, routed) if self.silence is not None else routed
+        heard = self.silence.exec(batch, routed) if silence and self.silence is not None else routed
         gated = self.flood.exec(batch, heard)
         added = self.outbox.exec(batch, gated)
         self.flood.refund(batch, added)  # a duplicate does not use up the window
