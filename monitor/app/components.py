@@ -32,7 +32,8 @@ from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.leftovers import expire_notices
 from monitor.logs import register_secrets
-from monitor.notify.dispatcher import Dispatcher, Route, default_backoff
+from monitor.notify.dispatcher import Dispatcher, default_backoff
+from monitor.notify.route import NotifyRoute
 from monitor.notify.silence_stage import SilenceRegistry
 from monitor.ops.history import FILE_NAME as HISTORY_FILE
 from monitor.ops.history import History
@@ -283,7 +284,11 @@ def _saved_state(store: Store, handoff: Handoff, config: Config) -> dict[str, An
 
 
 async def _tell_before_exit(
-    notices: list[Notice], routes: dict[str, Route], store: Store, config: Config, clock: Callable[[], float]
+    notices: list[Notice],
+    routes: dict[str, NotifyRoute],
+    store: Store,
+    config: Config,
+    clock: Callable[[], float],
 ) -> None:
     """No account can be watched (keys refused): still tell the trader why, within DRAIN_SECONDS,
     before the daemon exits; what is not delivered stays in the outbox."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from monitor.config.model import AccountConfig, Config
 from monitor.notify.apprise_sink import url_scheme
-from monitor.notify.dispatcher import Route
+from monitor.notify.route import NotifyRoute
 from monitor.watch.ladder import CLASSIC_BARS, policy_for_unit
 
 # the bars the table is shown for: the classic cross account's (an isolated pair's rungs have the
@@ -52,7 +52,7 @@ class RouteTable:
         return out
 
 
-def notify_routes(config: Config) -> dict[str, Route]:
+def notify_routes(config: Config) -> dict[str, NotifyRoute]:
     """The config's notification routes as delivery takes them (URLs unwrapped: register them as
     secrets before logging anything). The daemon and ``test-alert`` both send through these.
 
@@ -62,7 +62,7 @@ def notify_routes(config: Config) -> dict[str, Route]:
     ('json://h/x',)
     """
     return {
-        name: Route(
+        name: NotifyRoute(
             name=name,
             urls=tuple(u.get_secret_value() for u in route.urls),
             max_per_window=route.max_per_window,
