@@ -6,5 +6,5 @@ opened on failure; ``periodic`` holds the periodic jobs (the once-a-second steps
 order, and the slower re-reads, resync, catalog and history); ``outflow`` takes the engine's events to
 the dispatcher; ``loading`` keeps the background tasks and retries accounts not loaded; ``views`` is
 what the HTTP surfaces read; ``feeds`` logs each feed's state. May import every layer below the
-service, and ``monitor.endpoints`` (the one place the simulator is started), never ``monitor.sim``.
+service, and ``monitor.endpoints`` (the one place the simulator is started); never ``monitor.sim`` itself.
 """
