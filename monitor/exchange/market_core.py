@@ -201,63 +201,61 @@ class MarketProtocol:
         try:
             message = _loads(frame)
         except _JSONDecodeError:
-            self._bad.at(now, reason="invalid JSON", sample=_sample(frame))
-            return False
+            return self._skip(now, "invalid JSON", frame)
         if type(message) is not dict:
-            self._bad.at(now, reason="not an object", sample=_sample(frame))
-            return False
+            return self._skip(now, "not an object", frame)
         data = message.get("data")
         if data is None:
             if "id" in message:
                 return self._reply(message)
             data = message  # a raw-stream payload without the combined-stream wrapper
-        if type(data) is list:
-            return any([self._payload(item, frame, now) for item in data])
-        return self._payload(data, frame, now)
+        acted = False
+        for payload in data if type(data) is list else (data,):  # the hot path: inlined, no calls
+            if type(payload) is not dict:
+                self._skip(now, "payload not an object", frame)
+                continue
+            kind = payload.get("e")
+            try:
+                if kind is None or kind == "bookTicker":
+                    bid, ask = price(payload["b"]), price(payload["a"])
+                    value = (bid + ask) / 2.0 if bid > 0.0 and ask > 0.0 else _NAN
+                elif kind == "aggTrade" or kind == "trade":
+                    value = price(payload["p"])
+                elif kind == "24hrMiniTicker" or kind == "24hrTicker":
+                    value = price(payload["c"])
+                elif kind == "serverShutdown":
+                    self.closing = "server announced shutdown (serverShutdown)"
+                    acted = True
+                    continue
+                else:
+                    self._skip(now, "unknown event", frame)
+                    continue
+            except KeyError:
+                self._skip(now, "price field missing", frame)
+                continue
+            except ExchangeDataError:
+                self._skip(now, "price not a number", frame)
+                continue
+            symbol = payload.get("s")
+            if type(symbol) is not str or not (value > 0.0 and value < _INF):
+                self._skip(now, "bad symbol or price", frame)
+            elif symbol in self._desired:  # else a frame in flight after UNSUBSCRIBE, or unknown
+                self._pending[symbol] = value
+                self._updated[symbol] = now
+                self.messages += 1
+                self.last_message_at = now
+                sent = payload.get("E")
+                if type(sent) is int:
+                    self._sent_at[symbol] = sent
+        return acted
 
     def prices_received(self) -> dict[str, float]:
         """The newest price of each symbol priced since the last call (and forget them)."""
         batch, self._pending = self._pending, {}
         return batch
 
-    def _payload(self, data: Any, frame: str | bytes, now: float) -> bool:
-        if type(data) is not dict:
-            self._bad.at(now, reason="payload not an object", sample=_sample(frame))
-            return False
-        kind = data.get("e")
-        try:
-            if kind is None or kind == "bookTicker":
-                bid, ask = price(data["b"]), price(data["a"])
-                value = (bid + ask) / 2.0 if bid > 0.0 and ask > 0.0 else _NAN
-            elif kind == "aggTrade" or kind == "trade":
-                value = price(data["p"])
-            elif kind == "24hrMiniTicker" or kind == "24hrTicker":
-                value = price(data["c"])
-            elif kind == "serverShutdown":
-                self.closing = "server announced shutdown (serverShutdown)"
-                return True
-            else:
-                self._bad.at(now, reason="unknown event", sample=_sample(frame))
-                return False
-        except KeyError:
-            self._bad.at(now, reason="price field missing", sample=_sample(frame))
-            return False
-        except ExchangeDataError:
-            self._bad.at(now, reason="price not a number", sample=_sample(frame))
-            return False
-        symbol = data.get("s")
-        if type(symbol) is not str or not (value > 0.0 and value < _INF):
-            self._bad.at(now, reason="bad symbol or price", sample=_sample(frame))
-            return False
-        if symbol not in self._desired:
-            return False  # a frame in flight after UNSUBSCRIBE, or an unknown symbol
-        self._pending[symbol] = value
-        self._updated[symbol] = now
-        self.messages += 1
-        self.last_message_at = now
-        sent = data.get("E")
-        if type(sent) is int:
-            self._sent_at[symbol] = sent
+    def _skip(self, now: float, reason: str, frame: str | bytes) -> bool:
+        self._bad.at(now, reason=reason, sample=_sample(frame))
         return False
 
     def _reply(self, message: dict[str, Any]) -> bool:
