@@ -27,7 +27,7 @@ def connected(symbols: list[str], **kwargs: Any) -> tuple[MarketProtocol, str]:
     """A protocol wanting ``symbols`` and the path of its first connection."""
     protocol = MarketProtocol(**kwargs)
     protocol.set_symbols(symbols)
-    return protocol, protocol.connect()
+    return protocol, protocol.begin_connection()
 
 
 Refuse = Callable[[dict[str, Any]], str | None]
@@ -112,7 +112,7 @@ def test_server_shutdown_asks_for_a_reconnect() -> None:
     protocol, _ = connected(["BTCUSDT"])
     assert protocol.receive(orjson.dumps({"data": {"e": "serverShutdown", "E": 1}}), 0.0) is True
     assert protocol.closing == "server announced shutdown (serverShutdown)"
-    protocol.connect()
+    protocol.begin_connection()
     assert protocol.closing is None
 
 
@@ -191,17 +191,17 @@ def test_a_refused_path_switches_to_subscribing_by_message() -> None:
     """HTTP 400 on the path (an unknown symbol in it): the next connection opens /ws and subscribes
     everything by message; a rate limit (429) does not switch."""
     protocol, _ = connected(["BTCUSDT", "ETHUSDT"])
-    protocol.refused(429)
-    assert protocol.connect().startswith("/stream?streams=")
+    protocol.connection_refused(429)
+    assert protocol.begin_connection().startswith("/stream?streams=")
     with capture_logs() as logs:
-        protocol.refused(400)
-    assert protocol.connect() == "/ws" and protocol.subscribed == frozenset()
+        protocol.connection_refused(400)
+    assert protocol.begin_connection() == "/ws" and protocol.subscribed == frozenset()
     assert [e["event"] for e in logs] == ["market_url_refused"]
     assert [r["params"] for r in serve(protocol)] == [["btcusdt@bookTicker", "ethusdt@bookTicker"]]
 
 
 def test_a_new_connection_forgets_the_last_ones_refusals_and_replies() -> None:
-    """connect() starts over: rejected symbols are tried again, unanswered requests forgotten."""
+    """begin_connection() starts over: rejected symbols are tried again, unanswered requests forgotten."""
     protocol, _ = connected(["BTCUSDT"])
     protocol.set_symbols(["BTCUSDT", "NOPEUSDT"])
     serve(protocol, lambda r: "Invalid request")
@@ -209,7 +209,10 @@ def test_a_new_connection_forgets_the_last_ones_refusals_and_replies() -> None:
     protocol.set_symbols(["BTCUSDT", "NOPEUSDT", "ETHUSDT"])
     protocol.data_to_send(100.0)
     assert protocol.awaiting_reply == 1
-    assert protocol.connect() == "/stream?streams=btcusdt@bookTicker/ethusdt@bookTicker/nopeusdt@bookTicker"
+    assert (
+        protocol.begin_connection()
+        == "/stream?streams=btcusdt@bookTicker/ethusdt@bookTicker/nopeusdt@bookTicker"
+    )
     assert protocol.rejected == frozenset() and protocol.awaiting_reply == 0
 
 
@@ -244,8 +247,8 @@ def test_the_core_sums_ages_rejections_and_sent_times_over_connections() -> None
     """ages, rejected and sent_at answer for every connection's symbols."""
     core = MarketCore(max_streams=2)
     a, b = core.set_symbols(["AUSDT", "BUSDT", "CUSDT"], now=0.0)
-    a.connect()
-    b.connect()
+    a.begin_connection()
+    b.begin_connection()
     b.receive(ticker("CUSDT", "1", "1", sent=7), now=4.0)
     b.set_symbols(["CUSDT", "DUSDT"])
     serve(b, lambda r: "Invalid request")

@@ -1,10 +1,18 @@
 """The market stream's protocol without I/O: frames in, prices and frames to send out.
 
 In the manner of websockets' own ``Protocol``: nothing here reads a socket, sleeps or reads a clock.
-The I/O layer (``monitor.exchange.streams``) opens connections, hands each received frame to
-``MarketProtocol.receive`` with the time, sends what ``data_to_send`` returns, and calls again when
-``next_send_at`` comes; ``MarketCore`` spreads symbols over as many such connections as Binance's
-``MAX_STREAMS`` (1,024) streams per connection needs.
+The I/O layer (``monitor.exchange.streams``) drives one ``MarketProtocol`` per connection:
+
+    path = protocol.begin_connection()          # open stream_url + path; on HTTP refusal:
+    protocol.connection_refused(status)         #   (then reconnect)
+    protocol.receive(frame, now)                # each frame; True: look at closing / send again
+    protocol.prices_received()                  # the conflated batch for on_prices
+    protocol.data_to_send(now)                  # SUBSCRIBE/UNSUBSCRIBE frames due now
+    protocol.next_send_at()                     # when to call data_to_send again (None: nothing owed)
+    protocol.set_symbols(symbols)               # any time; then data_to_send owes the difference
+
+``MarketCore`` spreads symbols over as many such protocols as Binance's ``MAX_STREAMS`` (1,024)
+streams per connection needs (``set_symbols`` returns the protocols it added: a connection each).
 
 One connection's protocol:
 
@@ -139,7 +147,7 @@ class MarketProtocol:
         """The stream name of ``symbol`` (``btcusdt@bookTicker``)."""
         return f"{symbol.lower()}@{self._channel}"
 
-    def connect(self) -> str:
+    def begin_connection(self) -> str:
         """Begin a connection: the path to open (``/stream?streams=...`` or ``/ws``). What the previous
         connection had subscribed, refused or left unanswered is forgotten."""
         self._rejected.clear()
@@ -154,7 +162,7 @@ class MarketProtocol:
         self._subscribed = set(first)
         return "/stream?streams=" + "/".join(self.stream(s) for s in first)
 
-    def refused(self, status: int) -> None:
+    def connection_refused(self, status: int) -> None:
         """The server refused the path with HTTP ``status``: after a 4xx other than a rate limit (an
         unknown symbol in the path), connect bare and subscribe by message from now on."""
         if 400 <= status < 500 and status not in (418, 429) and not self._subscribe_only:

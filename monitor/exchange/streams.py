@@ -126,12 +126,12 @@ class MarketConnection:
             self._changed.clear()
             await self._changed.wait()
         heartbeat.resume()
-        path = protocol.connect()
+        path = protocol.begin_connection()
         try:
             async with self._settings.connect(self._settings.stream_url + path) as ws:
                 return await self._read(ws, heartbeat)
         except InvalidStatus as exc:
-            protocol.refused(exc.response.status_code)
+            protocol.connection_refused(exc.response.status_code)
             raise
 
     async def _read(self, ws: ClientConnection, heartbeat: Heartbeat) -> str:
