@@ -14,8 +14,10 @@
 #   STORAGE_ROOT  buildah storage (vfs driver)       ($CACHE_DIR/storage)
 #   RUN_ROOT      buildah run state                  (/run/margin-monitor-ci)
 #   MIRROR        Debian mirror for debootstrap      (http://deb.debian.org/debian)
-# The base rootfs is cached as a tarball and as an image in STORAGE_ROOT: only the first run
-# pays for debootstrap (about a minute); later runs only rebuild wheels and the image.
+# Two bases come from one debootstrap: the build stage's (python3, venv, binutils) and the runtime
+# stage's (a dpkg-purged copy: python3 and a shell, no package manager; see runtime_rootfs). Both
+# are cached as tarballs and as images in STORAGE_ROOT: only the first run pays for debootstrap
+# (about a minute); later runs only rebuild wheels and the image.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,7 +36,7 @@ export=""
 while (($#)); do
     case "$1" in
         --export) export="$2"; shift 2 ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -86,8 +88,7 @@ runtime_rootfs() {
     chroot "$1" dpkg --purge "${force[@]}" "${installed[@]}"
     # last: what dpkg's own maintainer scripts need (debconf runs on perl; dpkg checks for diff),
     # then dpkg itself; its database stays, for image scanners (status, and each package's files)
-    chroot "$1" dpkg --purge "${force[@]}" debconf perl-base diffutils
-    chroot "$1" dpkg --purge "${force[@]}" dpkg libzstd1 libmd0
+    chroot "$1" dpkg --purge "${force[@]}" debconf perl-base diffutils dpkg libzstd1 libmd0
     find "$1"/var/lib/dpkg/info -type f ! -name '*.list' ! -name '*.md5sums' ! -name '*.conffiles' \
         ! -name format -delete
     rm -rf "$1"/usr/lib/x86_64-linux-gnu/gconv "$1"/var/cache/debconf "$1"/var/lib/dpkg/*-old \
@@ -97,11 +98,15 @@ runtime_rootfs() {
     find "$1"/usr/lib/python3* -name __pycache__ -prune -exec rm -rf {} +
     chroot "$1" python3 -B -c 'import ssl, sqlite3, ctypes, zoneinfo, lzma, bz2, decimal, uuid, hashlib'
 }
-# The cache key covers the suite, the packages and both functions above: editing either rebuilds.
-BASE_TAG="$(printf '%s %s\n%s\n%s' "$SUITE" "$PACKAGES" "$(declare -f slim_rootfs runtime_rootfs)" \
-    "$RUNTIME_PURGE" | sha256sum | cut -c1-12)"
+# Cache keys: the build base's covers the suite, the packages and slim_rootfs; the runtime base's
+# covers that and runtime_rootfs (editing the trimming re-trims the cached tarball, no debootstrap).
+BASE_TAG="$(printf '%s %s\n%s' "$SUITE" "$PACKAGES" "$(declare -f slim_rootfs)" | sha256sum | cut -c1-12)"
+RUNTIME_TAG="$(printf '%s\n%s\n%s' "$BASE_TAG" "$(declare -f runtime_rootfs)" "$RUNTIME_PURGE" \
+    | sha256sum | cut -c1-12)"
 BASE_IMAGE="localhost/margin-monitor-base:$SUITE-$BASE_TAG"
-RUNTIME_IMAGE="localhost/margin-monitor-runtime:$SUITE-$BASE_TAG"
+RUNTIME_IMAGE="localhost/margin-monitor-runtime:$SUITE-$RUNTIME_TAG"
+tarball="$CACHE_DIR/debian-$SUITE-$BASE_TAG.tar"
+runtime_tarball="$CACHE_DIR/debian-$SUITE-$RUNTIME_TAG-runtime.tar"
 
 import_base() {   # tarball image
     say "importing $1 as $2"
@@ -111,33 +116,42 @@ import_base() {   # tarball image
     bah config --env PATH=/usr/local/bin:/usr/bin:/bin --cmd /bin/sh "$ctr"
     bah commit --quiet --rm "$ctr" "$2" > /dev/null
 }
-if bah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1 \
-    && bah inspect --type image "$RUNTIME_IMAGE" > /dev/null 2>&1; then
-    say "base images $BASE_IMAGE, $RUNTIME_IMAGE cached"
+rootfs=""
+trap 'rm -rf "$rootfs"' EXIT
+if bah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1; then
+    say "base image $BASE_IMAGE cached"
 else
-    tarball="$CACHE_DIR/debian-$SUITE-$BASE_TAG.tar"
-    runtime_tarball="$CACHE_DIR/debian-$SUITE-$BASE_TAG-runtime.tar"
-    if [ ! -s "$tarball" ] || [ ! -s "$runtime_tarball" ]; then
+    if [ ! -s "$tarball" ]; then
         say "debootstrap $SUITE ($PACKAGES) from $MIRROR"
         rootfs="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
-        trap 'rm -rf "$rootfs"' EXIT
         debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" \
             > "$CACHE_DIR/debootstrap.log" 2>&1 \
             || { tail -20 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
         slim_rootfs "$rootfs"
         tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
-        say "trimming a copy for the runtime stage"
-        runtime_rootfs "$rootfs" > "$CACHE_DIR/runtime-rootfs.log" 2>&1 \
-            || { tail -20 "$CACHE_DIR/runtime-rootfs.log" >&2; die "trimming the runtime base failed (log: $CACHE_DIR/runtime-rootfs.log)"; }
-        tar --numeric-owner -C "$rootfs" -cf "$runtime_tarball.tmp" .
         mv "$tarball.tmp" "$tarball"
-        mv "$runtime_tarball.tmp" "$runtime_tarball"
         rm -rf "$rootfs"
-        trap - EXIT
     fi
     import_base "$tarball" "$BASE_IMAGE"
+fi
+if bah inspect --type image "$RUNTIME_IMAGE" > /dev/null 2>&1; then
+    say "runtime base image $RUNTIME_IMAGE cached"
+else
+    if [ ! -s "$runtime_tarball" ]; then
+        say "trimming a copy of the base for the runtime stage"
+        rootfs="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
+        tar --numeric-owner -C "$rootfs" -xf "$tarball"
+        # a shell of its own: errexit holds inside (it would not in a function called under ||)
+        RUNTIME_PURGE="$RUNTIME_PURGE" bash -euo pipefail -c "$(declare -f runtime_rootfs); runtime_rootfs \"\$1\"" \
+            runtime_rootfs "$rootfs" > "$CACHE_DIR/runtime-rootfs.log" 2>&1 \
+            || { tail -20 "$CACHE_DIR/runtime-rootfs.log" >&2; die "trimming the runtime base failed (log: $CACHE_DIR/runtime-rootfs.log)"; }
+        tar --numeric-owner -C "$rootfs" -cf "$runtime_tarball.tmp" .
+        mv "$runtime_tarball.tmp" "$runtime_tarball"
+        rm -rf "$rootfs"
+    fi
     import_base "$runtime_tarball" "$RUNTIME_IMAGE"
 fi
+trap - EXIT
 
 # ---- 2. the build context: the source, plus every dependency as a wheel ------------------------
 # The Dockerfile builds margin-monitor itself from the source in the context; the wheelhouse only
