@@ -33,12 +33,13 @@ status: $(STAMP)
 test-alert: $(STAMP)
 	$(BIN)/margin-monitor test-alert -c config.yaml
 
-## the whole test suite: ruff, mypy --strict, pytest (the container smoke test runs in `make container`)
+## the whole test suite: ruff, import-linter, mypy --strict, pytest (the container smoke test runs in `make container`)
 test: $(STAMP) lint typecheck unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check monitor tests bench
 	$(BIN)/ruff format --check monitor tests bench
+	$(BIN)/lint-imports --no-cache   # the layers of monitor/ (contracts in pyproject.toml)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -27,9 +27,9 @@ from pathlib import Path
 
 
 async def burst(alerts: int, mode: str, batch: int) -> None:
-    from monitor.alerts import AlertPolicy, LevelRule, PolicyConfig
-    from monitor.messages import Message
-    from monitor.notify import Dispatcher, Route
+    from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
+    from monitor.notify.dispatcher import Dispatcher, Route
+    from monitor.notify.messages import Message
     from monitor.store import Store
 
     async def sender(url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:

@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 from rss import free_port, ready
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
-from monitor.exchange.sim.rest import ENDPOINTS
 from monitor.logs import configure_logging
+from monitor.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim.rest import ENDPOINTS
 
 # Binance's documented limits (docs/capacity.md cites where each comes from).
 SAPI_IP_WEIGHT_PER_ENDPOINT = 12_000  # per minute per IP, each IP-weighted /sapi endpoint its own
@@ -40,7 +40,7 @@ API_WEIGHT = 6_000  # per minute per IP, all /api endpoints together
 CONNECTIONS_PER_5MIN = 300  # WebSocket connection attempts per 5 minutes per IP (streams, WS-API)
 STREAMS_PER_CONNECTION = 1_024
 WS_API_SUBSCRIPTIONS = 1_000  # active user-data subscriptions per WebSocket API session
-# read hourly by the daemon (monitor/accounts.py RATES_EVERY), not per snapshot: a 60 s steady run
+# read hourly by the daemon (monitor/watch/accounts.py RATES_EVERY), not per snapshot: a 60 s steady run
 # rarely sees one, so the table counts each account's start-up read once an hour instead
 HOURLY = ("/sapi/v1/margin/next-hourly-interest-rate",)
 WEIGHTS = {(e.method, e.path): (e.weight, e.uid) for e in ENDPOINTS}

@@ -11,7 +11,7 @@ Measured per phase, every alert matched to the tick that caused it (the daemon's
 the path, ``bench/latency_workload.py``): tick sent → webhook received (``received``) and tick sent
 → ``Apprise.async_notify`` called (``handed``); alerts expected / received / lost / doubled;
 event-loop stalls seen by a 10 ms timer in the daemon's process (the same probe for any tree, so a
-baseline without ``monitor.loop_lag`` is measured alike); the daemon's CPU; and start-up to ready
+baseline without ``monitor.ops.loop_lag`` is measured alike); the daemon's CPU; and start-up to ready
 and RSS. Whatever ``monitor`` is importable is measured: ``bench/compare.py`` runs this script with
 ``PYTHONPATH`` set to a baseline tree and to this one, interleaved.
 
@@ -47,7 +47,7 @@ from latency_workload import (
 )
 
 import monitor
-from monitor.config import load_config
+from monitor.config.model import load_config
 from monitor.logs import configure_logging
 from monitor.service import Service
 

@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.book import AccountBook
-from monitor.margin import Bars, Position
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Bars, Position
 
 INF = math.inf
 LADDER = (1.1, 1.3, 1.5)

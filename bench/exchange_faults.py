@@ -29,10 +29,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
 
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.config.model import load_config
 from monitor.logs import configure_logging
 from monitor.service import Service
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 OTHER = {
     "name": "other",

@@ -1,6 +1,6 @@
 """History file size and status-page load time with 1,000 units over 24 simulated hours; prints JSON.
 
-1. **Fill**: a fresh :class:`monitor.history.History` (its defaults: 10 min at full resolution,
+1. **Fill**: a fresh :class:`monitor.ops.history.History` (its defaults: 10 min at full resolution,
    24 h of minutes) receives 24 simulated hours for 1,000 units whose levels walk randomly
    between 1.05 and 3: one pass a minute up to the last 11 minutes, then one pass every 5 s (the
    daemon's ``HISTORY_EVERY``), so the file ends exactly as the daemon's would; each pass also
@@ -8,8 +8,8 @@
    one full-rate pass (1,000 units, in the worker thread the daemon uses: p50 / p99 / max), the
    file's size and row counts after 24 h, and again after one more simulated hour (bounded: the
    same).
-2. **Page**: the daemon's real HTTP app (``monitor.http`` + ``monitor.page``) over an
-   :class:`~monitor.book.AccountBook` of the same 1,000 units (BTC and ETH against a USDT loan,
+2. **Page**: the daemon's real HTTP app (``monitor.ops.http`` + ``monitor.ops.page``) over an
+   :class:`~monitor.risk.book.AccountBook` of the same 1,000 units (BTC and ETH against a USDT loan,
    exact reports with positions and stress table) and that history file. Reported: ``/page/units``
    and one ``/page/history`` (server time and bytes, median of 5: for ``/page/units`` the first
    load, every unit's exact report), the time the daemon's loop spends on one later poll of
@@ -42,13 +42,13 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from browser import chromium, chromium_binary
 
-from monitor.book import AccountBook
-from monitor.history import Event, History
-from monitor.http import start_http
-from monitor.margin import Bars, Position
-from monitor.metrics import Metrics
-from monitor.page import Feed, page_routes
-from monitor.status_extras import enrich
+from monitor.ops.history import Event, History
+from monitor.ops.http import start_http
+from monitor.ops.metrics import Metrics
+from monitor.ops.page import Feed, page_routes
+from monitor.ops.status_extras import enrich
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Bars, Position
 
 DAY = 86_400.0
 FULL_EVERY = 5.0

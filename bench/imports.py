@@ -29,12 +29,12 @@ STEPS = (
     "websockets.asyncio.client",
     "prometheus_client",
     "apscheduler.schedulers.asyncio",
-    "monitor.config",
-    "monitor.book",
-    "monitor.notify",
+    "monitor.config.model",
+    "monitor.risk.book",
+    "monitor.notify.dispatcher",
     "monitor.exchange.binance",
-    "monitor.accounts",
-    "monitor.http",
+    "monitor.watch.accounts",
+    "monitor.ops.http",
     "monitor.service",
 )
 
@@ -53,7 +53,7 @@ def main() -> None:
         now = rss_mib()
         rows.append(f"| `{name}` | {now - before:+.1f} | {now:.1f} |")
         before = now
-    from monitor.notify_apprise import check_url
+    from monitor.notify.apprise_sink import check_url
 
     assert check_url("json://127.0.0.1:9/hook") is None
     now = rss_mib()
@@ -62,7 +62,7 @@ def main() -> None:
     loaded = {
         "numpy": "numpy" in sys.modules,
         "Apprise plugin modules": plugins,
-        "simulator": any(m.startswith("monitor.exchange.sim") for m in sys.modules),
+        "simulator": any(m.startswith("monitor.sim") for m in sys.modules),
     }
     print("\n".join(rows))
     print("\nloaded: " + ", ".join(f"{k} {v}" for k, v in loaded.items()))

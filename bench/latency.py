@@ -55,7 +55,7 @@ from latency_workload import (
     match_latencies,
 )
 
-from monitor.config import load_config
+from monitor.config.model import load_config
 from monitor.exchange.streams import MarketStream
 from monitor.logs import configure_logging
 from monitor.service import Service

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from latency_workload import Path
 
-from monitor.exchange.sim import parse_scenario, run_simulator
-from monitor.exchange.sim.market import StreamConnection
 from monitor.logs import configure_logging
+from monitor.sim import parse_scenario, run_simulator
+from monitor.sim.market import StreamConnection
 
 PACE = 0.0002  # pacing sleep; the event loop rounds it up to its 1 ms resolution
 

@@ -52,8 +52,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
 from monitor.logs import configure_logging
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 BARS = {"normal": Decimal("1.5"), "margin_call": Decimal("1.3"), "liquidation": Decimal("1.1")}

@@ -19,39 +19,41 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from monitor import __version__, heap
-from monitor.accounts import AccountWatcher, Endpoints, Notice, build_watchers, open_endpoints
-from monitor.alerts import AlertEvent, AlertPolicy
-from monitor.book import AccountBook
-from monitor.catalog import CATALOG_MAX_AGE, SharedCatalog
-from monitor.config import EXIT_CONFIG, Config, ConfigError, exposed_files
-from monitor.engine import Engine, RoundRobin
+from monitor import __version__
+from monitor.alerts.policy import AlertEvent, AlertPolicy
+from monitor.config.model import EXIT_CONFIG, Config, ConfigError, exposed_files
+from monitor.config.shard import parse_shard
+from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import MarketStream, RetryPolicy, StreamState, UserDataStream
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
-from monitor.heartbeat import HeartbeatStats, heartbeat_loop
-from monitor.history import FILE_NAME as HISTORY_FILE
-from monitor.history import History
-from monitor.http import HttpServer, start_http
 from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
-from monitor.loop_lag import LoopLag
-from monitor.messages import render
-from monitor.metrics import Metrics
-from monitor.notify import Dispatcher, Route, default_backoff
-from monitor.opinion_feed import ExchangeOpinions
-from monitor.page import Feed, page_routes
-from monitor.recorder import Recorder
-from monitor.report import UnitReport
-from monitor.reshard import Handoff
-from monitor.routing import SILENT_ROUTE_FIX, route_table
-from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
-from monitor.shard import parse_shard
-from monitor.silence_stage import STORE_KEY as SILENCES_KEY
-from monitor.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
-from monitor.status_data import annotate, firing_map, liquidation_bar, rule_protected
-from monitor.status_extras import enrich
+from monitor.notify.dispatcher import Dispatcher, Route, default_backoff
+from monitor.notify.messages import render
+from monitor.notify.silence_stage import STORE_KEY as SILENCES_KEY
+from monitor.notify.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
+from monitor.ops import heap
+from monitor.ops.heartbeat import HeartbeatStats, heartbeat_loop
+from monitor.ops.history import FILE_NAME as HISTORY_FILE
+from monitor.ops.history import History
+from monitor.ops.http import HttpServer, start_http
+from monitor.ops.loop_lag import LoopLag
+from monitor.ops.metrics import Metrics
+from monitor.ops.page import Feed, page_routes
+from monitor.ops.recorder import Recorder
+from monitor.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.ops.status_data import annotate, firing_map, liquidation_bar, rule_protected
+from monitor.ops.status_extras import enrich
+from monitor.risk.book import AccountBook
+from monitor.risk.report import UnitReport
 from monitor.store import StateError, Store
+from monitor.watch.accounts import AccountWatcher, Endpoints, Notice, build_watchers
+from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
+from monitor.watch.engine import Engine, RoundRobin
+from monitor.watch.opinion_feed import ExchangeOpinions
+from monitor.watch.reshard import Handoff
+from monitor.watch.routing import SILENT_ROUTE_FIX, route_table
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +69,7 @@ SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
 SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
 PUMP_BATCH = 32  # alert events written to the outbox in one transaction, at most
-HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.history)
+HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.ops.history)
 
 
 class StartupError(Exception):
@@ -122,12 +124,13 @@ class Service:
         self.metrics = Metrics(version=__version__)
         shard = parse_shard(config.shard) if config.shard else None
         self.metrics.not_loaded_source(self.not_loaded)  # blind in unit_state, never absent
-        self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/reshard.py
+        self.handoff = Handoff(shard, self.metrics.registry)  # re-sharding: monitor/watch/reshard.py
         self.book = AccountBook(
             quote=config.exchange.quote,
             stablecoins=config.exchange.stablecoins,
             pinned=config.exchange.pinned,
         )
+        self.metrics.units_source(self.book.units)  # a unit that leaves the book leaves /metrics
         self.stop_requested = asyncio.Event()
         self.watchers: list[AccountWatcher] = []
         self.notices: list[Notice] = []
@@ -221,13 +224,14 @@ class Service:
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
         departed = self.handoff.departed(saved)  # accounts another shard owns now
+        departed += [u for u in saved if u not in departed and not config.configures(u)]  # left the config
         if departed:
             self.store.forget_alert_state(departed)
             gone = frozenset(departed)
             saved = {unit: blob for unit, blob in saved.items() if unit not in gone}
         for unit, reason in self.policy.import_state(saved).items():
             log.warning("alert_state_skipped", unit=unit, reason=reason)
-        self._saved_units = frozenset(saved)  # for accounts loaded later (monitor/reshard.py)
+        self._saved_units = frozenset(saved)  # for accounts loaded later (monitor/watch/reshard.py)
         self.handoff.adopt(self.policy, self.book.units(), saved)
         self.silences = self._silence_registry(self.store)
         self.engine = Engine(
@@ -303,7 +307,7 @@ class Service:
         self.scheduler.add_job(self._resync, "interval", seconds=config.exchange.resync_interval, id="resync")
         self.scheduler.add_job(
             self._refresh_catalog, "interval", seconds=self.catalog.max_age, id="catalog"
-        )  # a pair halted later reaches the price router (monitor/catalog.py)
+        )  # a pair halted later reaches the price router (monitor/watch/catalog.py)
         self.recorder = Recorder(History(config.state_dir / HISTORY_FILE), self.book, self.clock)
         self.scheduler.add_job(self._record_history, "interval", seconds=HISTORY_EVERY, id="history")
         self.scheduler.start()
@@ -388,8 +392,8 @@ class Service:
 
     def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
-        unconfirmed, see ledger.py) plus positions and stress table (:mod:`monitor.status_extras`),
-        its alerts, silences and data age (:mod:`monitor.status_data`)."""
+        unconfirmed, see ledger.py) plus positions and stress table (:mod:`monitor.ops.status_extras`),
+        its alerts, silences and data age (:mod:`monitor.ops.status_data`)."""
         if self.engine is not None:
             report = self.engine.report(unit).to_json()
         else:
@@ -651,7 +655,7 @@ class Service:
         if becomes_ready:
             self._ready = True
             # start-up's objects live as long as the daemon: out of the collector's walks, and its
-            # temporaries' memory back to the system (monitor/heap.py; once)
+            # temporaries' memory back to the system (monitor/ops/heap.py; once)
             settled = heap.settle()
             self.notifier.ready()
             log.info("daemon_ready", heap=settled)
@@ -671,7 +675,7 @@ class Service:
         what the scenario is about to do: ``replaying a 40 % crash; first alert in ~10 s; …``."""
         if self.config.exchange.kind != "simulator":
             return  # on Binance there is nothing to preview, and no simulator to import
-        from monitor.demo_preview import preview
+        from monitor.demo import preview
 
         ahead = preview(self.config, self.config_path)
         if ahead is not None:
@@ -791,7 +795,7 @@ class Service:
         return await open_endpoints(self.config, self.config_path, self._exit_stack)
 
     def _default_policy(self) -> Any:
-        from monitor.ladder import policy_for_unit
+        from monitor.watch.ladder import policy_for_unit
 
         bars = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
         return policy_for_unit(self.config.alerts, bars, self.config.route_names())

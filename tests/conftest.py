@@ -2,7 +2,7 @@
 
 - ``scenario_data``: the plain scenario (override this fixture in a test module to change it);
 - ``scenario``: it, validated;
-- ``sim``: a running :class:`~monitor.exchange.sim.Simulator` in manual mode (time moves only by
+- ``sim``: a running :class:`~monitor.sim.Simulator` in manual mode (time moves only by
   ``await sim.advance(seconds)``), with ``sim.base_url``, ``sim.stream_url``, ``sim.ws_api_url``;
 - ``binance_client``: ``await binance_client(key, secret)`` gives a real ``AsyncClient`` pointed at
   the simulator (closed at teardown); ``client`` is one for the demo account.
@@ -20,7 +20,7 @@ from binance import AsyncClient
 from daemon_harness import Receiver
 from hypothesis import settings
 
-from monitor.exchange.sim import Scenario, Simulator, parse_scenario, run_simulator
+from monitor.sim import Scenario, Simulator, parse_scenario, run_simulator
 
 # CI (.ci/run sets HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a landing never
 # hangs on a never-seen example; a developer's run explores new ones (and keeps failures in .hypothesis/).

@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from monitor.config import Config, load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import Config, load_config
 from monitor.service import Service
+from monitor.sim import Simulator
 
 
 class Receiver:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from daemon_harness import Receiver, daemon_config
 
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "monitor.cli"]

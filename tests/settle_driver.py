@@ -24,17 +24,17 @@ from typing import Any
 
 import yaml
 
-from monitor.accounts import AccountWatcher, Endpoints, Notice
-from monitor.alerts import AlertEvent, AlertPolicy, LevelRule
-from monitor.book import AccountBook
-from monitor.config import load_config
-from monitor.engine import Engine
+from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule
+from monitor.config.model import load_config
 from monitor.exchange import frames
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
-from monitor.exchange.sim.state import Emission, RiskEvent
-from monitor.ladder import policy_for_unit
-from monitor.margin import Position, cross_level
-from monitor.report import unit_id
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Position, cross_level
+from monitor.risk.report import unit_id
+from monitor.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim.state import Emission, RiskEvent
+from monitor.watch.accounts import AccountWatcher, Endpoints, Notice
+from monitor.watch.engine import Engine
+from monitor.watch.ladder import policy_for_unit
 
 STEP = 0.05
 T0 = 1000.0  # the daemon's clock = T0 + simulated seconds (small: exact float steps)

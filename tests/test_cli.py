@@ -16,7 +16,7 @@ import yaml
 from daemon_harness import Receiver
 from ops_harness import free_port
 
-from monitor.config import EXIT_CONFIG
+from monitor.config.model import EXIT_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "monitor.cli"]

@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import ConfigError, load_config, loose_permissions, parse_duration, read_secret
+from monitor.config.duration import parse_duration
+from monitor.config.model import ConfigError, load_config, loose_permissions, read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,6 +130,24 @@ def test_secret_file_and_permissions(tmp_path: Path) -> None:
 def test_durations(text: object, seconds: float) -> None:
     """Durations accept numbers and s/m/h/ms suffixes."""
     assert parse_duration(text) == seconds
+
+
+def test_config_and_scenarios_share_one_duration_grammar() -> None:
+    """A config duration and a scenario duration read the same input as the same seconds (both
+    grammars of before: "30 s" from the config's, "1h30m" and "2.5" from the scenarios')."""
+    from pydantic import TypeAdapter
+
+    from monitor.config.model import Duration
+    from monitor.sim.scenario import Seconds
+
+    config, scenario = TypeAdapter(Duration), TypeAdapter(Seconds)
+    for text, seconds in (("30 s", 30), ("1h30m", 5400), ("1h 30m", 5400), ("2.5", 2.5), (90, 90)):
+        assert config.validate_python(text) == scenario.validate_python(text) == seconds
+    for bad in ("soon", "1 fortnight", "-5", True, float("nan")):
+        with pytest.raises(ValueError):
+            config.validate_python(bad)
+        with pytest.raises(ValueError):
+            scenario.validate_python(bad)
 
 
 json_leaf = st.one_of(
@@ -272,14 +291,14 @@ def test_property_rung_positions_count_from_one(tmp_path: Path, count: int, data
 
 
 def test_inert_settings_examples_in_docstrings() -> None:
-    """The worked examples of monitor/config_notes.py and monitor/config_errors.py hold."""
+    """The worked examples of monitor/config/notes.py and monitor/config/errors.py hold."""
     import doctest
 
-    import monitor.config_errors
-    import monitor.config_notes
+    import monitor.config.errors
+    import monitor.config.notes
 
-    assert doctest.testmod(monitor.config_notes).failed == 0
-    assert doctest.testmod(monitor.config_errors).failed == 0
+    assert doctest.testmod(monitor.config.notes).failed == 0
+    assert doctest.testmod(monitor.config.errors).failed == 0
 
 
 @pytest.mark.parametrize(
@@ -304,7 +323,7 @@ def test_inert_settings_examples_in_docstrings() -> None:
 )  # fmt: skip
 def test_settings_that_do_nothing_are_noted(tmp_path: Path, patch: dict[str, Any], note: str) -> None:
     """`check` notes a written setting that has no effect; the shipped config has none."""
-    from monitor.config_notes import inert_settings
+    from monitor.config.notes import inert_settings
 
     assert inert_settings(load_config(write(tmp_path, {**MINIMAL, **patch}))) == [note]
     assert inert_settings(load_config(ROOT / "config.yaml")) == []

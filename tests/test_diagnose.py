@@ -9,15 +9,15 @@ import aiohttp
 import pytest
 from daemon_harness import Receiver, daemon_config
 
-from monitor.accounts import Endpoints, Notice, build_watchers
-from monitor.book import AccountBook
-from monitor.config import load_config
+from monitor.config.model import load_config
 from monitor.exchange.diagnose import diagnose
 from monitor.exchange.errors import ExchangeRequestError, ExchangeUnavailable, KeyRejected, RateLimited
 from monitor.exchange.rest import RestCaller, RetryPolicy, transport_cause
-from monitor.exchange.sim import Simulator
 from monitor.exchange.supervisor import Backoff
+from monitor.risk.book import AccountBook
 from monitor.service import QUICK_LOAD
+from monitor.sim import Simulator
+from monitor.watch.accounts import Endpoints, Notice, build_watchers
 
 
 async def test_refused_connection_is_told_as_refused() -> None:

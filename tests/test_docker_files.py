@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from monitor.config import load_config
+from monitor.config.model import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "deploy" / "docker"

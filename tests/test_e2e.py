@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
 
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.engine import RoundRobin
+from monitor.watch.engine import RoundRobin
 
 
 @given(n=st.integers(0, 300), batch=st.integers(1, 50))

@@ -18,8 +18,8 @@ from monitor.exchange.errors import (
     RateLimited,
 )
 from monitor.exchange.rest import BinanceRest, RetryPolicy, make_client
-from monitor.exchange.sim import Simulator
 from monitor.exchange.supervisor import Backoff
+from monitor.sim import Simulator
 
 KEY = "test-api-key-0123456789"
 SECRET = "test-api-secret-ABCDEFGHIJ"

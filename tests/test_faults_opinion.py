@@ -27,12 +27,12 @@ from ops_harness import free_port
 from rich.console import Console
 from structlog.testing import capture_logs
 
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.cli.status_view import StatusResult, render
+from monitor.config.model import load_config
 from monitor.exchange.supervisor import Backoff
-from monitor.sdnotify import Notifier
+from monitor.ops.sdnotify import Notifier
 from monitor.service import Service
-from monitor.status_view import StatusResult, render
+from monitor.sim import Simulator, parse_scenario, run_simulator
 from monitor.store import FILENAME
 
 pytestmark = pytest.mark.timeout(60)

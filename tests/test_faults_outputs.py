@@ -28,9 +28,9 @@ from daemon_harness import (
 )
 from structlog.testing import capture_logs
 
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import load_config
 from monitor.service import Service, StartupError
+from monitor.sim import Simulator
 from monitor.store import FILENAME, Store
 
 pytestmark = pytest.mark.timeout(60)

@@ -26,7 +26,7 @@ from daemon_harness import (
 )
 from structlog.testing import capture_logs
 
-from monitor.exchange.sim import Scenario, Simulator, run_simulator
+from monitor.sim import Scenario, Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -19,8 +19,8 @@ import pytest
 from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
-from monitor.exchange.sim import Simulator
 from monitor.service import FEED_BACKOFF
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(60)
 

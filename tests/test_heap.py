@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from monitor import heap
+from monitor.ops import heap
 
 
 def test_settle_freezes_what_is_alive_and_reports_what_it_did() -> None:

@@ -13,8 +13,8 @@ import yaml
 from aiohttp import web
 from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
 
-from monitor.config import ConfigError, load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import ConfigError, load_config
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitor.history import Event, History
+from monitor.ops.history import Event, History
 
 DAY = 86_400.0
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % 60)  # a minute boundary

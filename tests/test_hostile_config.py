@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tree_paths import paths
 
-from monitor.config import Config, ConfigError, load_config
+from monitor.config.model import Config, ConfigError, load_config
 
 KEY, SECRET, TOKEN, HOOK_PW = (
     "cfgKEY9f3a1c77d2",

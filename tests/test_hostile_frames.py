@@ -21,7 +21,7 @@ from monitor.exchange import frames
 from monitor.exchange.errors import ExchangeDataError, Reconnect
 from monitor.exchange.events import BalanceDelta, BalanceUpdate, ExchangeEvent, LiabilityChange, MarginStatus
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.risk import RiskStream
+from monitor.exchange.risk_stream import RiskStream
 from monitor.exchange.userdata import UserDataStream, UserSubscription
 
 POSITION = {"e": "outboundAccountPosition", "E": 1, "u": 2,

@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.http import HttpServer, start_http
-from monitor.metrics import Metrics
-from monitor.report import UnitReport, unit_id
-from monitor.silence_stage import SilenceApi, SilenceRegistry
+from monitor.notify.silence_stage import SilenceApi, SilenceRegistry
+from monitor.ops.http import HttpServer, start_http
+from monitor.ops.metrics import Metrics
+from monitor.risk.report import UnitReport, unit_id
 
 TOKEN = "s3cret-token-for-tests"
 

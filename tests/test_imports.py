@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.console_notify import format_console
-from monitor.fanout import Engine
-from monitor.messages import Message
-from monitor.send_check import send_once
+from monitor.notify.console import format_console
+from monitor.notify.messages import Message
+from monitor.notify.send_check import send_once
+from monitor.risk._fanout import Fanout
 
 PROBE = """
 import json, sys
 from pathlib import Path
 import monitor.service
-from monitor.config import load_config
-from monitor.notify_apprise import check_url
+from monitor.config.model import load_config
+from monitor.notify.apprise_sink import check_url
 
 config = load_config(sys.argv[1])
 monitor.service.Service(config, Path(sys.argv[1]))._say_what_is_ahead()  # what the daemon does at ready
@@ -32,7 +32,7 @@ bad = [check_url(u.get_secret_value()) for route in config.notify.routes.values(
 mods = sorted(sys.modules)
 print(json.dumps({
     "bad": [b for b in bad if b],
-    "sim": [m for m in mods if m.startswith("monitor.exchange.sim")],
+    "sim": [m for m in mods if m.startswith("monitor.sim")],
     "numpy": "numpy" in sys.modules,
     "apprise": "apprise" in sys.modules,
     "plugins": [m for m in mods if m.startswith("apprise.plugins.")],
@@ -74,7 +74,7 @@ def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:
 def test_sums_turn_into_numpy_at_the_first_large_leg_and_keep_their_values() -> None:
     """Two units on BTCUSDT stay a list (threshold 2); a third makes the leg vectorised: the sums become
     a numpy array once, and every level stays exact (h p / owed)."""
-    engine = Engine({"BTCUSDT": 100.0}, threshold=2)
+    engine = Fanout({"BTCUSDT": 100.0}, threshold=2)
     units = []
     for k in range(3):
         i = engine.add(f"u{k}")

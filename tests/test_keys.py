@@ -17,9 +17,9 @@ import yaml
 from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 from structlog.testing import capture_logs
 
-from monitor.config import HttpConfig, load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import HttpConfig, load_config
 from monitor.service import Service, StartupError
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitor.config import load_config
-from monitor.shard import ENV_SHARD, parse_shard
+from monitor.config.model import load_config
+from monitor.config.shard import ENV_SHARD, parse_shard
 
 KUBE = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 VERSIONS = ["1.28.0", kubernetes_validate.latest_version()]  # 1.28: first with the pod-index label

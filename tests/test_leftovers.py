@@ -16,10 +16,10 @@ from structlog.testing import capture_logs
 
 import monitor.leftovers
 from monitor.cli import _parser
-from monitor.config import exposed_files, holds_secret, load_config
-from monitor.exchange.sim import Simulator, bundled_scenarios
+from monitor.config.model import exposed_files, holds_secret, load_config
 from monitor.leftovers import expire_notices
-from monitor.notify_apprise import fingerprint
+from monitor.notify.apprise_sink import fingerprint
+from monitor.sim import Simulator, bundled_scenarios
 from monitor.store import OutboxItem, Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.loop_lag import LAG_BUCKETS, LoopLag
-from monitor.metrics import Metrics
+from monitor.ops.loop_lag import LAG_BUCKETS, LoopLag
+from monitor.ops.metrics import Metrics
 
 
 def lag_samples(metrics: Metrics) -> dict[str, float]:

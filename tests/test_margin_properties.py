@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from monitor.margin import (
+from monitor.risk.margin import (
     Position,
     Totals,
     asset_liquidation_price,

@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from monitor.alerts import AlertEvent
-from monitor.messages import (
+from monitor.alerts.policy import AlertEvent
+from monitor.notify.messages import (
     Message,
     demo_message,
     fmt_amount,
@@ -20,7 +20,7 @@ from monitor.messages import (
     render,
     summary,
 )
-from monitor.report import UnitReport
+from monitor.risk.report import UnitReport
 
 T0 = 1_777_636_803.0  # 2026-05-01 12:00:03 UTC
 

@@ -23,9 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from test_faults_opinion import OTHER, both, service, stop
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.cli.status_view import StatusResult, render
 from monitor.service import Service
-from monitor.status_view import StatusResult, render
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +75,7 @@ async def assert_blind_everywhere(daemon: Service, account: str, why: str) -> No
     assert shown["margin_level"] is None and shown["loaded"] is False
     over_http = next(u for u in await get_json(daemon, "/status") if u["account"] == account)
     assert over_http["state"] == "blind" and why in over_http["reason"]
-    console = Console(width=250, record=True)  # the `status` view (monitor/status_view.py)
+    console = Console(width=250, record=True)  # the `status` view (monitor/cli/status_view.py)
     console.print(render(StatusResult(daemon.status(), "test")))
     lines = console.export_text().splitlines()
     row = next(x for x in lines if x.startswith("│") and f" {account} (" in x)  # its table row
@@ -177,7 +177,7 @@ async def test_page_shows_an_account_not_loaded_as_a_blind_card_with_its_reason(
 async def test_account_loaded_late_is_adopted_by_a_sharded_daemon(
     tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
 ) -> None:
-    """Re-sharding (monitor/reshard.py) with the exchange down at start: the account this shard now
+    """Re-sharding (monitor/watch/reshard.py) with the exchange down at start: the account this shard now
     owns is loaded later by the background retry, and is adopted then like one loaded at start: its
     bar already crossed (BTC at 27,000: level 1.44 ≤ 1.5) fires on the first look, marked and counted
     as a takeover."""

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
-from monitor.console_notify import format_console
-from monitor.messages import Message
-from monitor.notify import Delivery, Dispatcher, FloodGate, Route, check_url, default_backoff
+from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
+from monitor.notify.console import format_console
+from monitor.notify.dispatcher import Delivery, Dispatcher, FloodGate, Route, check_url, default_backoff
+from monitor.notify.messages import Message
 from monitor.store import Store
 
 FAST: Callable[[int], float] = lambda attempt: 0.02  # noqa: E731

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.alerts import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
-from monitor.messages import Message
-from monitor.notify import Dispatcher, Route
-from monitor.notify_apprise import AppriseSender
+from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
+from monitor.notify.apprise_sink import AppriseSender
+from monitor.notify.dispatcher import Dispatcher, Route
+from monitor.notify.messages import Message
 from monitor.store import Store
 
 pytestmark = pytest.mark.timeout(30)

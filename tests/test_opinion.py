@@ -1,4 +1,4 @@
-"""Binance's status as a second opinion (monitor.opinion): the verdict, the episodes, the keys."""
+"""Binance's status as a second opinion (monitor.alerts.opinion): the verdict, the episodes, the keys."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+import monitor.alerts.opinion as opinion_module
 import monitor.exchange.diagnose as diagnose_module
-import monitor.opinion as opinion_module
-from monitor.alerts import AlertPolicy, LevelRule, PolicyConfig
-from monitor.messages import render
-from monitor.opinion import (
+from monitor.alerts.opinion import (
     LIQUIDATION_RULE,
     OPINION_RULE,
     OwnView,
@@ -22,6 +20,8 @@ from monitor.opinion import (
     status_from_level,
     verdict,
 )
+from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
+from monitor.notify.messages import render
 
 BARS = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
 RULES = (

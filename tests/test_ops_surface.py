@@ -17,7 +17,7 @@ import pytest
 from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -20,7 +20,7 @@ from browser import chromium, chromium_binary
 from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 
 import monitor.service
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 pytestmark = [
     pytest.mark.timeout(150),

@@ -1,11 +1,11 @@
-"""The page's data (monitor.page.Feed): live levels on every poll, full details within a budget,
+"""The page's data (monitor.ops.page.Feed): live levels on every poll, full details within a budget,
 and the unit state read from the report when present, derived otherwise."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from monitor.page import Feed, unit_state
+from monitor.ops.page import Feed, unit_state
 
 
 class Book:

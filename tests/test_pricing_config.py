@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from monitor.config import load_config
-from monitor.status_view import StatusResult, render
+from monitor.cli.status_view import StatusResult, render
+from monitor.config.model import load_config
 
 
 def write(tmp_path: Path, exchange: dict[str, object]) -> Path:

@@ -22,10 +22,10 @@ import yaml
 from daemon_harness import Receiver, daemon_config, one_long_account, running_daemon, wait_until
 
 from monitor.cli import main
-from monitor.config import AlertsConfig
-from monitor.exchange.sim import Simulator
-from monitor.ladder import policy_for_unit
-from monitor.replay import ReplayError, Start, minute, prices_from_klines, replay
+from monitor.config.model import AlertsConfig
+from monitor.replay.engine import ReplayError, Start, minute, prices_from_klines, replay
+from monitor.sim import Simulator
+from monitor.watch.ladder import policy_for_unit
 
 DAY0_MS = 1_722_816_000_000  # 2024-08-05 00:00 UTC (only a date for the synthetic file)
 OWED = Decimal(18_750)

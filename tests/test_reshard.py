@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-import monitor.reshard
-from monitor.alerts import AlertPolicy, LevelRule, PolicyConfig
-from monitor.messages import Message
-from monitor.reshard import TAKEOVER_NOTE, Handoff, account_of
-from monitor.shard import Shard, shard_of
+import monitor.watch.reshard
+from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
+from monitor.config.shard import Shard, shard_of
+from monitor.notify.messages import Message
+from monitor.watch.reshard import TAKEOVER_NOTE, Handoff, account_of
 
 LADDER = PolicyConfig(
     levels=(
@@ -30,8 +30,8 @@ def counter(registry: CollectorRegistry, name: str) -> float:
 
 
 def test_doctests() -> None:
-    """The worked example in monitor/reshard.py holds."""
-    assert doctest.testmod(monitor.reshard).failed == 0
+    """The worked example in monitor/watch/reshard.py holds."""
+    assert doctest.testmod(monitor.watch.reshard).failed == 0
 
 
 def test_departed_units_are_those_of_accounts_owned_elsewhere() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from daemon_harness import Receiver, cross_account, daemon_config, wait_until
 
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import load_config
 from monitor.service import Service
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,9 +23,9 @@ import pytest
 from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
 
 import monitor.service
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator
+from monitor.config.model import load_config
 from monitor.service import EXIT_STATE, Service
+from monitor.sim import Simulator
 from monitor.store import FILENAME, Store
 
 pytestmark = pytest.mark.timeout(60)

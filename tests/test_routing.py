@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-import monitor.routing
-from monitor.config import Config, load_config
-from monitor.exchange.sim import Simulator
-from monitor.ladder import policy_for_unit
-from monitor.routing import route_table
+import monitor.watch.routing
+from monitor.config.model import Config, load_config
+from monitor.sim import Simulator
+from monitor.watch.ladder import policy_for_unit
+from monitor.watch.routing import route_table
 
 ROOT = Path(__file__).resolve().parent.parent
 ISOLATED_10X = {"normal": 1.111, "margin_call": 1.1, "liquidation": 1.05}
@@ -37,8 +37,8 @@ def shipped_plus(tmp_path: Path, **routes: str) -> Path:
 
 
 def test_routing_examples_in_docstrings() -> None:
-    """The worked example in monitor/routing.py holds."""
-    assert doctest.testmod(monitor.routing).failed == 0
+    """The worked example in monitor/watch/routing.py holds."""
+    assert doctest.testmod(monitor.watch.routing).failed == 0
 
 
 @pytest.mark.parametrize("bars", [CLASSIC, ISOLATED_10X])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.sdnotify import Notifier, watchdog_interval, watchdog_loop
+from monitor.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from daemon_harness import Receiver
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ import pytest
 from daemon_harness import Receiver, assert_alive, daemon_config, events, running_daemon, wait_until
 from structlog.testing import capture_logs
 
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(90)
 UNIT = "cross:demo"  # the isolated test passes its own unit

@@ -4,7 +4,7 @@ Hypothesis draws borrows, repays, transfers in and out, trades, interest posting
 liquidations on the issue's account (10 ETH + 10,000 USDT against 28,889 USDT, level 1.35 at ETH
 2,900; bars 1.5 / 1.3 / 1.1), each with its own delays (0-2 s) of the user-data stream, the risk
 stream and REST, on an ETH price ticking every 50 ms of simulated time (``settle_driver.py``). The
-exact truth is recomputed with ``Decimal`` (``monitor.margin.cross_level``) from the simulator's own
+exact truth is recomputed with ``Decimal`` (``monitor.risk.margin.cross_level``) from the simulator's own
 books at every step. Checked:
 
 - *never crying wolf*: a ``firing`` (``resolved``) message for bar ``b`` at time ``t`` needs a moment
@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from settle_driver import ACCOUNT, STEP, Op, Run, play
 
-from monitor.ledger import SETTLE_BOUND
+from monitor.risk.ledger import SETTLE_BOUND
 
 W = SETTLE_BOUND + 1.0
 D = SETTLE_BOUND + STEP

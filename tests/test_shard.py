@@ -12,18 +12,18 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-import monitor.shard
-from monitor.accounts import in_shard
-from monitor.config import EXIT_CONFIG, ConfigError, load_config
-from monitor.shard import ENV_SHARD, Shard, ShardError, parse_shard, resolve_shard, shard_of
+import monitor.config.shard
+from monitor.config.model import EXIT_CONFIG, ConfigError, load_config
+from monitor.config.shard import ENV_SHARD, Shard, ShardError, parse_shard, resolve_shard, shard_of
+from monitor.watch.accounts import in_shard
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = [f"acct-{i:04d}" for i in range(4000)]
 
 
 def test_doctests() -> None:
-    """The worked examples in monitor/shard.py hold."""
-    assert doctest.testmod(monitor.shard).failed == 0
+    """The worked examples in monitor/config/shard.py hold."""
+    assert doctest.testmod(monitor.config.shard).failed == 0
 
 
 @pytest.mark.parametrize(

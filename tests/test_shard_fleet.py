@@ -38,8 +38,8 @@ import yaml
 from daemon_harness import Receiver
 from ops_harness import free_port
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
-from monitor.shard import ENV_SHARD, shard_of
+from monitor.config.shard import ENV_SHARD, shard_of
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 FULL = int(os.environ.get("FLEET_ACCOUNTS", "4000"))
 QUICK = 400

@@ -17,7 +17,7 @@ import structlog
 from daemon_harness import Receiver, events, one_long_account, running_daemon, wait_until
 from ops_harness import TOKEN, cli, ops_config
 
-from monitor.exchange.sim import Simulator
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

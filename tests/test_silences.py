@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import monitor.silences as silences_module
-from monitor import daemon_client, status_view
-from monitor.alerts import AlertEvent, EventKind
-from monitor.silence_stage import SilenceRegistry
-from monitor.silences import (
+import monitor.notify.silences as silences_module
+from monitor.alerts.policy import AlertEvent, EventKind
+from monitor.cli import daemon_client, status_view
+from monitor.notify.silence_stage import SilenceRegistry
+from monitor.notify.silences import (
     PROTECTED_RULES,
     Silence,
     SilenceError,
@@ -52,7 +52,7 @@ silences = st.builds(
 
 
 def reference(s: Silence, unit: str, rule: str, protected: bool, now: float) -> bool:
-    """The rules of monitor.silences written out plainly."""
+    """The rules of monitor.notify.silences written out plainly."""
     parts = unit.split(":")
     account, symbol = (parts[1], None) if parts[0] == "cross" else (parts[1], parts[2])
     in_window = s.starts_at <= now and (s.ends_at is None or now < s.ends_at)

@@ -16,7 +16,7 @@ from conftest import open_client
 from test_sim_userdata import socket_manager
 from websockets.asyncio.client import ClientConnection, connect
 
-from monitor.exchange.sim import ScenarioError, Simulator, parse_scenario, run_simulator
+from monitor.sim import ScenarioError, Simulator, parse_scenario, run_simulator
 
 BORROW = {"type": "borrow", "account": "demo", "asset": "USDT", "amount": "2500"}
 

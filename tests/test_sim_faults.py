@@ -14,7 +14,7 @@ from conftest import ClientFactory, open_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 STREAMING = WSListenerState.STREAMING
 

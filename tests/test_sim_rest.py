@@ -11,7 +11,7 @@ import pytest
 from binance.exceptions import BinanceAPIException
 from conftest import DEMO_KEY, DEMO_SECRET, ClientFactory, client_class, open_client
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator, sign
+from monitor.sim import Simulator, parse_scenario, run_simulator, sign
 
 
 async def test_async_client_reads_cross_margin_account(client: Any) -> None:

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 
-from monitor.exchange.sim import Event, parse_scenario, run_simulator
-from monitor.exchange.sim.levels import Holding, liquidation_price, pair_level, status
-from monitor.exchange.sim.scenario import CROSS_BARS
-from monitor.exchange.sim.state import ExchangeState, RiskEvent, UserEvent
+from monitor.sim import Event, parse_scenario, run_simulator
+from monitor.sim.levels import Holding, liquidation_price, pair_level, status
+from monitor.sim.scenario import CROSS_BARS
+from monitor.sim.state import ExchangeState, RiskEvent, UserEvent
 
 BARS = CROSS_BARS["MARGIN_1"]
 

@@ -13,7 +13,7 @@ from conftest import open_client
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 
 async def recv_json(ws: ClientConnection, within: float = 2.0) -> Any:

@@ -13,7 +13,7 @@ from binance.exceptions import BinanceAPIException
 from conftest import open_client
 from websockets.asyncio.client import ClientConnection, connect
 
-from monitor.exchange.sim import Simulator, parse_scenario, run_simulator
+from monitor.sim import Simulator, parse_scenario, run_simulator
 
 
 def socket_manager(sim: Simulator, client: Any) -> Any:

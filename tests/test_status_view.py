@@ -18,8 +18,8 @@ import yaml
 from daemon_harness import Receiver, one_long_account, running_daemon, wait_until
 from ops_harness import ROOT, cli, free_port, ops_config
 
-from monitor.exchange.sim import Simulator
-from monitor.status_view import StatusResult, render, unit_state
+from monitor.cli.status_view import StatusResult, render, unit_state
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

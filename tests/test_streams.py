@@ -16,9 +16,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from monitor.exchange.events import StreamState
-from monitor.exchange.sim import Simulator
 from monitor.exchange.streams import MarketStream
 from monitor.exchange.supervisor import Backoff
+from monitor.sim import Simulator
 
 FAST = Backoff(initial=0.01, maximum=0.05, reset_after=1.0)
 

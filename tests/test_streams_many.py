@@ -14,10 +14,10 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from monitor.exchange.sim import parse_scenario, run_simulator
-from monitor.exchange.sim.market import MAX_STREAMS
 from monitor.exchange.streams import MarketStream
 from monitor.exchange.supervisor import Backoff
+from monitor.sim import parse_scenario, run_simulator
+from monitor.sim.market import MAX_STREAMS
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 SYMBOLS = [f"C{i:04d}USDT" for i in range(1100)]

@@ -8,10 +8,10 @@ from decimal import Decimal, localcontext
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import monitor.stress
-from monitor.holdings import Holdings
-from monitor.margin import Bars, Position
-from monitor.stress import MOVES, Beta, crossing_move, estimate_beta, render_stress, stress_table
+import monitor.risk.stress
+from monitor.risk.holdings import Holdings
+from monitor.risk.margin import Bars, Position
+from monitor.risk.stress import MOVES, Beta, crossing_move, estimate_beta, render_stress, stress_table
 
 FINITE = {"allow_nan": False, "allow_infinity": False}
 amounts = st.decimals(min_value=0, max_value=10**6, places=8, **FINITE)
@@ -120,7 +120,7 @@ def test_beta_without_enough_history_is_one_and_says_so() -> None:
     """Fewer than 30 paired minutes: beta 1, marked as assumed, rendered as "no history"."""
     minutes = [60.0 * i for i in range(10)]
     found = estimate_beta([(t, 100.0 + t) for t in minutes], [(t, 1.0 + t) for t in minutes])
-    assert found == Beta(Decimal(1)) and found.assumed
+    assert found == Beta(Decimal(1)) and found.samples == 0
     h = Holdings(
         "cross:t", "USDT",
         {"ETH": Position(free=Decimal(10)), "USDT": Position(borrowed=Decimal(10_000))},
@@ -140,5 +140,5 @@ def test_unpriced_unit_has_no_stress() -> None:
 
 
 def test_docstring_examples() -> None:
-    """The worked example in monitor.stress holds."""
-    assert doctest.testmod(monitor.stress).failed == 0
+    """The worked example in monitor.risk.stress holds."""
+    assert doctest.testmod(monitor.risk.stress).failed == 0

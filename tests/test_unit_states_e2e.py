@@ -29,8 +29,8 @@ import pytest
 from daemon_harness import Receiver, cross_account, daemon_config, running_daemon, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitor.exchange.sim import Simulator
 from monitor.service import Service
+from monitor.sim import Simulator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -27,10 +27,10 @@ from monitor.exchange.events import (
     StreamState,
 )
 from monitor.exchange.rest import BinanceRest, RetryPolicy
-from monitor.exchange.risk import RiskStream
-from monitor.exchange.sim import Simulator
+from monitor.exchange.risk_stream import RiskStream
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata import UserDataStream, UserSubscription
+from monitor.sim import Simulator
 
 FAST = Backoff(initial=0.01, maximum=0.05, reset_after=1.0)
 POLICY = RetryPolicy(attempts=3, backoff=FAST)

@@ -2,7 +2,7 @@
 
 Binance (WebSocket API, "User Data Stream subscription"): one active subscription per account per
 connection; up to 1,000 active subscriptions per session; 65,535 over a session's lifetime. The
-simulator refuses past each (``monitor/exchange/sim/userdata.py``); the daemon spreads its
+simulator refuses past each (``monitor/sim/userdata.py``); the daemon spreads its
 subscriptions over as many sessions as needed (``monitor/exchange/userdata_pool.py``), an account's
 cross and isolated pairs each on a different session.
 """
@@ -22,11 +22,11 @@ from daemon_harness import Receiver, daemon_config, wait_until
 from websockets.asyncio.client import ClientConnection, connect
 
 import monitor.exchange.userdata_pool
-from monitor.config import load_config
-from monitor.exchange.sim import Simulator
-from monitor.exchange.sim.userdata import LIMIT_CODE
+from monitor.config.model import load_config
 from monitor.exchange.userdata_pool import plan
 from monitor.service import Service
+from monitor.sim import Simulator
+from monitor.sim.userdata import LIMIT_CODE
 
 pytestmark = pytest.mark.timeout(120)
 _ids = itertools.count()

@@ -34,7 +34,7 @@ from monitor.exchange.rest import (
     RetryPolicy,
     make_client,
 )
-from monitor.exchange.risk import RiskStream
+from monitor.exchange.risk_stream import RiskStream
 from monitor.exchange.streams import MarketStream
 from monitor.exchange.supervisor import Backoff, Supervisor
 from monitor.exchange.userdata import UserDataStream, UserSubscription

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from monitor.exchange.errors import ExchangeDataError
-from monitor.margin import Bars, Position
+from monitor.risk.margin import Bars, Position
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-.]{1,512}")

@@ -38,7 +38,7 @@ from monitor.exchange.errors import (
     RateLimited,
 )
 from monitor.exchange.supervisor import Backoff, describe
-from monitor.margin import Bars
+from monitor.risk.margin import Bars
 
 log = structlog.get_logger(__name__)
 

@@ -1,0 +1,302 @@
+"""Scrape-time collectors behind :class:`monitor.ops.metrics.Metrics`.
+
+The daemon's hot path only stores references or bumps plain counters; these collectors turn that
+state (and any ``stats()`` sources of feeds and routes) into metric families when ``/metrics`` is
+scraped. Single-threaded by design, except that a scrape may run in a worker thread: they read
+immutable reports and snapshot every dict before iterating.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from monitor.risk.report import UNIT_STATES, UnitReport
+
+log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+PREFIX = "margin_monitor_"
+UNIT_LABELS = ("account", "kind", "symbol")
+
+
+def _unit_labels(report: UnitReport) -> list[str]:
+    return [report.account, report.kind, report.symbol or ""]
+
+
+def safe_route(route: str) -> str:
+    """The route name as a label; anything URL-like (it may embed a token) becomes a digest."""
+    if "://" in route:
+        return "route-" + hashlib.sha256(route.encode()).hexdigest()[:10]
+    return route
+
+
+def _exported_level(report: UnitReport) -> float | None:
+    """What the level gauge shows: the level when the unit is known or approximate, +Inf when it has
+    no debt, nothing while it is blind (an unknown level never reads as a number, least of all +Inf)."""
+    if report.state == "no_debt":
+        return math.inf
+    if report.state == "blind":
+        return None
+    return report.margin_level
+
+
+class UnitCollector:
+    """Builds the per-unit families from the latest report of each unit at scrape time."""
+
+    def __init__(self) -> None:
+        self.units: dict[str, UnitReport] = {}
+        self.drift_sources: list[Callable[[], Mapping[str, float]]] = []
+        self.not_loaded_sources: list[Callable[[], Iterable[Mapping[str, Any]]]] = []
+        self.units_source: Callable[[], Collection[str]] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        level, bar, distance, liq, exch, drift, assets, liabilities, approx, reconcile, state = families
+        drifts: dict[str, float] = {}
+        for source in self.drift_sources:
+            drifts.update(source())
+        absent = [entry for source in self.not_loaded_sources for entry in source()]
+        gone = {str(entry["account"]) for entry in absent}
+        live = set(self.units_source()) if self.units_source is not None else None
+        if live is not None:  # a unit no longer monitored leaves no series behind (nor its report)
+            for unit in [u for u in list(self.units) if u not in live]:
+                self.units.pop(unit, None)
+        for entry in absent:  # an account not loaded: blind, no level (its last reports are not shown)
+            labels = [str(entry["account"]), str(entry["kind"]), str(entry.get("symbol") or "")]
+            for each in UNIT_STATES:
+                state.add_metric([*labels, each], 1.0 if each == "blind" else 0.0)
+        for report in list(self.units.values()):
+            if report.account in gone:
+                continue
+            labels = _unit_labels(report)
+            for each in UNIT_STATES:
+                state.add_metric([*labels, each], 1.0 if report.state == each else 0.0)
+            ml = _exported_level(report)
+            if ml is not None:
+                level.add_metric(labels, ml)
+            for name, value in report.bars.items():
+                bar.add_metric([*labels, name], value)
+            for name, dist in report.distances.items():
+                if dist is not None:
+                    distance.add_metric([*labels, name], dist)
+            for asset, price in report.liquidation_prices.items():
+                if price is not None:
+                    liq.add_metric([*labels, asset], price)
+            if report.exchange_margin_level is not None:
+                exch.add_metric(labels, report.exchange_margin_level)
+                if ml is not None and math.isfinite(ml):
+                    drift.add_metric(labels, ml - report.exchange_margin_level)
+            assets.add_metric([*labels, report.quote], report.total_asset_value)
+            liabilities.add_metric([*labels, report.quote], report.total_liability_value)
+            approx.add_metric(labels, 1.0 if report.state == "approximate" else 0.0)
+            if report.unit in drifts:
+                reconcile.add_metric(labels, drifts[report.unit])
+        return families
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        def gauge(name: str, doc: str, *extra: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, doc, labels=[*UNIT_LABELS, *extra])
+
+        return [
+            gauge(
+                "margin_level",
+                "Margin level of the unit (+Inf: no debt; absent while the unit is blind, i.e. unknown; "
+                "see unit_state).",
+            ),
+            gauge("bar_level", "Margin level of each bar (threshold) of the unit.", "bar"),
+            gauge(
+                "bar_distance_ratio",
+                "Signed uniform price move of all non-quote assets that brings the level to the bar "
+                "(-0.04 = a 4% drop); absent where no uniform move reaches it.",
+                "bar",
+            ),
+            gauge(
+                "liquidation_price",
+                "Price of one asset, others held, at which the level meets the liquidation bar.",
+                "asset",
+            ),
+            gauge("exchange_margin_level", "Margin level last reported by the exchange."),
+            gauge("level_drift", "Live margin level minus the level last reported by the exchange."),
+            gauge("asset_value", "Total asset value of the unit, in its quote asset.", "quote"),
+            gauge("liability_value", "Total liability value (borrowed + interest), in the quote.", "quote"),
+            gauge(
+                "unit_approximate",
+                "1 when the unit's level stands on Binance's own reported level (an asset with no live "
+                'price, or a Cross Margin Pro account); same as unit_state{state="approximate"}.',
+            ),
+            gauge(
+                "reconcile_drift_ratio",
+                "Our margin level over the exchange's, minus 1, both at the last REST snapshot (same "
+                "balances and moment): the computation's drift against the exchange, not price moves.",
+            ),
+            gauge(
+                "unit_state",
+                "1 for the unit's one state: known, approximate (Binance's level stands in), blind "
+                "(not evaluated: unknown) or no_debt; 0 for the other three.",
+                "state",
+            ),
+        ]
+
+
+class FeedSnapshot(Protocol):
+    """What a feed's ``stats()`` returns (e.g. ``monitor.exchange.streams.FeedStats``)."""
+
+    @property
+    def messages(self) -> int: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def last_message_at(self) -> float | None: ...
+
+
+class RouteSnapshot(Protocol):
+    """What a dispatcher reports per route (e.g. ``monitor.notify.dispatcher.RouteStats``).
+
+    ``dropped`` and ``held`` are exported too when the object has them.
+    """
+
+    @property
+    def sent(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+
+
+@dataclass(slots=True)
+class _Feed:
+    reconnects: int = 0
+    registered: float = math.nan
+    connected: bool = False
+    source: Callable[[], FeedSnapshot] | None = None
+
+
+def _read_source(kind: str, name: str, source: Callable[[], _T]) -> _T | None:
+    """A source's current value; a failing source is logged and skipped, never breaks a scrape."""
+    try:
+        return source()
+    except Exception as exc:
+        log.error(
+            "metrics_source_failed", kind=kind, name=name, error_type=type(exc).__name__, error=str(exc)
+        )
+        return None
+
+
+class FeedCollector:
+    """Per-feed counters, read from a ``stats()`` source (a feed without one has only its pushed
+    up/down and reconnects: no messages, its age counted from registration); ages from ``clock``."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.feeds: dict[str, _Feed] = {}
+
+    def feed(self, name: str) -> _Feed:
+        state = self.feeds.get(name)
+        if state is None:
+            state = self.feeds[name] = _Feed(registered=self.clock())
+        return state
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        messages, age, reconnects, connected = families = self._families()
+        now = self.clock()
+        for name, state in list(self.feeds.items()):
+            count, last, reconnected, up = 0, None, state.reconnects, state.connected
+            if state.source is not None:
+                read = _read_source("feed", name, state.source)
+                if read is None:
+                    continue
+                count, last, reconnected, up = (
+                    read.messages,
+                    read.last_message_at,
+                    read.reconnects,
+                    read.connected,
+                )
+            messages.add_metric([name], count)
+            age.add_metric([name], max(0.0, now - (state.registered if last is None else last)))
+            reconnects.add_metric([name], reconnected)
+            connected.add_metric([name], 1.0 if up else 0.0)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            CounterMetricFamily(PREFIX + "feed_messages", "Messages received per feed.", labels=["feed"]),
+            GaugeMetricFamily(
+                PREFIX + "feed_message_age_seconds",
+                "Seconds since the feed's newest message (since registration if none arrived yet).",
+                labels=["feed"],
+            ),
+            CounterMetricFamily(PREFIX + "feed_reconnects", "Reconnections per feed.", labels=["feed"]),
+            GaugeMetricFamily(
+                PREFIX + "feed_connected", "1 while the feed's connection is up.", labels=["feed"]
+            ),
+        )
+
+
+class RouteCollector:
+    """Per-route notification counts, read from ``stats()`` sources (the dispatcher's)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Mapping[str, RouteSnapshot]]] = []
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        sent, failed, dropped, queued, held = families = self._families()
+        merged: dict[str, RouteSnapshot] = {}
+        for i, source in enumerate(self.sources):
+            read = _read_source("routes", str(i), source)
+            merged.update({safe_route(k): v for k, v in (read or {}).items()})
+        for name, stats in merged.items():
+            sent.add_metric([name], stats.sent)
+            failed.add_metric([name], stats.failed)
+            queued.add_metric([name], stats.queued)
+            if (n := getattr(stats, "dropped", None)) is not None:
+                dropped.add_metric([name], n)
+            if (n := getattr(stats, "held", None)) is not None:
+                held.add_metric([name], n)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[
+        CounterMetricFamily, CounterMetricFamily, CounterMetricFamily, GaugeMetricFamily, GaugeMetricFamily
+    ]:
+        labels = ["route"]
+        return (
+            CounterMetricFamily(
+                PREFIX + "notifications_sent", "Notifications delivered per route.", labels=labels
+            ),
+            CounterMetricFamily(
+                PREFIX + "notifications_failed",
+                "Failed delivery attempts per route (each retry counts).",
+                labels=labels,
+            ),
+            CounterMetricFamily(
+                PREFIX + "notifications_dropped", "Notifications dropped by flood control.", labels=labels
+            ),
+            GaugeMetricFamily(
+                PREFIX + "notifications_queued",
+                "Notifications waiting in the outbox per route.",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                PREFIX + "notifications_held", "Notifications held back by flood control.", labels=labels
+            ),
+        )

@@ -1,0 +1,155 @@
+"""The tick path: prices and balance changes → account book → alert policy → outbound alerts.
+
+Synchronous and allocation-light: a tick touches only the units whose level left their band; the
+alerts it produces go onto a queue that the notifier drains, so the hot path never waits on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from monitor.alerts.policy import AlertEvent, AlertPolicy
+from monitor.risk.book import AccountBook
+from monitor.risk.margin import Position
+from monitor.risk.report import UnitReport
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """An alert event with the report it was computed from, waiting for the notifier."""
+
+    event: AlertEvent
+    report: UnitReport
+    tick_time: float | None = None
+
+
+class RoundRobin:
+    """At most ``batch`` items per call, cycling through a list that may change between calls."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+        self._next = 0
+
+    def take(self, items: list[str]) -> list[str]:
+        if len(items) <= self.batch:
+            return items
+        start = self._next % len(items)
+        self._next = start + self.batch
+        return (items[start:] + items[:start])[: self.batch]
+
+
+@dataclass
+class Engine:
+    """Owns the per-tick work; the service feeds it, the notifier drains ``outbox``."""
+
+    book: AccountBook
+    policy: AlertPolicy  # one state machine set for every unit (per-unit ladders inside)
+    clock: Callable[[], float] = time.time
+    restore_target: str = "normal"
+    outbox: asyncio.Queue[Outgoing] = field(default_factory=asyncio.Queue)
+    stale: set[str] = field(default_factory=set)
+    settling: dict[str, float] = field(default_factory=dict)  # unit → since: views disagree (ledger.py)
+    ticks: int = 0
+    distance_sweep: RoundRobin = field(default_factory=lambda: RoundRobin(100))
+    last_tick: float = 0.0
+
+    # -- inputs --------------------------------------------------------------------------------
+    def on_prices(self, prices: Mapping[str, float], sent_at: float | None = None) -> None:
+        """Apply a conflated batch of prices and evaluate the units that left their band."""
+        touched: set[str] = set()
+        on_price = self.book.on_price
+        for symbol, price in prices.items():
+            touched.update(on_price(symbol, price))
+        self.ticks += len(prices)
+        self.last_tick = self.clock()
+        for unit in touched:
+            self.evaluate(unit, tick_time=sent_at)
+
+    def on_position(self, unit: str, asset: str, position: Position) -> None:
+        """Apply one balance or liability change and re-evaluate that unit."""
+        if unit not in self.book.units():
+            return
+        self.book.set_position(unit, asset, position)
+        self.evaluate(unit)
+
+    def hold(self, unit: str, since: float) -> None:
+        """``unit`` is settling (its views disagree): its level is shown, its alert state frozen."""
+        self.settling.setdefault(unit, since)
+
+    def release(self, unit: str) -> None:
+        """``unit``'s views agree again: evaluate it on the settled book at once."""
+        if self.settling.pop(unit, None) is not None and unit in self.book.units():
+            self.evaluate(unit)
+
+    def evaluate(self, unit: str, tick_time: float | None = None) -> None:
+        """Run the unit's state machine on its current level; queue any events it emits.
+
+        A settling unit is skipped here, not in the book: its level keeps following the prices."""
+        if unit in self.stale or unit in self.settling or not self.book.is_priced(unit):
+            return
+        now = self.clock()
+        policy = self.policy
+        level = self.book.level(unit)
+        distance = self.book.liquidation_distance(unit) if policy.wants_distance else None
+        events = policy.evaluate(unit, level, distance, now)
+        lo, hi = policy.band(unit)
+        # the policy's band is (lo, hi]; the book's is closed: [next float above lo, hi]
+        self.book.set_band(unit, math.nextafter(lo, math.inf) if lo < hi else lo, hi)
+        self._queue(events, tick_time)
+
+    def evaluate_all(self, units: Iterable[str] | None = None) -> None:
+        """Evaluate ``units`` (default all) whose exact distance or level would change a rule: the
+        distance rule can trip while the level stays inside its band."""
+        for unit in self.book.units() if units is None else units:
+            if unit in self.stale or unit in self.settling or not self.book.is_priced(unit):
+                continue
+            level = self.book.level(unit)
+            distance = self.book.liquidation_distance(unit)
+            if not self.policy.quiet(unit, level, distance):
+                self.evaluate(unit)
+
+    # -- timers --------------------------------------------------------------------------------
+    def tick_timers(self) -> None:
+        """Pending `for` windows and repeat intervals, once a second."""
+        now = self.clock()
+        self._queue(self.policy.tick(now, skip=self.settling), None)
+        if self.policy.wants_distance:
+            # exact distances cost ~50 µs a unit: a bounded slice per second keeps the loop free
+            self.evaluate_all(self.distance_sweep.take(self.book.units()))
+
+    def set_staleness(self, stale_units: Iterable[str], reasons: Mapping[str, str] | None = None) -> None:
+        """Freeze units whose data is stale ("blind"), saying why (``reasons``: unit → one line, shown
+        in the BLIND message); thaw and re-evaluate the ones fresh again."""
+        now = self.clock()
+        stale_now = set(stale_units)
+        for unit in sorted(stale_now - self.stale):
+            self.stale.add(unit)
+            reason = reasons.get(unit, "") if reasons else ""
+            if unit in self.book.units():
+                self.book.set_blind(unit, reason or "no fresh data")  # the unit's state: blind
+            self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
+        for unit in sorted(self.stale - stale_now):
+            self.stale.discard(unit)
+            if unit in self.book.units():
+                self.book.set_blind(unit, None)
+            self._queue(self.policy.mark_fresh(unit, now), None)
+            self.evaluate(unit)
+
+    # -- output --------------------------------------------------------------------------------
+    def report(self, unit: str) -> UnitReport:
+        """The book's report of ``unit``, flagged ``settling`` while its views disagree."""
+        report = self.book.report(unit, restore_target=self.restore_target)
+        return replace(report, settling=True) if unit in self.settling else report
+
+    def _queue(self, events: Iterable[AlertEvent], tick_time: float | None) -> None:
+        for event in events:
+            report = self.report(event.unit)
+            self.outbox.put_nowait(Outgoing(event, report, tick_time))

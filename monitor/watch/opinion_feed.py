@@ -1,0 +1,124 @@
+"""Wires :mod:`monitor.alerts.opinion` into the daemon: Binance's word in, our view read, alerts queued.
+
+The account watchers call :meth:`ExchangeOpinions.heard` with every ``MARGIN_LEVEL_STATUS_CHANGE``
+and every REST read's ``marginLevel`` / ``marginLevelStatus``; the service calls
+:meth:`ExchangeOpinions.sweep` once a second (the grace period runs out, our view changes). Events go
+onto the engine's outbox like any alert; each disagreement alerted is counted in
+``margin_monitor_exchange_disagreements_total`` and logged as a warning (``exchange_disagrees``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from decimal import Decimal
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+
+from monitor.alerts.opinion import NO_DEBT_LEVEL, OwnView, SecondOpinion, status_from_level
+from monitor.alerts.policy import AlertEvent, LevelRule
+from monitor.ops.collectors import PREFIX
+from monitor.watch.engine import Engine, Outgoing
+
+log = structlog.get_logger(__name__)
+BarsOf = Callable[[str], Mapping[str, float]]
+
+
+def unit_labels(unit: str) -> tuple[str, str, str]:
+    """``(account, kind, symbol)`` of a unit id (``cross:a`` or ``isolated:a:SYM``)."""
+    kind, _, rest = unit.partition(":")
+    account, _, symbol = rest.partition(":")
+    return account, kind, symbol
+
+
+class ExchangeOpinions:
+    """Binance's status per unit against ours; see the module docstring."""
+
+    def __init__(
+        self,
+        bars_of: BarsOf,
+        registry: CollectorRegistry | None = None,
+        *,
+        grace: float = 5.0,
+        tolerance: float = 0.01,
+        clock: Callable[[], float] = time.time,
+        fallback_routes: Callable[[], tuple[str, ...]] = tuple,
+    ) -> None:
+        self._fallback_routes = fallback_routes  # for a unit whose ladder has no rung (nowhere to send)
+        self.opinion = SecondOpinion(grace=grace, tolerance=tolerance)
+        self.engine: Engine | None = None
+        self._bars_of = bars_of
+        self._clock = clock
+        self._counter = Counter(
+            PREFIX + "exchange_disagreements",
+            "Times Binance reported a margin call or worse that our own alert state did not show.",
+            ["account", "kind", "symbol", "status"],
+            registry=registry,
+        )
+
+    def heard(self, unit: str, status: str, level: Decimal | None, source: str) -> None:
+        """Binance's word on ``unit`` (``status`` empty: derive it from ``level`` and the bars)."""
+        if not status:
+            status = status_from_level(level, self._bars_of(unit))
+        shown = None if level is None or level <= 0 or level >= NO_DEBT_LEVEL else float(level)
+        now = self._clock()
+        self.opinion.note(unit, status, shown, now, source=source)
+        # a settling unit's alert state is frozen (monitor.risk.ledger): decide once its views agree
+        if self.engine is not None and self.opinion.active(unit) and unit not in self.engine.settling:
+            self._queue(self.opinion.check(unit, now, self.own(unit)))
+
+    def sweep(self) -> None:
+        """Re-decide every unit Binance spoke about (once a second)."""
+        if self.engine is None:
+            return
+        now = self._clock()
+        known = set(self.engine.book.units())
+        for unit in self.opinion.units():
+            # the others are calm whatever our view; a settling unit waits for its views to agree
+            if self.opinion.active(unit) and unit not in self.engine.settling:
+                self._queue(self.opinion.check(unit, now, self.own(unit, known)))
+
+    def own(self, unit: str, known: set[str] | None = None) -> OwnView:
+        """Our current view of ``unit`` (``known``: the book's units, when the caller has them)."""
+        engine = self.engine
+        assert engine is not None
+        known = set(engine.book.units()) if known is None else known
+        config = engine.policy.config_for(unit)
+        rules = tuple(r for r in config.rules if isinstance(r, LevelRule))
+        bars = self._bars_of(unit)
+        blind = ""
+        if unit not in known:
+            blind = "the account is not loaded"
+        else:
+            state, reason = engine.book.state(unit)
+            if state == "blind" or unit in engine.stale:
+                blind = f"blind: {reason}" if reason else "blind: no fresh data"
+            elif not engine.book.is_priced(unit) and state != "approximate":
+                blind = "not every asset has a price"
+        level = None if blind else engine.book.level(unit)
+        return OwnView(level=level, firing=engine.policy.firing(unit), rules=rules, bars=bars, blind=blind)
+
+    def _queue(self, events: list[AlertEvent]) -> None:
+        engine = self.engine
+        assert engine is not None
+        for event in events:
+            if not event.routes:
+                event = replace(event, routes=self._fallback_routes())
+            if event.kind == "firing" and event.verdict == "disagree":
+                account, kind, symbol = unit_labels(event.unit)
+                self._counter.labels(account, kind, symbol, event.exchange_status).inc()
+                log.warning(
+                    "exchange_disagrees",
+                    unit=event.unit,
+                    status=event.exchange_status,
+                    exchange_level=event.exchange_level,
+                    ours=event.level,
+                    blind=event.detail or None,
+                )
+            else:
+                log.info("exchange_opinion", unit=event.unit, rule=event.rule, kind=event.kind)
+            known = event.unit in engine.book.units()
+            report = engine.book.report(event.unit, restore_target=engine.restore_target) if known else None
+            engine.outbox.put_nowait(Outgoing(event, report))  # type: ignore[arg-type]
