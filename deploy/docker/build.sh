@@ -108,49 +108,46 @@ RUNTIME_IMAGE="localhost/margin-monitor-runtime:$SUITE-$RUNTIME_TAG"
 tarball="$CACHE_DIR/debian-$SUITE-$BASE_TAG.tar"
 runtime_tarball="$CACHE_DIR/debian-$SUITE-$RUNTIME_TAG-runtime.tar"
 
-import_base() {   # tarball image
-    say "importing $1 as $2"
-    local ctr
-    ctr="$(bah from scratch)"
-    bah add "$ctr" "$1" / > /dev/null
-    bah config --env PATH=/usr/local/bin:/usr/bin:/bin --cmd /bin/sh "$ctr"
-    bah commit --quiet --rm "$ctr" "$2" > /dev/null
+# The two ways to fill a fresh directory with a root filesystem:
+debootstrap_base() {   # rootfs: Debian minbase with PACKAGES, slimmed
+    say "debootstrap $SUITE ($PACKAGES) from $MIRROR"
+    debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$1" "$MIRROR" \
+        > "$CACHE_DIR/debootstrap.log" 2>&1 \
+        || { tail -20 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
+    slim_rootfs "$1"
 }
+trimmed_base() {   # rootfs: the build base (its tarball if cached), trimmed by runtime_rootfs
+    if [ -s "$tarball" ]; then tar --numeric-owner -C "$1" -xf "$tarball"; else debootstrap_base "$1"; fi
+    say "trimming a copy of the base for the runtime stage"
+    # a shell of its own: errexit holds inside (it would not in a function called under ||)
+    RUNTIME_PURGE="$RUNTIME_PURGE" bash -euo pipefail -c "$(declare -f runtime_rootfs); runtime_rootfs \"\$1\"" \
+        runtime_rootfs "$1" > "$CACHE_DIR/runtime-rootfs.log" 2>&1 \
+        || { tail -20 "$CACHE_DIR/runtime-rootfs.log" >&2; die "trimming the runtime base failed (log: $CACHE_DIR/runtime-rootfs.log)"; }
+}
+# ensure_base IMAGE TARBALL FILL: the image, else imported from the tarball, else FILL makes that first
 rootfs=""
 trap 'rm -rf "$rootfs"' EXIT
-if bah inspect --type image "$BASE_IMAGE" > /dev/null 2>&1; then
-    say "base image $BASE_IMAGE cached"
-else
-    if [ ! -s "$tarball" ]; then
-        say "debootstrap $SUITE ($PACKAGES) from $MIRROR"
+ensure_base() {
+    if bah inspect --type image "$1" > /dev/null 2>&1; then
+        say "base image $1 cached"
+        return
+    fi
+    if [ ! -s "$2" ]; then
         rootfs="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
-        debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$rootfs" "$MIRROR" \
-            > "$CACHE_DIR/debootstrap.log" 2>&1 \
-            || { tail -20 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE_DIR/debootstrap.log)"; }
-        slim_rootfs "$rootfs"
-        tar --numeric-owner -C "$rootfs" -cf "$tarball.tmp" .
-        mv "$tarball.tmp" "$tarball"
+        "$3" "$rootfs"
+        tar --numeric-owner -C "$rootfs" -cf "$2.tmp" .
+        mv "$2.tmp" "$2"
         rm -rf "$rootfs"
     fi
-    import_base "$tarball" "$BASE_IMAGE"
-fi
-if bah inspect --type image "$RUNTIME_IMAGE" > /dev/null 2>&1; then
-    say "runtime base image $RUNTIME_IMAGE cached"
-else
-    if [ ! -s "$runtime_tarball" ]; then
-        say "trimming a copy of the base for the runtime stage"
-        rootfs="$(mktemp -d "$CACHE_DIR/rootfs.XXXXXX")"
-        tar --numeric-owner -C "$rootfs" -xf "$tarball"
-        # a shell of its own: errexit holds inside (it would not in a function called under ||)
-        RUNTIME_PURGE="$RUNTIME_PURGE" bash -euo pipefail -c "$(declare -f runtime_rootfs); runtime_rootfs \"\$1\"" \
-            runtime_rootfs "$rootfs" > "$CACHE_DIR/runtime-rootfs.log" 2>&1 \
-            || { tail -20 "$CACHE_DIR/runtime-rootfs.log" >&2; die "trimming the runtime base failed (log: $CACHE_DIR/runtime-rootfs.log)"; }
-        tar --numeric-owner -C "$rootfs" -cf "$runtime_tarball.tmp" .
-        mv "$runtime_tarball.tmp" "$runtime_tarball"
-        rm -rf "$rootfs"
-    fi
-    import_base "$runtime_tarball" "$RUNTIME_IMAGE"
-fi
+    say "importing $2 as $1"
+    local ctr
+    ctr="$(bah from scratch)"
+    bah add "$ctr" "$2" / > /dev/null
+    bah config --env PATH=/usr/local/bin:/usr/bin:/bin --cmd /bin/sh "$ctr"
+    bah commit --quiet --rm "$ctr" "$1" > /dev/null
+}
+ensure_base "$BASE_IMAGE" "$tarball" debootstrap_base
+ensure_base "$RUNTIME_IMAGE" "$runtime_tarball" trimmed_base
 trap - EXIT
 
 # ---- 2. the build context: the source, plus every dependency as a wheel ------------------------
