@@ -48,9 +48,10 @@ from monitor.ops.status_extras import enrich
 from monitor.risk.book import AccountBook
 from monitor.risk.report import UnitReport
 from monitor.store import StateError, Store
-from monitor.watch.accounts import AccountWatcher, Endpoints, Notice, build_watchers
+from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.watch.engine import Engine, RoundRobin
+from monitor.watch.notices import Notice
 from monitor.watch.opinion_feed import ExchangeOpinions
 from monitor.watch.reshard import Handoff
 from monitor.watch.routing import SILENT_ROUTE_FIX, route_table
