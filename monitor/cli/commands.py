@@ -26,7 +26,8 @@ from monitor.exchange.diagnose import diagnose
 from monitor.exchange.supervisor import Backoff
 from monitor.logs import configure_logging, register_secrets
 from monitor.notify.messages import demo_message
-from monitor.notify.send_check import send_once
+from monitor.notify.route import NotifyRoute
+from monitor.notify.send_check import probe_routes
 from monitor.ops.status_extras import enrich
 from monitor.risk.book import AccountBook
 from monitor.risk.stress import render_stress
@@ -220,19 +221,21 @@ async def test_alert(config: Config, config_path: Path) -> int:
     """Send one test message through every route now, without the state file (so it works beside a
     running daemon), and say per URL (secrets masked) whether it was delivered, and if not why."""
     _quiet(config)
-    routes = {name: [u.get_secret_value() for u in r.urls] for name, r in config.notify.routes.items()}
-    register_secrets(u for urls in routes.values() for u in urls)
-    message = demo_message(time.time())
+    routes = {
+        name: NotifyRoute(name, tuple(u.get_secret_value() for u in r.urls))
+        for name, r in config.notify.routes.items()
+    }
+    register_secrets(u for r in routes.values() for u in r.urls)
     failed = 0
-    for name, urls in routes.items():
-        for i, url in enumerate(urls, start=1):
-            outcome = await send_once(url, message, timeout=config.notify.timeout)
-            where = f"route {name} url #{i}"
-            if outcome.ok:
-                print(f"{where}: delivered ({outcome.masked})")
-            else:
-                print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
-            failed += not outcome.ok
+    async for name, i, outcome in probe_routes(
+        routes, demo_message(time.time()), timeout=config.notify.timeout
+    ):
+        where = f"route {name} url #{i}"
+        if outcome.ok:
+            print(f"{where}: delivered ({outcome.masked})")
+        else:
+            print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
+        failed += not outcome.ok
     return 0 if failed == 0 else 1
 
 
