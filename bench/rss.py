@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -47,6 +48,16 @@ def ready(port: int) -> bool:
         return False
 
 
+async def spy_on(pid: int, out: str) -> asyncio.subprocess.Process:
+    """``py-spy record`` attached to ``pid`` from outside (the daemon's RSS is its own), until ready."""
+    spy = shutil.which("py-spy") or str(FsPath(sys.executable).parent / "py-spy")
+    return await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--format", "raw",
+        "--output", out,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = make_workload(args.accounts, args.symbols, min(5, args.symbols), 3, levels=(1.8, 2.5))
     path = make_path(work.prices, [(10, 0.0, 0.0)], 3)
@@ -57,10 +68,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
         port = free_port()
         config = daemon_config(tmp, url, work, ("json://127.0.0.1:9/hook",), http=f"127.0.0.1:{port}")
+        if args.log:  # the daemon's info lines (each account's load, ready) to a file, to see where time goes
+            config.write_text(config.read_text().replace("level: warning", "level: info"))
         started = time.monotonic()
-        prefix = os.environ.get("BENCH_DAEMON_PREFIX", "").split()  # e.g. "py-spy record -o F --" to profile
         daemon = await asyncio.create_subprocess_exec(
-            *prefix,
             sys.executable,
             "-m",
             "monitor.cli",
@@ -68,8 +79,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "-c",
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if args.log
+            else asyncio.subprocess.DEVNULL,
         )
+        spy = await spy_on(daemon.pid, args.spy) if args.spy else None
         try:
             warm = asyncio.create_task(sim.call(cmd="warm"))
             while not await asyncio.to_thread(ready, port):
@@ -78,6 +92,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.02)
             ready_s = time.monotonic() - started
             at_ready = status_mib(daemon.pid)
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                await spy.wait()
             await warm
             await asyncio.sleep(args.hold)
             later = status_mib(daemon.pid)
@@ -107,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--spy", help="py-spy's samples (raw) from spawn to ready to this file")
+    parser.add_argument("--log", help="the daemon's stderr (log level info) into this file")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds after ready for the second RSS")
     return parser.parse_args(argv)
 
