@@ -3,7 +3,8 @@
 The simulator (``bench/latency_sim.py``) serves ``--accounts`` cross accounts over ``--symbols``
 symbols; the daemon runs as ``python -m monitor.cli run`` (``kind: binance`` at the simulator,
 one ``json://`` route, HTTP on a free loopback port). Reported: seconds from spawning the daemon
-to ``/readyz`` answering 200 (interpreter start and imports included), its RSS (``VmRSS`` of
+to ``/readyz`` answering 200 (interpreter start and imports included), the CPU seconds the daemon
+and the simulator used until then (not inflated by other processes on a busy machine), its RSS (``VmRSS`` of
 ``/proc/PID/status``) at ready and ``--hold`` seconds later, and its peak (``VmHWM``).
 
 Usage: ``python bench/rss.py --accounts 1`` and ``--accounts 1000``.
@@ -32,6 +33,13 @@ from latency_workload import make_path, make_workload
 def status_mib(pid: int) -> dict[str, float]:
     fields = dict(line.split(":", 1) for line in FsPath(f"/proc/{pid}/status").read_text().splitlines())
     return {k: round(int(fields[v].split()[0]) / 1024, 1) for k, v in (("rss", "VmRSS"), ("peak", "VmHWM"))}
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (``/proc/PID/stat``): unlike wall time, not inflated by
+    other processes on a busy machine."""
+    fields = FsPath(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -71,6 +79,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.log:  # the daemon's info lines (each account's load, ready) to a file, to see where time goes
             config.write_text(config.read_text().replace("level: warning", "level: info"))
         started = time.monotonic()
+        sim_cpu = cpu_s(sim.proc.pid)
         daemon = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -92,6 +101,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.02)
             ready_s = time.monotonic() - started
             at_ready = status_mib(daemon.pid)
+            cpu_ready = cpu_s(daemon.pid)
+            sim_cpu = cpu_s(sim.proc.pid) - sim_cpu
             if spy is not None:
                 spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
                 await spy.wait()
@@ -113,6 +124,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "accounts": args.accounts,
         "symbols": args.symbols,
         "ready_s": round(ready_s, 2),
+        "cpu_ready_s": round(cpu_ready, 2),
+        "sim_cpu_ready_s": round(sim_cpu, 2),
         "rss_ready_mib": at_ready["rss"],
         "rss_later_mib": later["rss"],
         "rss_peak_mib": later["peak"],
