@@ -13,8 +13,21 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 import orjson
-import structlog
-from structlog.types import EventDict, Processor, WrappedLogger
+
+# structlog imports rich, when it is installed, for rich tracebacks and reprs of frame locals: this
+# daemon renders tracebacks plainly and never shows locals, and rich is ~5 MiB of a one-account
+# daemon's RSS. So structlog is imported with rich hidden (its own fallback when rich is absent)
+# unless rich is loaded already; rich stays importable (the status view uses it). The daemon imports
+# this module before any other that imports structlog (monitor/cli/__init__.py; tests/test_imports.py).
+_HIDE_RICH = "structlog" not in sys.modules and "rich" not in sys.modules
+if _HIDE_RICH:
+    sys.modules["rich"] = None  # type: ignore[assignment]  # an import of rich raises ImportError
+try:
+    import structlog
+    from structlog.types import EventDict, Processor, WrappedLogger
+finally:
+    if _HIDE_RICH:
+        del sys.modules["rich"]
 
 _SECRETS: set[str] = set()
 _REDACTED = "«redacted»"

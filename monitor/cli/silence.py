@@ -14,10 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from rich.table import Table
 
 from monitor.cli.daemon_client import daemon_headers, daemon_url
-from monitor.cli.status_view import STYLES, make_console
 from monitor.config.model import Config, parse_duration
 from monitor.notify.messages import fmt_time
 from monitor.notify.silences import PROTECTED_RULES
@@ -137,6 +135,11 @@ async def run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_table(silences: list[dict[str, Any]]) -> None:
+    # rich only here: every command builds the parser, which imports this module (the daemon too)
+    from rich.table import Table
+
+    from monitor.cli.status_view import STYLES, make_console
+
     console = make_console()
     if not silences:
         console.print("no silences in force")

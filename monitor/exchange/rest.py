@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.machinery
+import importlib.util
+import sys
 import time
+import types
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -27,18 +31,48 @@ from typing import Any, ClassVar
 
 import aiohttp
 import structlog
-from binance import AsyncClient
-from binance.exceptions import BinanceAPIException, BinanceRequestException
 
-from monitor.exchange import parse
-from monitor.exchange.errors import (
+
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module imported at the top of python-binance's modules and used
+    only inside functions this daemon never calls: ``dateparser`` (with ``regex``, ~4 MiB of RSS) and
+    ``pytz``, for ``binance.helpers.date_to_milliseconds`` (kline date strings). The first read of an
+    attribute it lacks imports the real module, which replaces it, and hands its attributes on (so a
+    call that needs it works as before). ``importlib.util.LazyLoader`` cannot do this on Python 3.11:
+    ``import name`` reads ``__spec__``, which loads it."""
+
+    def __init__(self, spec: importlib.machinery.ModuleSpec) -> None:
+        super().__init__(spec.name)
+        self.__spec__ = spec
+
+    def __getattr__(self, attr: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        real = importlib.import_module(self.__name__)
+        self.__dict__.update(real.__dict__)
+        return getattr(real, attr)
+
+
+def _defer(name: str) -> None:
+    if name not in sys.modules and (spec := importlib.util.find_spec(name)) is not None:
+        sys.modules[name] = _Deferred(spec)
+
+
+for _name in ("dateparser", "pytz"):
+    _defer(_name)
+
+from binance import AsyncClient  # noqa: E402
+from binance.exceptions import BinanceAPIException, BinanceRequestException  # noqa: E402
+
+from monitor.exchange import parse  # noqa: E402
+from monitor.exchange.errors import (  # noqa: E402
     ExchangeRequestError,
     ExchangeUnavailable,
     KeyRejected,
     RateLimited,
 )
-from monitor.exchange.supervisor import Backoff, describe
-from monitor.risk.margin import Bars
+from monitor.exchange.supervisor import Backoff, describe  # noqa: E402
+from monitor.risk.margin import Bars  # noqa: E402
 
 log = structlog.get_logger(__name__)
 
