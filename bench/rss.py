@@ -80,8 +80,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             config.write_text(config.read_text().replace("level: warning", "level: info"))
         started = time.monotonic()
         sim_cpu = cpu_s(sim.proc.pid)
+        heap = [str(FsPath(__file__).parent / "heap_top.py"), args.heap] if args.heap else []
         daemon = await asyncio.create_subprocess_exec(
             sys.executable,
+            *heap,
             "-m",
             "monitor.cli",
             "run",
@@ -109,6 +111,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await warm
             await asyncio.sleep(args.hold)
             later = status_mib(daemon.pid)
+            if args.heap:
+                daemon.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(min(30.0, 5 + args.accounts / 50))  # the snapshot takes a while
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -138,6 +143,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--spy", help="py-spy's samples (raw) from spawn to ready to this file")
+    parser.add_argument(
+        "--heap", help="run the daemon under tracemalloc: its top allocation sites to this file"
+    )
     parser.add_argument("--log", help="the daemon's stderr (log level info) into this file")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds after ready for the second RSS")
     return parser.parse_args(argv)

@@ -91,21 +91,59 @@ REST_CONNECTIONS = 100  # at most this many HTTP connections at once to the REST
 TIME_SYNC_REUSE = 60.0  # s: a client made this soon after a ping + time read takes its offset
 
 
-class SharedTransport:
-    """What every account's client on one REST URL shares, in one event loop: one aiohttp connector
-    (a pool of at most ``REST_CONNECTIONS`` keep-alive connections: before, each of 1,000 accounts
-    had its own connector and connection, ~8-10 MiB in all, and a cold start made 1,000 TCP (TLS, on
-    Binance) connections), and the server's time offset from one ping + ``GET /api/v3/time`` (the
-    same for every key: neither is signed; before, 1,000 accounts made 2,000 of these requests).
+class KeyedSession:
+    """One account's view of the shared ``ClientSession``: what python-binance calls on
+    ``client.session`` (``get`` / ``post`` / ``put`` / ``delete``, ``close``), each request sent with
+    the account's headers (its API key) merged under the request's own, as a session of its own
+    would have. Closing it closes nothing: the shared session closes with its last client."""
 
-    Each client's ``ClientSession`` stays its own (it carries the account's key header) and does not
-    own the connector; the connector is closed when the last client using it closes."""
+    __slots__ = ("_headers", "_session")
+
+    def __init__(self, session: aiohttp.ClientSession, headers: dict[str, str]) -> None:
+        self._session = session
+        self._headers = headers
+
+    def _request(self, method: str, url: Any, *, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        return self._session.request(method, url, headers={**self._headers, **(headers or {})}, **kwargs)
+
+    def get(self, url: Any, **kwargs: Any) -> Any:
+        return self._request("GET", url, **kwargs)
+
+    def post(self, url: Any, **kwargs: Any) -> Any:
+        return self._request("POST", url, **kwargs)
+
+    def put(self, url: Any, **kwargs: Any) -> Any:
+        return self._request("PUT", url, **kwargs)
+
+    def delete(self, url: Any, **kwargs: Any) -> Any:
+        return self._request("DELETE", url, **kwargs)
+
+    async def close(self) -> None:
+        """Nothing of its own to close."""
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+
+class SharedTransport:
+    """What every account's client on one REST URL shares, in one event loop: one aiohttp
+    ``ClientSession`` on one connector (a pool of at most ``REST_CONNECTIONS`` keep-alive
+    connections; no cookies: Binance's REST API uses none), each client seeing it through a
+    :class:`KeyedSession` that adds its key header; and the server's time offset from one ping +
+    ``GET /api/v3/time`` (the same for every key: neither is signed).
+
+    Before, each of 1,000 accounts had its own session, cookie jar, connector and keep-alive
+    connection (~8-10 MiB in all), a cold start opened 1,000 TCP (TLS, on Binance) connections, and
+    made 2,000 ping and time requests. The session is closed when the last client using it closes."""
 
     _open: ClassVar[dict[tuple[asyncio.AbstractEventLoop, str], SharedTransport]] = {}
 
     def __init__(self, key: tuple[asyncio.AbstractEventLoop, str]) -> None:
         self.key = key
-        self.connector = aiohttp.TCPConnector(limit=REST_CONNECTIONS)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS), cookie_jar=aiohttp.DummyCookieJar()
+        )
         self.users = 0
         self.offset_ms: int | None = None
         self.synced_at = 0.0
@@ -122,11 +160,11 @@ class SharedTransport:
         return shared
 
     async def release(self) -> None:
-        """One user less; the last one closes the connector."""
+        """One user less; the last one closes the session and its connector."""
         self.users -= 1
         if self.users <= 0 and self._open.get(self.key) is self:
             del self._open[self.key]
-            await self.connector.close()
+            await self.session.close()
 
     async def offset(self, caller: RestCaller) -> int:
         """The server's time offset (ms), read through ``caller`` (ping, then time, each under its
@@ -149,15 +187,22 @@ class SharedTransport:
 @functools.cache
 def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
     """An ``AsyncClient`` subclass with literal URLs (python-binance formats only ``{}`` templates);
-    one class per set of URLs, shared by every account's client (a class each cost ~1 KiB). Its
-    ``close_connection`` also lets go of the shared connector (:class:`SharedTransport`)."""
+    one class per set of URLs, shared by every account's client (a class each cost ~1 KiB). Made
+    with ``session_params={"shared": SharedTransport}``, its session is a :class:`KeyedSession` on
+    the shared one, let go of by ``close_connection``."""
     base = rest_url.rstrip("/")
+
+    def _init_session(self: Any) -> Any:
+        shared: SharedTransport | None = self._session_params.get("shared")
+        if shared is None:
+            return AsyncClient._init_session(self)
+        return KeyedSession(shared.session, self._get_headers())
 
     async def close_connection(self: Any) -> None:
         try:
             await AsyncClient.close_connection(self)
         finally:
-            shared, self.shared_transport = getattr(self, "shared_transport", None), None
+            shared = self._session_params.pop("shared", None)
             if shared is not None:
                 await shared.release()
 
@@ -166,6 +211,7 @@ def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
         "MARGIN_API_URL": f"{base}/sapi",
         "WS_API_URL": ws_api_url,
         "REQUEST_TIMEOUT": timeout,
+        "_init_session": _init_session,
         "close_connection": close_connection,
     }
     return type("MonitorAsyncClient", (AsyncClient,), attributes)
@@ -271,6 +317,10 @@ class RestCaller:
             except (TimeoutError, aiohttp.ClientError, BinanceRequestException) as exc:
                 last = describe(exc) if str(exc) else f"{type(exc).__name__} (timeout or connection)"
                 cause = transport_cause(exc)
+            finally:
+                # python-binance keeps each client's last response (headers, parser, buffers: ~5 KiB;
+                # 5 MiB for 1,000 accounts) and never reads it again; an error carries its own
+                self.client.response = None
             self.retries += 1
             (log.info if policy.quiet else log.warning)(
                 "rest_retry",
@@ -312,12 +362,11 @@ async def make_client(
     shared = SharedTransport.acquire(rest_url)
     try:
         client = client_class(rest_url, ws_api_url, request_timeout)(
-            api_key, api_secret, session_params={"connector": shared.connector, "connector_owner": False}
+            api_key, api_secret, session_params={"shared": shared}
         )
     except BaseException:
         await shared.release()
         raise
-    client.shared_transport = shared
     caller = RestCaller(client, account, policy)
     try:
         client.timestamp_offset = await shared.offset(caller)
