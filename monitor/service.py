@@ -130,6 +130,7 @@ class Service:
             stablecoins=config.exchange.stablecoins,
             pinned=config.exchange.pinned,
         )
+        self.metrics.units_source(self.book.units)  # a unit that leaves the book leaves /metrics
         self.stop_requested = asyncio.Event()
         self.watchers: list[AccountWatcher] = []
         self.notices: list[Notice] = []
@@ -223,6 +224,7 @@ class Service:
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
         departed = self.handoff.departed(saved)  # accounts another shard owns now
+        departed += [u for u in saved if u not in departed and not config.configures(u)]  # left the config
         if departed:
             self.store.forget_alert_state(departed)
             gone = frozenset(departed)

@@ -16,7 +16,8 @@ from typing import Any
 import aiohttp
 
 from monitor.cli.daemon_client import daemon_headers, daemon_url
-from monitor.config.model import Config, parse_duration
+from monitor.config.duration import parse_duration
+from monitor.config.model import Config
 from monitor.notify.messages import fmt_time
 from monitor.notify.silences import PROTECTED_RULES
 
