@@ -320,7 +320,8 @@ class RestCaller:
             finally:
                 # python-binance keeps each client's last response (headers, parser, buffers: ~5 KiB;
                 # 5 MiB for 1,000 accounts) and never reads it again; an error carries its own
-                self.client.response = None
+                if getattr(self.client, "response", None) is not None:
+                    self.client.response = None
             self.retries += 1
             (log.info if policy.quiet else log.warning)(
                 "rest_retry",
