@@ -5,7 +5,8 @@ prints, as a markdown table, the RSS (``VmRSS``) after each step and its increas
 memory of a one-account daemon goes before it does anything. The last step checks a ``json://``
 URL as the daemon does at start (Apprise and its JSON plugin only); the table ends with the
 packages the daemon does not need at this point and that are not loaded (numpy: until a leg's
-fan-out is large; every other Apprise plugin; the simulator).
+fan-out is large; every other Apprise plugin; the simulator; rich; dateparser, which stays a
+``_Deferred`` stand-in).
 
 Usage: ``python bench/imports.py``.
 """
@@ -19,13 +20,12 @@ from pathlib import Path
 
 STEPS = (
     "asyncio",
-    "structlog",
+    "monitor.logs",  # structlog, imported without rich
     "yaml",
     "pydantic",
     "aiohttp",
     "requests",
-    "dateparser",
-    "binance",
+    "monitor.exchange.rest",  # python-binance (its dateparser and pytz deferred)
     "websockets.asyncio.client",
     "prometheus_client",
     "apscheduler.schedulers.asyncio",
@@ -63,6 +63,8 @@ def main() -> None:
         "numpy": "numpy" in sys.modules,
         "Apprise plugin modules": plugins,
         "simulator": any(m.startswith("monitor.sim") for m in sys.modules),
+        "rich": "rich" in sys.modules,
+        "dateparser": type(sys.modules.get("dateparser")).__name__,
     }
     print("\n".join(rows))
     print("\nloaded: " + ", ".join(f"{k} {v}" for k, v in loaded.items()))

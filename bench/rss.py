@@ -3,7 +3,8 @@
 The simulator (``bench/latency_sim.py``) serves ``--accounts`` cross accounts over ``--symbols``
 symbols; the daemon runs as ``python -m monitor.cli run`` (``kind: binance`` at the simulator,
 one ``json://`` route, HTTP on a free loopback port). Reported: seconds from spawning the daemon
-to ``/readyz`` answering 200 (interpreter start and imports included), its RSS (``VmRSS`` of
+to ``/readyz`` answering 200 (interpreter start and imports included), the CPU seconds the daemon
+and the simulator used until then (not inflated by other processes on a busy machine), its RSS (``VmRSS`` of
 ``/proc/PID/status``) at ready and ``--hold`` seconds later, and its peak (``VmHWM``).
 
 Usage: ``python bench/rss.py --accounts 1`` and ``--accounts 1000``.
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -33,6 +35,13 @@ def status_mib(pid: int) -> dict[str, float]:
     return {k: round(int(fields[v].split()[0]) / 1024, 1) for k, v in (("rss", "VmRSS"), ("peak", "VmHWM"))}
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (``/proc/PID/stat``): unlike wall time, not inflated by
+    other processes on a busy machine."""
+    fields = FsPath(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -47,6 +56,16 @@ def ready(port: int) -> bool:
         return False
 
 
+async def spy_on(pid: int, out: str) -> asyncio.subprocess.Process:
+    """``py-spy record`` attached to ``pid`` from outside (the daemon's RSS is its own), until ready."""
+    spy = shutil.which("py-spy") or str(FsPath(sys.executable).parent / "py-spy")
+    return await asyncio.create_subprocess_exec(
+        spy, "record", "--pid", str(pid), "--rate", "250", "--nonblocking", "--format", "raw",
+        "--output", out,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = make_workload(args.accounts, args.symbols, min(5, args.symbols), 3, levels=(1.8, 2.5))
     path = make_path(work.prices, [(10, 0.0, 0.0)], 3)
@@ -57,19 +76,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
         port = free_port()
         config = daemon_config(tmp, url, work, ("json://127.0.0.1:9/hook",), http=f"127.0.0.1:{port}")
+        if args.log:  # the daemon's info lines (each account's load, ready) to a file, to see where time goes
+            config.write_text(config.read_text().replace("level: warning", "level: info"))
         started = time.monotonic()
-        prefix = os.environ.get("BENCH_DAEMON_PREFIX", "").split()  # e.g. "py-spy record -o F --" to profile
+        sim_cpu = cpu_s(sim.proc.pid)
+        heap = [str(FsPath(__file__).parent / "heap_top.py"), args.heap] if args.heap else []
         daemon = await asyncio.create_subprocess_exec(
-            *prefix,
             sys.executable,
+            *heap,
             "-m",
             "monitor.cli",
             "run",
             "-c",
             str(config),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            if args.log
+            else asyncio.subprocess.DEVNULL,
         )
+        spy = await spy_on(daemon.pid, args.spy) if args.spy else None
         try:
             warm = asyncio.create_task(sim.call(cmd="warm"))
             while not await asyncio.to_thread(ready, port):
@@ -78,9 +103,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.02)
             ready_s = time.monotonic() - started
             at_ready = status_mib(daemon.pid)
+            cpu_ready = cpu_s(daemon.pid)
+            sim_cpu = cpu_s(sim.proc.pid) - sim_cpu
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                await spy.wait()
             await warm
             await asyncio.sleep(args.hold)
             later = status_mib(daemon.pid)
+            if args.heap:
+                daemon.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(min(30.0, 5 + args.accounts / 50))  # the snapshot takes a while
         finally:
             daemon.send_signal(signal.SIGTERM)
             try:
@@ -96,6 +129,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "accounts": args.accounts,
         "symbols": args.symbols,
         "ready_s": round(ready_s, 2),
+        "cpu_ready_s": round(cpu_ready, 2),
+        "sim_cpu_ready_s": round(sim_cpu, 2),
         "rss_ready_mib": at_ready["rss"],
         "rss_later_mib": later["rss"],
         "rss_peak_mib": later["peak"],
@@ -107,6 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--spy", help="py-spy's samples (raw) from spawn to ready to this file")
+    parser.add_argument(
+        "--heap", help="run the daemon under tracemalloc: its top allocation sites to this file"
+    )
+    parser.add_argument("--log", help="the daemon's stderr (log level info) into this file")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds after ready for the second RSS")
     return parser.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """Import only what the config uses (issue 12's memory goal): structural checks in a fresh interpreter,
 not timed ones. A binance-kind daemon with one json:// route (imported, its URLs checked, its line at
 ready said) loads neither the simulator, nor numpy (until a leg's fan-out is large), nor any Apprise
-plugin but the JSON one; a console-only one loads no Apprise at all."""
+plugin but the JSON one, nor rich, nor python-binance's dateparser; a console-only one loads no
+Apprise at all."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from monitor.risk._fanout import Fanout
 PROBE = """
 import json, sys
 from pathlib import Path
+import monitor.cli  # the daemon's order: the command line, then the service (monitor/cli/__init__.py)
 import monitor.service
 from monitor.config.model import load_config
 from monitor.notify.apprise_sink import check_url
@@ -36,6 +38,9 @@ print(json.dumps({
     "numpy": "numpy" in sys.modules,
     "apprise": "apprise" in sys.modules,
     "plugins": [m for m in mods if m.startswith("apprise.plugins.")],
+    "rich": [m for m in mods if m == "rich" or m.startswith("rich.")],
+    "dateparser": type(sys.modules.get("dateparser")).__name__,
+    "regex": "regex" in sys.modules,
 }))
 """
 
@@ -64,6 +69,25 @@ def test_binance_daemon_with_a_json_route_imports_only_what_it_uses(tmp_path: Pa
     assert got["numpy"] is False
     assert got["apprise"] is True
     assert got["plugins"] == ["apprise.plugins.base", "apprise.plugins.custom_json"]
+    assert got["rich"] == []  # structlog's optional rich (monitor/logs.py), the CLI's tables (cli/silence.py)
+    assert got["dateparser"] == "_Deferred" and got["regex"] is False  # monitor/exchange/rest.py
+
+
+def test_deferred_modules_load_when_used() -> None:
+    """What the daemon keeps out loads when something uses it: python-binance's date strings still
+    parse (dateparser), and rich still renders (the status view imports it)."""
+    code = (
+        "import sys, monitor.cli, monitor.service\n"
+        "from binance.helpers import date_to_milliseconds\n"
+        "print(date_to_milliseconds('1 Jan 2020 UTC'), type(sys.modules['dateparser']).__name__)\n"
+        "from monitor.cli.status_view import make_console\n"
+        "print(type(make_console()).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1577836800000", "module", "Console"]
 
 
 def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:

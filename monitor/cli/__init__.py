@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import monitor.logs  # noqa: F401  # first: it imports structlog without rich (monitor/logs.py)
 from monitor import __version__
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError, load_config
 

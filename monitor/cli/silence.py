@@ -14,10 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from rich.table import Table
 
 from monitor.cli.daemon_client import daemon_headers, daemon_url
-from monitor.cli.status_view import STYLES, make_console
 from monitor.config.duration import parse_duration
 from monitor.config.model import Config
 from monitor.notify.messages import fmt_time
@@ -138,6 +136,11 @@ async def run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _print_table(silences: list[dict[str, Any]]) -> None:
+    # rich only here: every command builds the parser, which imports this module (the daemon too)
+    from rich.table import Table
+
+    from monitor.cli.status_view import STYLES, make_console
+
     console = make_console()
     if not silences:
         console.print("no silences in force")
