@@ -4,8 +4,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers: the suite mostly waits (simulated exchanges, receivers, timers), so more workers
+# than cores win; 4 was fastest on 2 vCPU (docs/testing.md has the measurements). `make test WORKERS=0`
+# runs in one process.
+WORKERS ?= 4
 
-.PHONY: install run check status test-alert test lint typecheck unit container bench clean
+.PHONY: install run check status test-alert test quick lint typecheck unit container bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +49,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not container"
+	$(BIN)/pytest -n $(WORKERS) -m "not container"
+
+## the inner loop: pytest without the tests marked slow (end-to-end runs of many seconds) nor the container
+quick: $(STAMP)
+	$(BIN)/pytest -n $(WORKERS) -m "not slow and not container"
 
 ## the container smoke test alone (needs root, buildah and debootstrap; see deploy/docker/README.md)
 container: $(STAMP)
