@@ -28,7 +28,7 @@ from pathlib import Path
 
 async def burst(alerts: int, mode: str, batch: int) -> None:
     from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
-    from monitor.notify.dispatcher import Dispatcher, Route
+    from monitor.notify.dispatcher import Dispatcher, NotifyRoute
     from monitor.notify.messages import Message
     from monitor.store import Store
 
@@ -44,7 +44,7 @@ async def burst(alerts: int, mode: str, batch: int) -> None:
         events.extend(policy.evaluate(unit, 1.45, None, now))
     messages = [Message(f"{e.unit} below {e.bar}", f"level {e.level}", "warning") for e in events]
     with tempfile.TemporaryDirectory() as tmp, Store(tmp) as store:
-        d = Dispatcher({"hook": Route("hook", ("json://127.0.0.1:9/hook",))}, store, sender=sender)
+        d = Dispatcher({"hook": NotifyRoute("hook", ("json://127.0.0.1:9/hook",))}, store, sender=sender)
         if mode == "each":
             for e, m in zip(events, messages, strict=True):
                 await d.enqueue_message(e, m)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from monitor.config.model import Config, LevelConfig
 from monitor.sim import Event, Fault, Scenario, ScenarioError, load_scenario
-from monitor.sim.engine import Engine
-from monitor.sim.scenario import Bars
+from monitor.sim.engine import SimExchange
+from monitor.sim.scenario import ScenarioBars
 from monitor.watch.ladder import policy_for_unit
 
 STEP = 0.5  # real seconds between two samples of the replay
@@ -70,7 +70,7 @@ def describe_move(scenario: Scenario) -> str:
     return f"a {fall * 100:.0f} % {'crash' if fall >= Decimal(str(CRASH)) else 'drop'}"
 
 
-def _top(config: Config, bars: Bars, levels: tuple[LevelConfig, ...] | None) -> float | None:
+def _top(config: Config, bars: ScenarioBars, levels: tuple[LevelConfig, ...] | None) -> float | None:
     """The highest bar of the ladder resolved against one unit's bars (None: no rung applies)."""
     values = {n: float(getattr(bars, n)) for n in ("normal", "margin_call", "liquidation")}
     policy = policy_for_unit(config.alerts, values, config.route_names(), levels=levels)
@@ -95,7 +95,7 @@ def _top_bars(config: Config, scenario: Scenario) -> dict[tuple[str, str | None]
     return tops
 
 
-class _Replay(Engine):
+class _Replay(SimExchange):
     """The simulator's engine replaying quietly: account events change the books without the
     ``sim_event`` log line (the daemon's log must not show a deposit that did not happen), and
     faults, which move no level, are skipped."""

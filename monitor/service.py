@@ -29,7 +29,7 @@ from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.leftovers import expire_notices
 from monitor.logs import configure_logging, register_secrets
-from monitor.notify.dispatcher import Dispatcher, Route, default_backoff
+from monitor.notify.dispatcher import Dispatcher, NotifyRoute, default_backoff
 from monitor.notify.messages import render
 from monitor.notify.silence_stage import STORE_KEY as SILENCES_KEY
 from monitor.notify.silence_stage import FiringMap, SilenceApi, SilenceCollector, SilenceRegistry
@@ -48,9 +48,10 @@ from monitor.ops.status_extras import enrich
 from monitor.risk.book import AccountBook
 from monitor.risk.report import UnitReport
 from monitor.store import StateError, Store
-from monitor.watch.accounts import AccountWatcher, Endpoints, Notice, build_watchers
+from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.catalog import CATALOG_MAX_AGE, SharedCatalog
 from monitor.watch.engine import Engine, RoundRobin
+from monitor.watch.notices import Notice
 from monitor.watch.opinion_feed import ExchangeOpinions
 from monitor.watch.reshard import Handoff
 from monitor.watch.routing import SILENT_ROUTE_FIX, route_table
@@ -130,6 +131,7 @@ class Service:
             stablecoins=config.exchange.stablecoins,
             pinned=config.exchange.pinned,
         )
+        self.metrics.units_source(self.book.units)  # a unit that leaves the book leaves /metrics
         self.stop_requested = asyncio.Event()
         self.watchers: list[AccountWatcher] = []
         self.notices: list[Notice] = []
@@ -223,6 +225,7 @@ class Service:
         except StateError as exc:
             raise StateStartupError(str(exc)) from None
         departed = self.handoff.departed(saved)  # accounts another shard owns now
+        departed += [u for u in saved if u not in departed and not config.configures(u)]  # left the config
         if departed:
             self.store.forget_alert_state(departed)
             gone = frozenset(departed)
@@ -565,9 +568,9 @@ class Service:
             )
             await self.dispatcher.enqueue(event, notice.title, notice.body, notify_type="failure")
 
-    def _routes(self) -> dict[str, Route]:
+    def _routes(self) -> dict[str, NotifyRoute]:
         routes = {
-            name: Route(
+            name: NotifyRoute(
                 name=name,
                 urls=tuple(u.get_secret_value() for u in route.urls),
                 max_per_window=route.max_per_window,

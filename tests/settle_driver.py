@@ -32,9 +32,10 @@ from monitor.risk.margin import Position, cross_level
 from monitor.risk.report import unit_id
 from monitor.sim import Simulator, parse_scenario, run_simulator
 from monitor.sim.state import Emission, RiskEvent
-from monitor.watch.accounts import AccountWatcher, Endpoints, Notice
+from monitor.watch.accounts import AccountWatcher, Endpoints
 from monitor.watch.engine import Engine
 from monitor.watch.ladder import policy_for_unit
+from monitor.watch.notices import Notice
 
 STEP = 0.05
 T0 = 1000.0  # the daemon's clock = T0 + simulated seconds (small: exact float steps)

@@ -112,7 +112,7 @@ def test_bridge_and_stablecoin_pricing() -> None:
         "a", {"XYZ": pos(free="1000"), "USDC": pos(free="500"), "USDT": pos(borrowed="1000")}, CLASSIC
     )
     assert book.symbols_needed() == {"XYZBTC", "BTCUSDT"}
-    assert book.unpriced_assets(uid) == {"XYZ"}
+    assert set(book.report(uid).unpriced_assets) == {"XYZ"}
     assert list(book.on_price("XYZBTC", 0.00001)) == []
     assert list(book.on_price("BTCUSDT", 50000.0)) == [uid]
     # A = 1000 x 0.00001 x 50,000 + 500 = 1,000; L = 1,000.
@@ -122,7 +122,7 @@ def test_bridge_and_stablecoin_pricing() -> None:
     assert book.level(uid) == pytest.approx(1.05)
     assert book.report(uid).liquidation_prices == {"XYZ": pytest.approx(0.6)}
     odd = book.upsert_cross("b", {"ABC": pos(free="1"), "USDT": pos(borrowed="1")}, CLASSIC)
-    assert book.unpriced_assets(odd) == {"ABC"} and not book.is_priced(odd)
+    assert set(book.report(odd).unpriced_assets) == {"ABC"} and not book.is_priced(odd)
     r = book.report(odd)
     assert (
         r.margin_level is None
@@ -171,7 +171,7 @@ def test_balance_change_updates_one_unit_and_reports_a_band_exit() -> None:
 def test_isolated_pair_reports_in_its_quote() -> None:
     """A 10x BTCUSDT pair: level 10,000 / 9,000, liquidation price 93,888.89 at 1.05 (the worked example)."""
     book = make_book()
-    bars = Bars.for_isolated(liquidation=D("1.05"), margin_call=D("1.1"), normal=D("1.111"))
+    bars = Bars({"normal": D("1.111"), "margin_call": D("1.1"), "liquidation": D("1.05")})
     uid = book.upsert_isolated(
         "alice", "BTCUSDT", "BTC", "USDT", pos(free="0.09"), pos(free="1000", borrowed="9000"), bars
     )
@@ -352,11 +352,10 @@ def test_router_and_price_book() -> None:
     now = [100.0]
     book = PriceBook(clock=lambda: now[0])
     assert book.age("ETHBTC") is None and book.exact(("ETHBTC",)) is None
-    book.update("ETHBTC", 0.05)
-    book.update("BTCUSDT", 60000.0)
+    for symbol, price in (("ETHBTC", 0.05), ("BTCUSDT", 60000.0)):
+        book.prices[symbol], book.stamps[symbol] = price, now[0]
     now[0] = 102.5
     assert book.age("ETHBTC") == 2.5
-    assert book.value(route.symbols) == pytest.approx(3000.0)
     assert book.exact(route.symbols) == D("3000.00")
 
 
@@ -441,7 +440,7 @@ def test_incremental_level_equals_exact_recomputation(
             symbol, factors = str(step[1]), step[2]
             assert isinstance(factors, list)
             for f in factors:
-                last = book.prices.get(symbol) or 1.0
+                last = book.prices.prices.get(symbol) or 1.0
                 reported = set(book.on_price(symbol, min(max(last * f, 1e-8), 1e6)))
         elif step[0] == "swing":  # from the top of the range straight down: the worst case for drift
             book.on_price(str(step[1]), 1e6)
@@ -616,10 +615,8 @@ def test_inverse_and_bridged_routes() -> None:
     pinned.set_catalog({"USDCUSDT": ("USDC", "USDT")})
     assert pinned.route("USDC").fixed  # type: ignore[union-attr]
     prices = PriceBook()
-    prices.update("USDTBRL", 5.0)
-    prices.update("BTCABC", 4.0)
-    prices.update("BTCUSDT", 60000.0)
-    assert prices.exact(("1/USDTBRL",)) == D("0.2") and prices.value(("1/USDTBRL",)) == 0.2
+    prices.prices.update({"USDTBRL": 5.0, "BTCABC": 4.0, "BTCUSDT": 60000.0})
+    assert prices.exact(("1/USDTBRL",)) == D("0.2")
     assert prices.exact(("1/BTCABC", "BTCUSDT")) == D(15000)
 
 
@@ -641,7 +638,9 @@ def test_inverse_and_bridged_levels_follow_ticks(threshold: int) -> None:
     assert list(book.on_price("BTCABC", 8.0)) == []
     assert book.level(uid) == pytest.approx(42500 / 40000, rel=1e-12)
     book.on_price("BTCABC", 0.0)
-    assert book.prices.get("BTCABC") == 8.0 and book.level(uid) == pytest.approx(42500 / 40000, rel=1e-12)
+    assert book.prices.prices.get("BTCABC") == 8.0 and book.level(uid) == pytest.approx(
+        42500 / 40000, rel=1e-12
+    )
     r = book.report(uid)
     assert r.state == "known" and r.margin_level == pytest.approx(1.0625)
     exact = cross_level(account, {"BRL": D("0.25"), "ABC": D(7500)}, {"USDT"})

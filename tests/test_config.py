@@ -10,7 +10,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config.model import ConfigError, load_config, loose_permissions, parse_duration, read_secret
+from monitor.config.duration import parse_duration
+from monitor.config.model import ConfigError, load_config, loose_permissions, read_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,6 +130,24 @@ def test_secret_file_and_permissions(tmp_path: Path) -> None:
 def test_durations(text: object, seconds: float) -> None:
     """Durations accept numbers and s/m/h/ms suffixes."""
     assert parse_duration(text) == seconds
+
+
+def test_config_and_scenarios_share_one_duration_grammar() -> None:
+    """A config duration and a scenario duration read the same input as the same seconds (both
+    grammars of before: "30 s" from the config's, "1h30m" and "2.5" from the scenarios')."""
+    from pydantic import TypeAdapter
+
+    from monitor.config.model import Duration
+    from monitor.sim.scenario import Seconds
+
+    config, scenario = TypeAdapter(Duration), TypeAdapter(Seconds)
+    for text, seconds in (("30 s", 30), ("1h30m", 5400), ("1h 30m", 5400), ("2.5", 2.5), (90, 90)):
+        assert config.validate_python(text) == scenario.validate_python(text) == seconds
+    for bad in ("soon", "1 fortnight", "-5", True, float("nan")):
+        with pytest.raises(ValueError):
+            config.validate_python(bad)
+        with pytest.raises(ValueError):
+            scenario.validate_python(bad)
 
 
 json_leaf = st.one_of(

@@ -16,7 +16,7 @@ import monitor.demo
 from monitor.config.model import Config, load_config
 from monitor.demo import deepest_fall, describe_move, first_alerts, preview
 from monitor.sim import load_scenario, parse_scenario
-from monitor.sim.engine import Engine
+from monitor.sim.engine import SimExchange
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_AFTER = 1.0  # the daemon is typically ready about a second after the simulator starts
@@ -30,7 +30,7 @@ def test_preview_examples_in_docstrings() -> None:
 def test_the_crash_runs_the_whole_ladder_within_90_seconds() -> None:
     """Replayed in the simulator's own engine: 1.5, 1.3, distance (3 %), 1.1 on the way down, then the
     resolved levels (bar + hysteresis 0.02) on the way up, all before t = 80 s; the first by t = 12 s."""
-    engine = Engine(load_scenario("crash"), realtime=True, clock=lambda: 0.0)
+    engine = SimExchange(load_scenario("crash"), realtime=True, clock=lambda: 0.0)
     account = engine.state.accounts["demo"]
     order: list[tuple[str, int]] = []
     seen: set[str] = set()

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.exchange.streams import FeedStats
+from monitor.notify.dispatcher import RouteStats
 from monitor.ops.metrics import Metrics
 from monitor.risk.report import UnitReport, unit_id
 
@@ -46,11 +48,8 @@ def exported_names() -> set[str]:
         )
     )
     metrics.drift_source(lambda: {unit_id("main"): 0.001})
-    metrics.feed_message("market")
-    metrics.feed_reconnect("market")
-    metrics.notification_sent("console")
-    metrics.notification_failed("console")
-    metrics.notifications_queued("console", 1)
+    metrics.feed_source("market", lambda: FeedStats(1, 0, 1, True, None))
+    metrics.route_source(lambda: {"console": RouteStats(sent=1, failed=1, queued=1)})
     metrics.observe_latency(0.01)
     body, _ = metrics.render()
     return {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}

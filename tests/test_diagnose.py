@@ -17,7 +17,8 @@ from monitor.exchange.supervisor import Backoff
 from monitor.risk.book import AccountBook
 from monitor.service import QUICK_LOAD
 from monitor.sim import Simulator
-from monitor.watch.accounts import Endpoints, Notice, build_watchers
+from monitor.watch.accounts import Endpoints, build_watchers
+from monitor.watch.notices import Notice
 
 
 async def test_refused_connection_is_told_as_refused() -> None:

@@ -17,7 +17,7 @@ import yaml
 from monitor.notify.console import format_console
 from monitor.notify.messages import Message
 from monitor.notify.send_check import send_once
-from monitor.risk._fanout import Engine
+from monitor.risk._fanout import Fanout
 
 PROBE = """
 import json, sys
@@ -74,7 +74,7 @@ def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:
 def test_sums_turn_into_numpy_at_the_first_large_leg_and_keep_their_values() -> None:
     """Two units on BTCUSDT stay a list (threshold 2); a third makes the leg vectorised: the sums become
     a numpy array once, and every level stays exact (h p / owed)."""
-    engine = Engine({"BTCUSDT": 100.0}, threshold=2)
+    engine = Fanout({"BTCUSDT": 100.0}, threshold=2)
     units = []
     for k in range(3):
         i = engine.add(f"u{k}")

@@ -62,12 +62,12 @@ def test_rest_behind_then_caught_up_and_memory_consumed() -> None:
     stream's memory ends there (a later REST answer is compared with nothing older)."""
     ledger = Ledger()
     ledger.balance(U, "USDT", D(0), D(50), now=3.0)
-    assert not ledger.rest_agrees(U, {"USDT": D(0)})
+    assert ledger.rest_verdict(U, {"USDT": D(0)}) == "disagrees"
     ledger.disagree(U, now=3.3)
     assert ledger.since(U) == 3.0  # settling since the first disagreement, not the last
-    assert ledger.rest_agrees(U, {"USDT": D(50), "ETH": D(1)})
+    assert ledger.rest_verdict(U, {"USDT": D(50), "ETH": D(1)}) != "disagrees"
     ledger.accept_rest(U)
-    assert ledger.since(U) is None and ledger.rest_agrees(U, {"USDT": D(7)})
+    assert ledger.since(U) is None and ledger.rest_verdict(U, {"USDT": D(7)}) != "disagrees"
 
 
 def test_a_settled_unit_still_refuses_a_rest_answer_from_before_its_stream() -> None:
@@ -76,7 +76,7 @@ def test_a_settled_unit_still_refuses_a_rest_answer_from_before_its_stream() -> 
     ledger.balance(U, "USDT", D(0), D(100), now=0.0)
     ledger.liability(U, "USDT", "BORROW", D(100), D(0), now=0.1)
     assert ledger.since(U) is None
-    assert not ledger.rest_agrees(U, {"USDT": D(0)})
+    assert ledger.rest_verdict(U, {"USDT": D(0)}) == "disagrees"
 
 
 def test_reconnect_lets_rest_decide() -> None:
@@ -84,7 +84,7 @@ def test_reconnect_lets_rest_decide() -> None:
     ledger = Ledger()
     ledger.balance(U, "USDT", D(0), D(100), now=0.0)
     ledger.forget(U)
-    assert ledger.rest_agrees(U, {"USDT": D(0)})
+    assert ledger.rest_verdict(U, {"USDT": D(0)}) != "disagrees"
 
 
 def test_rest_standing_against_a_stream_value_wins_after_a_while() -> None:

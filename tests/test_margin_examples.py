@@ -216,14 +216,13 @@ def test_isolated_short_pair() -> None:
     assert isolated_liquidation_price(pos(), pos(free="1", borrowed="1"), D("1.05")) is None
 
 
-def test_bars_from_trade_coeff_and_isolated_tier() -> None:
-    """tradeCoeff's strings become the ladder; an isolated tier without a normal bar restores to its
+def test_bars_classic_and_isolated_tier() -> None:
+    """The classic ladder is 1.5 / 1.3 / 1.1; an isolated tier without a normal bar restores to its
     highest bar; a ladder without its liquidation bar is refused."""
-    bars = Bars.from_trade_coeff({"normalBar": "1.5", "marginCallBar": "1.3", "forceLiquidationBar": "1.1"})
+    bars = Bars.classic()
     assert bars.levels == {"normal": D("1.5"), "margin_call": D("1.3"), "liquidation": D("1.1")}
     assert bars.liquidation_level == D("1.1") and bars.normal_level == D("1.5")
-    assert Bars.classic() == bars
-    pair = Bars.for_isolated(liquidation=D("1.05"), margin_call=D("1.1"))
+    pair = Bars({"margin_call": D("1.1"), "liquidation": D("1.05")})
     assert pair.normal_level == D("1.1")
     with pytest.raises(ValueError, match="liquidation"):
         Bars({"normal": D("1.5")})

@@ -83,9 +83,11 @@ def test_unit_series_follow_the_latest_report() -> None:
     assert value(samples, "margin_monitor_liability_value", quote="USDT", **cross) == 10000.0
 
 
-def test_no_debt_is_an_infinite_level_and_forget_removes_series() -> None:
-    """A unit without debt shows +Inf (not 0); a forgotten unit leaves no series behind."""
+def test_no_debt_is_an_infinite_level_and_a_unit_gone_leaves_no_series() -> None:
+    """A unit without debt shows +Inf (not 0); a unit no longer monitored leaves no series behind."""
     metrics = Metrics(process_metrics=False)
+    live = {unit_id("main")}
+    metrics.units_source(lambda: live)
     report = replace(
         make_report(), margin_level=math.inf, distances={}, liquidation_prices={}, state="no_debt"
     )
@@ -93,7 +95,7 @@ def test_no_debt_is_an_infinite_level_and_forget_removes_series() -> None:
     samples = scrape(metrics)
     assert value(samples, "margin_monitor_margin_level", account="main") == math.inf
     assert value(samples, "margin_monitor_unit_state", account="main", state="no_debt") == 1.0
-    metrics.forget_unit(report.unit)
+    live.clear()
     assert not [s for s in scrape(metrics) if s.labels.get("account") == "main"]
 
 
@@ -106,7 +108,8 @@ def test_unknown_is_never_a_number_and_each_unit_has_exactly_one_state() -> None
     stale = replace(make_report("b"), margin_level=1.42, state="blind", reason="feed silent")
     approx = replace(make_report("c"), margin_level=1.2, state="approximate", approximate=True)
     known = make_report("d")
-    metrics.observe_units([blind, stale, approx, known])
+    for report in (blind, stale, approx, known):
+        metrics.observe_unit(report)
     samples = scrape(metrics)
     assert value(samples, "margin_monitor_margin_level", account="a") is None
     assert value(samples, "margin_monitor_margin_level", account="b") is None
@@ -123,34 +126,28 @@ def test_unknown_is_never_a_number_and_each_unit_has_exactly_one_state() -> None
         assert states == {name: float(name == want) for name in ("known", "approximate", "blind", "no_debt")}
 
 
-def test_feed_counters_and_age_use_the_clock() -> None:
-    """Message and reconnect counts add up; age is measured from the newest message on the given clock."""
+def test_pushed_feed_state_and_age_use_the_clock() -> None:
+    """A feed with no stats() source (a user-data feed) has its pushed up/down and reconnects, no
+    messages, and an age counted from its first push on the given clock."""
     clock = Clock()
     metrics = Metrics(clock=clock, process_metrics=False)
-    metrics.feed_register("market")
+    metrics.feed_connected("userdata:a", True)
     clock.now += 5
-    assert value(scrape(metrics), "margin_monitor_feed_message_age_seconds", feed="market") == 5.0
-    assert metrics.feed_age("market") is None
-    metrics.feed_message("market")
-    metrics.feed_message("market", 41)
-    metrics.feed_reconnect("market")
-    metrics.feed_connected("market", True)
-    clock.now += 2.5
+    assert value(scrape(metrics), "margin_monitor_feed_message_age_seconds", feed="userdata:a") == 5.0
+    metrics.feed_reconnect("userdata:a")
+    metrics.feed_connected("userdata:a", False)
     samples = scrape(metrics)
-    assert value(samples, "margin_monitor_feed_messages_total", feed="market") == 42
-    assert value(samples, "margin_monitor_feed_reconnects_total", feed="market") == 1
-    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="market") == 2.5
-    assert value(samples, "margin_monitor_feed_connected", feed="market") == 1
-    assert metrics.feed_age("market") == 2.5
+    assert value(samples, "margin_monitor_feed_messages_total", feed="userdata:a") == 0
+    assert value(samples, "margin_monitor_feed_reconnects_total", feed="userdata:a") == 1
+    assert value(samples, "margin_monitor_feed_connected", feed="userdata:a") == 0
 
 
 def test_routes_and_latency_histogram() -> None:
     """Sent, failed and queued counts are per route; latencies land in the histogram buckets."""
     metrics = Metrics(process_metrics=False)
-    metrics.notification_sent("telegram")
-    metrics.notification_sent("telegram")
-    metrics.notification_failed("email", 3)
-    metrics.notifications_queued("email", 2)
+    metrics.route_source(
+        lambda: {"telegram": DispatchStats(sent=2), "email": DispatchStats(failed=3, queued=2)}
+    )
     metrics.observe_latency(0.003)
     metrics.observe_latency(0.2)
     samples = scrape(metrics)
@@ -164,7 +161,7 @@ def test_routes_and_latency_histogram() -> None:
 def test_url_like_route_never_reaches_a_label() -> None:
     """A route given as an Apprise URL with a token is exported as a digest, never the URL."""
     metrics = Metrics(process_metrics=False)
-    metrics.notification_sent("tgram://123456:SECRET-TOKEN/987")
+    metrics.route_source(lambda: {"tgram://123456:SECRET-TOKEN/987": DispatchStats(sent=1)})
     body, _ = metrics.render()
     assert b"SECRET-TOKEN" not in body
     assert b'route="route-' in body
@@ -231,7 +228,7 @@ def test_feed_and_route_sources_are_read_at_scrape_time() -> None:
 def test_a_failing_source_is_logged_and_skipped() -> None:
     """A source that raises drops only its own series from the scrape, with one error event."""
     metrics = Metrics(process_metrics=False)
-    metrics.feed_message("userdata")
+    metrics.feed_connected("userdata", True)
 
     def broken() -> StreamStats:
         raise RuntimeError("stream gone")
@@ -239,6 +236,6 @@ def test_a_failing_source_is_logged_and_skipped() -> None:
     metrics.feed_source("market", broken)
     with capture_logs() as events:
         samples = scrape(metrics)
-    assert value(samples, "margin_monitor_feed_messages_total", feed="userdata") == 1
+    assert value(samples, "margin_monitor_feed_messages_total", feed="userdata") == 0
     assert value(samples, "margin_monitor_feed_messages_total", feed="market") is None
     assert [e["event"] for e in events] == ["metrics_source_failed"]

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
 from monitor.notify.console import format_console
-from monitor.notify.dispatcher import Delivery, Dispatcher, FloodGate, Route, check_url, default_backoff
+from monitor.notify.dispatcher import Delivery, Dispatcher, FloodGate, NotifyRoute, check_url, default_backoff
 from monitor.notify.messages import Message
 from monitor.store import Store
 
@@ -103,7 +103,7 @@ RUNNING: list[Dispatcher] = []
 def dispatcher(
     store: Store, *urls: str, max_per_window: int | None = None, window: float = 60.0, **kw: Any
 ) -> Dispatcher:
-    route = Route("chat", tuple(urls), max_per_window=max_per_window, window=window)
+    route = NotifyRoute("chat", tuple(urls), max_per_window=max_per_window, window=window)
     kw.setdefault("backoff", FAST)
     kw.setdefault("timeout", 2.0)
     d = Dispatcher({"chat": route}, store, **kw)
@@ -151,11 +151,11 @@ def test_default_backoff_grows_with_jitter_and_is_capped() -> None:
 
 
 def test_check_url_and_route_repr_hide_secrets() -> None:
-    """URL validation messages and Route's repr never contain the URL's token."""
+    """URL validation messages and NotifyRoute's repr never contain the URL's token."""
     assert check_url("json://127.0.0.1:1/x") is None
     reason = check_url("nonsense://SECRETTOKEN@host")
     assert reason is not None and "SECRETTOKEN" not in reason
-    assert "SECRETTOKEN" not in repr(Route("r", ("tgram://SECRETTOKEN/123",)))
+    assert "SECRETTOKEN" not in repr(NotifyRoute("r", ("tgram://SECRETTOKEN/123",)))
 
 
 def test_console_format() -> None:

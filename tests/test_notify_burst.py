@@ -12,7 +12,7 @@ import pytest
 
 from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
 from monitor.notify.apprise_sink import AppriseSender
-from monitor.notify.dispatcher import Dispatcher, Route
+from monitor.notify.dispatcher import Dispatcher, NotifyRoute
 from monitor.notify.messages import Message
 from monitor.store import Store
 
@@ -70,7 +70,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def dispatcher(store: Store, gate: Gate, limit: int) -> Dispatcher:
-    route = Route("chat", ("json://127.0.0.1:9/hook",))
+    route = NotifyRoute("chat", ("json://127.0.0.1:9/hook",))
     return Dispatcher(
         {"chat": route}, store, sender=gate, backoff=lambda attempt: 0.0, concurrency=lambda url: limit
     )

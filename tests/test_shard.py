@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import monitor.config.shard
 from monitor.config.model import EXIT_CONFIG, ConfigError, load_config
 from monitor.config.shard import ENV_SHARD, Shard, ShardError, parse_shard, resolve_shard, shard_of
-from monitor.watch.accounts import in_shard
+from monitor.watch.roster import in_shard
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = [f"acct-{i:04d}" for i in range(4000)]

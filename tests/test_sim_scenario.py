@@ -15,9 +15,9 @@ from conftest import DEMO_SCENARIO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.config.duration import parse_duration
 from monitor.sim import ScenarioError, bundled_scenarios, load_scenario, parse_scenario, serve
-from monitor.sim.engine import Engine
-from monitor.sim.scenario import parse_duration
+from monitor.sim.engine import SimExchange
 from monitor.sim.timeline import INTEREST, Cursor
 
 
@@ -55,7 +55,7 @@ def test_bundled_scenarios_load_with_the_demo_account() -> None:
 
 def test_crash_walks_through_the_bars_and_recovers() -> None:
     """crash.yaml takes the demo cross level below 1.5, 1.3 and 1.1 within 2 minutes, then back above 1.5."""
-    engine = Engine(load_scenario("crash"), realtime=False)
+    engine = SimExchange(load_scenario("crash"), realtime=False)
     crossed: dict[float, float] = {}
     recovered_at = None
     for second in range(0, 180):

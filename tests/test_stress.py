@@ -120,7 +120,7 @@ def test_beta_without_enough_history_is_one_and_says_so() -> None:
     """Fewer than 30 paired minutes: beta 1, marked as assumed, rendered as "no history"."""
     minutes = [60.0 * i for i in range(10)]
     found = estimate_beta([(t, 100.0 + t) for t in minutes], [(t, 1.0 + t) for t in minutes])
-    assert found == Beta(Decimal(1)) and found.assumed
+    assert found == Beta(Decimal(1)) and found.samples == 0
     h = Holdings(
         "cross:t", "USDT",
         {"ETH": Position(free=Decimal(10)), "USDT": Position(borrowed=Decimal(10_000))},

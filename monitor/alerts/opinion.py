@@ -277,10 +277,6 @@ class SecondOpinion:
         state = self._units.get(unit)
         return state is not None and state.open_since is not None
 
-    def forget(self, unit: str) -> None:
-        """Drop a unit no longer monitored."""
-        self._units.pop(unit, None)
-
     def _event(
         self,
         kind: Literal["firing", "resolved"],

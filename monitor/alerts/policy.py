@@ -88,12 +88,6 @@ class AlertPolicy:
             state.recheck = True
             self._dirty.add(unit)
 
-    def forget(self, unit: str) -> None:
-        """Drop a unit that is no longer monitored."""
-        self._units.pop(unit, None)
-        self._timed.discard(unit)
-        self._dirty.discard(unit)
-
     # -- inputs --------------------------------------------------------------------------------
     def evaluate(
         self, unit: str, level: float | None, distance: float | None, now: float
@@ -167,25 +161,12 @@ class AlertPolicy:
         return events
 
     # -- queries -------------------------------------------------------------------------------
-    def next_due(self) -> float | None:
-        """The earliest time a timer (pending `for`, repeat) comes due; None if none runs."""
-        dues = [
-            due
-            for unit in self._timed
-            if not (self._units[unit].stale or self._units[unit].recheck)
-            for due in self._dues(unit, self._units[unit])
-        ]
-        return min(dues, default=None)
 
     def band(self, unit: str) -> tuple[float, float]:
         """``(lo, hi)``: no level rule changes state while ``lo < level <= hi`` (None = +inf).
 
         Empty (lo > hi) for a unit that must be evaluated next (unknown, just fresh or restored)."""
         return self._band(unit, distance=False)
-
-    def distance_band(self, unit: str) -> tuple[float, float]:
-        """The same as :meth:`band` for ``|distance|`` and the distance rule."""
-        return self._band(unit, distance=True)
 
     def quiet(self, unit: str, level: float | None, distance: float | None) -> bool:
         """True when evaluating these values would change no rule (timers aside)."""

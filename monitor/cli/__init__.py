@@ -195,4 +195,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     _err(f"unknown command {args.command}")
     return EXIT_FAILURE
-

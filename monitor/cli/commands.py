@@ -26,11 +26,14 @@ from monitor.exchange.diagnose import diagnose
 from monitor.exchange.supervisor import Backoff
 from monitor.logs import configure_logging, register_secrets
 from monitor.notify.messages import demo_message
-from monitor.notify.send_check import send_once
+from monitor.notify.route import NotifyRoute
+from monitor.notify.send_check import probe_routes
 from monitor.ops.status_extras import enrich
 from monitor.risk.book import AccountBook
 from monitor.risk.stress import render_stress
-from monitor.watch.accounts import AccountWatcher, Notice, build_watchers
+from monitor.watch.accounts import AccountWatcher, build_watchers
+from monitor.watch.keys import key_flags, key_verdict
+from monitor.watch.notices import Notice
 from monitor.watch.routing import route_table
 
 log = structlog.get_logger(__name__)
@@ -40,6 +43,12 @@ def _quiet(config: Config) -> None:
     configure_logging("console" if sys.stderr.isatty() else "json", "warning")
 
 
+# `check`'s line per key verdict (monitor/watch/keys.py), with every permission the key has
+CHECK_WORDS = {
+    "read_only": "OK read-only key ({})",
+    "allowed": "WARN key is not read-only ({}); allowed by config",
+    "refused": "FAIL key is not read-only ({}); make a read-only key",
+}
 # `check` answers within seconds: a few quick tries, then the daemon's diagnosis of what is wrong
 CHECK_POLICY = RetryPolicy(attempts=3, backoff=Backoff(initial=0.5, maximum=2.0), quiet=True)
 
@@ -75,16 +84,9 @@ async def check(config: Config, config_path: Path) -> int:
                 continue
             finally:
                 await rest.close()
-            flags = [n for n, on in (("reading", perms.reading), ("margin", perms.margin),
-                     ("trade", perms.trading), ("withdraw", perms.withdrawals),
-                     ("transfer", perms.transfer), ("ip-restricted", perms.ip_restricted)) if on]  # fmt: skip
-            if perms.read_only:
-                print(f"{watcher.name}: OK read-only key ({', '.join(flags)})")
-            elif watcher.cfg.allow_trading_keys:
-                print(f"{watcher.name}: WARN key is not read-only ({', '.join(flags)}); allowed by config")
-            else:
-                print(f"{watcher.name}: FAIL key is not read-only ({', '.join(flags)}); make a read-only key")
-                failures += 1
+            verdict = key_verdict(perms, watcher.cfg.allow_trading_keys)  # the daemon's own verdict
+            print(f"{watcher.name}: {CHECK_WORDS[verdict.kind].format(', '.join(key_flags(perms)))}")
+            failures += not verdict.usable
     return 0 if failures == 0 else 1
 
 
@@ -219,19 +221,21 @@ async def test_alert(config: Config, config_path: Path) -> int:
     """Send one test message through every route now, without the state file (so it works beside a
     running daemon), and say per URL (secrets masked) whether it was delivered, and if not why."""
     _quiet(config)
-    routes = {name: [u.get_secret_value() for u in r.urls] for name, r in config.notify.routes.items()}
-    register_secrets(u for urls in routes.values() for u in urls)
-    message = demo_message(time.time())
+    routes = {
+        name: NotifyRoute(name, tuple(u.get_secret_value() for u in r.urls))
+        for name, r in config.notify.routes.items()
+    }
+    register_secrets(u for r in routes.values() for u in r.urls)
     failed = 0
-    for name, urls in routes.items():
-        for i, url in enumerate(urls, start=1):
-            outcome = await send_once(url, message, timeout=config.notify.timeout)
-            where = f"route {name} url #{i}"
-            if outcome.ok:
-                print(f"{where}: delivered ({outcome.masked})")
-            else:
-                print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
-            failed += not outcome.ok
+    async for name, i, outcome in probe_routes(
+        routes, demo_message(time.time()), timeout=config.notify.timeout
+    ):
+        where = f"route {name} url #{i}"
+        if outcome.ok:
+            print(f"{where}: delivered ({outcome.masked})")
+        else:
+            print(f"{where}: FAILED ({outcome.masked}): {outcome.reason}")
+        failed += not outcome.ok
     return 0 if failed == 0 else 1
 
 

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from monitor.cli.daemon_client import daemon_headers, daemon_url
 from monitor.cli.status_view import STYLES, make_console
-from monitor.config.model import Config, parse_duration
+from monitor.config.duration import parse_duration
+from monitor.config.model import Config
 from monitor.notify.messages import fmt_time
 from monitor.notify.silences import PROTECTED_RULES
 

@@ -25,32 +25,16 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config.duration import parse_duration
 from monitor.config.errors import describe, where
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken config from looping
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class ConfigError(Exception):
     """A configuration problem, rendered as one line: ``FILE: key.path: what was expected``."""
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``30``, ``"30s"``, ``"5m"``, ``"1h"``, ``"250ms"``; raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("expected a duration ≥ 0")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError("expected a duration such as 30s, 5m or 1h")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -272,6 +256,26 @@ class Config(_Strict):
 
     def route_names(self) -> tuple[str, ...]:
         return tuple(self.notify.routes)
+
+    def configures(self, unit: str) -> bool:
+        """Whether a unit id (``cross:<account>`` or ``isolated:<account>:<SYMBOL>``) can be watched
+        under this config: its account is listed, with ``cross`` on or the pair in ``isolated``
+        (any pair under ``isolated: all``). False for a unit whose account left the config: its saved
+        alert state is dropped at start. An account listed but not loaded (blind) keeps its units.
+
+        >>> config = Config.model_validate({"accounts": [{"name": "a", "api_key": "k", "api_secret": "s",
+        ...     "isolated": ["BTCUSDT"]}], "notify": {"routes": {"r": {"urls": ["json://x"]}}}})
+        >>> [config.configures(u) for u in ("cross:a", "isolated:a:BTCUSDT", "isolated:a:ETHUSDT", "cross:b")]
+        [True, True, False, False]
+        """
+        kind, _, rest = unit.partition(":")
+        name, symbol = rest.rpartition(":")[::2] if kind == "isolated" else (rest, "")
+        account = next((a for a in self.accounts if a.name == name), None)
+        if account is None:
+            return False
+        if kind == "cross":
+            return account.cross
+        return kind == "isolated" and (account.isolated == "all" or symbol in account.isolated)
 
 
 def _expand_env(

@@ -1,6 +1,7 @@
-"""One direct send through Apprise, for ``test-alert``: no outbox, no state file, so it works beside
-a running daemon (which holds the state file's lock). Reports per URL, secrets masked, why a send
-failed: what Apprise logged for that URL (``Failed to send … : Unauthorized - error=401``).
+"""``test-alert``'s delivery: the route and send stages only (:func:`probe_routes`), no outbox, no
+state file, so it works beside a running daemon (which holds the state file's lock). Each send goes
+through Apprise directly (:func:`send_once`) and reports per URL, secrets masked, why it failed:
+what Apprise logged for that URL (``Failed to send … : Unauthorized - error=401``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import apprise
@@ -17,6 +19,10 @@ from monitor.notify.apprise_sink import url_scheme
 from monitor.notify.console import console, is_console
 from monitor.notify.messages import Message
 from monitor.notify.plugins import prepare
+from monitor.notify.route import NotifyRoute, RouteStage
+from monitor.notify.send import SendStage
+
+PROBE_GRACE = 5.0  # the send stage's bound beyond the timeout: send_once answers within its own
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,3 +77,35 @@ async def send_once(url: str, message: Message, *, timeout: float) -> SendOutcom
     for part in _secret_parts(url, masked):
         reason = reason.replace(part, "****")
     return SendOutcome(False, masked, scrub(reason))
+
+
+class ProbeSender:
+    """A sender for the send stage that keeps what :func:`send_once` found, per URL."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, SendOutcome] = {}
+
+    async def __call__(self, url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
+        outcome = await send_once(url, Message(title, body, notify_type), timeout=seconds)
+        self.outcomes[url] = outcome
+        return outcome.ok
+
+
+async def probe_routes(
+    routes: Mapping[str, NotifyRoute],
+    message: Message,
+    *,
+    timeout: float,  # noqa: ASYNC109
+) -> AsyncIterator[tuple[str, int, SendOutcome]]:
+    """Send ``message`` to every URL of every route, one after the other, in config order: yields
+    (route, URL position from 1, outcome) as each send ends."""
+    route = RouteStage(routes)
+    sender = ProbeSender()
+    send = SendStage(sender, timeout=timeout, grace=PROBE_GRACE)
+    for name in route.routes:
+        for position, target in enumerate(route.targets(name), start=1):
+            await send.attempt(target, message.title, message.body, message.notify_type)
+            outcome = sender.outcomes.pop(target.url, None)
+            if outcome is None:  # the send stage's own bound ended it
+                outcome = SendOutcome(False, f"{target.scheme}://…", f"no answer within {timeout:g} s")
+            yield name, position, outcome

@@ -1,17 +1,19 @@
-"""The daemon's silences: kept in the state file, applied as the last stage before delivery.
+"""The daemon's silences: kept in the state file, applied as the silence stage of delivery.
 
 :class:`SilenceRegistry` holds the silences (:mod:`monitor.notify.silences` decides what they cover),
-persists every change through ``save`` (the state store's ``put_json``), and :meth:`hold` is the
-stage the pump calls for each alert message: True means "held back" — the message is logged as
-``alert_silenced`` with its title and the silence ids, and never delivered (not later either).
-It also counts, for ``/metrics``, the active silences and the messages held back.
+persists every change through ``save`` (the state store's ``put_json``), and :meth:`hold` decides
+for each alert message: True means "held back" — the message is logged as ``alert_silenced`` with
+its title and the silence ids, and never delivered (not later either). :class:`SilenceStage` is that
+decision as a pipeline stage (:mod:`monitor.notify.stages`): a letter marked ``protected`` (the
+liquidation rung) is held back only by a silence that names its rule (``--bar``). The registry
+also counts, for ``/metrics``, the active silences and the messages held back.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -28,6 +30,7 @@ from monitor.notify.silences import (
     lifted,
     make,
 )
+from monitor.notify.stages import Batch, Letter
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +174,18 @@ def _long_gone(silence: Silence, now: float) -> bool:
 def _fields(silence: Silence) -> dict[str, Any]:
     return {"id": silence.id, "target": silence.target, "bar": silence.bar, "ends_at": silence.ends_at,
             "comment": silence.comment}  # fmt: skip
+
+
+class SilenceStage:
+    """The silence stage: lets through the letters no silence holds back."""
+
+    def __init__(self, registry: SilenceRegistry, firing: Callable[[], FiringMap]) -> None:
+        self.registry = registry
+        self._firing = firing
+
+    def exec(self, batch: Batch, items: Sequence[Letter]) -> list[Letter]:
+        hold = self.registry.hold
+        return [x for x in items if not hold(x.event, x.message.title, x.protected, self._firing)]
 
 
 class SilenceCollector(Collector):

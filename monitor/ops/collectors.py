@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -54,6 +54,7 @@ class UnitCollector:
         self.units: dict[str, UnitReport] = {}
         self.drift_sources: list[Callable[[], Mapping[str, float]]] = []
         self.not_loaded_sources: list[Callable[[], Iterable[Mapping[str, Any]]]] = []
+        self.units_source: Callable[[], Collection[str]] | None = None
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
@@ -66,6 +67,10 @@ class UnitCollector:
             drifts.update(source())
         absent = [entry for source in self.not_loaded_sources for entry in source()]
         gone = {str(entry["account"]) for entry in absent}
+        live = set(self.units_source()) if self.units_source is not None else None
+        if live is not None:  # a unit no longer monitored leaves no series behind (nor its report)
+            for unit in [u for u in list(self.units) if u not in live]:
+                self.units.pop(unit, None)
         for entry in absent:  # an account not loaded: blind, no level (its last reports are not shown)
             labels = [str(entry["account"]), str(entry["kind"]), str(entry.get("symbol") or "")]
             for each in UNIT_STATES:
@@ -173,9 +178,7 @@ class RouteSnapshot(Protocol):
 
 @dataclass(slots=True)
 class _Feed:
-    messages: int = 0
     reconnects: int = 0
-    last_message: float | None = None
     registered: float = math.nan
     connected: bool = False
     source: Callable[[], FeedSnapshot] | None = None
@@ -193,7 +196,8 @@ def _read_source(kind: str, name: str, source: Callable[[], _T]) -> _T | None:
 
 
 class FeedCollector:
-    """Per-feed counters (pushed, or read from a ``stats()`` source); ages from ``clock`` at scrape time."""
+    """Per-feed counters, read from a ``stats()`` source (a feed without one has only its pushed
+    up/down and reconnects: no messages, its age counted from registration); ages from ``clock``."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -212,17 +216,21 @@ class FeedCollector:
         messages, age, reconnects, connected = families = self._families()
         now = self.clock()
         for name, state in list(self.feeds.items()):
-            snapshot: _Feed | FeedSnapshot = state
-            last = state.last_message
+            count, last, reconnected, up = 0, None, state.reconnects, state.connected
             if state.source is not None:
                 read = _read_source("feed", name, state.source)
                 if read is None:
                     continue
-                snapshot, last = read, read.last_message_at
-            messages.add_metric([name], snapshot.messages)
+                count, last, reconnected, up = (
+                    read.messages,
+                    read.last_message_at,
+                    read.reconnects,
+                    read.connected,
+                )
+            messages.add_metric([name], count)
             age.add_metric([name], max(0.0, now - (state.registered if last is None else last)))
-            reconnects.add_metric([name], snapshot.reconnects)
-            connected.add_metric([name], 1.0 if snapshot.connected else 0.0)
+            reconnects.add_metric([name], reconnected)
+            connected.add_metric([name], 1.0 if up else 0.0)
         return families
 
     @staticmethod
@@ -241,33 +249,18 @@ class FeedCollector:
         )
 
 
-@dataclass(slots=True)
-class _Route:
-    sent: int = 0
-    failed: int = 0
-    queued: int = 0
-
-
 class RouteCollector:
-    """Per-route notification counts: pushed ones, overridden per route by any ``stats()`` source."""
+    """Per-route notification counts, read from ``stats()`` sources (the dispatcher's)."""
 
     def __init__(self) -> None:
-        self.routes: dict[str, _Route] = {}
         self.sources: list[Callable[[], Mapping[str, RouteSnapshot]]] = []
-
-    def route(self, name: str) -> _Route:
-        label = safe_route(name)
-        state = self.routes.get(label)
-        if state is None:
-            state = self.routes[label] = _Route()
-        return state
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
 
     def collect(self) -> Iterable[Metric]:
         sent, failed, dropped, queued, held = families = self._families()
-        merged: dict[str, _Route | RouteSnapshot] = dict(self.routes)
+        merged: dict[str, RouteSnapshot] = {}
         for i, source in enumerate(self.sources):
             read = _read_source("routes", str(i), source)
             merged.update({safe_route(k): v for k, v in (read or {}).items()})

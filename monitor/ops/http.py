@@ -40,7 +40,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from monitor.config.model import parse_duration
+from monitor.config.duration import parse_duration
 from monitor.notify.silence_stage import SilenceApi
 from monitor.notify.silences import SilenceError
 from monitor.ops.metrics import Metrics

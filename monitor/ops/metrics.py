@@ -1,10 +1,12 @@
 """Prometheus metrics of the daemon, in one registry of their own (never the global default).
 
-The hot path stays cheap: :meth:`Metrics.observe_unit` stores a reference and the push methods bump
-plain counters; the families are built when ``/metrics`` is scraped (``monitor.ops.collectors``).
-Components that already count for themselves are read at scrape time instead of pushed to:
-:meth:`Metrics.feed_source` (a stream's ``stats()``) and :meth:`Metrics.route_source` (the
-dispatcher's ``stats()``).
+The hot path stays cheap: :meth:`Metrics.observe_unit` stores a reference; the families are built
+when ``/metrics`` is scraped (``monitor.ops.collectors``). Components that count for themselves are
+read at scrape time: :meth:`Metrics.feed_source` (a stream's ``stats()``) and
+:meth:`Metrics.route_source` (the dispatcher's ``stats()``); only a feed's up/down and reconnects
+are pushed (:meth:`Metrics.feed_connected`, :meth:`Metrics.feed_reconnect`). A unit's series go
+with the unit: :meth:`Metrics.units_source` names the units monitored now, and a report of any
+other (an isolated pair disabled or closed, an account disabled mid-run) is dropped at the next scrape.
 
 Series (prefix ``margin_monitor_``); unit labels are ``account``, ``kind``, ``symbol`` (empty for
 a cross account):
@@ -35,7 +37,7 @@ that looks like a URL (it could carry an Apprise token) is replaced by a digest.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -110,11 +112,10 @@ class Metrics:
         """Record the latest report of a unit (replaces the previous one; O(1), hot-path safe)."""
         self._units.units[report.unit] = report
 
-    def observe_units(self, reports: Iterable[UnitReport]) -> None:
-        """Record several reports at once."""
-        units = self._units.units
-        for report in reports:
-            units[report.unit] = report
+    def units_source(self, units: Callable[[], Collection[str]]) -> None:
+        """Read the ids of the units monitored now at each scrape (e.g. ``AccountBook.units``): the
+        report of a unit no longer among them is dropped with all its series, never shown stale."""
+        self._units.units_source = units
 
     def drift_source(self, drifts: Callable[[], Mapping[str, float]]) -> None:
         """Read unit id → relative level drift at the last reconciliation at each scrape
@@ -127,21 +128,7 @@ class Metrics:
         in place of any report left from before it was lost (a key revoked mid-run)."""
         self._units.not_loaded_sources.append(entries)
 
-    def forget_unit(self, unit: str) -> None:
-        """Drop every series of a unit (by ``UnitReport.unit`` id) that is no longer monitored."""
-        self._units.units.pop(unit, None)
-
     # --- feeds ------------------------------------------------------------------------------
-
-    def feed_register(self, feed: str) -> None:
-        """Make a feed's series exist before its first message (its age then counts from now)."""
-        self._feeds.feed(feed)
-
-    def feed_message(self, feed: str, n: int = 1) -> None:
-        """Count ``n`` messages received on ``feed`` just now."""
-        state = self._feeds.feed(feed)
-        state.messages += n
-        state.last_message = self._feeds.clock()
 
     def feed_reconnect(self, feed: str) -> None:
         """Count one reconnection of ``feed``."""
@@ -159,26 +146,7 @@ class Metrics:
         """
         self._feeds.feed(feed).source = stats
 
-    def feed_age(self, feed: str) -> float | None:
-        """Seconds since ``feed``'s newest pushed message; None if unknown or nothing arrived yet."""
-        state = self._feeds.feeds.get(feed)
-        if state is None or state.last_message is None:
-            return None
-        return self._feeds.clock() - state.last_message
-
     # --- notifications ----------------------------------------------------------------------
-
-    def notification_sent(self, route: str, n: int = 1) -> None:
-        """Count ``n`` notifications delivered through ``route`` (a route name, never its URL)."""
-        self._routes.route(route).sent += n
-
-    def notification_failed(self, route: str, n: int = 1) -> None:
-        """Count ``n`` failed delivery attempts on ``route``."""
-        self._routes.route(route).failed += n
-
-    def notifications_queued(self, route: str, n: int) -> None:
-        """Set how many notifications wait in the outbox for ``route``."""
-        self._routes.route(route).queued = n
 
     def route_source(self, stats: Callable[[], Mapping[str, RouteSnapshot]]) -> None:
         """Read per-route counts from ``stats()`` at each scrape (e.g. ``Dispatcher.stats``)."""

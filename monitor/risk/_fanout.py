@@ -28,14 +28,14 @@ are in no leg's arrays, so every unit in the arrays has L > 0 unless some leg pr
 the only case that needs a division guard.
 
 Until the first large leg the sums are a plain list and numpy is not imported (a small daemon never
-loads it); from the first large layout on they are one numpy array for good (``Engine.vector_sums``).
+loads it); from the first large layout on they are one numpy array for good (``Fanout.vector_sums``).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, cast
 
 from monitor.risk._legs import Key, Leg, numpy
@@ -44,7 +44,7 @@ from monitor.risk.prices import INVERSE, leg_symbol
 if TYPE_CHECKING:
     from monitor.risk._legs import FloatArray
 
-__all__ = ["Engine"]
+__all__ = ["Fanout"]
 
 INF = math.inf
 NAN = math.nan
@@ -52,10 +52,24 @@ EPS = sys.float_info.epsilon
 NONE: Sequence[int] = ()
 
 
-class Engine:
-    """Units' float sums, their bands and the legs that move them."""
+class Fanout:
+    """Units' float sums, their bands and the legs that move them.
 
-    def __init__(self, prices: dict[str, float], threshold: int = 8, tol: float = 1e-11) -> None:
+    The account book (``monitor.risk.book``) uses only these methods, by slot index: ``add``,
+    ``remove``, ``set_exposure``, ``set_band``; ``apply`` a tick; ``level``, ``outside``, ``priced``,
+    ``unit_ids``, ``symbols``, ``inverted``, ``stats`` and the ``updates`` counter; ``resync`` with
+    exact sums. The attributes are this module's own, and so is the drift bound (``delta``,
+    ``delta_q``, ``tol``: when it restarts).
+    ``on_priced(i)`` is called when unit ``i``'s last unpriced leg gets its first price.
+    """
+
+    def __init__(
+        self,
+        prices: dict[str, float],
+        threshold: int = 8,
+        tol: float = 1e-11,
+        on_priced: Callable[[int], None] | None = None,
+    ) -> None:
         self.prices = prices
         self.threshold = threshold
         self.legs: dict[Key, Leg] = {}
@@ -80,7 +94,7 @@ class Engine:
         self.zeros = 0
         self.updates = 0
         self.full_recomputes = 0
-        self.priced_hook: Callable[[int], None] | None = None
+        self.priced_hook = on_priced
 
     # --- units ----------------------------------------------------------------------------------
 
@@ -115,6 +129,57 @@ class Engine:
         self.set_exposure(i, {}, 0.0, 0.0, 0)
         self.ids[i] = ""
         self.free.append(i)
+
+    def unit_ids(self, indices: Sequence[int]) -> list[str]:
+        """The unit ids of slot indices (as ``apply`` returns them)."""
+        ids = self.ids
+        return [ids[i] for i in indices]
+
+    def symbols(self) -> Iterator[str]:
+        """The legs' symbols (``1/`` marking an inverse leg) of every leg some unit is exposed to."""
+        return (s for key, leg in self.legs.items() if leg.members for s in key)
+
+    def priced(self, i: int) -> bool:
+        """Every leg unit ``i`` is exposed to has a price, and it has no asset without a route."""
+        return not self.unpriced[i]
+
+    def stats(self) -> dict[str, float]:
+        """Unit updates by ticks, full recomputations (drift bound), legs with units, their mean
+        fan-out, how many run vectorised, and the current drift bound."""
+        sizes = [len(leg.members) for leg in self.legs.values() if leg.members]
+        return {
+            "updates": self.updates,
+            "full_recomputes": self.full_recomputes,
+            "legs": len(sizes),
+            "mean_fanout": sum(sizes) / len(sizes) if sizes else 0.0,
+            "vector_legs": sum(1 for leg in self.legs.values() if leg.vector and leg.size),
+            "drift_bound": self.delta,
+        }
+
+    def resync(
+        self, exact: Callable[[int], tuple[float, float] | None], units: Iterable[int] | None = None
+    ) -> float:
+        """Set priced, price-moved units' sums to ``exact(i)`` (assets, liabilities; None: leave it),
+        for every unit or only ``units`` (a sweep in slices); return the largest relative level drift
+        erased (0.0 when none). The drift bound restarts only when every unit was reset at once: a
+        slice leaves the others' accumulated error in place."""
+        worst = 0.0
+        al, ids = self.al, self.ids
+        for i in range(len(ids)) if units is None else units:
+            if not ids[i] or self.unpriced[i] or not self.dynamic[i]:
+                continue
+            sums = exact(i)
+            if sums is None:  # pragma: no cover - priced here means priced exactly
+                continue
+            before = self.level(i)
+            al[2 * i], al[2 * i + 1] = sums
+            after = self.level(i)
+            if before != after:
+                scale = after if 0.0 < after < INF else 1.0
+                worst = max(worst, abs(before - after) / scale if after < INF else INF)
+        if units is None:
+            self.delta = self.floor
+        return worst
 
     def leg(self, symbols: Key) -> Leg:
         """The leg for a route's symbols (created on first use, priced from the book). A two-symbol

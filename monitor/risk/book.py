@@ -38,7 +38,7 @@ from decimal import Decimal
 
 import structlog
 
-from monitor.risk._fanout import Engine
+from monitor.risk._fanout import Fanout
 from monitor.risk.holdings import Holdings
 from monitor.risk.margin import Bars, Position, Totals
 from monitor.risk.prices import KNOWN_STABLECOINS, PriceBook, Route, Router, symbols_of
@@ -69,8 +69,7 @@ class AccountBook:
         assets counted at exactly 1 on purpose (see ``monitor.risk.prices``)."""
         self.router = Router(quote, stablecoins, bridge, pinned=pinned)
         self.prices = prices if prices is not None else PriceBook()
-        self._engine = Engine(self.prices.prices, threshold=fanout_threshold)
-        self._engine.priced_hook = self._on_priced
+        self._fanout = Fanout(self.prices.prices, threshold=fanout_threshold, on_priced=self._on_priced)
         self._units: dict[str, Unit] = {}
         self._by_index: dict[int, Unit] = {}
         self._pending: dict[str, None] = {}
@@ -84,7 +83,7 @@ class AccountBook:
     @property
     def updates(self) -> int:
         """Unit updates done by ticks so far (a tick adds its fan-out)."""
-        return self._engine.updates
+        return self._fanout.updates
 
     # --- units --------------------------------------------------------------------------------
 
@@ -148,7 +147,7 @@ class AccountBook:
     ) -> Unit:
         unit = self._units.get(uid)
         if unit is None:
-            unit = Unit(uid, self._engine.add(uid), account, kind, symbol, quote, dict(positions), bars)
+            unit = Unit(uid, self._fanout.add(uid), account, kind, symbol, quote, dict(positions), bars)
             self._units[uid] = unit
             self._by_index[unit.index] = unit
         else:
@@ -175,7 +174,7 @@ class AccountBook:
         """Forget a unit."""
         u = self._units.pop(unit)
         del self._by_index[u.index]
-        self._engine.remove(u.index)
+        self._fanout.remove(u.index)
         self._pending.pop(unit, None)
         self._awaiting.discard(unit)
 
@@ -194,11 +193,11 @@ class AccountBook:
         if u.scale != ONE:
             s = float(u.scale)
             lo, hi = lo / s, hi / s
-        self._engine.set_band(u.index, lo, hi)
+        self._fanout.set_band(u.index, lo, hi)
         self._queue_if_outside(u)
 
     def _queue_if_outside(self, u: Unit) -> None:
-        if self._engine.outside(u.index):
+        if self._fanout.outside(u.index):
             self._pending[u.id] = None
         else:
             self._pending.pop(u.id, None)
@@ -252,8 +251,8 @@ class AccountBook:
                 fa, fl, unroutable = fa + u.implied[0], fl + u.implied[1], 0
         elif not unrouted:
             u.implied = None
-        self._engine.set_exposure(u.index, exposure, float(fa), float(fl), unroutable)
-        if not self._engine.unpriced[u.index]:
+        self._fanout.set_exposure(u.index, exposure, float(fa), float(fl), unroutable)
+        if self._fanout.priced(u.index):
             self._calibrate(u)
         self._push_band(u)
 
@@ -263,7 +262,7 @@ class AccountBook:
             self._calibrate(u)
             lo, hi = u.band
             s = float(u.scale)
-            self._engine.set_band(index, lo / s, hi / s)
+            self._fanout.set_band(index, lo / s, hi / s)
 
     def _calibrate(self, u: Unit) -> None:
         """Scale a Cross Margin Pro unit's classic level onto the exchange's (once, when priced)."""
@@ -278,7 +277,7 @@ class AccountBook:
 
     def symbols_needed(self) -> set[str]:
         """Symbols to stream so that every held or owed asset of every unit is priced."""
-        return symbols_of(s for key, leg in self._engine.legs.items() if leg.members for s in key)
+        return symbols_of(self._fanout.symbols())
 
     def unit_symbols(self, unit: str) -> set[str]:
         """The symbols whose prices the unit's level depends on (for staleness)."""
@@ -313,36 +312,26 @@ class AccountBook:
 
     def on_price(self, symbol: str, price: float) -> Sequence[str]:
         """HOT PATH. Record a price; return the units now outside their band (plus queued ones)."""
-        if not 0.0 < price < INF and (price != 0.0 or self._engine.inverted(symbol)):
+        if not 0.0 < price < INF and (price != 0.0 or self._fanout.inverted(symbol)):
             log.warning("price_rejected", symbol=symbol, price=repr(price))  # 1/0: keep the last price
             return self.drain_pending() if self._pending else ()
         self.prices.prices[symbol] = price
         self.prices.stamps[symbol] = self.prices.clock()
-        found = self._engine.apply(symbol, price)
+        found = self._fanout.apply(symbol, price)
         if self._awaiting:
             self._retry_implied()
-        ids = self._engine.ids
         if self._pending:
             merged = dict.fromkeys(self.drain_pending())
-            merged.update(dict.fromkeys(ids[i] for i in found))
+            merged.update(dict.fromkeys(self._fanout.unit_ids(found)))
             return list(merged)
         if not found:
             return ()
-        return [ids[i] for i in found]
+        return self._fanout.unit_ids(found)
 
     def stats(self) -> dict[str, float]:
         """Counters for metrics: unit updates by ticks, full float recomputations (drift bound),
         legs with units, their mean fan-out, and how many run vectorised."""
-        engine = self._engine
-        sizes = [len(leg.members) for leg in engine.legs.values() if leg.members]
-        return {
-            "updates": engine.updates,
-            "full_recomputes": engine.full_recomputes,
-            "legs": len(sizes),
-            "mean_fanout": sum(sizes) / len(sizes) if sizes else 0.0,
-            "vector_legs": sum(1 for leg in engine.legs.values() if leg.vector and leg.size),
-            "drift_bound": engine.delta,
-        }
+        return self._fanout.stats()
 
     def drain_pending(self) -> list[str]:
         """Units queued by non-tick changes (balances, bands, pricing) that are outside their band."""
@@ -352,12 +341,12 @@ class AccountBook:
 
     def is_priced(self, unit: str) -> bool:
         """Every asset the unit holds or owes has a price."""
-        return not self._engine.unpriced[self._units[unit].index]
+        return self._fanout.priced(self._units[unit].index)
 
     def level(self, unit: str) -> float | None:
         """The live level (float): None when unpriced (see ``is_priced``) or when there is no debt."""
         u = self._units[unit]
-        lv = self._engine.level(u.index)
+        lv = self._fanout.level(u.index)
         if lv != lv or lv == INF:
             return None
         return lv * float(u.scale) if u.scale != ONE else lv
@@ -375,11 +364,6 @@ class AccountBook:
             return None
         return self.prices.exact(route.symbols)
 
-    def unpriced_assets(self, unit: str) -> set[str]:
-        """The unit's assets with a balance and no price yet (or no route to a price)."""
-        u = self._units[unit]
-        return set(valuation(u, self.prices.exact).unpriced)
-
     def _totals(self, u: Unit) -> Totals | None:
         v = valuation(u, self.prices.exact)
         return v.totals(u) if v.complete else None
@@ -387,27 +371,15 @@ class AccountBook:
     def resync(self, units: Iterable[str] | None = None) -> float:
         """Exact recomputation of every priced unit's sums (or only ``units``, for a sweep in slices);
         returns the largest relative level drift it erased (0.0 when none)."""
-        engine = self._engine
-        worst = 0.0
-        chosen = (
-            self._units.values() if units is None else [self._units[u] for u in units if u in self._units]
-        )
-        for u in chosen:
-            i = u.index
-            if engine.unpriced[i] or not engine.dynamic[i]:
-                continue
-            totals = self._totals(u)
-            if totals is None:  # pragma: no cover - priced in the engine means priced here
-                continue
-            before = engine.level(i)
-            engine.al[2 * i], engine.al[2 * i + 1] = float(totals.assets), float(totals.liabilities)
-            after = engine.level(i)
-            if before != after:
-                scale = after if 0.0 < after < INF else 1.0
-                worst = max(worst, abs(before - after) / scale if after < INF else INF)
-        if units is None:  # the drift bound restarts only when every unit was recomputed at once
-            engine.delta = engine.floor
-        return worst
+        by_index = self._by_index
+
+        def exact(i: int) -> tuple[float, float] | None:
+            totals = self._totals(by_index[i])
+            return None if totals is None else (float(totals.assets), float(totals.liabilities))
+
+        if units is None:
+            return self._fanout.resync(exact)
+        return self._fanout.resync(exact, [self._units[u].index for u in units if u in self._units])
 
     def holdings(self, unit: str) -> Holdings:
         """A frozen copy of the unit's balances and exact prices (for stress and replay)."""

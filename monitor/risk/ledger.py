@@ -48,10 +48,10 @@ A transfer in is settled only by REST::
 
     >>> ledger.balance("cross:main", "USDT", D("0"), D("500"), now=6.0)
     True
-    >>> ledger.rest_agrees("cross:main", {"USDT": D("0")})                  # REST still behind
-    False
-    >>> ledger.rest_agrees("cross:main", {"USDT": D("500")})
-    True
+    >>> ledger.rest_verdict("cross:main", {"USDT": D("0")})                 # REST still behind
+    'disagrees'
+    >>> ledger.rest_verdict("cross:main", {"USDT": D("500")})
+    'agrees'
     >>> ledger.accept_rest("cross:main"); ledger.since("cross:main") is None
     True
 """
@@ -149,10 +149,6 @@ class Ledger:
         """A change that could not be applied to the book (out of order): only REST can settle it."""
         self._open(unit, now).unknown = True
 
-    def rest_agrees(self, unit: str, held: Mapping[str, Decimal], *, now: float = 0.0) -> bool:
-        """Whether REST may go into the book: :meth:`rest_verdict` is not ``"disagrees"``."""
-        return self.rest_verdict(unit, held, now=now) != "disagrees"
-
     def rest_verdict(
         self, unit: str, held: Mapping[str, Decimal], *, now: float = 0.0
     ) -> Literal["agrees", "disagrees", "stands"]:
@@ -162,8 +158,8 @@ class Ledger:
         >>> ledger = Ledger()
         >>> ledger.balance("u", "USDT", Decimal(0), Decimal(5), now=0.0)
         True
-        >>> [ledger.rest_agrees("u", {"USDT": Decimal(0)}, now=t) for t in (0.2, 1.0, 3.3)]
-        [False, False, True]
+        >>> [ledger.rest_verdict("u", {"USDT": Decimal(0)}, now=t) for t in (0.2, 1.0, 3.3)]
+        ['disagrees', 'disagrees', 'stands']
         """
         streamed = self._streamed.get(unit, {})
         if all(held.get(asset, ZERO) == value for asset, value in streamed.items()):

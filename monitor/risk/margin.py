@@ -155,20 +155,6 @@ class Bars:
         """Binance's default cross-margin classic ladder: 1.5 / 1.3 / 1.1."""
         return cls({"normal": Decimal("1.5"), "margin_call": Decimal("1.3"), "liquidation": Decimal("1.1")})
 
-    @classmethod
-    def from_trade_coeff(cls, response: Mapping[str, object]) -> Bars:
-        """From ``GET /sapi/v1/margin/tradeCoeff`` (normalBar, marginCallBar, forceLiquidationBar)."""
-        keys = {"normal": "normalBar", "margin_call": "marginCallBar", "liquidation": "forceLiquidationBar"}
-        return cls({name: _amount(key, response[key]) for name, key in keys.items() if key in response})
-
-    @classmethod
-    def for_isolated(
-        cls, liquidation: Decimal, margin_call: Decimal | None = None, normal: Decimal | None = None
-    ) -> Bars:
-        """An isolated pair's ladder: ``liquidationRiskRatio`` (+ margin call and initial ratio if known)."""
-        levels = {"normal": normal, "margin_call": margin_call, "liquidation": liquidation}
-        return cls({name: value for name, value in levels.items() if value is not None})
-
     @property
     def liquidation_level(self) -> Decimal:
         """The bar at which the unit is liquidated."""

@@ -189,31 +189,10 @@ class PriceBook:
         self.stamps: dict[str, float] = {}
         self.clock = clock
 
-    def update(self, symbol: str, price: float) -> None:
-        """Record a price for ``symbol`` now."""
-        self.prices[symbol] = price
-        self.stamps[symbol] = self.clock()
-
-    def get(self, symbol: str) -> float | None:
-        """The latest price of ``symbol`` (None before the first)."""
-        return self.prices.get(symbol)
-
     def age(self, symbol: str) -> float | None:
         """Seconds since ``symbol`` last updated (None before the first price)."""
         stamp = self.stamps.get(symbol)
         return None if stamp is None else self.clock() - stamp
-
-    def value(self, legs: Sequence[str]) -> float:
-        """The float price of a route's legs (NaN while any is missing or an inverse leg is at 0;
-        1 for a fixed route)."""
-        price = 1.0
-        for leg in legs:
-            if leg.startswith(INVERSE):
-                p = self.prices.get(leg[len(INVERSE) :], NAN)
-                price *= 1.0 / p if p else NAN
-            else:
-                price *= self.prices.get(leg, NAN)
-        return price
 
     def exact(self, legs: Sequence[str]) -> Decimal | None:
         """The exact ``Decimal`` price of a route's legs (None while any is missing, or an inverse

@@ -68,11 +68,6 @@ class Beta:
     start: float | None = None
     end: float | None = None
 
-    @property
-    def assumed(self) -> bool:
-        """True when there was no history and the beta is the stated default of 1."""
-        return self.samples == 0
-
 
 def level_after(h: Holdings, moves: Mapping[str, Decimal]) -> Decimal | None:
     """The exact level after each moving asset's price is multiplied by (1 + its move) (absent: 0),

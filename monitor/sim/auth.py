@@ -176,8 +176,3 @@ class WeightMeter:
                 {**headers, "Retry-After": self._retry_after((minute + 1) * 60_000, now)},
             )
         return headers
-
-    def used_api(self, ip: str) -> int:
-        """The ``/api`` weight used by ``ip`` in the current minute."""
-        bucket = self._api.get(ip)
-        return bucket.used if bucket and bucket.minute == self.now_ms() // 60_000 else 0

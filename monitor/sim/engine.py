@@ -44,7 +44,7 @@ class RequestRecord:
     api_key: str | None
 
 
-class Engine:
+class SimExchange:
     """Books, fault board, weight meter, token books, stream hubs and the timeline cursor."""
 
     def __init__(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
-from monitor.sim.scenario import Bars
+from monitor.sim.scenario import ScenarioBars
 
 NO_DEBT_LEVEL = Decimal(999)
 PRE_LIQUIDATION_GAP = Decimal("0.02")
@@ -82,7 +82,7 @@ class Level:
         return NO_DEBT_LEVEL if level is None else level
 
 
-def status(level: Decimal | None, bars: Bars) -> str:
+def status(level: Decimal | None, bars: ScenarioBars) -> str:
     """Binance's ``marginLevelStatus`` for a level under ``bars`` (see the module docstring)."""
     if level is None or level > bars.normal:
         return "EXCESSIVE"

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from monitor.sim import views
 from monitor.sim.auth import ApiError, bad_key, check_key, check_signed, missing
-from monitor.sim.engine import Engine, RequestRecord
+from monitor.sim.engine import RequestRecord, SimExchange
 from monitor.sim.levels import fmt
 from monitor.sim.state import AccountState
 
@@ -45,7 +45,7 @@ _SERVER_ERRORS = {
 class Call:
     """One request as an endpoint sees it."""
 
-    engine: Engine
+    engine: SimExchange
     params: dict[str, str]
     account: AccountState | None
     method: str
@@ -299,7 +299,7 @@ def _error_response(exc: ApiError, headers: dict[str, str]) -> web.Response:
     )
 
 
-async def _rest_fault(engine: Engine) -> None:
+async def _rest_fault(engine: SimExchange) -> None:
     window = engine.board.rest()
     if window is None:
         return
@@ -322,7 +322,7 @@ async def _rest_fault(engine: Engine) -> None:
     raise ApiError(fault.status, code, msg)
 
 
-def _handler(engine: Engine, ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _handler(engine: SimExchange, ep: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request) -> web.StreamResponse:
         headers: dict[str, str] = {}
         api_key = request.headers.get("X-MBX-APIKEY")
@@ -363,7 +363,7 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return web.Response(status=404)
 
 
-def add_routes(app: web.Application, engine: Engine) -> None:
+def add_routes(app: web.Application, engine: SimExchange) -> None:
     """Register every REST route (and the retired and catch-all ones) on ``app``."""
     for ep in ENDPOINTS:
         app.router.add_route(ep.method, ep.path, _handler(engine, ep))

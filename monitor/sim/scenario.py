@@ -8,7 +8,6 @@ seconds, written as numbers or as ``"90s"``, ``"2m"``, ``"1h30m"``, ``"500ms"``.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,40 +22,25 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.config.duration import DurationError, parse_duration
 from monitor.sim.sources import Tick, TimelineSourceError, load_path
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "scenarios"
 KNOWN_QUOTES = ("USDT", "USDC", "FDUSD", "TUSD", "BUSD", "DAI", "BTC", "ETH", "BNB", "EUR", "TRY", "BRL")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; ``str()`` is one line ``FILE: key.path: problem``."""
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string such as ``"90s"``, ``"2m"``, ``"1h30m"``, ``"250ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30, '90s', '2m' or '1h'")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and value.strip():
-        text = value.strip().replace(" ", "")
-        try:
-            seconds = float(text)
-        except ValueError:
-            parts = _DURATION.findall(text)
-            if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}"
-                ) from None
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    else:
-        raise ValueError(f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}")
-    if seconds < 0 or seconds != seconds:
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
-    return seconds
+def _seconds(value: object) -> float:
+    """A duration in the config's grammar (:mod:`monitor.config.duration`), worded for scenarios."""
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        if exc.negative:
+            raise ValueError(f"expected a duration >= 0, got {value!r}") from None
+        raise ValueError(f"expected a duration such as 30, '90s', '2m' or '1h', got {value!r}") from None
 
 
 def _decimal(value: object) -> Decimal:
@@ -90,7 +74,7 @@ def _positive(value: object) -> Decimal:
 
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
 Positive = Annotated[Decimal, BeforeValidator(_positive)]
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Seconds = Annotated[float, BeforeValidator(_seconds)]
 AssetName = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]
 SymbolName = Annotated[str, Field(pattern=r"^[A-Z0-9]{4,24}$")]
 
@@ -109,7 +93,7 @@ class Balance(_Strict):
     interest: Amount = Decimal(0)
 
 
-class Bars(_Strict):
+class ScenarioBars(_Strict):
     """Margin-level thresholds: initial (``normalBar``), margin call and liquidation."""
 
     normal: Positive
@@ -117,20 +101,20 @@ class Bars(_Strict):
     liquidation: Positive
 
     @model_validator(mode="after")
-    def _ordered(self) -> Bars:
+    def _ordered(self) -> ScenarioBars:
         if not self.normal >= self.margin_call >= self.liquidation:
             raise ValueError("expected normal >= margin_call >= liquidation")
         return self
 
 
 CROSS_BARS = {
-    "MARGIN_1": Bars(normal=Decimal("1.5"), margin_call=Decimal("1.3"), liquidation=Decimal("1.1")),
-    "MARGIN_2": Bars(normal=Decimal("1.25"), margin_call=Decimal("1.05"), liquidation=Decimal("1.0")),
+    "MARGIN_1": ScenarioBars(normal=Decimal("1.5"), margin_call=Decimal("1.3"), liquidation=Decimal("1.1")),
+    "MARGIN_2": ScenarioBars(normal=Decimal("1.25"), margin_call=Decimal("1.05"), liquidation=Decimal("1.0")),
 }
 ISOLATED_BARS = {  # Binance's FAQ "Tiered Leverage Function on Isolated Margin" (tier 1 initial ratio)
-    10: Bars(normal=Decimal("1.111"), margin_call=Decimal("1.1"), liquidation=Decimal("1.05")),
-    5: Bars(normal=Decimal("1.25"), margin_call=Decimal("1.19"), liquidation=Decimal("1.15")),
-    3: Bars(normal=Decimal("1.5"), margin_call=Decimal("1.22"), liquidation=Decimal("1.18")),
+    10: ScenarioBars(normal=Decimal("1.111"), margin_call=Decimal("1.1"), liquidation=Decimal("1.05")),
+    5: ScenarioBars(normal=Decimal("1.25"), margin_call=Decimal("1.19"), liquidation=Decimal("1.15")),
+    3: ScenarioBars(normal=Decimal("1.5"), margin_call=Decimal("1.22"), liquidation=Decimal("1.18")),
 }
 
 
@@ -145,20 +129,20 @@ class Tier(_Strict):
     quoteAssetMaxBorrowable: Amount
 
 
-class IsolatedPair(_Strict):
+class ScenarioPair(_Strict):
     """One isolated margin pair of an account."""
 
     symbol: SymbolName
     base: Balance
     quote: Balance
     leverage: Literal[3, 5, 10] = 10
-    bars: Bars | None = None
+    bars: ScenarioBars | None = None
     interest_rates: dict[AssetName, Amount] = {}
     tiers: list[Tier] | None = None
     enabled: bool = True
 
     @property
-    def effective_bars(self) -> Bars:
+    def effective_bars(self) -> ScenarioBars:
         """The pair's bars: explicit ones, else the preset of its leverage class."""
         return self.bars or ISOLATED_BARS[self.leverage]
 
@@ -188,13 +172,13 @@ class Account(_Strict):
     api_secret: SecretStr
     account_type: Literal["MARGIN_1", "MARGIN_2"] = "MARGIN_1"
     cross: list[Balance] = []
-    isolated: list[IsolatedPair] = []
+    isolated: list[ScenarioPair] = []
     interest_rates: dict[AssetName, Amount] = {}
-    bars: Bars | None = None
+    bars: ScenarioBars | None = None
     restrictions: Restrictions = Restrictions()
 
     @property
-    def effective_bars(self) -> Bars:
+    def effective_bars(self) -> ScenarioBars:
         """The cross bars: explicit ones, else Binance's defaults for the account type."""
         return self.bars or CROSS_BARS[self.account_type]
 

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from monitor.sim.engine import Engine
+from monitor.sim.engine import SimExchange
 from monitor.sim.loader import load_scenario
 from monitor.sim.rest import add_routes
 from monitor.sim.scenario import Event, Fault, Scenario
@@ -38,7 +38,7 @@ class Simulator:
         self, scenario: Scenario, *, realtime: bool = True, clock: Callable[[], float] | None = None
     ) -> None:
         self.scenario = scenario
-        self.engine = Engine(scenario, realtime=realtime, clock=clock)
+        self.engine = SimExchange(scenario, realtime=realtime, clock=clock)
         self.app = web.Application()
         add_routes(self.app, self.engine)
         self.app.router.add_get("/ws-api/v3", self.engine.api.handle)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from monitor.sim.levels import Holding, Level, fmt, pair_level, q8, q8_down, status
-from monitor.sim.scenario import Account, Event, IsolatedPair, Scenario
+from monitor.sim.scenario import Account, Event, Scenario, ScenarioPair
 
 Payload = dict[str, Any]
 
@@ -57,7 +57,7 @@ Emission = UserEvent | RiskEvent
 class PairState:
     """One isolated pair of an account."""
 
-    spec: IsolatedPair
+    spec: ScenarioPair
     base: Holding
     quote: Holding
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
-from monitor.alerts.policy import DistanceRule, LevelRule, PolicyConfig
-from monitor.config.model import AlertsConfig, LevelConfig
+from monitor.alerts.policy import AlertPolicy, DistanceRule, LevelRule, PolicyConfig
+from monitor.config.model import AccountConfig, AlertsConfig, Config, LevelConfig
+from monitor.risk.margin import Bars
 
 DEFAULT_BARS = ("normal", "margin_call", "liquidation")
 
@@ -63,3 +64,39 @@ def policy_for_unit(
         stale_after=alerts.stale_after,
         blind_routes=alerts.blind_routes if alerts.blind_routes is not None else fallback,
     )
+
+
+class UnitLadders:
+    """Gives each unit of one account its ladder in the alert policy, again only when its bars change
+    (a new unit, or an isolated pair that moved tier)."""
+
+    def __init__(self, config: Config, account: AccountConfig) -> None:
+        self.config = config
+        self.account = account
+        self._configured: dict[str, Bars] = {}  # unit → the bars its ladder was resolved against
+
+    def configure(
+        self, policy: AlertPolicy, units: Iterable[str], bars_of: Callable[[str], Bars | None]
+    ) -> None:
+        """Resolve the ladder of each of ``units`` against its own bars (``bars_of``) into ``policy``."""
+        override = self.account.alerts
+        for uid in units:
+            bars = bars_of(uid)
+            if bars is None or self._configured.get(uid) == bars:
+                continue
+            self._configured[uid] = bars
+            values = {name: float(value) for name, value in bars.levels.items()}
+            policy.configure_unit(
+                uid,
+                policy_for_unit(
+                    self.config.alerts,
+                    values,
+                    self.config.route_names(),
+                    levels=override.levels if override else None,
+                    routes=override.routes if override else None,
+                ),
+            )
+
+    def forget(self) -> None:
+        """The account's units left the book: configure them afresh when they come back."""
+        self._configured.clear()
