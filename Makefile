@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # than cores win on 2 vCPU (docs/testing.md has the measurements). `make test WORKERS=0` runs in one
 # process. The test targets write bytecode even where PYTHONDONTWRITEBYTECODE is set: every worker and
 # each of the ~60 CLI subprocesses would otherwise recompile monitor/ and re-rewrite the test modules.
-WORKERS ?= 4
+WORKERS ?= 6
 PYTEST  := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
 .PHONY: install run check status test-alert test quick lint typecheck unit container bench clean
