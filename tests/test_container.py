@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD_SH = REPO / "deploy" / "docker" / "build.sh"
@@ -88,11 +89,17 @@ print(json.dumps({"status": status, "body": body}))
 """
 
 
+# The goal for the image (issue #14), uncompressed: the sum of its layers' tar sizes, as `buildah
+# images` and `docker images` show it (decimal MB).
+SIZE_GOAL = 150_000_000
+
+
 @dataclass
 class Image:
     name: str
     config: dict[str, Any]
     build_seconds: float
+    layer_sizes: list[int]
 
     @property
     def user(self) -> str:
@@ -118,7 +125,8 @@ def image() -> Image:
     elapsed = time.monotonic() - started
     assert result.returncode == 0, f"build.sh failed after {elapsed:.0f} s:\n{result.stderr[-4000:]}"
     inspected = json.loads(buildah("inspect", "--type", "image", IMAGE))
-    return Image(IMAGE, inspected["Docker"]["config"], elapsed)
+    layers = json.loads(inspected["Manifest"])["layers"]
+    return Image(IMAGE, inspected["Docker"]["config"], elapsed, [int(layer["size"]) for layer in layers])
 
 
 class Container:
@@ -256,6 +264,14 @@ def test_image_config_is_production_shaped(image: Image) -> None:
     assert config["Cmd"] == ["run", "-c", "/etc/margin-monitor/config.yaml"]
 
 
+def test_image_size_within_goal(image: Image) -> None:
+    """The image, uncompressed, stays within the 150 MB goal (base layer + ours)."""
+    total = sum(image.layer_sizes)
+    layers = [round(size / 1e6, 1) for size in image.layer_sizes]
+    print(f"image {total / 1e6:.1f} MB uncompressed; layers {layers} MB")
+    assert total <= SIZE_GOAL, f"image is {total / 1e6:.1f} MB, over the {SIZE_GOAL / 1e6:.0f} MB goal"
+
+
 def test_cli_runs_read_only_as_non_root(run_container: Starter) -> None:
     """``margin-monitor --help`` runs in the image on a read-only root, as uid 10001."""
     container = run_container(
@@ -305,3 +321,42 @@ def test_corrupt_state_volume_exits_3_at_once(run_container: Starter, volume: Pa
     failed = [json.loads(line) for line in err.splitlines() if '"startup_failed"' in line]
     assert len(failed) == 1 and "is corrupt" in failed[0]["error"], err
     assert "/var/lib/margin-monitor/state.sqlite3" in failed[0]["error"] and "Traceback" not in err
+
+
+def test_binance_config_in_container_watches_the_simulator(run_container: Starter, volume: Path) -> None:
+    """A ``kind: binance`` config on the image: ``margin-monitor simulate`` in the same container plays
+    Binance (python-binance's REST client, market and user-data streams, the WebSocket API, Apprise's
+    console route): ready, /status lists the scenario's account, exits 0 on SIGTERM."""
+    sim = "127.0.0.1:18080"
+    config = {
+        "exchange": {
+            "kind": "binance",
+            "rest_url": f"http://{sim}",
+            "stream_url": f"ws://{sim}",
+            "ws_api_url": f"ws://{sim}/ws-api/v3",
+            "risk_stream_url": f"ws://{sim}",
+        },
+        "accounts": [{"name": "demo", "api_key": "demo-key", "api_secret": "demo-secret"}],
+        "notify": {"routes": {"console": {"urls": ["console://"]}}},
+        "state_dir": "/var/lib/margin-monitor",
+        "log": {"format": "json"},
+        "http": {"enabled": True, "listen": "127.0.0.1:9108"},
+    }
+    path = volume / "binance.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.chown(path, 10001, 10001)
+    path.chmod(0o600)
+    script = (
+        f"margin-monitor simulate --scenario crash --port {sim.split(':')[1]} > /tmp/sim.log 2>&1 & "
+        "i=0; until grep -q listening /tmp/sim.log; do "
+        "i=$((i + 1)); [ $i -lt 600 ] || exit 9; sleep 0.1; done; "
+        "exec margin-monitor run -c /var/lib/margin-monitor/binance.yaml"
+    )
+    container = run_container(["sh", "-c", script])
+    wait_for("passing HEALTHCHECK", container.healthcheck, container, timeout=120)
+    wait_for("/readyz 200", lambda: container.get("/readyz")[0] == 200, container, timeout=120)
+    status, body = container.get("/status")
+    assert status == 200, body
+    assert {unit["account"] for unit in json.loads(body)} == {"demo"}, body
+    os.kill(container.pid1, signal.SIGTERM)
+    assert container.wait(timeout=60) == 0, container.log_tail()

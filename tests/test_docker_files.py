@@ -39,7 +39,8 @@ def test_dockerfile_defaults_to_official_slim_python_and_builds_from_source() ->
     runs = " ".join(a for w, a in instructions() if w == "RUN")
     assert "pip wheel" in runs and "/src" in runs
     stages = [a for w, a in instructions() if w == "FROM"]
-    assert stages[0].startswith("${BASE} AS ") and stages[-1] == "${BASE}"
+    assert stages[0].startswith("${BASE} AS ") and stages[-1] == "${RUNTIME_BASE}"
+    assert args["RUNTIME_BASE"] == "${BASE}"  # one base unless the runtime one is given (build.sh)
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

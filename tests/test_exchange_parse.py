@@ -391,3 +391,20 @@ def test_cross_account_margin_level_status_when_present() -> None:
     )
     with pytest.raises(ExchangeDataError, match=r"margin/account\.marginLevelStatus: expected a status name"):
         parse.cross_account({**CROSS, "marginLevelStatus": "MARGIN CALL; DROP"})
+
+
+@pytest.mark.parametrize("value", [True, 1, 1.5, "1e4", "1_000", "+1", "-1", " 1", "0x1", "NaN", "", None])
+def test_price_is_a_plain_unsigned_decimal_string(value: Any) -> None:
+    """The one reader of Binance prices refuses what ``float()`` would take."""
+    with pytest.raises(ExchangeDataError, match=r"ticker\.b: expected a plain decimal string"):
+        parse.price(value, "ticker.b")
+    assert parse.price("0.00012345") == 0.00012345 and parse.price("0") == 0.0
+
+
+def test_ticker_prices_reads_the_wanted_symbols_all_or_nothing() -> None:
+    """``GET /api/v3/ticker/price``: the wanted symbols' prices; a malformed row fails the whole body."""
+    body = [{"symbol": "BTCUSDT", "price": "30000.5"}, {"symbol": "ETHUSDT", "price": "2000"}]
+    assert parse.ticker_prices(body, {"BTCUSDT", "XRPUSDT"}) == {"BTCUSDT": 30000.5}
+    assert parse.ticker_prices(body) == {"BTCUSDT": 30000.5, "ETHUSDT": 2000.0}
+    with pytest.raises(ExchangeDataError, match=r"ticker/price\[1\]\.price: expected a plain decimal string"):
+        parse.ticker_prices([*body[:1], {"symbol": "ETHUSDT", "price": 2000}])

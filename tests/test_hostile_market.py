@@ -1,4 +1,4 @@
-"""Hostile market frames into ``MarketConnection._on_frame``: never a crash, never a half-parsed price.
+"""Hostile market frames into ``MarketProtocol.receive``: never a crash, never a half-parsed price.
 
 An oracle written independently of the stream's code says what each frame must yield: a price only
 when every price field is a plain positive decimal string (as Binance writes them) and the symbol is
@@ -19,8 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from monitor.exchange.errors import Reconnect
-from monitor.exchange.streams import MarketConnection
+from monitor.exchange.market_core import MarketProtocol
 
 WATCHED = ("BTCUSDT", "ETHUSDT")
 PLAIN = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
@@ -39,19 +38,13 @@ symbols = st.sampled_from([*WATCHED, "XRPUSDT", "btcusdt", "", 42, None])
 kinds = st.sampled_from([None, "bookTicker", "aggTrade", "trade", "24hrMiniTicker", "24hrTicker", "depth", 7])
 
 
-class Clock:
-    """Moves 10 s per reading, so the rate-limited log never suppresses a line."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        self.now += 10.0
-        return self.now
-
-
-def new_stream() -> MarketConnection:
-    return MarketConnection("ws://127.0.0.1:9", WATCHED, lambda _: None, clock=Clock())
+def new_stream(before: float | None = None) -> MarketProtocol:
+    """A protocol watching ``WATCHED``, with ETHUSDT's price ``before`` waiting to be taken if given."""
+    stream = MarketProtocol()
+    stream.set_symbols(WATCHED)
+    if before is not None:
+        stream.receive(orjson.dumps({"s": "ETHUSDT", "b": repr(before), "a": repr(before)}), now=0.0)
+    return stream
 
 
 def oracle(payload: dict[str, Any]) -> float | None:
@@ -98,18 +91,17 @@ def test_payloads_yield_exactly_the_oracles_price(
     payload: dict[str, Any], wrapped: bool, before: float
 ) -> None:
     """Each payload sets the oracle's price or leaves the pending prices untouched, with one warning."""
-    stream = new_stream()
-    stream._pending = {"ETHUSDT": before}
+    stream = new_stream(before)
     frame = {"stream": "x", "data": payload} if wrapped else payload
     text = json.dumps(frame)  # a non-finite float anywhere (even in "E") makes this text not JSON
     with capture_logs() as events:
-        stream._on_frame(text)
+        stream.receive(text, now=10.0)  # 10 s on: the skip log is not rate-limited yet
     expected = oracle(payload) if strict_json(text) else None
     if expected is not None:
-        assert stream._pending == {"ETHUSDT": before, payload["s"]: expected}
+        assert stream.prices_received() == {"ETHUSDT": before, payload["s"]: expected}
         assert events == []
         return
-    assert stream._pending == {"ETHUSDT": before}
+    assert stream.prices_received() == {"ETHUSDT": before}
     if payload.get("s") in WATCHED or payload.get("e") not in (None, "bookTicker", "aggTrade", "trade",
                                                                  "24hrMiniTicker", "24hrTicker"):  # fmt: skip
         assert len(events) <= 1
@@ -137,12 +129,12 @@ def test_arbitrary_frames_never_raise(raw: bytes | str) -> None:
     """Any bytes or text either set finite positive prices of watched symbols or are skipped; no crash."""
     stream = new_stream()
     with capture_logs() as events:
-        try:
-            stream._on_frame(raw)
-        except Reconnect:  # only for Binance's serverShutdown notice
-            assert "serverShutdown" in (raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
-    assert set(stream._pending) <= set(WATCHED)
-    assert all(0 < p < math.inf for p in stream._pending.values())
+        stream.receive(raw, now=10.0)
+    if stream.closing is not None:  # only for Binance's serverShutdown notice
+        assert "serverShutdown" in (raw.decode(errors="replace") if isinstance(raw, bytes) else raw)
+    prices = stream.prices_received()
+    assert set(prices) <= set(WATCHED)
+    assert all(0 < p < math.inf for p in prices.values())
     assert all(e["event"] == "market_frame_skipped" and "\n" not in e["sample"] for e in events)
 
 
@@ -151,6 +143,6 @@ def test_prices_that_float_would_accept_are_refused(value: Any) -> None:
     """A boolean, a JSON number, an exponent or an underscore is not a Binance price: refused, logged."""
     stream = new_stream()
     with capture_logs() as events:
-        stream._on_frame(orjson.dumps({"data": {"s": "BTCUSDT", "b": value, "a": "2"}}))
-    assert stream._pending == {}
+        stream.receive(orjson.dumps({"data": {"s": "BTCUSDT", "b": value, "a": "2"}}), now=10.0)
+    assert stream.prices_received() == {}
     assert [(e["event"], e["reason"]) for e in events] == [("market_frame_skipped", "price not a number")]

@@ -129,3 +129,72 @@ def test_run_with_bad_shard_exits_78(
     assert result.returncode == EXIT_CONFIG
     assert result.stderr.startswith(f"margin-monitor: {needle}")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("4/5>4", Shard(4, 5, 4)), ("margin-monitor-0/5>4", Shard(0, 5, 4)), ("2/8>3", Shard(2, 8, 3))],
+)
+def test_parse_handover(text: str, expected: Shard) -> None:
+    """i/n>m (and pod-name-i/n>m) parse; str() gives i/n>m back, which parses to the same shard."""
+    shard = parse_shard(text)
+    assert shard == expected
+    assert str(shard) == f"{expected.index}/{expected.count}>{expected.target}"
+    assert parse_shard(str(shard)) == shard
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"), [("1/5>5", "fewer shards"), ("1/5>0", "fewer shards"), ("5/5>4", "below")]
+)
+def test_parse_handover_rejects(text: str, reason: str) -> None:
+    """A handover goes to fewer shards (at least one); the index is still below the old count."""
+    with pytest.raises(ShardError, match=reason):
+        parse_shard(text)
+
+
+def owners(account: str, running: dict[int, str]) -> set[int]:
+    """The pods (ordinal → shard spec) that watch ``account``."""
+    return {pod for pod, spec in running.items() if parse_shard(spec).owns(account)}
+
+
+def uncovered_by_others(running: dict[int, str], down: int) -> set[str]:
+    """Accounts nobody watches while pod ``down`` restarts (or after it is removed)."""
+    others = {pod: spec for pod, spec in running.items() if pod != down}
+    return {a for a in NAMES[:1000] if not owners(a, others)}
+
+
+@pytest.mark.parametrize(("old", "new"), [(5, 4), (4, 3), (6, 4), (3, 1)])
+def test_shrinking_in_one_step_leaves_the_leaving_accounts_unwatched(old: int, new: int) -> None:
+    """The gap: replicas and count changed at once, a StatefulSet removes pods new..old-1 first,
+    then restarts new-1..0 on the new count; until its new owner restarts, a leaving account has
+    no owner at all (accounts that stay only miss their own pod's restart, as in any rollout)."""
+    running = {pod: f"{pod}/{old}" for pod in range(old)}
+    leaving = {a for a in NAMES[:1000] if shard_of(a, old) >= new}
+    for pod in reversed(range(new, old)):
+        del running[pod]
+    unwatched = {a for a in NAMES[:1000] if not owners(a, running)}
+    assert unwatched == leaving and leaving  # every leaving account, until its owner restarts
+    for pod in reversed(range(new)):
+        running[pod] = f"{pod}/{new}"
+    assert not {a for a in NAMES[:1000] if not owners(a, running)}
+
+
+@pytest.mark.parametrize(("old", "new"), [(5, 4), (4, 3), (6, 4), (3, 1), (8, 5)])
+def test_shrinking_by_handover_watches_every_account_throughout(old: int, new: int) -> None:
+    """The fix: first roll every pod (StatefulSet order: old-1 … 0) onto i/old>new with all pods
+    kept, then remove pods new..old-1. At every step each account has an owner, except while its
+    own pod restarts onto a spec that still owns it (the gap of any rolling restart, not of the
+    re-shard); after it, each account has exactly one owner, the one i/new would give."""
+    running = {pod: f"{pod}/{old}" for pod in range(old)}
+    for pod in reversed(range(old)):  # step 1: the rolling update to the handover spec
+        before = {a for a in NAMES[:1000] if parse_shard(running[pod]).owns(a)}
+        after_spec = f"{pod}/{old}>{new}"
+        after = {a for a in NAMES[:1000] if parse_shard(after_spec).owns(a)}
+        assert uncovered_by_others(running, pod) <= before & after
+        running[pod] = after_spec
+        assert not {a for a in NAMES[:1000] if not owners(a, running)}
+    for pod in reversed(range(new, old)):  # step 2: the replicas go down to ``new``
+        assert not uncovered_by_others(running, pod)
+        del running[pod]
+    for account in NAMES[:1000]:
+        assert owners(account, running) == {shard_of(account, new)}

@@ -14,6 +14,9 @@ Checked: each daemon's /status lists exactly its shard's accounts, every account
 crossing lost); alerts sent twice are only of moved accounts and at most as many as the old
 owners counted (``margin_monitor_shard_departed_firing_rules_total``). The figures are printed
 (docs/capacity.md quotes them).
+
+Then 5 → 4 by handover (``i/5>4`` rolled out with all five pods, then pod 4 removed), with BTC
+falling and recovering in the window a one-step shrink leaves unwatched: every crossing alerted.
 """
 
 from __future__ import annotations
@@ -106,14 +109,15 @@ class Daemon:
         self.process: subprocess.Popen[bytes] | None = None
         self.shard = ""
 
-    def start(self, count: int) -> None:
-        self.shard = f"{self.ordinal}/{count}"
+    def start(self, count: int, target: int | None = None) -> None:
+        """Run as shard ordinal/count, or ordinal/count>target (the handover to fewer shards)."""
+        self.shard = f"{self.ordinal}/{count}" + ("" if target is None else f">{target}")
         config = yaml.safe_load(self.config.read_text())
         config["state_dir"] = str(self.tmp / f"state-{self.ordinal}")
         config["http"]["listen"] = f"127.0.0.1:{self.port}"
         path = self.tmp / f"config-{self.ordinal}.yaml"
         path.write_text(yaml.safe_dump(config))
-        log = (self.tmp / f"daemon-{self.ordinal}-{count}.log").open("wb")
+        log = (self.tmp / f"daemon-{self.ordinal}-{count}-{target}.log").open("wb")
         env = {**os.environ, ENV_SHARD: f"margin-monitor-{self.shard}"}  # as from the pod name
         self.process = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "-c", str(path)],
@@ -203,6 +207,20 @@ async def test_four_shards_then_five_every_account_once_no_crossing_lost(
 ) -> None:
     """N accounts over 4 shards, then a rolling change to 5 with two price drops during it."""
     sim = fleet_sim
+    base = fleet_config(tmp_path, sim, receiver, size)
+    figures: dict[str, float] = {}
+    started = time.monotonic()
+
+    daemons = [Daemon(tmp_path, base, i) for i in range(5)]
+    try:
+        await rolling_change(sim, receiver, daemons, size, figures, started)
+    finally:
+        for daemon in daemons:
+            daemon.kill()
+
+
+def fleet_config(tmp_path: Path, sim: Simulator, receiver: Receiver, size: int) -> Path:
+    """Every shard's config: the fleet's accounts on ``sim``, every alert to ``receiver``."""
     config = {
         "exchange": sim.exchange_config(snapshot_interval="5m", resync_interval="60s"),
         "accounts": [
@@ -220,15 +238,17 @@ async def test_four_shards_then_five_every_account_once_no_crossing_lost(
     }
     base = tmp_path / "config.yaml"
     base.write_text(yaml.safe_dump(config))
-    figures: dict[str, float] = {}
-    started = time.monotonic()
+    return base
 
-    daemons = [Daemon(tmp_path, base, i) for i in range(5)]
-    try:
-        await rolling_change(sim, receiver, daemons, size, figures, started)
-    finally:
-        for daemon in daemons:
-            daemon.kill()
+
+def alerts(receiver: Receiver) -> collections.Counter[tuple[str, str]]:
+    """(account, bar) → how many alerts the receiver got for it."""
+    fired: collections.Counter[tuple[str, str]] = collections.Counter()
+    for message in receiver.messages:
+        match = TITLE.match(str(message.get("title", "")))
+        if match:
+            fired[(match.group(2), match.group(1))] += 1
+    return fired
 
 
 async def rolling_change(
@@ -269,17 +289,9 @@ async def rolling_change(
     expected = {(name(i), bar) for i in range(size) for bar, at in BARS.items() if level(i, STEP2) <= at}
     figures["crossings"] = len(expected)
 
-    def alerts() -> collections.Counter[tuple[str, str]]:
-        fired: collections.Counter[tuple[str, str]] = collections.Counter()
-        for message in receiver.messages:
-            match = TITLE.match(str(message.get("title", "")))
-            if match:
-                fired[(match.group(2), match.group(1))] += 1
-        return fired
-
-    await receiver.wait_for(lambda _: expected <= set(alerts()), within=180)
+    await receiver.wait_for(lambda _: expected <= set(alerts(receiver)), within=180)
     await asyncio.sleep(5)  # anything still in flight
-    fired = alerts()
+    fired = alerts(receiver)
     assert set(fired) == expected, "an alert for a bar the level never crossed"
     duplicates = {key: n for key, n in fired.items() if n > 1}
     departed_firing = sum(
@@ -298,3 +310,60 @@ async def rolling_change(
     assert figures["duplicates"] <= departed_firing + takeovers
     for daemon in daemons:
         assert await daemon.stop() == 0
+
+
+async def test_five_shards_then_four_by_handover_no_crossing_lost(
+    tmp_path: Path, size: int, fleet_sim: Simulator, receiver: Receiver
+) -> None:
+    """Shrinking 5 → 4 without a gap (docs/capacity.md, "Shrinking"): step 1 rolls every pod, in a
+    StatefulSet's order (4, 3, 2, 1, 0), onto ``i/5>4`` with all five kept; step 2 removes pod 4.
+    BTC falls and recovers after pod 4 has restarted and before the new owners of its accounts
+    have: the window in which, shrinking in one step, those accounts would have had no owner.
+    Every crossing of it is alerted; then every account is on exactly one of the four shards."""
+    sim = fleet_sim
+    daemons = [Daemon(tmp_path, fleet_config(tmp_path, sim, receiver, size), i) for i in range(5)]
+    try:
+        for daemon in daemons:
+            daemon.start(5)
+            await daemon.ready()
+        await partition(daemons, 5, size)
+        leaving = {name(i) for i in range(size) if shard_of(name(i), 5) == 4}
+
+        # step 1: the rolling update onto 4/5>4 … 0/5>4, all five pods kept
+        assert await daemons[4].stop() == 0
+        daemons[4].start(5, 4)
+        await daemons[4].ready()
+        await sim.set_price("BTCUSDT", STEP2)  # falls and recovers before 3 … 0 take over
+        expected = {(name(i), bar) for i in range(size) for bar, at in BARS.items() if level(i, STEP2) <= at}
+        in_window = {(account, bar) for account, bar in expected if account in leaving}
+        assert in_window  # crossings that a one-step shrink would lose
+        await receiver.wait_for(lambda _: expected <= set(alerts(receiver)), within=180)
+        await sim.set_price("BTCUSDT", START)
+        for daemon in reversed(daemons[:4]):
+            assert await daemon.stop() == 0
+            daemon.start(5, 4)
+            await daemon.ready()
+
+        # step 2: replicas 5 → 4 (pod 4 goes; its accounts are watched by their new owners)
+        assert await daemons[4].stop() == 0
+        four = await partition(daemons[:4], 4, size)
+        assert sum(len(accounts) for accounts in four.values()) == size
+        await asyncio.sleep(5)  # anything still in flight
+        fired = alerts(receiver)
+        assert set(fired) == expected, "an alert for a bar the level never crossed"
+        print(
+            "shrink figures:",
+            json.dumps(
+                {
+                    "leaving": len(leaving),
+                    "crossings": len(expected),
+                    "of_leaving_accounts": len(in_window),
+                    "alerts": sum(fired.values()),
+                }
+            ),
+        )
+        for daemon in daemons[:4]:
+            assert await daemon.stop() == 0
+    finally:
+        for daemon in daemons:
+            daemon.kill()

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config(command("run"))
     run.add_argument(
         "--shard",
-        help="i/n: watch only the accounts whose stable hash falls in shard i of n "
+        help="i/n: watch only the accounts whose stable hash falls in shard i of n; i/n>m: the "
+        "handover to m < n shards (docs/capacity.md) "
         "(default: $MARGIN_MONITOR_SHARD, then the config's shard)",
     )
     with_config(command("check"))

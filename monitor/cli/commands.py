@@ -23,6 +23,7 @@ from monitor.config.notes import inert_settings
 from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import BinanceRest, ExchangeError, RetryPolicy
 from monitor.exchange.diagnose import diagnose
+from monitor.exchange.parse import ticker_prices
 from monitor.exchange.supervisor import Backoff
 from monitor.logs import configure_logging, register_secrets
 from monitor.notify.messages import demo_message
@@ -139,10 +140,8 @@ async def one_shot_status(
                              for n in notices if n.rule == "key_refused"]  # fmt: skip
             if loaded and loaded[0].rest is not None:
                 tickers = await loaded[0].rest.client.get_all_tickers()
-                wanted = book.symbols_needed()
-                for ticker in tickers:
-                    if ticker.get("symbol") in wanted:
-                        book.on_price(ticker["symbol"], float(ticker["price"]))
+                for symbol, price in ticker_prices(tickers, book.symbols_needed()).items():
+                    book.on_price(symbol, price)
             target = config.alerts.restore_target
             units = [
                 enrich(book, unit, book.report(unit, restore_target=target).to_json(), {})

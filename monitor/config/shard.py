@@ -12,8 +12,18 @@ new shard (about ``1/(n + 1)`` of them) and shrinking moves only those of the re
 other account keeps its owner, so a re-shard disturbs as few alert states as possible
 (docs/capacity.md, "Re-sharding").
 
+Shrinking without a gap takes a *handover* spec, ``i/n>m`` (from ``n`` shards to ``m < n``): a
+replica below ``m`` is shard ``i`` of ``m`` (it takes its share of the accounts leaving the removed
+shards), one at ``m`` or above stays shard ``i`` of ``n`` (it keeps watching the accounts that are
+leaving) until it is removed. Rolled out while all ``n`` replicas still run, every leaving account
+has an owner throughout; then the replicas from ``m`` up are removed.
+
 >>> parse_shard("2/4")
 Shard(index=2, count=4)
+>>> shard_of("acct-21", 5), shard_of("acct-21", 4)   # leaves shard 4 of 5 for shard 0 of 4
+(4, 0)
+>>> [parse_shard(f"{i}/5>4").owns("acct-21") for i in range(5)]   # both own it during the handover
+[True, False, False, False, True]
 >>> parse_shard("margin-monitor-2/4").index
 2
 >>> [shard_of("acct-7", n) for n in range(1, 9)]   # stays, or moves to the newest shard
@@ -29,8 +39,11 @@ from dataclasses import dataclass
 
 ENV_SHARD = "MARGIN_MONITOR_SHARD"
 MAX_SHARDS = 10_000
-_SPEC = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.\-]*-)?(\d{1,5})/(\d{1,5})")
-_EXPECTED = "expected i/n with 0 <= i < n (e.g. 0/4), or a pod name ending in -i (e.g. margin-monitor-0/4)"
+_SPEC = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.\-]*-)?(\d{1,5})/(\d{1,5})(?:>(\d{1,5}))?")
+_EXPECTED = (
+    "expected i/n with 0 <= i < n (e.g. 0/4), or a pod name ending in -i (e.g. margin-monitor-0/4), "
+    "or a handover i/n>m to fewer shards (e.g. 4/5>4)"
+)
 
 
 class ShardError(ValueError):
@@ -39,17 +52,26 @@ class ShardError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Shard:
-    """Shard ``index`` of ``count`` (0-based)."""
+    """Shard ``index`` of ``count`` (0-based); with ``target``, of the handover to ``target`` shards."""
 
     index: int
     count: int
+    target: int | None = None
 
     def owns(self, account: str) -> bool:
-        """Whether ``account`` (its configured name) belongs to this shard."""
+        """Whether ``account`` (its configured name) belongs to this shard: in a handover, shard
+        ``index`` of ``target`` below ``target``, else (a replica about to be removed) of ``count``."""
+        if self.target is not None and self.index < self.target:
+            return shard_of(account, self.target) == self.index
         return shard_of(account, self.count) == self.index
 
     def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
+        handover = f">{self.target}" if self.target is not None else ""
+        return f"{self.index}/{self.count}{handover}"
+
+    def __repr__(self) -> str:
+        handover = f", target={self.target}" if self.target is not None else ""
+        return f"Shard(index={self.index}, count={self.count}{handover})"
 
 
 def parse_shard(text: str) -> Shard:
@@ -70,7 +92,12 @@ def parse_shard(text: str) -> Shard:
         raise ShardError(f"{text!r}: at most {MAX_SHARDS} shards")
     if index >= count:
         raise ShardError(f"{text!r}: the index must be below the count (shards are 0 to {count - 1})")
-    return Shard(index, count)
+    if match.group(3) is None:
+        return Shard(index, count)
+    target = int(match.group(3))
+    if not 1 <= target < count:
+        raise ShardError(f"{text!r}: a handover goes to fewer shards, at least 1 (1 to {count - 1})")
+    return Shard(index, count, target)
 
 
 def resolve_shard(

@@ -5,11 +5,17 @@ else. A body that does not have the documented shape raises ``ExchangeDataError`
 naming the endpoint, the field and what was wrong; no partially parsed value ever escapes.
 Accepted numbers are plain decimals (``-?digits[.digits]``, at most 20 digits each side): exponent
 form, NaN, infinities, empty strings and floats are refused.
+
+Prices are the one exception to ``Decimal``: ``price`` reads a price field (REST ticker, market
+stream frame) into the float the price book's hot path uses, with the same grammar, unsigned. It is
+the only place a Binance price string becomes a number (the market stream's core and
+``ticker_prices`` call it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,7 +23,8 @@ from typing import Any
 from monitor.exchange.errors import ExchangeDataError
 from monitor.risk.margin import Bars, Position
 
-_DECIMAL = re.compile(r"-?[0-9]{1,20}(\.[0-9]{1,20})?")
+_PRICE = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+_DECIMAL = re.compile(r"-?" + _PRICE.pattern)
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_\-.]{1,512}")
 ZERO = Decimal(0)
 
@@ -68,6 +75,27 @@ def decimal(value: Any, where: str, *, signed: bool = False) -> Decimal:
     if number < 0 and not signed:
         raise fail(where, "a non-negative decimal", value)
     return number
+
+
+def price(value: Any, where: str = "price") -> float:
+    """A price field as Binance writes it, a plain unsigned decimal string, as float. Anything else
+    (a JSON number or boolean, an exponent, a sign, ``NaN``, blanks, ``1_000``) raises: ``float()``
+    alone would take ``true`` as 1.0 and ``"1_000"`` as 1000.0. Zero passes (a side with no quote)."""
+    if type(value) is not str or _PRICE.fullmatch(value) is None:
+        raise fail(where, "a plain decimal string", value)
+    return float(value)
+
+
+def ticker_prices(body: Any, wanted: Collection[str] | None = None) -> dict[str, float]:
+    """``GET /api/v3/ticker/price`` (all symbols) → {symbol: price}, only the ``wanted`` ones if given."""
+    where = "ticker/price"
+    prices: dict[str, float] = {}
+    for i, row in enumerate(array(body, where)):
+        at = f"{where}[{i}]"
+        symbol = name(field(obj(row, at), "symbol", at), f"{at}.symbol")
+        if wanted is None or symbol in wanted:
+            prices[symbol] = price(field(row, "price", at), f"{at}.price")
+    return prices
 
 
 def name(value: Any, where: str) -> str:

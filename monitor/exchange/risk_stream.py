@@ -22,8 +22,9 @@ from websockets.asyncio.client import ClientConnection
 
 from monitor.exchange import frames
 from monitor.exchange.errors import ExchangeDataError, ExchangeRequestError, Reconnect
+from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.streams import ConnectFactory, RateLimitedLog, default_connect
+from monitor.exchange.streams import ConnectFactory, default_connect
 from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
 from monitor.exchange.userdata import EventHook, ReconcileHook, first_error, probe
 

@@ -40,8 +40,9 @@ from monitor.exchange import frames
 from monitor.exchange.errors import ExchangeDataError, ExchangeError, FatalError, Reconnect
 from monitor.exchange.events import ExchangeEvent, StreamState
 from monitor.exchange.parse import ListenToken, expiration_ms
+from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.streams import ConnectFactory, RateLimitedLog, default_connect
+from monitor.exchange.streams import ConnectFactory, default_connect
 from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
 
 log = structlog.get_logger(__name__)

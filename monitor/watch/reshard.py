@@ -18,7 +18,10 @@ of the removed shards). Each shard keeps its alert states in its own state file,
   the rules it had firing (``margin_monitor_shard_departed_firing_rules_total``): each duplicate
   of a growth is one of these. Per moved unit: at most one duplicate per rule, once per re-shard.
 
-docs/capacity.md ("Re-sharding") has the whole procedure and the measured figures.
+Shrinking in one step leaves the removed shards' accounts unwatched until their new owners
+restart; the handover spec ``i/n>m`` (:mod:`monitor.config.shard`) rolled out before the replicas
+go down closes that gap. docs/capacity.md ("Re-sharding") has the whole procedure and the
+measured figures.
 
 >>> account_of("cross:desk-1"), account_of("isolated:desk-1:BTCUSDT")
 ('desk-1', 'desk-1')
