@@ -95,6 +95,7 @@ async def test_status_watch_redraws_in_a_real_terminal(
         await tmux.wait_for("watch-exit=0")
 
 
+@pytest.mark.slow
 async def test_status_with_the_network_down_says_why_and_fails(tmp_path: Path) -> None:
     """No daemon and no exchange: `status` exits 1 and names both reasons, instead of "no accounts"."""
     dead = f"127.0.0.1:{free_port()}"

@@ -77,6 +77,7 @@ def titles(receiver: Receiver) -> list[str]:
     return receiver.titles()
 
 
+@pytest.mark.slow
 async def test_halted_pair_account_is_approximate_and_alerted_from_binance_level(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -149,6 +150,7 @@ async def test_stablecoin_depeg_crosses_margin_call_and_is_alerted(
         assert len(receiver.messages) == 2, got
 
 
+@pytest.mark.slow
 async def test_blind_unit_is_unknown_in_status_and_metrics_never_inf(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
