@@ -4,8 +4,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# pytest-xdist workers: the suite mostly waits (simulated exchanges, receivers, timers), so more workers
+# than cores win on 2 vCPU (docs/testing.md has the measurements). `make test WORKERS=0` runs in one
+# process. The test targets write bytecode even where PYTHONDONTWRITEBYTECODE is set: every worker and
+# each of the ~60 CLI subprocesses would otherwise recompile monitor/ and re-rewrite the test modules.
+WORKERS ?= 6
+PYTEST  := env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest
 
-.PHONY: install run check status test-alert test lint typecheck unit container bench clean
+.PHONY: install run check status test-alert test quick lint typecheck unit container bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +51,11 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -m "not container"
+	$(PYTEST) -n $(WORKERS) -m "not container"
+
+## the inner loop: pytest without the tests marked slow (end-to-end runs of many seconds) nor the container
+quick: $(STAMP)
+	$(PYTEST) -n $(WORKERS) -m "not slow and not container"
 
 ## the container smoke test alone (needs root, buildah and debootstrap; see deploy/docker/README.md)
 container: $(STAMP)

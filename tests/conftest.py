@@ -20,12 +20,21 @@ from binance import AsyncClient
 from daemon_harness import Receiver
 from hypothesis import settings
 
+import monitor.service
 from monitor.sim import Scenario, Simulator, parse_scenario, run_simulator
 
 # CI (.ci/run sets HYPOTHESIS_PROFILE=ci) replays the same examples on every run, so a landing never
 # hangs on a never-seen example; a developer's run explores new ones (and keeps failures in .hypothesis/).
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first (stable order otherwise): under ``pytest -n`` (pytest-xdist) the
+    longest tests start at once on their own workers while the others share the rest, instead of one
+    starting last and setting the suite's wall time alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 DEMO_KEY = "demo-key"
 DEMO_SECRET = "demo-secret"
@@ -93,6 +102,12 @@ async def open_client(
     client = await client_class(sim).create(api_key, api_secret, **kwargs)
     client.ws_api.TIMEOUT = 0.25
     return client
+
+
+@pytest.fixture
+def short_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown waits at most 0.5 s for a dead receiver (10 s in production)."""
+    monkeypatch.setattr(monitor.service, "DRAIN_SECONDS", 0.5)
 
 
 @pytest.fixture

@@ -78,6 +78,8 @@ async def test_market_stream_drop_mid_crash_loses_no_crossing(
         assert "1.3" in kinds(receiver.messages)[1]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("short_drain")  # the receiver is dead at the first shutdown: no 10 s drain
 async def test_dead_receiver_delays_but_loses_nothing_across_restart(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -98,6 +100,7 @@ async def test_dead_receiver_delays_but_loses_nothing_across_restart(
     assert len(titles) == 2 and "1.5" in titles[0] and "1.3" in titles[1], titles
 
 
+@pytest.mark.slow
 async def test_stale_feed_raises_blind_not_resolved(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -73,6 +73,7 @@ def both(tmp_path: Path, sim: Simulator, rx: Receiver) -> Path:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 async def test_binance_margin_call_while_our_level_disagrees(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -74,6 +74,7 @@ def served(sim: Simulator, status: int) -> int:
     return sum(r.status == status for r in sim.engine.requests)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rest_5xx", "rest_timeout"])
 async def test_rest_outage_keeps_alerting_then_goes_blind_then_recovers(
     kind: str, tmp_path: Path, sim: Simulator, receiver: Receiver

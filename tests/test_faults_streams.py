@@ -77,6 +77,7 @@ async def test_market_drop_during_crash_loses_no_crossing(
     assert daemon.market is not None and daemon.market.stats().reconnects >= 1
 
 
+@pytest.mark.slow
 async def test_market_stall_goes_blind_then_catches_up(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -54,6 +54,7 @@ async def pinged() -> AsyncIterator[PingReceiver]:
     await rx.runner.cleanup()
 
 
+@pytest.mark.slow
 async def test_pings_while_fresh_and_stop_when_a_feed_goes_stale(
     tmp_path: Path, sim: Simulator, receiver: Receiver, pinged: PingReceiver
 ) -> None:

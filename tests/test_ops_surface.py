@@ -38,6 +38,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return found[0]
 
 
+@pytest.mark.slow
 async def test_metrics_health_and_status_of_a_running_daemon(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

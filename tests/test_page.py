@@ -44,6 +44,7 @@ def level(unit: str) -> str:
     return card(unit, ".level") + "?.textContent"
 
 
+@pytest.mark.slow
 async def test_page_shows_units_levels_charts_and_follows_a_price_move(
     tmp_path: Path, sim: Simulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,6 +122,7 @@ async def test_page_and_its_data_need_the_token_like_status(
             assert "unit is required" in (await r.json())["error"]
 
 
+@pytest.mark.slow
 async def test_a_blind_unit_is_shown_blind_never_safe(
     tmp_path: Path, sim: Simulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

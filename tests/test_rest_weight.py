@@ -46,6 +46,7 @@ def accounts(names: list[str]) -> list[dict[str, Any]]:
     return [{"name": n, "api_key": f"{n}-key", "api_secret": f"{n}-secret"} for n in names]
 
 
+@pytest.mark.slow
 async def test_exchange_info_once_per_daemon_and_rates_hourly_or_on_a_new_borrow(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -28,7 +28,8 @@ from monitor.service import EXIT_STATE, Service
 from monitor.sim import Simulator
 from monitor.store import FILENAME, Store
 
-pytestmark = pytest.mark.timeout(60)
+# short_drain (conftest.py): shutdown waits at most 0.5 s for a dead receiver (10 s in production)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("short_drain")]
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = "cross:demo"
@@ -40,12 +41,6 @@ LADDER = [{"bar": "normal"}, {"bar": "margin_call", "repeat": "1h"}, {"bar": "li
 def scenario_data() -> dict[str, Any]:
     """One cross account, BTC collateral against a USDT loan, level 1.6 at the start."""
     return one_long_account()
-
-
-@pytest.fixture(autouse=True)
-def short_drain(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shutdown waits at most 0.5 s for a dead receiver (10 s in production)."""
-    monkeypatch.setattr(monitor.service, "DRAIN_SECONDS", 0.5)
 
 
 @contextlib.asynccontextmanager
@@ -124,6 +119,7 @@ async def test_restart_after_the_repeat_interval_sends_one_reminder(
     assert "Reminder 1" in bodies(receiver)[2] and DOWN not in bodies(receiver)[2]
 
 
+@pytest.mark.slow
 async def test_outbox_queued_at_shutdown_is_sent_once_after_restart(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -149,6 +145,7 @@ async def test_outbox_queued_at_shutdown_is_sent_once_after_restart(
     assert len(receiver.messages) == 2, titles(receiver)
 
 
+@pytest.mark.slow
 async def test_outbox_survives_a_kill_9_and_is_sent_once(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -177,6 +174,7 @@ async def test_outbox_survives_a_kill_9_and_is_sent_once(
     assert not any(DOWN in body for body in bodies(receiver))  # seen live before the kill
 
 
+@pytest.mark.slow
 async def test_crossing_while_down_is_reported_once_as_such(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -136,6 +136,7 @@ async def poll(session: aiohttp.ClientSession, url: str, token: str | None, with
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.slow
 async def test_no_secret_anywhere_through_a_faulty_run(
     tmp_path: Path, live_sim: Simulator, receiver: Receiver
 ) -> None:

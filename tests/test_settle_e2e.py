@@ -130,6 +130,7 @@ async def test_borrow_sends_no_false_resolved(
     assert len(margin_call) == 1 and "1.298" in margin_call[0], got
 
 
+@pytest.mark.slow
 async def test_borrow_during_rest_outage_is_reflected_when_rest_returns(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

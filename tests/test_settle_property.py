@@ -30,6 +30,7 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from settle_driver import ACCOUNT, STEP, Op, Run, play
@@ -147,6 +148,7 @@ def check_converged(run: Run) -> None:
             assert phase is None, f"{rule.name} still {phase} at the end (truth {truth})"
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(timeline((52, 60)))
 def test_one_transaction_at_a_time(example: tuple[list[Op], list[tuple[float, str]], float]) -> None:

@@ -166,13 +166,14 @@ class Daemon:
 
 @pytest.fixture(
     params=[
-        pytest.param(QUICK, id=f"{QUICK}-accounts"),
+        pytest.param(QUICK, id=f"{QUICK}-accounts", marks=pytest.mark.slow),
         pytest.param(FULL, id=f"{FULL}-accounts", marks=pytest.mark.slow),
     ]
 )
 def size(request: pytest.FixtureRequest) -> int:
-    """Accounts in the fleet: 400 in every run, 4,000 only when slow tests are asked for
-    (``pytest -m slow``: it takes minutes on a busy 2-core machine)."""
+    """Accounts in the fleet: 400 in every full run (``make test``; both are marked slow, so ``make
+    quick`` skips them), 4,000 only when slow tests are asked for by name (``pytest -m slow``: it takes
+    minutes on a busy 2-core machine)."""
     wanted = str(request.param)
     markexpr = str(request.config.option.markexpr or "")
     if request.param != QUICK and ("slow" not in markexpr or "not slow" in markexpr):

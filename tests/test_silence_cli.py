@@ -27,6 +27,7 @@ def scenario_data() -> dict[str, Any]:
     return one_long_account()
 
 
+@pytest.mark.slow
 async def test_silence_holds_back_all_but_liquidation_and_survives_a_restart(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -77,6 +78,7 @@ async def test_silence_holds_back_all_but_liquidation_and_survives_a_restart(
         assert sid in (await cli("silences", "--all", "-c", path)).stdout
 
 
+@pytest.mark.slow
 async def test_acknowledge_until_resolved_sends_the_recovery(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
@@ -96,6 +98,7 @@ async def test_acknowledge_until_resolved_sends_the_recovery(
         assert "no silences in force" in (await cli("silences", "-c", path)).stdout
 
 
+@pytest.mark.slow
 async def test_silence_commands_say_what_is_missing(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from daemon_harness import Receiver, one_long_account, running_daemon, wait_until
-from ops_harness import ROOT, cli, free_port, ops_config
+from ops_harness import ROOT, cli, ops_config, refused_port
 
 from monitor.cli.status_view import StatusResult, render, unit_state
 from monitor.sim import Simulator
@@ -95,19 +95,21 @@ async def test_status_watch_redraws_in_a_real_terminal(
         await tmux.wait_for("watch-exit=0")
 
 
+@pytest.mark.slow
 async def test_status_with_the_network_down_says_why_and_fails(tmp_path: Path) -> None:
     """No daemon and no exchange: `status` exits 1 and names both reasons, instead of "no accounts"."""
-    dead = f"127.0.0.1:{free_port()}"
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({
-        "exchange": {"kind": "binance", "rest_url": f"http://{dead}", "stream_url": f"ws://{dead}",
-                     "ws_api_url": f"ws://{dead}", "risk_stream_url": f"ws://{dead}"},
-        "accounts": [{"name": "demo", "api_key": "k", "api_secret": "s"}],
-        "notify": {"routes": {"c": {"urls": ["console://"]}}},
-        "state_dir": str(tmp_path / "state"),
-        "http": {"listen": dead},
-    }))  # fmt: skip
-    result = await cli("status", "-c", path)
+    with refused_port() as port:  # held refused for the whole run: no other worker can answer on it
+        dead = f"127.0.0.1:{port}"
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({
+            "exchange": {"kind": "binance", "rest_url": f"http://{dead}", "stream_url": f"ws://{dead}",
+                         "ws_api_url": f"ws://{dead}", "risk_stream_url": f"ws://{dead}"},
+            "accounts": [{"name": "demo", "api_key": "k", "api_secret": "s"}],
+            "notify": {"routes": {"c": {"urls": ["console://"]}}},
+            "state_dir": str(tmp_path / "state"),
+            "http": {"listen": dead},
+        }))  # fmt: skip
+        result = await cli("status", "-c", path)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("margin-monitor: No accounts could be read: no daemon at http://")
@@ -170,3 +172,14 @@ def test_render_shows_reasons_and_survives_odd_units() -> None:
     assert "unknown" in text and "UNKNOWN" in text and "∞" not in text  # no level never reads as safe
     row = next(x for x in text.splitlines() if x.startswith("│") and " a " in x)
     assert row.count("unknown") == 2 and "none" not in row  # nor an unknown distance as "no liquidation"
+
+
+def test_a_failed_read_is_one_line_whatever_the_exception_holds() -> None:
+    """python-binance can put a response's headers on later lines of its error: `status` still
+    prints one line (the examples in ``commands.one_line``)."""
+    import doctest
+
+    import monitor.cli.commands
+
+    assert doctest.testmod(monitor.cli.commands).attempted >= 1
+    assert doctest.testmod(monitor.cli.commands).failed == 0

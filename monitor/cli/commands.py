@@ -152,6 +152,18 @@ async def one_shot_status(
                 await watcher.close()
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line for the terminal: its type, then its text with every run of
+    whitespace (python-binance puts response headers on later lines) made one space, cut at ``limit``.
+
+    >>> one_line(ValueError("bad\\n  answer\\n<CIMultiDictProxy('Content-Type': 'text/plain')>"), 40)
+    'ValueError: bad answer <CIMultiDictProx…'
+    """
+    text = " ".join(str(exc).split())
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _not_loaded(unit: dict[str, Any]) -> bool:
     """An account that could not be loaded at all (``AccountWatcher.blind_entry``): blind, no bars."""
     return unit.get("state") == "blind" and not unit.get("bars")
@@ -166,11 +178,8 @@ async def read_status(config: Config, config_path: Path) -> StatusResult:
     problems: list[str] = []
     try:
         units = await one_shot_status(config, config_path, problems)
-    except (ExchangeError, OSError, aiohttp.ClientError, TimeoutError) as exc:
-        problems.append(f"{type(exc).__name__}: {exc}")
-        units = []
     except Exception as exc:  # python-binance raises its own types on a dead network: say which
-        problems.append(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        problems.append(one_line(exc))
         units = []
     read = [u for u in units if not _not_loaded(u)]
     if not read:
