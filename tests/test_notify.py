@@ -421,16 +421,6 @@ async def test_console_route_prints_the_alert(tmp_path: Path, capsys: pytest.Cap
     assert "[!] [NORMAL] alice\nlevel 1.0" in capsys.readouterr().out
 
 
-async def test_send_direct_reports_each_url(tmp_path: Path, receiver: Receiver) -> None:
-    """send_direct (test-alert) reports per URL and bypasses the outbox."""
-    receiver.fail_paths = {"/bad"}
-    with Store(tmp_path) as store:
-        d = dispatcher(store, receiver.url("good"), receiver.url("bad"))
-        result = await d.send_direct(Message("[TEST] t", "b", "info"))
-        assert result == {"chat": [True, False]}
-        assert store.outbox_counts() == {}
-
-
 async def test_crash_before_state_save_refires_same_key_and_sends_once(
     tmp_path: Path, receiver: Receiver
 ) -> None:

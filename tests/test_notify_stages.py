@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from monitor.alerts.opinion import FORCE, LIQUIDATION_RULE, OwnView, SecondOpinion
 from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
-from monitor.notify.apprise_sink import AppriseSender, PermanentFailure
+from monitor.notify.apprise_sink import AppriseSender
 from monitor.notify.dispatcher import Dispatcher
 from monitor.notify.flood import FloodStage
 from monitor.notify.messages import Message
@@ -468,15 +468,3 @@ async def test_dispatcher_with_the_silence_stage(store: Store, receiver: Receive
         await d.stop()
     assert receiver.titles() == ["cross:alice liquidation", "alice: API key refused"]
     assert store.outbox_counts() == {("pager", "sent"): 1, ("chat", "sent"): 1}
-
-
-async def test_send_direct_maps_a_permanent_failure_to_false(store: Store) -> None:
-    """send_direct (route + send stages) reports a URL that can never deliver as False, logged."""
-
-    async def refuse(url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
-        raise PermanentFailure("rejected")
-
-    d = Dispatcher(routes(chat=("json://h/a", "json://h/b")), store, sender=refuse)
-    with capture_logs() as logs:
-        assert await d.send_direct(Message("t", "b", "info")) == {"chat": [False, False]}
-    assert [e["error"] for e in logs if e["event"] == "notify_test_failed"] == ["PermanentFailure"] * 2

@@ -34,11 +34,12 @@ from monitor.leftovers import expire_notices
 from monitor.logs import register_secrets
 from monitor.notify.dispatcher import Dispatcher, default_backoff
 from monitor.notify.route import NotifyRoute
-from monitor.notify.silence_stage import SilenceRegistry
+from monitor.notify.silence_stage import SilenceRegistry, SilenceStage
 from monitor.ops.history import FILE_NAME as HISTORY_FILE
 from monitor.ops.history import History
 from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
+from monitor.ops.status_data import firing_map
 from monitor.risk.book import AccountBook
 from monitor.store import StateError, Store
 from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
@@ -170,7 +171,11 @@ async def resolve(
         expire_notices(store, {w.name for w in watchers if w.loaded})
     except StateError as exc:
         raise StateStartupError(str(exc)) from None
-    dispatcher = Dispatcher(routes, store, timeout=config.notify.timeout, backoff=options.notify_backoff)
+    restore = config.alerts.restore_target
+    dispatcher = Dispatcher(
+        routes, store, timeout=config.notify.timeout, backoff=options.notify_backoff,
+        silence=SilenceStage(silences, lambda: firing_map(policy, book, restore)),
+    )  # fmt: skip
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)
     await send_notices(notices, dispatcher, config, clock)  # what is wrong at start first

@@ -14,19 +14,19 @@ from typing import Any
 
 import structlog
 
-from monitor.alerts.policy import AlertEvent, AlertPolicy
+from monitor.alerts.policy import AlertPolicy
 from monitor.config.model import Config
 from monitor.notify.dispatcher import Dispatcher
 from monitor.notify.messages import render
 from monitor.notify.silence_stage import STORE_KEY as SILENCES_KEY
-from monitor.notify.silence_stage import FiringMap, SilenceCollector, SilenceRegistry
+from monitor.notify.silence_stage import SilenceCollector, SilenceRegistry
+from monitor.notify.stages import Letter
 from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
-from monitor.ops.status_data import firing_map, liquidation_bar, rule_protected
+from monitor.ops.status_data import liquidation_bar, rule_protected
 from monitor.risk.book import AccountBook
-from monitor.risk.report import UnitReport
 from monitor.store import StateError, Store
-from monitor.watch.engine import Engine
+from monitor.watch.engine import Engine, Outgoing
 from monitor.watch.notices import Notice
 from monitor.watch.reshard import Handoff
 
@@ -110,17 +110,8 @@ class Outflow:
             # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
             policy = self.policy
             state = policy.export_state(policy.take_dirty()) if outbox.empty() else None
-            messages = [
-                (item, self.handoff.annotate(item.event, render(item.event, item.report))) for item in batch
-            ]
-            await self.dispatcher.enqueue_many(  # the silence stage: held-back messages are not enqueued
-                [
-                    (item.event, msg)
-                    for item, msg in messages
-                    if not self.silenced(item.event, item.report, msg.title)
-                ],
-                alert_state=state,
-            )
+            # the dispatcher's silence stage drops what a silence holds back (logged, never enqueued)
+            await self.dispatcher.enqueue_letters([self.letter(item) for item in batch], alert_state=state)
             now = time.time()
             for item in batch:
                 self.recorder.note(item.event)  # an append; written by the history job (silenced or not)
@@ -132,19 +123,15 @@ class Outflow:
     async def flush(self) -> None:
         """At shutdown: what the engine queued and the pump did not take, into the outbox."""
         while not self.engine.outbox.empty():
-            item = self.engine.outbox.get_nowait()
-            message = self.handoff.annotate(item.event, render(item.event, item.report))
-            if not self.silenced(item.event, item.report, message.title):
-                await self.dispatcher.enqueue_message(item.event, message)
+            await self.dispatcher.enqueue_letters([self.letter(self.engine.outbox.get_nowait())])
         await self.send_notices()
 
     async def send_notices(self) -> None:
         await send_notices(self.notices, self.dispatcher, self.config, self.clock)
 
-    def silenced(self, event: AlertEvent, report: UnitReport, title: str) -> bool:
-        """The silence stage: True when a silence holds this message back (logged, never sent)."""
+    def letter(self, item: Outgoing) -> Letter:
+        """An engine event as the dispatcher's letter: the trader's message (annotated when the unit
+        changed shard) and whether a silence must name the rule to hold it back (the liquidation rung)."""
+        event, report = item.event, item.report
         protected = rule_protected(self.policy, event.unit, event.rule, liquidation_bar(report))
-        return self.silences.hold(event, title, protected, self.firing)
-
-    def firing(self) -> FiringMap:
-        return firing_map(self.policy, self.book, self.config.alerts.restore_target)
+        return Letter(event, self.handoff.annotate(event, render(event, report)), protected)

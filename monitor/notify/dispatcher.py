@@ -7,7 +7,7 @@ held, and every letter × URL written to the SQLite outbox with the alert state 
 (a duplicate is left out, so a crossing is never sent twice, also across restarts). The new rows
 go to the retry stage's queue for their URL, whose worker sends them (the send stage) until each
 goes through; held rows go out as one summary when the window allows. What is still open at start
-is sent. ``send_direct`` (for checks) uses only the route and send stages: no outbox.
+is sent. ``test-alert`` (:mod:`monitor.notify.send_check`) uses only the route and send stages.
 
 Logs name the route and the URL scheme only: URLs (which carry tokens) never reach a log line,
 an exception message or the state file (the outbox stores a fingerprint of the URL).
@@ -153,18 +153,6 @@ class Dispatcher:
     ) -> None:
         """:meth:`enqueue_many` through the silence stage (if any): letters no silence holds back."""
         self._intake(letters, alert_state, silence=True)
-
-    async def send_direct(self, message: Message) -> dict[str, list[bool]]:
-        """Send ``message`` once to every URL now, bypassing the outbox (route and send stages only)."""
-        results: dict[str, list[bool]] = {}
-        for name in self.route.routes:
-            results[name] = []
-            for target in self.route.targets(name):
-                attempt = await self.send.attempt(target, message.title, message.body, message.notify_type)
-                if attempt.raised is not None:
-                    log.warning("notify_test_failed", route=name, scheme=target.scheme, error=attempt.raised)
-                results[name].append(attempt.ok)
-        return results
 
     def stats(self) -> dict[str, RouteStats]:
         """Per-route counters (a copy)."""
