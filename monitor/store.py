@@ -188,8 +188,15 @@ class Store:
             self._save_states(tx, states)
 
     def forget_alert_state(self, units: Sequence[str]) -> None:
+        """Drop these units' alert state, and their finished outbox rows with it: their crossings count
+        from 0 again if they come back (config, shard), and an old row holding ``unit|rule|1|…`` would
+        silently swallow the new first crossing as a duplicate. Rows still to send stay."""
         with self._write() as tx:
             tx.executemany("DELETE FROM alert_state WHERE unit = ?", [(u,) for u in units])
+            tx.executemany(
+                "DELETE FROM outbox WHERE unit = ? AND status NOT IN ('queued', 'held')",
+                [(u,) for u in units],
+            )
 
     # -- outbox --------------------------------------------------------------------------------
     def add_outbox(

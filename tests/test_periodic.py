@@ -16,6 +16,7 @@ from monitor.alerts.policy import AlertPolicy
 from monitor.app.periodic import (
     EverySecond,
     MetricsSweep,
+    OutboxPrune,
     Readiness,
     Resync,
     Staleness,
@@ -28,6 +29,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.sdnotify import Notifier
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
+from monitor.store import OutboxItem, Store
 from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.engine import Engine
 from monitor.watch.ladder import default_policy
@@ -240,3 +242,24 @@ async def test_every_second_decides_readiness_before_the_sweep_yields(
     await job.run()
     assert readiness.ready
     assert sum(d.startswith("READY=1") for d in sock.drain()) == 1
+
+
+async def test_outbox_prune_deletes_only_finished_rows_past_the_keep(tmp_path: Path) -> None:
+    """The hourly prune drops sent rows older than the keep; a recent sent row and a row still queued
+    (however old) stay, so nothing unsent is ever lost."""
+    now = [1_000.0]
+
+    def row(key: str) -> OutboxItem:
+        return OutboxItem(key, "chat#1", "chat", "cross:a", "firing", "t", "b", "warning", now[0])
+
+    with Store(tmp_path, clock=lambda: now[0]) as store:
+        old_sent, old_queued = store.add_outbox(
+            [row("cross:a|normal|1|firing|0"), row("cross:a|margin_call|1|firing|0")]
+        )
+        store.mark_sent(old_sent.id, now[0])
+        now[0] += 8 * 86400
+        [recent] = store.add_outbox([row("cross:a|normal|2|firing|0")])
+        store.mark_sent(recent.id, now[0])
+        await OutboxPrune(store, keep=7 * 86400, period=3600, clock=lambda: now[0]).run()
+        assert [i.dedupe_key for i in store.open_outbox()] == [old_queued.dedupe_key]
+        assert store.outbox_counts() == {("chat", "sent"): 1, ("chat", "queued"): 1}

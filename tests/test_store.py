@@ -57,6 +57,23 @@ def test_outbox_dedupes_on_key_and_target(tmp_path: Path) -> None:
         assert [i.target for i in store.open_outbox()] == ["chat#1", "phone#2"]
 
 
+def test_forgetting_a_units_state_frees_its_sent_keys_for_a_new_first_crossing(tmp_path: Path) -> None:
+    """A unit whose state is forgotten (it left the config or the shard) counts crossings from 1
+    again when it comes back: its sent rows go with the state so that the new first crossing is not
+    swallowed as a duplicate; a row still queued is kept, and other units keep theirs."""
+    with Store(tmp_path) as store:
+        sent, queued = store.add_outbox([item(), item(key="cross:a|margin_call|1|firing|0")])
+        store.mark_sent(sent.id, 1.0)
+        other = store.add_outbox([item(unit="cross:b", key="cross:b|normal|1|firing|0")])
+        store.mark_sent(other[0].id, 1.0)
+        store.save_alert_state({"cross:a": {"x": 1}, "cross:b": {"x": 2}})
+        store.forget_alert_state(["cross:a"])
+        assert store.load_alert_state() == {"cross:b": {"x": 2}}
+        assert [i.dedupe_key for i in store.open_outbox()] == [queued.dedupe_key]
+        assert [i.dedupe_key for i in store.add_outbox([item()])] == ["cross:a|normal|1|firing|0"]
+        assert store.add_outbox([item(unit="cross:b", key="cross:b|normal|1|firing|0")]) == []
+
+
 def test_outbox_and_alert_state_commit_together(tmp_path: Path) -> None:
     """add_outbox can save alert states in the same transaction."""
     with Store(tmp_path) as store:

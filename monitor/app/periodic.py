@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Protocol
@@ -35,6 +36,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.recorder import Recorder
 from monitor.ops.sdnotify import Notifier
 from monitor.risk.book import AccountBook
+from monitor.store import StateError, Store
 from monitor.watch.accounts import AccountWatcher
 from monitor.watch.catalog import SharedCatalog
 from monitor.watch.engine import Engine, RoundRobin
@@ -45,6 +47,8 @@ SWEEP_BATCH = 50  # units whose exact report is observed per second, at most
 SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
 SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
+OUTBOX_KEEP = 7 * 86400.0  # seconds a finished outbox row is kept (what was sent, for a post-mortem)
+OUTBOX_PRUNE_EVERY = 3600.0
 HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.ops.history)
 START_EXTEND_SECONDS = 30.0  # EXTEND_TIMEOUT_USEC while accounts wait for the exchange, renewed each second
 
@@ -308,6 +312,27 @@ class HistorySample:
         await self.recorder.sample(self.engine.stale)
 
 
+class OutboxPrune:
+    """Finished outbox rows (sent, coalesced, dropped) older than ``keep`` seconds deleted, so the state
+    file does not grow for ever. Safe for exactly-once: a unit's crossings keep counting up while its
+    alert state lives, so a pruned dedupe key never comes again (forgotten state takes its rows
+    along: ``Store.forget_alert_state``)."""
+
+    name = "outbox_prune"
+
+    def __init__(self, store: Store, keep: float, period: float, clock: Callable[[], float]) -> None:
+        self.store, self.keep, self.period, self.clock = store, keep, period, clock
+
+    async def run(self) -> None:
+        try:
+            pruned = self.store.prune(self.clock() - self.keep)
+        except (StateError, sqlite3.Error, OSError) as exc:  # logged; the next hour tries again
+            log.error("outbox_prune_failed", error=str(exc))
+            return
+        if pruned:
+            log.info("outbox_pruned", rows=pruned, older_than_days=round(self.keep / 86400, 1))
+
+
 # -- the jobs of one daemon -----------------------------------------------------------------------
 def every_second(
     parts: Components,
@@ -337,11 +362,12 @@ def every_second(
 
 
 def slower_jobs(parts: Components) -> list[Job]:
-    """Re-reads, resync, catalog and history, each at its own period."""
+    """Re-reads, resync, catalog, history and outbox pruning, each at its own period."""
     book, market, exchange = parts.book, parts.market, parts.config.exchange
     return [
         Snapshots(parts.watchers, exchange.snapshot_interval),
         Resync(book, exchange.resync_interval),
         CatalogRefresh(parts.watchers, parts.catalog, lambda: market.set_symbols(book.symbols_needed())),
         HistorySample(parts.recorder, parts.engine, HISTORY_EVERY),
+        OutboxPrune(parts.store, OUTBOX_KEEP, OUTBOX_PRUNE_EVERY, time.time),
     ]
