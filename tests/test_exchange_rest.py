@@ -142,6 +142,51 @@ async def test_long_retry_after_raises_rate_limited(fake: FakeRest) -> None:
     assert fake.count("/sapi/v1/margin/tradeCoeff") == 0
 
 
+async def test_a_retry_after_holds_every_account_on_the_ip(fake: FakeRest) -> None:
+    """Binance counts weight per IP: after one account's 429/418 the other accounts' clients (one
+    shared transport) wait for the same Retry-After instead of hammering on towards an IP ban."""
+    fake.script(
+        "/sapi/v1/margin/account", Reply(418, {"code": -1003, "msg": "banned"}, {"Retry-After": "600"})
+    )
+    first, second = await connect(fake), await connect(fake)
+    try:
+        assert first.caller.shared is not None and first.caller.shared is second.caller.shared
+        with pytest.raises(RateLimited):
+            await first.cross_account()
+        with pytest.raises(RateLimited):
+            await second.cross_bars()
+    finally:
+        await first.close()
+        await second.close()
+    assert fake.count("/sapi/v1/margin/tradeCoeff") == 0
+
+
+async def test_interest_rate_reads_are_paced_per_ip(fake: FakeRest) -> None:
+    """next-hourly-interest-rate weighs 100 of its 12,000 a minute per IP: past this IP's share a
+    read is not sent and says so (None: the next snapshot asks again); the Pacer's examples hold."""
+    import doctest
+
+    import monitor.exchange.rest as rest_module
+
+    assert doctest.testmod(rest_module).failed == 0
+    rate = Reply(body=[{"asset": "USDT", "nextHourlyInterestRate": "0.0001"}])
+    fake.script(
+        "/sapi/v1/margin/next-hourly-interest-rate", *[rate] * (rest_module.RATES_READS_PER_MINUTE + 5)
+    )
+    clients = [await connect(fake) for _ in range(2)]
+    try:
+        answers = [
+            await clients[n % 2].next_hourly_rates(["USDT"])
+            for n in range(rest_module.RATES_READS_PER_MINUTE + 5)
+        ]
+    finally:
+        for client in clients:
+            await client.close()
+    sent = fake.count("/sapi/v1/margin/next-hourly-interest-rate")
+    assert sent == rest_module.RATES_READS_PER_MINUTE
+    assert answers.count(None) == 5 and None not in answers[:sent]
+
+
 async def test_clock_skew_resyncs_and_retries(fake: FakeRest) -> None:
     """-1021 resyncs the time offset from /api/v3/time and the retried call succeeds."""
     rest = await connect(fake)

@@ -92,7 +92,7 @@ class FakeReads:
         self.pairs = [pair()]
         self.bars = Bars.classic()
         self.pair_bars = Bars({"margin_call": D("1.2"), "liquidation": D("1.1")})
-        self.rates: dict[str, D] | Exception = {"USDT": D("0.00001")}
+        self.rates: dict[str, D] | Exception | None = {"USDT": D("0.00001")}
         self.calls: list[str] = []
         self.fail: Exception | None = None
 
@@ -117,7 +117,9 @@ class FakeReads:
         self._call("isolated_bars")
         return self.pair_bars
 
-    async def next_hourly_rates(self, assets: Sequence[str], *, isolated: bool = False) -> dict[str, D]:
+    async def next_hourly_rates(
+        self, assets: Sequence[str], *, isolated: bool = False
+    ) -> dict[str, D] | None:
         self._call("rates")
         if isinstance(self.rates, Exception):
             raise self.rates
@@ -405,6 +407,22 @@ async def test_interest_rates_are_read_hourly_or_for_a_new_borrow_and_retried_af
     clock.now += 1
     await snap.read(rest)
     assert rest.calls.count("rates") == 4
+
+
+async def test_a_rates_read_the_ip_budget_defers_is_asked_again_at_the_next_snapshot() -> None:
+    """None from the REST layer (this IP's share of the weight-100 endpoint spent) is no failure:
+    nothing is logged or recorded as read, and the very next snapshot asks again."""
+    snap, rest, clock, _ = snapshots(config())
+    rest.rates = None
+    await snap.read(rest)
+    clock.now += 1
+    await snap.read(rest)
+    assert rest.calls.count("rates") == 2
+    rest.rates = {"USDT": D("0.00001")}
+    await snap.read(rest)
+    clock.now += 60
+    await snap.read(rest)
+    assert rest.calls.count("rates") == 3  # read now: due again only in an hour
 
 
 async def test_rest_behind_the_stream_is_not_taken_until_it_catches_up() -> None:

@@ -40,7 +40,7 @@ class AccountReads(Protocol):
     async def isolated_bars(self, symbol: str, pair: IsolatedPair | None = None) -> Bars: ...
     async def next_hourly_rates(
         self, assets: Sequence[str], *, isolated: bool = False
-    ) -> dict[str, Decimal]: ...
+    ) -> dict[str, Decimal] | None: ...
 
 
 class Snapshots:
@@ -160,6 +160,8 @@ class Snapshots:
         except ExchangeError as exc:
             log.warning("interest_rates_unavailable", account=self.name, error=str(exc))
             self._rates_read[uid] = (now - RATES_EVERY + RATES_RETRY, borrowed)
+            return
+        if rates is None:  # this IP's share of the endpoint's weight is spent: the next snapshot asks
             return
         self._rates_read[uid] = (now, borrowed)
         self.book.set_interest_rates(uid, rates)
