@@ -301,11 +301,21 @@ def _expand_env(
     return node
 
 
+# libyaml's parser when PyYAML was built with it: a config of 1,000 accounts parses in ~24 ms instead
+# of ~200 ms. The same safe constructor, so the same values; an error has the same line and column,
+# though libyaml words some problems differently ("did not find expected '-' indicator")
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)  # a safe loader: plain data only
+
+
 def load_config(path: str | Path) -> Config:
     """Read, expand and validate a config file, or raise :class:`ConfigError` with one line."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except OSError as exc:
@@ -378,7 +388,7 @@ def holds_secret(config: Config, config_path: Path) -> bool:
     The simulator's demo keys and ``console://`` are not secrets.
     """
     try:
-        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        raw = _load_yaml(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return True  # cannot tell: assume it does
     if not isinstance(raw, dict):
