@@ -55,7 +55,10 @@ from latency_workload import (
     match_latencies,
 )
 
-from monitor.config.model import load_config
+try:
+    from monitor.config.model import load_config
+except ImportError:  # a baseline from before the layout move (7f103e1), e.g. compare.py's 334690b
+    from monitor.config import load_config  # type: ignore[attr-defined,no-redef]
 from monitor.exchange.streams import MarketStream
 from monitor.logs import configure_logging
 from monitor.service import Service
