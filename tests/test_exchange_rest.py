@@ -163,12 +163,13 @@ async def test_a_retry_after_holds_every_account_on_the_ip(fake: FakeRest) -> No
 
 async def test_interest_rate_reads_are_paced_per_ip(fake: FakeRest) -> None:
     """next-hourly-interest-rate weighs 100 of its 12,000 a minute per IP: past this IP's share a
-    read is not sent and says so (None: the next snapshot asks again); the Pacer's examples hold."""
+    read is not sent and says so (None: the next snapshot asks again); the window's examples hold."""
     import doctest
 
     import monitor.exchange.rest as rest_module
+    import monitor.rate_window
 
-    assert doctest.testmod(rest_module).failed == 0
+    assert doctest.testmod(monitor.rate_window).failed == 0
     rate = Reply(body=[{"asset": "USDT", "nextHourlyInterestRate": "0.0001"}])
     fake.script(
         "/sapi/v1/margin/next-hourly-interest-rate", *[rate] * (rest_module.RATES_READS_PER_MINUTE + 5)

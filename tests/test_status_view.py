@@ -176,10 +176,10 @@ def test_render_shows_reasons_and_survives_odd_units() -> None:
 
 def test_a_failed_read_is_one_line_whatever_the_exception_holds() -> None:
     """python-binance can put a response's headers on later lines of its error: `status` still
-    prints one line (the examples in ``commands.one_line``)."""
+    prints one line (the examples in ``supervisor.describe``, which it uses)."""
     import doctest
 
-    import monitor.cli.commands
+    import monitor.exchange.supervisor
 
-    assert doctest.testmod(monitor.cli.commands).attempted >= 1
-    assert doctest.testmod(monitor.cli.commands).failed == 0
+    assert doctest.testmod(monitor.exchange.supervisor).attempted >= 1
+    assert doctest.testmod(monitor.exchange.supervisor).failed == 0

@@ -24,7 +24,7 @@ from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import BinanceRest, ExchangeError, RetryPolicy
 from monitor.exchange.diagnose import diagnose
 from monitor.exchange.parse import ticker_prices
-from monitor.exchange.supervisor import Backoff
+from monitor.exchange.supervisor import Backoff, describe
 from monitor.logs import configure_logging, register_secrets
 from monitor.notify.messages import demo_message
 from monitor.notify.send_check import probe_routes
@@ -152,18 +152,6 @@ async def one_shot_status(
                 await watcher.close()
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    """An exception as one line for the terminal: its type, then its text with every run of
-    whitespace (python-binance puts response headers on later lines) made one space, cut at ``limit``.
-
-    >>> one_line(ValueError("bad\\n  answer\\n<CIMultiDictProxy('Content-Type': 'text/plain')>"), 40)
-    'ValueError: bad answer <CIMultiDictProx…'
-    """
-    text = " ".join(str(exc).split())
-    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def _not_loaded(unit: dict[str, Any]) -> bool:
     """An account that could not be loaded at all (``AccountWatcher.blind_entry``): blind, no bars."""
     return unit.get("state") == "blind" and not unit.get("bars")
@@ -179,7 +167,7 @@ async def read_status(config: Config, config_path: Path) -> StatusResult:
     try:
         units = await one_shot_status(config, config_path, problems)
     except Exception as exc:  # python-binance raises its own types on a dead network: say which
-        problems.append(one_line(exc))
+        problems.append(describe(exc))
         units = []
     read = [u for u in units if not _not_loaded(u)]
     if not read:

@@ -73,6 +73,7 @@ from monitor.exchange.errors import (  # noqa: E402
     RateLimited,
 )
 from monitor.exchange.supervisor import Backoff, describe  # noqa: E402
+from monitor.rate_window import SlidingWindow  # noqa: E402
 from monitor.risk.margin import Bars  # noqa: E402
 
 log = structlog.get_logger(__name__)
@@ -134,31 +135,6 @@ class KeyedSession:
 RATES_READS_PER_MINUTE = 60
 
 
-class Pacer:
-    """At most ``per_minute`` takes in any 60 s (one every 60/per_minute s, a minute's worth in a
-    burst): ``take`` never waits, it says whether a slot is free now.
-
-    >>> p = Pacer(2)
-    >>> [p.take(now) for now in (0.0, 0.0, 0.0, 29.0, 31.0)]
-    [True, True, False, False, True]
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self.spacing = 60.0 / per_minute
-        self.burst = float(per_minute)
-        self._tokens = self.burst
-        self._at: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self._at is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._at) / self.spacing)
-        self._at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
-
-
 class SharedTransport:
     """What every account's client on one REST URL shares, in one event loop: one aiohttp
     ``ClientSession`` on one connector (a pool of at most ``REST_CONNECTIONS`` keep-alive
@@ -182,7 +158,7 @@ class SharedTransport:
         self.synced_at = 0.0
         self._sync: asyncio.Task[int] | None = None
         self.blocked_until = 0.0  # a 429/418 Retry-After holds every client on this IP, not only its own
-        self.rates_pacer = Pacer(RATES_READS_PER_MINUTE)
+        self.rates_window = SlidingWindow(RATES_READS_PER_MINUTE, 60.0)  # heavy reads, paced per IP
 
     @classmethod
     def acquire(cls, rest_url: str) -> SharedTransport:
@@ -518,7 +494,7 @@ class BinanceRest:
         if not assets:
             return {}
         shared = self.caller.shared
-        if shared is not None and not shared.rates_pacer.take(time.monotonic()):
+        if shared is not None and not shared.rates_window.admit(time.monotonic()):
             return None
 
         async def request() -> Any:

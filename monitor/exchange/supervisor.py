@@ -96,7 +96,12 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """One short line naming an exception (type and message, newlines folded)."""
+    """One short line naming an exception (type and message, newlines folded): python-binance can
+    put a response's headers on later lines of its error.
+
+    >>> describe(ValueError("bad\\nanswer\\n<CIMultiDictProxy('Content-Type': 'text/plain')>"))
+    "ValueError: bad answer <CIMultiDictProxy('Content-Type': 'text/plain')>"
+    """
     text = str(exc).replace("\n", " ").strip()
     name = type(exc).__name__
     line = f"{name}: {text}" if text else name
