@@ -200,8 +200,15 @@ def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
     """An ``AsyncClient`` subclass with literal URLs (python-binance formats only ``{}`` templates);
     one class per set of URLs, shared by every account's client (a class each cost ~1 KiB). Made
     with ``session_params={"shared": SharedTransport}``, its session is a :class:`KeyedSession` on
-    the shared one, let go of by ``close_connection``."""
+    the shared one, let go of by ``close_connection``; it keeps no WebSocket-API clients."""
     base = rest_url.rstrip("/")
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        AsyncClient.__init__(self, *args, **kwargs)
+        # python-binance makes two WebSocket-API clients per client (spot and futures, each with an
+        # asyncio.Queue: ~7.7 KiB, 7.5 MiB at 1,000 accounts) that this daemon never connects: its
+        # user-data streams are monitor.exchange.userdata's. None, so that a use fails loudly.
+        self.ws_api = self.ws_future = None
 
     def _init_session(self: Any) -> Any:
         shared: SharedTransport | None = self._session_params.get("shared")
@@ -222,6 +229,7 @@ def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
         "MARGIN_API_URL": f"{base}/sapi",
         "WS_API_URL": ws_api_url,
         "REQUEST_TIMEOUT": timeout,
+        "__init__": __init__,
         "_init_session": _init_session,
         "close_connection": close_connection,
     }
