@@ -24,7 +24,7 @@ STEPS = (
     "yaml",
     "pydantic",
     "aiohttp",
-    "requests",
+    "requests",  # read at import by python-binance (binance/client.py annotations); Apprise sends with it
     "monitor.exchange.rest",  # python-binance (its dateparser and pytz deferred)
     "websockets.asyncio.client",
     "prometheus_client",
