@@ -2,7 +2,8 @@
 
 ``python -X tracemalloc=1 bench/heap_top.py OUT -m monitor.cli run -c CONFIG`` runs the module as
 ``python -m`` would; each SIGUSR1 (``bench/rss.py --heap OUT`` sends one ``--hold`` seconds after
-ready) appends to OUT the total traced and the top allocation sites grouped by file, and by line.
+ready) appends to OUT the total traced, the top allocation sites grouped by file and by line, the
+live objects by type (those ``gc.freeze()`` set aside included) and the asyncio tasks by coroutine.
 tracemalloc slows the daemon and adds its own memory: the sizes are Python allocations (not RSS),
 for finding what holds memory, not for the RSS goals.
 """
