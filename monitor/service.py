@@ -71,12 +71,13 @@ class Service(PartsByName):
         opinion_grace: float = 5.0,
         catalog_interval: float = CATALOG_MAX_AGE,
         per_session: int = PER_SESSION,
+        tick: float = 1.0,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
         self.options = Options(clock, notify_backoff, load_backoff, key_check_interval,
-                               opinion_grace, catalog_interval, per_session)  # fmt: skip
+                               opinion_grace, catalog_interval, per_session, tick)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()
@@ -86,6 +87,7 @@ class Service(PartsByName):
         )
         self._stack = contextlib.AsyncExitStack()  # what startup opened and started, closed in reverse
         self._started_at = time.monotonic()
+        self._ready_check: asyncio.Task[Any] | None = None
         self._wedged_after = max(60.0, 4 * config.alerts.stale_after)
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -102,10 +104,12 @@ class Service(PartsByName):
             notices=parts.notices, config=config, clock=self.clock,
         )  # fmt: skip
         self.views = Views(parts)
-        self.loader = Loader(parts, self.tasks, self.options.load_backoff)
+        self.loader = Loader(parts, self.tasks, self.options.load_backoff, on_loaded=self._loaded_late)
         self.every_second = periodic.every_second(
-            parts, self.notifier, self.outflow.send_notices, self.loader.load_missing, self._say_what_is_ahead
-        )
+            parts, self.notifier, self.outflow.send_notices, self.loader.load_missing,
+            self._say_what_is_ahead, period=self.options.tick,
+        )  # fmt: skip
+        parts.first_prices.on_complete = self._maybe_ready
         self.http = None
         self._stack.push_async_callback(self._stop_http)  # unwound last: the surface outlives the drain
         self._stack.push_async_callback(self._stop_running)
@@ -124,6 +128,26 @@ class Service(PartsByName):
             not_loaded=[w.name for w in parts.watchers if not w.loaded],
             shard=config.shard or "all",
         )
+        self._maybe_ready()  # every account loaded and nothing to price: no event to wait for
+
+    # -- readiness on the event -----------------------------------------------------------------
+    def _maybe_ready(self) -> None:
+        """An event that may have made the daemon ready came (the last wanted symbol's first price,
+        an account loaded late): once every enabled account is loaded and nothing awaits a first
+        price, the housekeeping job runs now, out of turn, and decides readiness as on its tick."""
+        parts = self.parts
+        if self.every_second.readiness.ready or parts.first_prices.awaiting:
+            return
+        if not all(w.loaded for w in parts.watchers if w.enabled):
+            return
+        if self._ready_check is None or self._ready_check.done():
+            self._ready_check = self.tasks.spawn(self.every_second.run(), "ready-check")
+
+    def _loaded_late(self) -> None:
+        """An account loaded after start (its symbols now wanted): readiness once they are priced."""
+        parts = self.parts
+        parts.first_prices.expect(parts.book.symbols_needed(), parts.book.prices.prices)
+        self._maybe_ready()
 
     def _start_tasks(self, parts: Components) -> None:
         spawn, config = self.tasks.spawn, self.config

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -23,6 +23,7 @@ from monitor import __version__
 from monitor.alerts.policy import AlertPolicy
 from monitor.app.errors import RefusedStartupError, StateStartupError
 from monitor.app.feeds import FeedLog, route_event
+from monitor.app.first_prices import FirstPrices
 from monitor.app.outflow import send_notices, silence_registry
 from monitor.config.model import Config, exposed_files
 from monitor.config.shard import parse_shard
@@ -78,6 +79,9 @@ class Options:
     opinion_grace: float = 5.0
     catalog_interval: float = CATALOG_MAX_AGE
     per_session: int = PER_SESSION  # user-data subscriptions per WebSocket API session
+    # seconds between runs of the housekeeping job (monitor/app/periodic.py: staleness, timers,
+    # metrics sweep); start-up readiness does not wait for it. Keep it well under the watchdog's 15 s
+    tick: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +107,7 @@ class Components:
     userdata: UserDataPool
     recorder: Recorder
     feeds: FeedLog
+    first_prices: FirstPrices  # the wanted symbols with no price yet (start-up readiness's event)
     saved_units: frozenset[str]  # units with alert state saved at start (for accounts loaded later)
     key_interval: float  # seconds between key-permission checks of one account
 
@@ -183,7 +188,10 @@ async def resolve(
 
     history = History(config.state_dir / HISTORY_FILE)
     stack.callback(history.close)
-    market, userdata = _feeds(endpoints, book, engine, watchers, feeds, options, config.alerts.stale_after)
+    first_prices = FirstPrices()
+    market, userdata = _feeds(
+        endpoints, book, engine, watchers, feeds, options, config.alerts.stale_after, first_prices
+    )
     metrics.feed_source("market", market.stats)
     key_interval = options.key_check_interval or max(
         KEY_CHECK_MIN_INTERVAL, len(watchers) / KEY_CHECKS_PER_SECOND
@@ -193,7 +201,7 @@ async def resolve(
         handoff=handoff, catalog=catalog, notices=notices, store=store, watchers=watchers,
         policy=policy, engine=engine, opinions=opinions, silences=silences, dispatcher=dispatcher,
         market=market, userdata=userdata, recorder=Recorder(history, book, clock), feeds=feeds,
-        saved_units=frozenset(saved), key_interval=key_interval,
+        first_prices=first_prices, saved_units=frozenset(saved), key_interval=key_interval,
     )  # fmt: skip
 
 
@@ -316,12 +324,19 @@ def _feeds(
     feeds: FeedLog,
     options: Options,
     stale_after: float,
+    first_prices: FirstPrices,
 ) -> tuple[MarketStream, UserDataPool]:
-    """The price feed (ticks straight into the engine) and the user-data sessions (events to their
-    account's watcher), not started."""
+    """The price feed (ticks straight into the engine, then ``first_prices`` told) and the user-data
+    sessions (events to their account's watcher), not started."""
+    symbols = book.symbols_needed()
+    first_prices.expect(symbols, book.prices.prices)
+
+    def on_prices(prices: Mapping[str, float]) -> None:
+        engine.on_prices(prices, sent_at=time.time())
+        first_prices.seen(prices)
+
     market = MarketStream(
-        endpoints.stream_url, book.symbols_needed(),
-        lambda prices: engine.on_prices(prices, sent_at=time.time()),
+        endpoints.stream_url, symbols, on_prices,
         on_state=feeds, silence=max(5.0, stale_after), backoff=FEED_BACKOFF,
     )  # fmt: skip
     by_account = {w.name: w for w in watchers}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -47,10 +47,13 @@ class Tasks:
 class Loader:
     """Keeps retrying every account not loaded, then watches it like one loaded at start."""
 
-    def __init__(self, parts: Components, tasks: Tasks, backoff: Backoff) -> None:
+    def __init__(
+        self, parts: Components, tasks: Tasks, backoff: Backoff, on_loaded: Callable[[], None] = lambda: None
+    ) -> None:
         self.parts = parts
         self.tasks = tasks
         self.backoff = backoff
+        self.on_loaded = on_loaded  # after an account loaded late is watched (readiness may follow)
         self._loading: dict[str, asyncio.Task[Any]] = {}
         self._risk: dict[str, asyncio.Task[Any]] = {}
 
@@ -88,3 +91,4 @@ class Loader:
         for uid in watcher.units:
             parts.engine.evaluate(uid)
         parts.market.set_symbols(parts.book.symbols_needed())  # its prices start flowing now
+        self.on_loaded()

@@ -16,6 +16,11 @@ job of named steps whose order matters, run in this order each second:
 7. readiness applied: READY=1 once, the heap settled, the line about what is ahead;
 8. sd_notify status (:class:`SystemdStatus`): waiting for the exchange, or the summary;
 then the time the job last finished is kept for the watchdog (``Service.healthy``).
+
+The job runs every ``period`` seconds (``Options.tick``, 1 s) and also out of turn when an event may
+have made the daemon ready (every account loaded and every wanted symbol priced once: ``Service``,
+:class:`monitor.app.first_prices.FirstPrices`): the same steps in the same order, so readiness means
+what it means on the tick, without waiting up to a period for it. Two runs never overlap.
 """
 
 from __future__ import annotations
@@ -206,7 +211,6 @@ class EverySecond:
     """The once-a-second job: the steps of the module docstring, in that order."""
 
     name = "timers"
-    period = 1.0
 
     def __init__(
         self,
@@ -221,13 +225,20 @@ class EverySecond:
         sweep: MetricsSweep,
         status: SystemdStatus,
         monotonic: Callable[[], float] = time.monotonic,
+        period: float = 1.0,
     ) -> None:
+        self.period = period
         self.notices, self.send_notices, self.engine = notices, send_notices, engine
         self.staleness, self.opinions_sweep, self.resubscribe = staleness, opinions_sweep, resubscribe
         self.readiness, self.sweep, self.status, self.monotonic = readiness, sweep, status, monotonic
         self.done_at = monotonic()  # when the job last finished: the watchdog's sign of life
+        self._one_at_a_time = asyncio.Lock()  # a run out of turn and the scheduled one never interleave
 
     async def run(self) -> None:
+        async with self._one_at_a_time:
+            await self._steps()
+
+    async def _steps(self) -> None:
         if self.notices:  # 1. a key refused or revoked while no alert is flowing: tell the trader now
             await self.send_notices()
         self.engine.tick_timers()  # 2.
@@ -340,9 +351,10 @@ def every_second(
     send_notices: Callable[[], Awaitable[None]],
     load_missing: Callable[[], None],
     on_ready: Callable[[], None],
+    period: float = 1.0,
 ) -> EverySecond:
     """The once-a-second job of the daemon made of ``parts`` (``load_missing``: retry the accounts
-    not loaded; ``on_ready``: said once, at READY=1)."""
+    not loaded; ``on_ready``: said once, at READY=1; ``period``: seconds between runs)."""
     book, engine, market, watchers = parts.book, parts.engine, parts.market, parts.watchers
 
     def resubscribe() -> None:
@@ -357,7 +369,7 @@ def every_second(
         opinions_sweep=parts.opinions.sweep, resubscribe=resubscribe,
         readiness=Readiness(watchers, notifier, on_ready),
         sweep=MetricsSweep(book, parts.metrics, alerts.restore_target),
-        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
+        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)), period=period,
     )  # fmt: skip
 
 

@@ -414,7 +414,8 @@ def holds_secret(config: Config, config_path: Path) -> bool:
 def exposed_files(config: Config, config_path: Path) -> list[Path]:
     """The config file (when it holds a secret, :func:`holds_secret`) and every ``*_file`` secret
     that other users can read (to be warned about)."""
-    files = [config_path] if holds_secret(config, config_path) else []
+    # the file is parsed again (holds_secret) only when others can read it: start-up reads it once
+    files = [config_path] if loose_permissions(config_path) and holds_secret(config, config_path) else []
     for account in config.accounts:
         for file in (account.api_key_file, account.api_secret_file):
             if file is not None:
