@@ -51,3 +51,30 @@ def test_survivors_of_the_next_full_collection_are_frozen_once() -> None:
     finally:
         gc.callbacks.remove(callback)
         gc.unfreeze()
+
+
+def test_survivors_of_young_collections_are_frozen_for_the_tail_window_only() -> None:
+    """For the window after ready, what survives a generation-1 collection is frozen (never walked by
+    a full collection); a generation-0 collection freezes nothing; after the window nothing is."""
+
+    class Node:
+        other: object = None
+
+    now = [0.0]
+    callback = heap.freeze_young_survivors(3.0, clock=lambda: now[0])
+    try:
+        tail = Node()
+        tail.other = tail
+        gc.collect(0)
+        assert any(o is tail for o in gc.get_objects())
+        gc.collect(1)  # within the window: its survivors frozen
+        assert not any(o is tail for o in gc.get_objects())
+        now[0] = 3.0
+        steady = Node()
+        steady.other = steady
+        gc.collect(1)
+        gc.collect()
+        assert any(o is steady for o in gc.get_objects())  # after the window: collected as usual
+    finally:
+        gc.callbacks.remove(callback)
+        gc.unfreeze()
