@@ -34,7 +34,7 @@ import gc
 import time
 from collections.abc import Callable
 
-TAIL_SECONDS = 3.0  # s after ready: start-up's tail (bench/crash.py: its gen-2 walk was over by then)
+TAIL_SECONDS = 3.0  # s after ready: start-up's tail (risk streams, listen tokens, first refreshes)
 
 
 def _trim() -> bool:
