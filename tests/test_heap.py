@@ -4,8 +4,23 @@ handed back."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+
+import pytest
 
 from monitor.ops import heap
+
+
+@pytest.fixture(autouse=True)
+def _alone() -> Iterator[None]:
+    """Each test sees only its own heap callbacks: a daemon that became ready earlier in this worker
+    left its own (a tail window of 3 s, a freeze after the next full collection)."""
+    saved = gc.callbacks[:]
+    gc.callbacks[:] = [c for c in saved if getattr(c, "__module__", "") != heap.__name__]
+    try:
+        yield
+    finally:
+        gc.callbacks[:] = saved
 
 
 def test_settle_freezes_what_is_alive_and_reports_what_it_did() -> None:
