@@ -280,7 +280,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     timed["on"] = []
                     lag_from, gc_from = len(lags), len(pauses)
                     cpu, wall = time.process_time(), time.monotonic()
-                    file = tmp / f"sent-{rate}.npy"
+                    file = tmp / f"sent-{rate}-{start}.npy"  # a rate may come twice (--rates 1000 5000 1000)
                     reply = await sim.call(cmd="run", start=start, stop=stop, rate=rate, out=str(file))
                     await quiet(handed)
                     await asyncio.sleep(0.5)  # the last webhook posts land

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 from decimal import Decimal as D
 
@@ -792,3 +793,57 @@ def test_implied_value_level_equals_exact_recomputation(
     got = book.level(uid)
     assert got is not None and abs(got - exact) <= 1e-9 * exact
     assert r.margin_level is not None and abs(r.margin_level - exact) <= 1e-9 * exact
+
+
+def test_unvalued_units_are_the_units_unvalued_names() -> None:
+    """``unvalued_units`` (the staleness step's question, asked each second) is ``unvalued`` asked of
+    every unit, looking only at units with an unrouted asset; a unit re-routed or removed leaves it."""
+    book = make_book()
+    blind = book.upsert_cross("h", held_account(), CLASSIC)
+    fine = book.upsert_cross("f", long_account(), CLASSIC)
+    book.on_price("BTCUSDT", 30000.0)
+    assert book.unvalued_units() == [u for u in book.units() if book.unvalued(u)] == [blind]
+    book.upsert_cross("h", long_account(), CLASSIC)  # the halted asset sold: routed again
+    assert book.unvalued_units() == [] and book.unvalued(fine) is None
+    book.upsert_cross("h", held_account(), CLASSIC)
+    book.remove_unit(blind)
+    assert book.unvalued_units() == []
+
+
+def test_a_snapshot_that_changed_nothing_keeps_the_books_objects() -> None:
+    """Re-reading an unchanged account (fresh but equal objects, as a REST snapshot parses them) keeps
+    the positions, bars and routes already in the book, so the fresh copies die young instead of
+    being promoted into the collector's oldest generation. A value written differently (1.0 vs 1) is
+    a change: the book keeps exactly what Binance said."""
+    book = make_book()
+    uid = book.upsert_cross("a", long_account(), Bars.classic())
+    book.on_price("BTCUSDT", 30000.0)
+    book.on_price("ETHUSDT", 2000.0)
+    before = {asset: book.position(uid, asset) for asset in ("BTC", "ETH", "USDT")}
+    report = book.report(uid)
+    book.upsert_cross("a", long_account(), Bars.classic())
+    assert all(book.position(uid, asset) is p for asset, p in before.items())
+    assert book.report(uid) == report
+    book.upsert_cross("a", {**long_account(), "BTC": pos(free="0.50")}, Bars.classic())
+    btc = book.position(uid, "BTC")
+    assert btc is not None and str(btc.free) == "0.50" and btc is not before["BTC"]
+    assert book.position(uid, "ETH") is before["ETH"]
+
+
+def test_ticks_through_the_book_make_no_cyclic_garbage() -> None:
+    """The hot path (a tick, the units it moves out of their band) frees everything it allocates by
+    reference counting: nothing is left for the collector, so ticks never bring a collection closer
+    than their live objects do."""
+    book = make_book()
+    for n in range(50):
+        book.upsert_cross(f"a{n}", long_account(), CLASSIC)
+    gc.collect()
+    gc.disable()
+    try:
+        for k in range(5000):
+            symbol, price = ("BTCUSDT", 30000.0) if k % 2 else ("ETHUSDT", 2000.0)
+            book.on_price(symbol, price * (1 + 0.1 * math.sin(k)))
+            book.drain_pending()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

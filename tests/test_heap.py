@@ -4,8 +4,23 @@ handed back."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+
+import pytest
 
 from monitor.ops import heap
+
+
+@pytest.fixture(autouse=True)
+def _alone() -> Iterator[None]:
+    """Each test sees only its own heap callbacks: a daemon that became ready earlier in this worker
+    left its own (a tail window of 3 s, a freeze after the next full collection)."""
+    saved = gc.callbacks[:]
+    gc.callbacks[:] = [c for c in saved if getattr(c, "__module__", "") != heap.__name__]
+    try:
+        yield
+    finally:
+        gc.callbacks[:] = saved
 
 
 def test_settle_freezes_what_is_alive_and_reports_what_it_did() -> None:
@@ -48,6 +63,33 @@ def test_survivors_of_the_next_full_collection_are_frozen_once() -> None:
         steady.other = steady
         gc.collect()  # later full collections walk what is new, as usual
         assert any(o is steady for o in gc.get_objects())
+    finally:
+        gc.callbacks.remove(callback)
+        gc.unfreeze()
+
+
+def test_survivors_of_young_collections_are_frozen_for_the_tail_window_only() -> None:
+    """For the window after ready, what survives a generation-1 collection is frozen (never walked by
+    a full collection); a generation-0 collection freezes nothing; after the window nothing is."""
+
+    class Node:
+        other: object = None
+
+    now = [0.0]
+    callback = heap.freeze_young_survivors(3.0, clock=lambda: now[0])
+    try:
+        tail = Node()
+        tail.other = tail
+        gc.collect(0)
+        assert any(o is tail for o in gc.get_objects())
+        gc.collect(1)  # within the window: its survivors frozen
+        assert not any(o is tail for o in gc.get_objects())
+        now[0] = 3.0
+        steady = Node()
+        steady.other = steady
+        gc.collect(1)
+        gc.collect()
+        assert any(o is steady for o in gc.get_objects())  # after the window: collected as usual
     finally:
         gc.callbacks.remove(callback)
         gc.unfreeze()

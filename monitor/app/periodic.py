@@ -128,7 +128,7 @@ class Staleness:
         stale_units: set[str] = set()
         for watcher in self.watchers:
             stale_units |= watcher.stale_units(stale_symbols, limit)
-        stale_units |= {u for u in self.book.units() if self.book.unvalued(u)}  # no price, no level
+        stale_units.update(self.book.unvalued_units())  # no price, no level
         new = stale_units - self.engine.stale
         reasons = blind_reasons(self.book, new, stale_symbols, self.refused(), self.engine.settling, limit)
         self.engine.set_staleness(stale_units, reasons)
@@ -170,10 +170,10 @@ class MetricsSweep:
         self.slices = RoundRobin(batch)
 
     async def __call__(self) -> None:
-        for n, unit in enumerate(self.slices.take(self.book.units()), start=1):
-            self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
-            if n % SWEEP_YIELD_EVERY == 0:
+        for n, unit in enumerate(self.slices.take(self.book.units())):
+            if n % SWEEP_YIELD_EVERY == 0:  # first before any report: steps 1-5 are a loop turn of their own
                 await asyncio.sleep(0)
+            self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
 
 
 def summary(book: AccountBook, engine: Engine) -> str:

@@ -10,10 +10,20 @@ free heap pages back (``malloc_trim``; a no-op elsewhere). It runs once, at read
 collect first: one full collection over that heap is itself a stall of a second or more (cyclic
 garbage left from start-up stays, once, frozen).
 
-Start-up has a tail after ready (risk streams still connecting, first refreshes): the first full
-collection after :func:`settle` walks it (36-122 ms in bench/crash.py runs). So :func:`settle` also
-freezes, once, what survives that collection: long-lived by then, and the collections after walk
-only what the daemon allocates in its steady state.
+Start-up has a tail after ready (risk streams still connecting, listen keys, first refreshes):
+~120,000 objects at 1,000 accounts. Left to the collector, the first full collection after ready
+walked them: 22-30 ms in the first load phase of every bench/crash.py run. So for
+:data:`TAIL_SECONDS` after ready, :func:`settle` also freezes what survives each young
+(generation 1) collection, the moment its survivors would be promoted into the generation full
+collections walk. That is O(1) each and keeps only objects two collections old: live ones, and at
+most the cyclic garbage already promoted, which stays frozen (bounded by the tail, once, as at
+ready). After the window nothing is frozen but the survivors of the next full collection (once):
+the daemon's own steady-state objects, long-lived by then.
+
+The steady state itself keeps the oldest generation small (what full collections cost): a REST
+snapshot that changed nothing keeps the book's objects instead of promoting fresh copies
+(``monitor.risk.book``). Thresholds stay CPython's defaults: nothing here defers a collection, so
+garbage never grows beyond what the collector's own schedule allows (bench/soak.py).
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ import ctypes.util
 import gc
 import time
 from collections.abc import Callable
+
+TAIL_SECONDS = 3.0  # s after ready: start-up's tail (risk streams, listen tokens, first refreshes)
 
 
 def _trim() -> bool:
@@ -53,11 +65,28 @@ def freeze_after_next_full_collection() -> Callable[[str, dict[str, int]], None]
     return on_gc
 
 
+def freeze_young_survivors(
+    seconds: float = TAIL_SECONDS, clock: Callable[[], float] = time.monotonic
+) -> Callable[[str, dict[str, int]], None]:
+    """For ``seconds`` from now: whenever a collection of generation 1 or 2 ends, freeze its
+    survivors (the young generations are empty then: only objects two collections old are frozen).
+    Returns the ``gc.callbacks`` entry (a no-op once the window is over)."""
+    until = clock() + seconds
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info.get("generation", 0) >= 1 and clock() < until:
+            gc.freeze()
+
+    gc.callbacks.append(on_gc)
+    return on_gc
+
+
 def settle() -> dict[str, float]:
-    """Freeze and trim, and freeze once more after the next full collection; returns what it did
-    (for the log line at ready)."""
+    """Freeze and trim; freeze the survivors of young collections for :data:`TAIL_SECONDS`, and
+    once more after the next full collection; returns what it did (for the log line at ready)."""
     started = time.perf_counter()
     gc.freeze()
+    freeze_young_survivors()
     freeze_after_next_full_collection()
     trimmed = _trim()
     return {

@@ -233,7 +233,8 @@ class Fanout:
                     self._dirty(leg)
             elif before != coefs and not leg.dirty and dynamic:
                 leg.patch(i, coefs)
-        self.exposure[i] = exposure
+        if exposure != old:  # equal (a snapshot that changed nothing): the old dict stays, no new object
+            self.exposure[i] = exposure
         self.fixed[2 * i], self.fixed[2 * i + 1] = fa, fl
         self.static_level[i] = fa / fl if owes and not dynamic else INF
         self.unpriced[i] = unroutable + sum(self.legs[k].price != self.legs[k].price for k in exposure)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
+from typing import TypeVar
 
 import structlog
 
@@ -50,6 +51,7 @@ __all__ = ["AccountBook"]
 log = structlog.get_logger(__name__)
 INF = math.inf
 ONE = Decimal(1)
+_T = TypeVar("_T")
 
 
 class AccountBook:
@@ -74,6 +76,7 @@ class AccountBook:
         self._by_index: dict[int, Unit] = {}
         self._pending: dict[str, None] = {}
         self._awaiting: set[str] = set()  # units with unrouted assets waiting to compute their implied value
+        self._unrouted: set[str] = set()  # units with an asset no live route prices (``why_unrouted``)
 
     @property
     def quote(self) -> str:
@@ -151,7 +154,7 @@ class AccountBook:
             self._units[uid] = unit
             self._by_index[unit.index] = unit
         else:
-            unit.positions, unit.bars = dict(positions), bars
+            unit.positions, unit.bars = _kept_positions(unit.positions, positions), _kept(unit.bars, bars)
         return unit
 
     def set_position(self, unit: str, asset: str, position: Position) -> None:
@@ -177,6 +180,7 @@ class AccountBook:
         self._fanout.remove(u.index)
         self._pending.pop(unit, None)
         self._awaiting.discard(unit)
+        self._unrouted.discard(unit)
 
     def units(self) -> list[str]:
         """All unit ids."""
@@ -230,7 +234,7 @@ class AccountBook:
         for asset, p in u.positions.items():
             if p.is_empty:
                 continue
-            route = routes[asset] = self._route(u, asset)
+            route = routes[asset] = _kept(u.routes.get(asset), self._route(u, asset))
             if route is None:
                 unrouted.append(asset)
             elif route.fixed:
@@ -238,8 +242,13 @@ class AccountBook:
                 fl += p.owed
             else:
                 exposure[route.symbols] = (float(p.held), float(p.owed))
-        u.routes = routes
+        if routes != u.routes:  # equal: the old dict stays (its Route objects are the same ones)
+            u.routes = routes
         u.why_unrouted = self._why(u, sorted(unrouted)) if unrouted else ""
+        if unrouted:
+            self._unrouted.add(u.id)
+        else:
+            self._unrouted.discard(u.id)
         unroutable = len(unrouted)
         self._awaiting.discard(u.id)
         if unrouted and u.fallback:
@@ -302,6 +311,11 @@ class AccountBook:
         if not u.why_unrouted or not u.owes or u.implied is not None or u.id in self._awaiting:
             return None
         return f"no live price for {u.why_unrouted} and no level from Binance to stand in"
+
+    def unvalued_units(self) -> list[str]:
+        """Every unit :meth:`unvalued` gives a reason for; only units with an unrouted asset are looked
+        at (the once-a-second staleness step asked each of 1,000 units: ~1 ms of the loop)."""
+        return [unit for unit in self._unrouted if self.unvalued(unit)]
 
     def _retry_implied(self) -> None:
         """Units waiting for the prices their implied value is computed at: compute it now if they came."""
@@ -397,3 +411,21 @@ class AccountBook:
         ``restore_target`` names a bar (default: the normal bar, else the highest)."""
         u = self._units[unit]
         return build_report(u, valuation(u, self.prices.exact), restore_target)
+
+
+def _kept(old: _T, new: _T) -> _T:
+    """``old`` when ``new`` is the same value written the same way (Decimals compare 1.0 == 1, so
+    ``repr`` decides), else ``new``.
+
+    A periodic REST snapshot re-reads every account (1,000 accounts a minute): keeping the objects
+    already in the book when nothing changed lets the fresh copies die young, instead of every
+    snapshot promoting a unit's positions, routes and bars into the collector's oldest generation,
+    whose full collections then walk them (docs/benchmarks.md, "Loop stalls")."""
+    return old if old is not None and old == new and repr(old) == repr(new) else new
+
+
+def _kept_positions(old: dict[str, Position], new: Mapping[str, Position]) -> dict[str, Position]:
+    """The unit's new positions, reusing each unchanged :class:`Position` (and the whole dict when
+    nothing changed; see :func:`_kept`)."""
+    kept = {asset: p if (was := old.get(asset)) is None else _kept(was, p) for asset, p in new.items()}
+    return old if kept.keys() == old.keys() and all(kept[a] is old[a] for a in kept) else kept
