@@ -135,10 +135,8 @@ class Service(PartsByName):
         """An event that may have made the daemon ready came (the last wanted symbol's first price,
         an account loaded late): once every enabled account is loaded and nothing awaits a first
         price, the housekeeping job runs now, out of turn, and decides readiness as on its tick."""
-        parts = self.parts
-        if self.every_second.readiness.ready or parts.first_prices.awaiting:
-            return
-        if not all(w.loaded for w in parts.watchers if w.enabled):
+        readiness = self.every_second.readiness
+        if readiness.ready or self.parts.first_prices.awaiting or not readiness.all_loaded():
             return
         if self._ready_check is None or self._ready_check.done():
             self._ready_check = self.tasks.spawn(self.every_second.run(), "ready-check")

@@ -144,9 +144,13 @@ class Readiness:
         self.watchers, self.notifier, self.on_ready = watchers, notifier, on_ready
         self.ready = False
 
+    def all_loaded(self) -> bool:
+        """Every enabled account is loaded (the first half of readiness, also asked out of turn)."""
+        return all(w.loaded for w in self.watchers if w.enabled)
+
     def decide(self, stale_units: Collection[str]) -> bool:
         """Whether the daemon becomes ready now (step 5, on this second's stale set)."""
-        return not self.ready and not stale_units and all(w.loaded for w in self.watchers if w.enabled)
+        return not self.ready and not stale_units and self.all_loaded()
 
     def become_ready(self) -> None:
         """Step 7: once."""
