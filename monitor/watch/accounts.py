@@ -51,7 +51,7 @@ from monitor.watch.rereads import DEBOUNCE, Rereads
 from monitor.watch.roster import accounts_in_shard
 from monitor.watch.settling import Settling
 from monitor.watch.snapshots import ExchangeWordHook, Snapshots
-from monitor.watch.staleness import Freshness, stale_units
+from monitor.watch.staleness import Freshness, silent_after, stale_units
 
 log = structlog.get_logger(__name__)
 StateHook = Callable[[StreamState], None]
@@ -328,6 +328,14 @@ class AccountWatcher:
         )
         settling = self.engine.settling if self.engine is not None else {}
         return stale_units(self.units, times, settling, stale_symbols, self.book.unit_symbols)
+
+    def rest_silent(self, now: float, limit: float) -> bool:
+        """REST has not answered for so long that every unit is stale (``stale_units``' own test)."""
+        return now - self.last_snapshot > silent_after(self.config.exchange.snapshot_interval, limit)
+
+    def rest_deadline(self, limit: float) -> float:
+        """When REST silence first makes every unit stale, unless it answers before."""
+        return self.last_snapshot + silent_after(self.config.exchange.snapshot_interval, limit)
 
     def disable(self, reason: str, *, kind: str = "disabled") -> None:
         """Stop watching this account now (its key rejected or revoked mid-run): its units leave the
