@@ -1,8 +1,10 @@
-"""The once-a-second staleness step asks only the watchers that can have a stale unit
-(monitor/app/periodic.py ``Staleness``, monitor/watch/staleness.py ``RestDeadlines``): structural
-counts of what a second looks at, and the same stale set as asking every watcher, on any history of
-loads, re-reads, disagreements, silent symbols and clock steps. Real watchers, book and engine; the
-clock is injected."""
+"""The once-a-second job looks at what can have changed, not at every account or unit (each walk
+of 1,000 costs ms of the loop on a busy machine: bench/crash.py). The staleness step asks only the
+watchers that can have a stale unit (monitor/app/periodic.py ``Staleness``,
+monitor/watch/staleness.py ``RestDeadlines``): structural counts of what a second looks at, and the
+same stale set as asking every watcher, on any history of loads, re-reads, disagreements, silent
+symbols and clock steps. The opinion sweep is given the active units; the loader is told of an
+unloaded account. Real watchers, book and engine; the clock is injected."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.alerts.policy import AlertPolicy
+from monitor.alerts.opinion import OwnView, SecondOpinion
+from monitor.alerts.policy import AlertPolicy, LevelRule
 from monitor.app.periodic import Staleness
 from monitor.config.model import AlertsConfig, Config
 from monitor.risk.book import AccountBook
@@ -49,15 +52,20 @@ class Daemon:
                 "notify": {"routes": {"hook": {"urls": ["json://127.0.0.1:9/hook"]}}},
             }
         )
-        endpoints = Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
+        endpoints = Endpoints(
+            "http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9"
+        )
         self.watchers = [
             AccountWatcher(a, config, Path("config.yaml"), endpoints, self.book, lambda _: None, [],
-                           clock=self.clock, engine=self.engine)  # fmt: skip
+                           clock=self.clock, engine=self.engine)
             for a in config.accounts
-        ]
+        ]  # fmt: skip
         self.units = []
         for w in self.watchers:
-            positions = {"BTC": Position(D(1), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(18750), D(0))}
+            positions = {
+                "BTC": Position(D(1), D(0), D(0), D(0)),
+                "USDT": Position(D(0), D(0), D(18750), D(0)),
+            }
             uid = self.book.upsert_cross(w.name, positions, Bars.classic())
             w.snapshots.units = {uid}
             self.units.append(uid)
@@ -133,11 +141,16 @@ def test_a_wall_clock_step_back_takes_every_deadline_anew() -> None:
     assert d.staleness() == {d.units[1]} == d.every_watcher_asked()
 
 
+EDGES = (SILENT_AFTER - 0.5, SILENT_AFTER + 0.5)  # just before and after REST counts as silent
 OPS = st.lists(
     st.tuples(
-        st.sampled_from(["wait", "answer", "load", "unload", "refuse", "settle", "settled", "symbol", "back"]),
+        st.sampled_from(
+            ["wait", "answer", "load", "unload", "refuse", "settle", "settled", "symbol", "back"]
+        ),
         st.integers(0, 3),
-        st.sampled_from([0.0, 0.5, 1.0, LIMIT - 0.5, LIMIT + 0.5, 100.0, SILENT_AFTER - 0.5, SILENT_AFTER + 0.5]),
+        st.sampled_from(
+            [0.0, 0.5, 1.0, LIMIT - 0.5, LIMIT + 0.5, 100.0, SILENT_AFTER - 0.5, SILENT_AFTER + 0.5]
+        ),
     ),
     max_size=40,
 )
@@ -171,3 +184,55 @@ def test_the_stale_set_is_the_one_every_watcher_would_give(ops: list[tuple[str, 
         expected = d.every_watcher_asked()
         assert d.staleness() == expected
         assert d.engine.stale == expected
+
+
+# -- the other walks of the once-a-second job -----------------------------------------------------
+
+WORDS = st.lists(
+    st.tuples(
+        st.sampled_from(["cross:a", "cross:b", "isolated:a:ETHUSDT", "cross:c"]),
+        st.sampled_from(["EXCESSIVE", "NORMAL", "MARGIN_CALL", "PRE_LIQUIDATION", "FORCE_LIQUIDATION"]),
+        st.sampled_from(["stream", "rest"]),
+        st.sampled_from([None, 1.05, 1.2, 1.4, 2.0]),  # our level then (None: no debt)
+        st.sampled_from([0.0, 1.0, 6.0, 20.0]),  # seconds before it
+        st.booleans(),  # checked at once (else only noted: the sweep decides later)
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(WORDS)
+def test_the_opinion_sweep_is_given_the_units_a_walk_of_every_unit_finds(
+    words: list[tuple[str, str, str, float | None, float, bool]],
+) -> None:
+    """``SecondOpinion.active_units`` (what the once-a-second sweep decides, not a walk of every
+    unit Binance spoke about) is the walk's answer, in its order, after any words and checks."""
+    rules = (LevelRule("normal", 1.5, ("ops",)), LevelRule("margin_call", 1.3, ("ops",)))
+    bars = {"normal": 1.5, "margin_call": 1.3, "liquidation": 1.1}
+    opinion, now = SecondOpinion(), 1_000.0
+    for unit, status, source, level, wait, check in words:
+        now += wait
+        opinion.note(unit, status, level, now, source=source)
+        own = OwnView(level=level, firing={}, rules=rules, bars=bars)
+        if check:
+            opinion.check(unit, now, own)
+        assert opinion.active_units() == [u for u in opinion.units() if opinion.active(u)]
+        for u in opinion.active_units():  # the sweep
+            opinion.check(u, now, own)
+        assert opinion.active_units() == [u for u in opinion.units() if opinion.active(u)]
+
+
+def test_a_watcher_unloaded_tells_the_loader() -> None:
+    """``disable`` (key revoked) tells ``on_unloaded``: the loader retries it, without a look at
+    every account each second for one that is not loaded."""
+    d = Daemon(2)
+    told: list[str] = []
+    for w in d.watchers:
+        w.on_unloaded.append(lambda w: told.append(w.name))
+    d.load(0)
+    d.load(1)
+    d.watchers[1].disable("key revoked")
+    assert told == ["a1"] and not d.watchers[1].loaded
+    d.watchers[1].disable("again")  # not loaded: nothing more
+    assert told == ["a1"]

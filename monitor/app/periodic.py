@@ -85,6 +85,8 @@ def blind_reasons(
 ) -> dict[str, str]:
     """Why each newly blind unit is blind, in one line the trader can act on."""
     reasons: dict[str, str] = {}
+    if not units:  # most seconds: not even the list of every unit (1,000 of them: ms on a busy machine)
+        return reasons
     known = book.units()
     for unit in units:
         symbols = book.unit_symbols(unit) if unit in known else set()
@@ -240,8 +242,9 @@ class SystemdStatus:
         self.watchers, self.notifier, self.summary = watchers, notifier, summary
 
     def __call__(self, ready: bool) -> None:
-        waiting = [w for w in self.watchers if w.enabled and not w.loaded]
-        if waiting and not ready:
+        # once ready, the summary whatever is loaded: not a look at every watcher each second
+        waiting = [] if ready else [w for w in self.watchers if w.enabled and not w.loaded]
+        if waiting:
             self.notifier.extend_timeout(START_EXTEND_SECONDS)
             problems = ", ".join(f"{w.name}: {w.problem.kind if w.problem else 'loading'}" for w in waiting)
             self.notifier.status(f"waiting for the exchange ({problems})")

@@ -96,7 +96,8 @@ class AccountWatcher:
         self.notices = notices
         self.clock = clock
         self.enabled = True  # False only for good: a key refused for its permissions
-        self.loaded = False
+        self._loaded = False
+        self.on_unloaded: list[Callable[[AccountWatcher], None]] = []  # told when ``loaded`` turns False
         self.loaded_at = 0.0
         self.rest: BinanceRest | None = None
         self.on_exchange_word = on_exchange_word  # Binance's own status (monitor.alerts.opinion)
@@ -122,6 +123,19 @@ class AccountWatcher:
         return f"AccountWatcher({self.name!r})"
 
     # -- what the service and the surfaces read ---------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Loaded and watched now: set by :meth:`load`, cleared by :meth:`disable`, which tells
+        ``on_unloaded`` (the service retries loading it without looking at every account each second)."""
+        return self._loaded
+
+    @loaded.setter
+    def loaded(self, value: bool) -> None:
+        was, self._loaded = self._loaded, value
+        if was and not value:
+            for hook in self.on_unloaded:
+                hook(self)
+
     @property
     def engine(self) -> Engine | None:
         """The tick glue this account's units are held, released and evaluated in (None: not yet)."""
