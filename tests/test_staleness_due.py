@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from monitor.alerts.opinion import OwnView, SecondOpinion
 from monitor.alerts.policy import AlertPolicy, LevelRule
-from monitor.app.periodic import Staleness
+from monitor.app.periodic import Staleness, Summary
+from monitor.app.periodic import summary as summary_of
 from monitor.config.model import AlertsConfig, Config
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
 from monitor.watch.accounts import AccountWatcher, Endpoints
-from monitor.watch.engine import Engine
+from monitor.watch.engine import Engine, RoundRobin
 from monitor.watch.ladder import default_policy
 
 LIMIT = 30.0  # alerts.stale_after; snapshot_interval 60 s: REST silent after 180 s
@@ -236,3 +237,33 @@ def test_a_watcher_unloaded_tells_the_loader() -> None:
     assert told == ["a1"] and not d.watchers[1].loaded
     d.watchers[1].disable("again")  # not loaded: nothing more
     assert told == ["a1"]
+
+
+@given(st.integers(0, 30), st.integers(1, 8), st.integers(0, 5))
+def test_the_metrics_slice_is_the_one_the_rotated_copy_gave(n: int, batch: int, calls: int) -> None:
+    """``RoundRobin.take`` copies its slice, not every unit: the same units as the rotated copy."""
+    items = tuple(f"u{i}" for i in range(n))
+    fast, start = RoundRobin(batch), 0
+    for _ in range(calls + 1):
+        if n <= batch:
+            assert fast.take(items) == items
+            continue
+        start %= n
+        assert list(fast.take(items)) == (list(items[start:]) + list(items[:start]))[:batch]
+        start += batch
+
+
+def test_the_unit_ids_tuple_is_kept_until_a_unit_comes_or_goes() -> None:
+    """The periodic jobs (metrics sweep, history, status summary) share one tuple of unit ids, not a
+    copy of every id each second."""
+    d = Daemon(3)
+    ids = d.book.unit_ids()
+    assert ids == tuple(d.book.units()) and d.book.unit_ids() is ids
+    d.book.on_price("BTCUSDT", 29_000.0)  # prices, levels: the same units
+    assert d.book.unit_ids() is ids
+    d.book.remove_unit(d.units[1])
+    assert d.book.unit_ids() == (d.units[0], d.units[2])
+    uid = d.book.upsert_cross("a9", {"BTC": Position(D(1), D(0), D(0), D(0))}, Bars.classic())
+    assert d.book.unit_ids() == (d.units[0], d.units[2], uid)
+    summary = Summary(d.book, d.engine)
+    assert summary() == summary_of(d.book, d.engine)

@@ -214,7 +214,7 @@ class MetricsSweep:
         self.slices = RoundRobin(batch)
 
     async def __call__(self) -> None:
-        for n, unit in enumerate(self.slices.take(self.book.units())):
+        for n, unit in enumerate(self.slices.take(self.book.unit_ids())):
             if n % SWEEP_YIELD_EVERY == 0:  # first before any report: steps 1-5 are a loop turn of their own
                 await asyncio.sleep(0)
             self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
@@ -222,14 +222,29 @@ class MetricsSweep:
 
 def summary(book: AccountBook, engine: Engine) -> str:
     """``N units, M blind: u1=1.523, …`` (five units: not a format of every unit each second)."""
-    units = book.units()
-    levels = []
-    for unit in heapq.nsmallest(5, units):
-        state, _ = book.state(unit)
-        level = book.level(unit)
-        shown = f"{level:.3f}" if level is not None and state in ("known", "approximate") else state
-        levels.append(f"{unit}={shown}")
-    return f"{len(units)} units, {len(engine.stale)} blind: " + ", ".join(levels)
+    return Summary(book, engine)()
+
+
+class Summary:
+    """:func:`summary`, once a second: the five first unit ids are picked again only when units come
+    or go (``AccountBook.unit_ids``), not by comparing every id each second."""
+
+    def __init__(self, book: AccountBook, engine: Engine) -> None:
+        self.book, self.engine = book, engine
+        self._ids: tuple[str, ...] | None = None
+        self._first: list[str] = []
+
+    def __call__(self) -> str:
+        book, ids = self.book, self.book.unit_ids()
+        if ids is not self._ids:
+            self._ids, self._first = ids, heapq.nsmallest(5, ids)
+        levels = []
+        for unit in self._first:
+            state, _ = book.state(unit)
+            level = book.level(unit)
+            shown = f"{level:.3f}" if level is not None and state in ("known", "approximate") else state
+            levels.append(f"{unit}={shown}")
+        return f"{len(ids)} units, {len(self.engine.stale)} blind: " + ", ".join(levels)
 
 
 class SystemdStatus:
@@ -414,7 +429,7 @@ def every_second(
         opinions_sweep=parts.opinions.sweep, resubscribe=resubscribe,
         readiness=Readiness(watchers, notifier, on_ready),
         sweep=MetricsSweep(book, parts.metrics, alerts.restore_target),
-        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)), period=period,
+        status=SystemdStatus(watchers, notifier, Summary(book, engine)), period=period,
     )  # fmt: skip
 
 
