@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from monitor.config import checks
 from monitor.config.errors import describe, where
 from monitor.config.schema import (
     Bounded,
@@ -42,73 +43,10 @@ from monitor.config.secret import Secret
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken config from looping
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_BARS = ("normal", "margin_call", "liquidation")
 
 
 class ConfigError(Exception):
     """A configuration problem, rendered as one line: ``FILE: key.path: what was expected``."""
-
-
-def _url(value: str) -> str:
-    if not re.match(r"^(https?|wss?)://[^\s/]+", value):
-        raise ValueError("expected a URL such as https://api.binance.com or ws://127.0.0.1:8080")
-    return value.rstrip("/")
-
-
-def _asset(value: str) -> str:
-    if not re.fullmatch(r"[A-Z0-9]{2,12}", value):
-        raise ValueError("expected an asset name such as USDT")
-    return value
-
-
-def _bar(value: Any, loc: tuple[Any, ...]) -> str | float:
-    """A bar's name or a margin level (a string is a name: ``"1.5"`` is refused, as before)."""
-    if isinstance(value, bytes | str):
-        name = text(value, loc)
-        if name not in _BARS:
-            raise Invalid(
-                loc, "value_error", "expected normal, margin_call, liquidation or a number such as 1.25"
-            )
-        return name
-    if not isinstance(value, int | float):  # a bool is a number here, as pydantic read it
-        raise Invalid(
-            loc, "value_error", "expected normal, margin_call, liquidation or a number such as 1.25"
-        )
-    level = number(value, loc)
-    if not 0 < level < 1000:
-        raise Invalid(loc, "value_error", "expected a margin level > 0")
-    return level
-
-
-def _symbols(value: Any, loc: tuple[Any, ...]) -> Literal["all"] | tuple[str, ...]:
-    """``all`` or a list of symbols such as BTCUSDT."""
-    if value == "all" and isinstance(value, str):
-        return "all"
-    if not isinstance(value, list | tuple):
-        raise Invalid(loc, "value_error", "expected all or symbols such as BTCUSDT")
-    if not all(isinstance(s, str) and re.fullmatch(r"[A-Z0-9]{4,20}", s) for s in value):
-        raise Invalid(loc, "value_error", "expected symbols such as BTCUSDT")
-    return tuple(value)
-
-
-def _listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
-    return value
-
-
-def _http_url(value: Secret) -> Secret:
-    if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
-        raise ValueError("expected an http(s) URL such as https://hc-ping.com/<uuid>")
-    return value
-
-
-def _shard(value: str) -> str:
-    from monitor.config.shard import parse_shard
-
-    parse_shard(value)  # ShardError is a ValueError: reported as shard: <reason>
-    return value
 
 
 _names = Many(text)
@@ -135,8 +73,8 @@ class ExchangeConfig(Section):
     rules: ClassVar[dict[str, Rule]] = {
         "kind": OneOf(("simulator", "binance")),
         "scenario": text,
-        **dict.fromkeys(("rest_url", "stream_url", "ws_api_url", "risk_stream_url"), Then(text, _url)),
-        "quote": Then(text, _asset),
+        **dict.fromkeys(("rest_url", "stream_url", "ws_api_url", "risk_stream_url"), Then(text, checks.url)),
+        "quote": Then(text, checks.asset),
         "stablecoins": _names,
         "pinned": _names,
         "snapshot_interval": duration,
@@ -155,7 +93,7 @@ class LevelConfig(Section):
     resolved: bool = True
 
     rules: ClassVar[dict[str, Rule]] = {
-        "bar": _bar,
+        "bar": checks.bar,
         "name": Maybe(text),
         "routes": _names,
         "repeat": Maybe(duration),
@@ -238,7 +176,7 @@ class AccountConfig(Section):
         "api_key_file": Maybe(path),
         "api_secret_file": Maybe(path),
         "cross": boolean,
-        "isolated": _symbols,
+        "isolated": checks.symbols,
         "allow_trading_keys": boolean,
         "alerts": Maybe(Nested(AccountAlertsOverride)),
     }
@@ -293,7 +231,7 @@ class HttpConfig(Section):
 
     rules: ClassVar[dict[str, Rule]] = {
         "enabled": boolean,
-        "listen": Then(text, _listen),
+        "listen": Then(text, checks.listen),
         "token": Maybe(secret),
     }
 
@@ -315,7 +253,7 @@ class HeartbeatConfig(Section):
     timeout: float = 10.0
 
     rules: ClassVar[dict[str, Rule]] = {
-        "url": Then(secret, _http_url),
+        "url": Then(secret, checks.http_url),
         "every": Bounded(duration, gt=0),
         "timeout": Bounded(duration, gt=0),
     }
@@ -342,7 +280,7 @@ class Config(Section):
         "log": Nested(LogConfig),
         "http": Nested(HttpConfig),
         "heartbeat": Maybe(Nested(HeartbeatConfig)),
-        "shard": Maybe(Then(Matching(r"^\d+/\d+$"), _shard)),
+        "shard": Maybe(Then(Matching(r"^\d+/\d+$"), checks.shard_spec)),
     }
 
     def check(self) -> None:
