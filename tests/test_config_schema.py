@@ -32,6 +32,7 @@ from monitor.config.schema import (
     number,
     path,
     secret,
+    section_fields,
     text,
 )
 from monitor.config.secret import Secret
@@ -188,6 +189,18 @@ def test_property_a_secret_never_prints(value: str) -> None:
     assert held.get_secret_value() == value and held == Secret(value) and held != Secret(value + "x")
     for shown in (repr(held), str(held), f"{held}", f"{held!r:>40}", repr((held,)), repr({"k": held})):
         assert "sk-" not in shown
+
+
+def test_every_section_of_the_config_has_a_rule_for_each_field_and_nothing_else() -> None:
+    import monitor.config.model as model
+
+    sections = [
+        v for v in vars(model).values() if isinstance(v, type) and issubclass(v, Section) and v is not Section
+    ]
+    assert len(sections) == 12
+    for section in sections:
+        assert sorted(section.rules) == sorted(section_fields(section)), section.__name__
+        assert set(section.keys) <= set(section.rules), section.__name__
 
 
 def test_allowed_keys_walk_sections_lists_and_tables() -> None:

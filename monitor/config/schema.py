@@ -12,7 +12,6 @@ order, kinds and wording of pydantic's errors, which this replaced: the messages
 The coercions are YAML's and pydantic's lax mode: a number may be written as a string (``"1.5"``),
 a boolean as ``yes``/``off``/``1``, a list for a tuple; a string is never a number and a number
 never a string.
-
 """
 
 from __future__ import annotations
@@ -61,7 +60,8 @@ class Section:
 
     @classmethod
     def model_validate(cls: type[S], data: Any) -> S:
-        """The section from a mapping as read from YAML (``${VAR}`` already expanded), or :class:`Invalid`."""
+        """The section from a mapping as read from YAML (``${VAR}`` already expanded), or :class:`Invalid`
+        (pydantic's name, kept: tests and docstrings build configs with ``Config.model_validate``)."""
         return validate_section(cls, data, ())
 
 
