@@ -75,6 +75,15 @@ def test_binance_daemon_with_a_json_route_imports_only_what_it_uses(tmp_path: Pa
     assert got["dateparser"] == "_Deferred" and got["regex"] is False  # monitor/exchange/rest.py
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (which must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_binance_daemon_imports_no_pydantic_and_no_charset_detector(tmp_path: Path) -> None:
     """The config is validated by monitor/config/schema.py, not pydantic (which only the simulator's
     scenarios use), and requests is imported without charset_normalizer (monitor/requests_lean.py):
@@ -97,11 +106,7 @@ def test_requests_without_a_detector_decodes_as_utf8_and_warns_nothing() -> None
         "print(r.apparent_encoding, ascii(r.text), ascii(t.text), requests.compat.chardet)\n"
         "import charset_normalizer\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["utf-8", "'caf\\xe9\\ufffd'", "'caf\\xe9'", "None"]
+    assert fresh_python(code).split() == ["utf-8", "'caf\\xe9\\ufffd'", "'caf\\xe9'", "None"]
 
 
 def test_deferred_modules_load_when_used() -> None:
@@ -114,11 +119,7 @@ def test_deferred_modules_load_when_used() -> None:
         "from monitor.cli.status_view import make_console\n"
         "print(type(make_console()).__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1577836800000", "module", "Console"]
+    assert fresh_python(code).split() == ["1577836800000", "module", "Console"]
 
 
 def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:
