@@ -13,6 +13,7 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_periodic import Clock
 
 from monitor.alerts.opinion import OwnView, SecondOpinion
 from monitor.alerts.policy import AlertPolicy, LevelRule
@@ -27,14 +28,6 @@ from monitor.watch.ladder import default_policy
 
 LIMIT = 30.0  # alerts.stale_after; snapshot_interval 60 s: REST silent after 180 s
 SILENT_AFTER = 180.0
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Daemon:
