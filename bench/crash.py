@@ -215,6 +215,21 @@ def gc_pauses() -> list[tuple[float, int, float]]:
     return pauses
 
 
+def scheduled_job(handle: Any) -> str:
+    """The class of the job an APScheduler ``run_coroutine_job`` task steps (``EverySecond``,
+    ``Snapshots``, …: every periodic job shares that coroutine's name), else ""."""
+    task = getattr(handle._callback, "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return ""
+    coro = task.get_coro()
+    frame = getattr(coro, "cr_frame", None)
+    if frame is None or getattr(coro, "__qualname__", "") != "run_coroutine_job":
+        return ""
+    func = getattr(frame.f_locals.get("job"), "func", None)
+    owner = getattr(func, "__self__", None)
+    return type(owner).__name__ if owner is not None else getattr(func, "__qualname__", "?")
+
+
 def time_callbacks(threshold: float) -> dict[str, list[float]]:
     """Time every event-loop callback in CPU time of this thread (what other processes on the machine
     do is not counted); name → durations (ms) of those over ``threshold`` s, while ``slow`` has the
@@ -223,6 +238,7 @@ def time_callbacks(threshold: float) -> dict[str, list[float]]:
     run = asyncio.events.Handle._run
 
     def timed(self: Any) -> None:
+        job = scheduled_job(self)  # before the run: a job's coroutine that ends has no frame left
         start = time.thread_time()
         run(self)
         took = time.thread_time() - start
@@ -232,7 +248,7 @@ def time_callbacks(threshold: float) -> dict[str, list[float]]:
                 name = getattr(cb.get_coro(), "__qualname__", "?")
             else:
                 name = getattr(self._callback, "__qualname__", "?")
-            slow.setdefault(name, []).append(round(took * 1000, 1))
+            slow.setdefault(f"{name}({job})" if job else name, []).append(round(took * 1000, 1))
 
     asyncio.events.Handle._run = timed  # type: ignore[method-assign]
     return slow

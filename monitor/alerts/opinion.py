@@ -144,6 +144,7 @@ def verdict(status: str, own: OwnView, tolerance: float = 0.01) -> Verdict:
 
 @dataclass(slots=True)
 class _Unit:
+    seq: int = 0  # the order Binance first spoke about the unit in (``SecondOpinion.active_units``)
     status: str = "EXCESSIVE"
     exchange_level: float | None = None
     source: str = ""
@@ -158,6 +159,16 @@ class _Unit:
     liquidation_routes: tuple[str, ...] = ()
     anchor: float | None = None  # our level when a REST word was first checked (see the docstring)
     anchored: bool = False
+
+
+def _active(state: _Unit) -> bool:
+    return (
+        alarming(state.status)
+        or state.disagree_since is not None
+        or state.open_since is not None
+        or state.liquidation_heard is not None
+        or state.liquidation_since is not None
+    )
 
 
 def moved(before: float | None, now: float | None, tolerance: float) -> bool:
@@ -180,6 +191,7 @@ class SecondOpinion:
     rest_fresh: float = 5.0  # how long after ``grace`` a REST word may still start or end an episode
     disagreements: int = 0  # episodes alerted (FORCE_LIQUIDATION with a disagreeing view included)
     _units: dict[str, _Unit] = field(default_factory=dict)
+    _active: dict[str, int] = field(default_factory=dict)  # unit → seq, for each unit ``active`` now
 
     def report(
         self, unit: str, status: str, level: float | None, now: float, own: OwnView, *, source: str = ""
@@ -190,12 +202,15 @@ class SecondOpinion:
 
     def note(self, unit: str, status: str, level: float | None, now: float, *, source: str = "") -> None:
         """Record Binance's word without deciding yet (before our own state exists)."""
-        state = self._units.setdefault(unit, _Unit())
+        state = self._units.get(unit)
+        if state is None:
+            state = self._units[unit] = _Unit(seq=len(self._units))
         state.status, state.exchange_level, state.source, state.heard_at = status, level, source, now
         state.anchored = False
         if status == FORCE and state.liquidation_heard is None and state.liquidation_since is None:
             state.liquidation_level, state.liquidation_agreed = level, False
             state.liquidation_heard = now
+        self._mark(unit, state)
 
     def check(self, unit: str, now: float, own: OwnView) -> list[AlertEvent]:
         """Re-decide ``unit`` against our current view (call on every change and periodically)."""
@@ -247,6 +262,7 @@ class SecondOpinion:
             if state.open_since is not None:
                 events.append(self._event("resolved", unit, OPINION_RULE, state, own, view, now))
                 state.open_since = None
+        self._mark(unit, state)
         return events
 
     def units(self) -> list[str]:
@@ -257,15 +273,18 @@ class SecondOpinion:
         """Whether ``unit`` needs deciding: Binance reports danger, or an episode is under way. For
         the others the verdict is "calm" whatever our view (callers skip computing it)."""
         state = self._units.get(unit)
-        if state is None:
-            return False
-        return (
-            alarming(state.status)
-            or state.disagree_since is not None
-            or state.open_since is not None
-            or state.liquidation_heard is not None
-            or state.liquidation_since is not None
-        )
+        return state is not None and _active(state)
+
+    def active_units(self) -> list[str]:
+        """The units :meth:`active` is true of, in the order of :meth:`units`, without looking at
+        every unit (kept up to date by ``note`` and ``check``, the only writers of a unit's state)."""
+        return sorted(self._active, key=self._active.__getitem__)
+
+    def _mark(self, unit: str, state: _Unit) -> None:
+        if _active(state):
+            self._active[unit] = state.seq
+        else:
+            self._active.pop(unit, None)
 
     def status(self, unit: str) -> str | None:
         """Binance's latest status for ``unit`` (None: never heard)."""

@@ -56,6 +56,12 @@ class Loader:
         self.on_loaded = on_loaded  # after an account loaded late is watched (readiness may follow)
         self._loading: dict[str, asyncio.Task[Any]] = {}
         self._risk: dict[str, asyncio.Task[Any]] = {}
+        # the accounts not seen loaded yet, or unloaded since (by position: retried in config order);
+        # load_missing looks only at these, not at every account each second
+        self._missing = set(range(len(parts.watchers)))
+        position = {id(w): i for i, w in enumerate(parts.watchers)}
+        for watcher in parts.watchers:
+            watcher.on_unloaded.append(lambda w: self._missing.add(position[id(w)]))
 
     def start(self, watcher: AccountWatcher) -> None:
         """The per-account tasks of a watcher at start: risk stream (loaded cross accounts), re-reads
@@ -67,9 +73,14 @@ class Loader:
 
     def load_missing(self) -> None:
         """A loading task for every enabled account not loaded and not being loaded."""
-        for watcher in self.parts.watchers:
+        watchers = self.parts.watchers
+        for i in sorted(self._missing):
+            watcher = watchers[i]
+            if watcher.loaded:
+                self._missing.discard(i)  # until it is unloaded (``AccountWatcher.on_unloaded``)
+                continue
             task = self._loading.get(watcher.name)
-            if watcher.loaded or not watcher.enabled or (task is not None and not task.done()):
+            if not watcher.enabled or (task is not None and not task.done()):
                 continue
             self._loading[watcher.name] = self.tasks.spawn(self._load_later(watcher), f"load-{watcher.name}")
 

@@ -77,6 +77,7 @@ class AccountBook:
         self._pending: dict[str, None] = {}
         self._awaiting: set[str] = set()  # units with unrouted assets waiting to compute their implied value
         self._unrouted: set[str] = set()  # units with an asset no live route prices (``why_unrouted``)
+        self._ids: tuple[str, ...] | None = None  # unit_ids(), until a unit comes or goes
 
     @property
     def quote(self) -> str:
@@ -152,6 +153,7 @@ class AccountBook:
         if unit is None:
             unit = Unit(uid, self._fanout.add(uid), account, kind, symbol, quote, dict(positions), bars)
             self._units[uid] = unit
+            self._ids = None
             self._by_index[unit.index] = unit
         else:
             unit.positions, unit.bars = _kept_positions(unit.positions, positions), _kept(unit.bars, bars)
@@ -176,6 +178,7 @@ class AccountBook:
     def remove_unit(self, unit: str) -> None:
         """Forget a unit."""
         u = self._units.pop(unit)
+        self._ids = None
         del self._by_index[u.index]
         self._fanout.remove(u.index)
         self._pending.pop(unit, None)
@@ -185,6 +188,13 @@ class AccountBook:
     def units(self) -> list[str]:
         """All unit ids."""
         return list(self._units)
+
+    def unit_ids(self) -> tuple[str, ...]:
+        """All unit ids, the same tuple until a unit comes or goes: for the periodic jobs, which a
+        copy of every id each second costs ms of the loop on a busy machine (bench/crash.py)."""
+        if self._ids is None:
+            self._ids = tuple(self._units)
+        return self._ids
 
     def set_band(self, unit: str, lo: float, hi: float) -> None:
         """Report ``unit`` when its level leaves [lo, hi] (lo > hi: always; hi = inf holds "no debt")."""

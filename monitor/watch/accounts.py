@@ -51,7 +51,7 @@ from monitor.watch.rereads import DEBOUNCE, Rereads
 from monitor.watch.roster import accounts_in_shard
 from monitor.watch.settling import Settling
 from monitor.watch.snapshots import ExchangeWordHook, Snapshots
-from monitor.watch.staleness import Freshness, stale_units
+from monitor.watch.staleness import Freshness, silent_after, stale_units
 
 log = structlog.get_logger(__name__)
 StateHook = Callable[[StreamState], None]
@@ -96,7 +96,8 @@ class AccountWatcher:
         self.notices = notices
         self.clock = clock
         self.enabled = True  # False only for good: a key refused for its permissions
-        self.loaded = False
+        self._loaded = False
+        self.on_unloaded: list[Callable[[AccountWatcher], None]] = []  # told when ``loaded`` turns False
         self.loaded_at = 0.0
         self.rest: BinanceRest | None = None
         self.on_exchange_word = on_exchange_word  # Binance's own status (monitor.alerts.opinion)
@@ -122,6 +123,19 @@ class AccountWatcher:
         return f"AccountWatcher({self.name!r})"
 
     # -- what the service and the surfaces read ---------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """Loaded and watched now: set by :meth:`load`, cleared by :meth:`disable`, which tells
+        ``on_unloaded`` (the service retries loading it without looking at every account each second)."""
+        return self._loaded
+
+    @loaded.setter
+    def loaded(self, value: bool) -> None:
+        was, self._loaded = self._loaded, value
+        if was and not value:
+            for hook in self.on_unloaded:
+                hook(self)
+
     @property
     def engine(self) -> Engine | None:
         """The tick glue this account's units are held, released and evaluated in (None: not yet)."""
@@ -328,6 +342,14 @@ class AccountWatcher:
         )
         settling = self.engine.settling if self.engine is not None else {}
         return stale_units(self.units, times, settling, stale_symbols, self.book.unit_symbols)
+
+    def rest_silent(self, now: float, limit: float) -> bool:
+        """REST has not answered for so long that every unit is stale (``stale_units``' own test)."""
+        return now - self.last_snapshot > silent_after(self.config.exchange.snapshot_interval, limit)
+
+    def rest_deadline(self, limit: float) -> float:
+        """When REST silence first makes every unit stale, unless it answers before."""
+        return self.last_snapshot + silent_after(self.config.exchange.snapshot_interval, limit)
 
     def disable(self, reason: str, *, kind: str = "disabled") -> None:
         """Stop watching this account now (its key rejected or revoked mid-run): its units leave the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -38,12 +38,13 @@ class RoundRobin:
         self.batch = batch
         self._next = 0
 
-    def take(self, items: list[str]) -> list[str]:
+    def take(self, items: Sequence[str]) -> Sequence[str]:
         if len(items) <= self.batch:
             return items
         start = self._next % len(items)
         self._next = start + self.batch
-        return (items[start:] + items[:start])[: self.batch]
+        out = items[start : start + self.batch]  # copies the slice, not every item (ms on a busy machine)
+        return out if len(out) == self.batch else [*out, *items[: self.batch - len(out)]]
 
 
 @dataclass

@@ -74,10 +74,10 @@ class ExchangeOpinions:
         if self.engine is None:
             return
         now = self._clock()
-        known = set(self.engine.book.units())
-        for unit in self.opinion.units():
-            # the others are calm whatever our view; a settling unit waits for its views to agree
-            if self.opinion.active(unit) and unit not in self.engine.settling:
+        active = self.opinion.active_units()  # the others are calm whatever our view (not looked at)
+        known = set(self.engine.book.units()) if active else set()
+        for unit in active:
+            if unit not in self.engine.settling:  # a settling unit waits for its views to agree
                 self._queue(self.opinion.check(unit, now, self.own(unit, known)))
 
     def own(self, unit: str, known: set[str] | None = None) -> OwnView:
