@@ -49,7 +49,7 @@ __all__ = [
     "default_backoff",
     "url_scheme",
 ]
-DEFAULT_CONCURRENCY = 4  # sends in flight per URL where the service sets no spacing
+DEFAULT_CONCURRENCY = 8  # sends in flight per URL where the service sets no spacing (in Apprise's pool)
 
 
 class Dispatcher:
