@@ -4,8 +4,9 @@ A checkpoint copies the pages written since the last one back into the file and 
 ms on the event loop for a crash's worth of outbox rows. Left to SQLite it runs inside whichever
 commit crosses the threshold, which in a crash is the outbox write of the next alerts (measured:
 6–10 ms commits instead of 0.2 ms, holding the whole batch and every send behind it). Here it runs
-when no transaction was committed for ``quiet`` seconds (nothing on its way), or after ``longest``
-seconds of writes without a pause; SQLite's own threshold stays as a cap
+in the pauses: when no transaction was committed for ``quiet`` seconds (0.25: alerts that trickle
+leave such gaps, so each checkpoint has a few pages, ~1 ms; a crash's burst is checkpointed once,
+after it), or after ``longest`` seconds of writes without a pause; SQLite's own threshold stays as a cap
 (:data:`monitor.store.WAL_CAP_PAGES`). Durability is unchanged: every commit is in the log, and the
 log is part of the state file until it is checkpointed.
 """
@@ -33,8 +34,8 @@ class QuietCheckpoint:
         self,
         store: Store,
         *,
-        quiet: float = 1.0,
-        longest: float = 30.0,
+        quiet: float = 0.25,
+        longest: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
