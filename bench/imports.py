@@ -6,7 +6,7 @@ memory of a one-account daemon goes before it does anything. The last step check
 URL as the daemon does at start (Apprise and its JSON plugin only); the table ends with the
 packages the daemon does not need at this point and that are not loaded (numpy: until a leg's
 fan-out is large; every other Apprise plugin; the simulator; rich; dateparser, which stays a
-``_Deferred`` stand-in).
+``_Deferred`` stand-in; pydantic, which only the simulator's scenarios use; charset_normalizer).
 
 Usage: ``python bench/imports.py``.
 """
@@ -22,9 +22,10 @@ STEPS = (
     "asyncio",
     "monitor.logs",  # structlog, imported without rich
     "yaml",
-    "pydantic",
     "aiohttp",
-    "requests",  # read at import by python-binance (binance/client.py annotations); Apprise sends with it
+    # requests, without charset_normalizer: read at import by python-binance (binance/client.py
+    # annotations); Apprise sends with it
+    "monitor.requests_lean",
     "monitor.exchange.rest",  # python-binance (its dateparser and pytz deferred)
     "websockets.asyncio.client",
     "prometheus_client",
@@ -65,6 +66,8 @@ def main() -> None:
         "simulator": any(m.startswith("monitor.sim") for m in sys.modules),
         "rich": "rich" in sys.modules,
         "dateparser": type(sys.modules.get("dateparser")).__name__,
+        "pydantic": "pydantic" in sys.modules,
+        "charset_normalizer": "charset_normalizer" in sys.modules,
     }
     print("\n".join(rows))
     print("\nloaded: " + ", ".join(f"{k} {v}" for k, v in loaded.items()))

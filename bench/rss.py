@@ -141,14 +141,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument(
+        "--symbols",
+        type=int,
+        help="default: 5 an account, at most 100 (the daemon subscribes to its accounts' only)",
+    )
     parser.add_argument("--spy", help="py-spy's samples (raw) from spawn to ready to this file")
     parser.add_argument(
         "--heap", help="run the daemon under tracemalloc: its top allocation sites to this file"
     )
     parser.add_argument("--log", help="the daemon's stderr (log level info) into this file")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds after ready for the second RSS")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.symbols is None:
+        args.symbols = min(100, 5 * args.accounts)
+    return args
 
 
 if __name__ == "__main__":

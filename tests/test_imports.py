@@ -1,8 +1,8 @@
 """Import only what the config uses (issue 12's memory goal): structural checks in a fresh interpreter,
 not timed ones. A binance-kind daemon with one json:// route (imported, its URLs checked, its line at
 ready said) loads neither the simulator, nor numpy (until a leg's fan-out is large), nor any Apprise
-plugin but the JSON one, nor rich, nor python-binance's dateparser; a console-only one loads no
-Apprise at all."""
+plugin but the JSON one, nor rich, nor python-binance's dateparser, nor pydantic, nor requests'
+charset_normalizer; a console-only one loads no Apprise at all."""
 
 from __future__ import annotations
 
@@ -41,6 +41,8 @@ print(json.dumps({
     "rich": [m for m in mods if m == "rich" or m.startswith("rich.")],
     "dateparser": type(sys.modules.get("dateparser")).__name__,
     "regex": "regex" in sys.modules,
+    "pydantic": [m for m in mods if m == "pydantic" or m.startswith(("pydantic.", "pydantic_core"))],
+    "detectors": [m for m in mods if m.startswith(("charset_normalizer", "chardet"))],
 }))
 """
 
@@ -73,6 +75,40 @@ def test_binance_daemon_with_a_json_route_imports_only_what_it_uses(tmp_path: Pa
     assert got["dateparser"] == "_Deferred" and got["regex"] is False  # monitor/exchange/rest.py
 
 
+def fresh_python(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (which must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_binance_daemon_imports_no_pydantic_and_no_charset_detector(tmp_path: Path) -> None:
+    """The config is validated by monitor/config/schema.py, not pydantic (which only the simulator's
+    scenarios use), and requests is imported without charset_normalizer (monitor/requests_lean.py):
+    ~11 MiB of a one-account daemon."""
+    got = probe(tmp_path, ["json://127.0.0.1:9/hook"])
+    assert got["pydantic"] == []
+    assert got["detectors"] == []
+
+
+def test_requests_without_a_detector_decodes_as_utf8_and_warns_nothing() -> None:
+    """A response naming no charset decodes as UTF-8 (bad bytes replaced), a ``text/*`` one by its
+    headers as before; the detector stays importable; no RequestsDependencyWarning (warnings are errors)."""
+    code = (
+        "import sys, warnings\n"
+        "warnings.simplefilter('error')\n"
+        "import monitor.requests_lean, requests\n"
+        "r = requests.Response(); r._content = 'café'.encode() + b'\\xff'; r.encoding = None\n"
+        "t = requests.Response(); t._content = 'café'.encode('latin-1')\n"
+        "t.encoding = requests.utils.get_encoding_from_headers({'content-type': 'text/plain'})\n"
+        "print(r.apparent_encoding, ascii(r.text), ascii(t.text), requests.compat.chardet)\n"
+        "import charset_normalizer\n"
+    )
+    assert fresh_python(code).split() == ["utf-8", "'caf\\xe9\\ufffd'", "'caf\\xe9'", "None"]
+
+
 def test_deferred_modules_load_when_used() -> None:
     """What the daemon keeps out loads when something uses it: python-binance's date strings still
     parse (dateparser), and rich still renders (the status view imports it)."""
@@ -83,11 +119,7 @@ def test_deferred_modules_load_when_used() -> None:
         "from monitor.cli.status_view import make_console\n"
         "print(type(make_console()).__name__)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1577836800000", "module", "Console"]
+    assert fresh_python(code).split() == ["1577836800000", "module", "Console"]
 
 
 def test_console_only_daemon_imports_no_apprise(tmp_path: Path) -> None:

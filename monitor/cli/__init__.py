@@ -9,9 +9,11 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-import monitor.logs  # noqa: F401  # first: it imports structlog without rich (monitor/logs.py)
+import monitor.logs  # first: it imports structlog without rich (monitor/logs.py)
+import monitor.requests_lean  # noqa: F401  # requests without charset_normalizer (before binance, apprise)
 from monitor import __version__
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError, load_config
 
@@ -144,7 +146,7 @@ def _with_shard(config: Config, option: str | None) -> Config:
         shard, _ = resolve_shard(option, os.environ, config.shard)
     except ShardError as exc:
         raise ConfigError(str(exc)) from None
-    return config.model_copy(update={"shard": None if shard is None else str(shard)})
+    return replace(config, shard=None if shard is None else str(shard))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,8 +9,8 @@ from monitor.config.model import Config
 def daemon_url(config: Config) -> str:
     """The base URL of this config's running daemon (a wildcard listen is reached on loopback).
 
-    >>> from monitor.config.model import HttpConfig
-    >>> daemon_url(Config.model_construct(http=HttpConfig(listen="0.0.0.0:9108")))
+    >>> daemon_url(Config.model_validate({"accounts": [{"name": "a", "api_key": "k", "api_secret": "s"}],
+    ...     "notify": {"routes": {"r": {"urls": ["json://x"]}}}, "http": {"listen": "0.0.0.0:9108"}}))
     'http://127.0.0.1:9108'
     """
     host = config.http.host if config.http.host not in ("0.0.0.0", "::", "") else "127.0.0.1"

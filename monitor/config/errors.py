@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import difflib
 import re
-import types
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
-from pydantic import BaseModel
+from monitor.config.schema import Invalid, Many, Maybe, Nested, Section, Table, key_of, section_fields
 
 # a key whose value may be a secret (or hold one, as a notification URL may hold a bot token)
 SECRET_KEYS = frozenset({"api_key", "api_secret", "token", "urls", "url"})  # url: heartbeat.url
@@ -100,7 +99,7 @@ def shown(loc: tuple[Any, ...], raw: Any) -> str:
 
 
 def decimal_comma_hint(mapping: Any) -> str | None:
-    """A flow mapping ``{bar: 1,3}`` loads as ``{bar: 1, 3: None}``: say so (pydantic would say
+    """A flow mapping ``{bar: 1,3}`` loads as ``{bar: 1, 3: None}``: say so (rather than
     "Keys should be strings")."""
     if not isinstance(mapping, dict):
         return None
@@ -117,49 +116,34 @@ def decimal_comma_hint(mapping: Any) -> str | None:
     return None
 
 
-def _unwrap(annotation: Any) -> Any:
-    """The model, tuple or dict inside ``X | None`` and similar unions."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        for arg in get_args(annotation):
-            inner = _unwrap(arg)
-            is_model = isinstance(inner, type) and issubclass(inner, BaseModel)
-            if is_model or get_origin(inner) in (tuple, list, dict):
-                return inner
-    return annotation
-
-
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The config model found at ``loc`` (for the keys allowed there)."""
-    annotation: Any = root
+def _section_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | None:
+    """The config section found at ``loc`` (for the keys allowed there)."""
+    rule: Any = Nested(root)
     for part in loc:
-        annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            field = next(
-                (f for n, f in annotation.model_fields.items() if part in (n, f.alias)),
-                None,
-            )
-            if field is None:
+        while isinstance(rule, Maybe):
+            rule = rule.rule
+        if isinstance(rule, Nested):
+            section = rule.section
+            name = next((n for n in section_fields(section) if part in (n, key_of(section, n))), None)
+            if name is None:
                 return None
-            annotation = field.annotation
-        elif get_origin(annotation) in (tuple, list):
-            annotation = get_args(annotation)[0]
-        elif get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
+            rule = section.rules[name]
+        elif isinstance(rule, Many | Table):
+            rule = rule.rule
         else:
             return None
-    annotation = _unwrap(annotation)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    while isinstance(rule, Maybe):
+        rule = rule.rule
+    return rule.section if isinstance(rule, Nested) else None
 
 
-def allowed_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys a config file may write at ``loc`` (aliases where a field has one)."""
-    model = _model_at(root, loc)
-    if model is None:
-        return []
-    return [f.alias or n for n, f in model.model_fields.items()]
+def allowed_keys(root: type[Section], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a config file may write at ``loc`` (``for`` where the field is ``for_``)."""
+    section = _section_at(root, loc)
+    return [] if section is None else [key_of(section, n) for n in section_fields(section)]
 
 
-def near_miss(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def near_miss(root: type[Section], loc: tuple[Any, ...]) -> str:
     """`` (did you mean `hysteresis`?)`` for an unknown key close to an allowed one, else empty."""
     if not loc or not isinstance(loc[-1], str):
         return ""
@@ -167,16 +151,17 @@ def near_miss(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
     return f" (did you mean `{match[0]}`?)" if match else ""
 
 
-def describe(error: dict[str, Any], raw: Any, root: type[BaseModel]) -> str:
-    """One pydantic error as ``key.path: problem, got VALUE (hint)``, against the file as written."""
-    loc = tuple(p for p in error["loc"] if not str(p).startswith("function-after"))
+def describe(error: Invalid, raw: Any, root: type[Section]) -> str:
+    """The first problem as ``key.path: problem, got VALUE (hint)``, against the file as written."""
+    loc = error.loc
     path = where(loc, raw)
-    msg = " ".join(str(error["msg"]).split()).removeprefix("Value error, ")
-    kind = error["type"]
+    msg = " ".join(error.msg.split())
+    kind = error.kind
     if kind == "invalid_key":
         hint = decimal_comma_hint(value_at(loc[:-1], raw))
+        problem = hint or f"keys must be names, got {_key(loc[-1])!r}"
         parent = where(loc[:-1], raw, name_last=False)
-        return f"{parent}: {hint}" if hint else f"{parent}: keys must be names, got {_key(loc[-1])!r}"
+        return f"{parent}: {problem}" if parent else problem
     if kind == "extra_forbidden":
         return f"{path}: unknown key{near_miss(root, loc)}"  # never its value: it may be a secret
     if kind == "missing":

@@ -10,23 +10,35 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
-from monitor.config.duration import parse_duration
+from monitor.config import checks
 from monitor.config.errors import describe, where
+from monitor.config.schema import (
+    Bounded,
+    Invalid,
+    Many,
+    Matching,
+    Maybe,
+    Nested,
+    OneOf,
+    Rule,
+    Section,
+    Table,
+    Then,
+    boolean,
+    duration,
+    integer,
+    number,
+    path,
+    secret,
+    text,
+)
+from monitor.config.secret import Secret
 
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus keeps a broken config from looping
 
@@ -37,14 +49,11 @@ class ConfigError(Exception):
     """A configuration problem, rendered as one line: ``FILE: key.path: what was expected``."""
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+_names = Many(text)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExchangeConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExchangeConfig(Section):
     """Where the data comes from: the embedded simulator (default) or Binance."""
 
     kind: Literal["simulator", "binance"] = "simulator"
@@ -58,78 +67,101 @@ class ExchangeConfig(_Strict):
     # asset at exactly 1 on purpose. `stablecoins` pinned them before 0.x: old configs still load.
     stablecoins: tuple[str, ...] = ("USDT", "USDC", "FDUSD")
     pinned: tuple[str, ...] = ()
-    snapshot_interval: Duration = 60.0
-    resync_interval: Duration = 30.0
+    snapshot_interval: float = 60.0
+    resync_interval: float = 30.0
 
-    @field_validator("rest_url", "stream_url", "ws_api_url", "risk_stream_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^(https?|wss?)://[^\s/]+", value):
-            raise ValueError("expected a URL such as https://api.binance.com or ws://127.0.0.1:8080")
-        return value.rstrip("/")
-
-    @field_validator("quote")
-    @classmethod
-    def _asset(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Z0-9]{2,12}", value):
-            raise ValueError("expected an asset name such as USDT")
-        return value
+    rules: ClassVar[dict[str, Rule]] = {
+        "kind": OneOf(("simulator", "binance")),
+        "scenario": text,
+        **dict.fromkeys(("rest_url", "stream_url", "ws_api_url", "risk_stream_url"), Then(text, checks.url)),
+        "quote": Then(text, checks.asset),
+        "stablecoins": _names,
+        "pinned": _names,
+        "snapshot_interval": duration,
+        "resync_interval": duration,
+    }
 
 
-class LevelConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LevelConfig(Section):
     """One rung of the alert ladder: a bar (the exchange's bar name or a number) and its routes."""
 
     bar: str | float
     name: str | None = None
     routes: tuple[str, ...] = ()
-    repeat: Duration | None = None
+    repeat: float | None = None
     resolved: bool = True
 
-    @field_validator("bar")
-    @classmethod
-    def _bar(cls, value: str | float) -> str | float:
-        if isinstance(value, str) and value not in ("normal", "margin_call", "liquidation"):
-            raise ValueError("expected normal, margin_call, liquidation or a number such as 1.25")
-        if isinstance(value, float | int) and not 0 < value < 1000:
-            raise ValueError("expected a margin level > 0")
-        return value
+    rules: ClassVar[dict[str, Rule]] = {
+        "bar": checks.bar,
+        "name": Maybe(text),
+        "routes": _names,
+        "repeat": Maybe(duration),
+        "resolved": boolean,
+    }
 
     @property
     def label(self) -> str:
         return self.name or (self.bar if isinstance(self.bar, str) else f"level_{self.bar:g}")
 
 
-class DistanceRuleConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DistanceRuleConfig(Section):
     """Alert when a uniform move of ``within`` (a fraction, 0.05 = 5 %) would liquidate."""
 
-    within: float = Field(gt=0, lt=1)
+    within: float
     routes: tuple[str, ...] = ()
-    repeat: Duration | None = None
+    repeat: float | None = None
+
+    rules: ClassVar[dict[str, Rule]] = {
+        "within": Bounded(number, gt=0, lt=1),
+        "routes": _names,
+        "repeat": Maybe(duration),
+    }
 
 
-class AlertsConfig(_Strict):
+_levels = Maybe(Many(Nested(LevelConfig)))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertsConfig(Section):
     levels: tuple[LevelConfig, ...] | None = None
-    hysteresis: float = Field(default=0.02, ge=0, lt=1)
-    for_: Duration = Field(default=0.0, alias="for")
+    hysteresis: float = 0.02
+    for_: float = 0.0
     resolved: bool = True
     distance: DistanceRuleConfig | None = None
-    stale_after: Duration = 30.0
+    stale_after: float = 30.0
     blind_routes: tuple[str, ...] | None = None
     default_routes: tuple[str, ...] = ()
     restore_target: str = "normal"
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    keys: ClassVar[dict[str, str]] = {"for_": "for"}
+    rules: ClassVar[dict[str, Rule]] = {
+        "levels": _levels,
+        "hysteresis": Bounded(number, ge=0, lt=1),
+        "for_": duration,
+        "resolved": boolean,
+        "distance": Maybe(Nested(DistanceRuleConfig)),
+        "stale_after": duration,
+        "blind_routes": Maybe(_names),
+        "default_routes": _names,
+        "restore_target": text,
+    }
 
 
-class AccountAlertsOverride(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountAlertsOverride(Section):
     levels: tuple[LevelConfig, ...] | None = None
     routes: tuple[str, ...] | None = None
 
+    rules: ClassVar[dict[str, Rule]] = {"levels": _levels, "routes": Maybe(_names)}
 
-class AccountConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountConfig(Section):
+    name: str
+    api_key: Secret | None = None
+    api_secret: Secret | None = None
     api_key_file: Path | None = None
     api_secret_file: Path | None = None
     cross: bool = True
@@ -137,52 +169,71 @@ class AccountConfig(_Strict):
     allow_trading_keys: bool = False
     alerts: AccountAlertsOverride | None = None
 
-    @field_validator("isolated", mode="before")
-    @classmethod
-    def _symbols(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            for symbol in value:
-                if not isinstance(symbol, str) or not re.fullmatch(r"[A-Z0-9]{4,20}", symbol):
-                    raise ValueError("expected symbols such as BTCUSDT")
-        return value
+    rules: ClassVar[dict[str, Rule]] = {
+        "name": Matching(r"^[A-Za-z0-9_.-]{1,64}$"),
+        "api_key": Maybe(secret),
+        "api_secret": Maybe(secret),
+        "api_key_file": Maybe(path),
+        "api_secret_file": Maybe(path),
+        "cross": boolean,
+        "isolated": checks.symbols,
+        "allow_trading_keys": boolean,
+        "alerts": Maybe(Nested(AccountAlertsOverride)),
+    }
 
-    @model_validator(mode="after")
-    def _credentials(self) -> AccountConfig:
+    def check(self) -> None:
         if (self.api_key is None) == (self.api_key_file is None):
             raise ValueError("give exactly one of api_key or api_key_file")
         if (self.api_secret is None) == (self.api_secret_file is None):
             raise ValueError("give exactly one of api_secret or api_secret_file")
-        return self
 
 
-class RouteConfig(_Strict):
-    urls: tuple[SecretStr, ...] = Field(min_length=1)
-    max_per_window: int | None = Field(default=None, gt=0)
-    window: Duration = 60.0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteConfig(Section):
+    urls: tuple[Secret, ...]
+    max_per_window: int | None = None
+    window: float = 60.0
+
+    rules: ClassVar[dict[str, Rule]] = {
+        "urls": Many(secret, min_items=1),
+        "max_per_window": Maybe(Bounded(integer, gt=0)),
+        "window": duration,
+    }
 
 
-class NotifyConfig(_Strict):
-    routes: dict[str, RouteConfig] = Field(min_length=1)
-    timeout: Duration = 10.0
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifyConfig(Section):
+    routes: dict[str, RouteConfig]
+    timeout: float = 10.0
+
+    rules: ClassVar[dict[str, Rule]] = {
+        "routes": Table(Nested(RouteConfig), min_items=1),
+        "timeout": duration,
+    }
 
 
-class LogConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig(Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
+    rules: ClassVar[dict[str, Rule]] = {
+        "format": OneOf(("auto", "json", "console")),
+        "level": OneOf(("debug", "info", "warning", "error")),
+    }
 
-class HttpConfig(_Strict):
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig(Section):
     enabled: bool = True
     listen: str = "127.0.0.1:9108"
-    token: SecretStr | None = None
+    token: Secret | None = None
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError("expected HOST:PORT such as 127.0.0.1:9108")
-        return value
+    rules: ClassVar[dict[str, Rule]] = {
+        "enabled": boolean,
+        "listen": Then(text, checks.listen),
+        "token": Maybe(secret),
+    }
 
     @property
     def host(self) -> str:
@@ -193,43 +244,46 @@ class HttpConfig(_Strict):
         return int(self.listen.rpartition(":")[2])
 
 
-class HeartbeatConfig(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeartbeatConfig(Section):
     """A dead man's switch (monitor.ops.heartbeat): GET ``url`` every ``every`` while all is well."""
 
-    url: SecretStr
-    every: Duration = Field(default=60.0, gt=0)
-    timeout: Duration = Field(default=10.0, gt=0)
+    url: Secret
+    every: float = 60.0
+    timeout: float = 10.0
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: SecretStr) -> SecretStr:
-        if not re.match(r"^https?://[^\s/]+", value.get_secret_value()):
-            raise ValueError("expected an http(s) URL such as https://hc-ping.com/<uuid>")
-        return value
+    rules: ClassVar[dict[str, Rule]] = {
+        "url": Then(secret, checks.http_url),
+        "every": Bounded(duration, gt=0),
+        "timeout": Bounded(duration, gt=0),
+    }
 
 
-class Config(_Strict):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config(Section):
     exchange: ExchangeConfig = ExchangeConfig()
-    accounts: tuple[AccountConfig, ...] = Field(min_length=1)
+    accounts: tuple[AccountConfig, ...]
     alerts: AlertsConfig = AlertsConfig()
     notify: NotifyConfig
     state_dir: Path = Path("state")
     log: LogConfig = LogConfig()
     http: HttpConfig = HttpConfig()
     heartbeat: HeartbeatConfig | None = None
-    shard: str | None = Field(default=None, pattern=r"^\d+/\d+$")
+    shard: str | None = None
 
-    @field_validator("shard")
-    @classmethod
-    def _shard(cls, value: str | None) -> str | None:
-        if value is not None:
-            from monitor.config.shard import parse_shard
+    rules: ClassVar[dict[str, Rule]] = {
+        "exchange": Nested(ExchangeConfig),
+        "accounts": Many(Nested(AccountConfig), min_items=1),
+        "alerts": Nested(AlertsConfig),
+        "notify": Nested(NotifyConfig),
+        "state_dir": path,
+        "log": Nested(LogConfig),
+        "http": Nested(HttpConfig),
+        "heartbeat": Maybe(Nested(HeartbeatConfig)),
+        "shard": Maybe(Then(Matching(r"^\d+/\d+$"), checks.shard_spec)),
+    }
 
-            parse_shard(value)  # ShardError is a ValueError: reported as shard: <reason>
-        return value
-
-    @model_validator(mode="after")
-    def _cross_refs(self) -> Config:
+    def check(self) -> None:
         names = [a.name for a in self.accounts]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -252,7 +306,6 @@ class Config(_Strict):
         for at, route in wanted:
             if route not in known:
                 raise ValueError(f"{at}: unknown route {route!r}; notify.routes has {sorted(known)}")
-        return self
 
     def route_names(self) -> tuple[str, ...]:
         return tuple(self.notify.routes)
@@ -339,18 +392,17 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {where(loc, raw)}: {problem}")
     try:
         config = Config.model_validate(expanded)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        line = describe(dict(first), raw, Config)
+    except Invalid as exc:
+        line = describe(exc, raw, Config)
         for name, value in sorted(used.items(), key=lambda item: -len(item[1])):
             if len(value) >= 3:  # a value from the environment may be a secret: name the variable
                 line = line.replace(value, f"${{{name}}}")
         raise ConfigError(f"{path}: {line}") from None
     base = path.parent
-    return config.model_copy(update={"state_dir": (base / config.state_dir).resolve()})
+    return replace(config, state_dir=(base / config.state_dir).resolve())
 
 
-def read_secret(value: SecretStr | None, file: Path | None, what: str, config_path: Path) -> str:
+def read_secret(value: Secret | None, file: Path | None, what: str, config_path: Path) -> str:
     """The secret's value, from the literal/env value or from its file (relative to the config)."""
     if value is not None:
         secret = value.get_secret_value().strip()

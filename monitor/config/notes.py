@@ -1,7 +1,7 @@
 """Settings that are valid but do nothing, so ``margin-monitor check`` can say so (pure).
 
-A setting counts as written when the file sets it (pydantic's ``model_fields_set``), so a default
-is never reported.
+A setting counts as written when the file sets it (a section's ``written``), so a default is never
+reported.
 
 >>> from monitor.config.model import Config
 >>> cfg = Config.model_validate({
@@ -18,12 +18,13 @@ notify.routes.r.window: does nothing without max_per_window (no flood control he
 from __future__ import annotations
 
 from monitor.config.model import Config
+from monitor.config.schema import Section
 
 _URLS = ("rest_url", "stream_url", "ws_api_url", "risk_stream_url")
 
 
-def _set(model: object, field: str) -> bool:
-    return field in getattr(model, "model_fields_set", set())
+def _set(section: Section, field: str) -> bool:
+    return field in section.written
 
 
 def inert_settings(config: Config) -> list[str]:

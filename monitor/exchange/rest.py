@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import aiohttp
 import structlog
 
+import monitor.requests_lean  # noqa: F401  # before python-binance: requests without charset_normalizer
+
 
 class _Deferred(types.ModuleType):
     """Stands in ``sys.modules`` for a module imported at the top of python-binance's modules and used
