@@ -7,6 +7,11 @@ directory is refused. Schema versioned with ``PRAGMA user_version``. Every failu
 locked, unwritable, full, newer schema) is a :class:`StateError` with one line naming the file.
 Calls are synchronous and short (sub-millisecond commits without fsync per transaction in WAL
 ``synchronous=NORMAL``: a process crash loses nothing, a power cut may lose the last commits).
+The write-ahead log is copied back into the file (a checkpoint: page copies and an fsync, several
+ms) by :meth:`Store.checkpoint`, which the daemon calls when no alert is on its way
+(:mod:`monitor.notify.checkpoint`); SQLite's own automatic checkpoint, which would run inside
+whichever commit crosses its threshold (the outbox write of a crash's alerts), is left only as a
+cap at :data:`WAL_CAP_PAGES`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ FILENAME = "state.sqlite3"
 SCHEMA_VERSION = 1
 OutboxStatus = Literal["queued", "held", "sent", "coalesced", "dropped"]
 OPEN_STATUSES = ("queued", "held")
+WAL_CAP_PAGES = 4000  # SQLite checkpoints by itself past this many WAL pages (16 MiB); default 1000
 _TABLES = {"alert_state", "outbox", "kv", "sqlite_sequence"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alert_state(
@@ -111,6 +117,8 @@ class Store:
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self.lost: str | None = None  # set when a zero-byte state file was found and moved aside
+        self.writes = 0  # transactions committed (what :meth:`checkpoint` has to catch up with)
+        self.checkpoints = 0  # checkpoints asked by :meth:`checkpoint`
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.dir.is_dir():
@@ -125,6 +133,7 @@ class Store:
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise sqlite3.OperationalError("unable to switch to WAL (read-only filesystem?)")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CAP_PAGES}")
             with self._tx() as tx:  # takes the exclusive lock now, not at the first alert
                 for statement in filter(str.strip, _SCHEMA.split(";")):
                     tx.execute(statement)
@@ -218,7 +227,14 @@ class Store:
         return [OutboxItem(*row) for row in rows]
 
     def mark_sent(self, item_id: int, at: float) -> None:
-        self._execute("UPDATE outbox SET status = 'sent', done_at = ? WHERE id = ?", (at, item_id))
+        self.mark_sent_many([(item_id, at)])
+
+    def mark_sent_many(self, sent: Sequence[tuple[int, float]]) -> None:
+        """Mark rows (id, time sent) as sent, in one transaction."""
+        with self._write() as tx:
+            tx.executemany(
+                "UPDATE outbox SET status = 'sent', done_at = ? WHERE id = ?", [(at, i) for i, at in sent]
+            )
 
     def mark_failed(self, item_id: int, attempts: int, error: str) -> None:
         """Record a failed attempt (``error`` must hold no secret: it is stored)."""
@@ -254,6 +270,15 @@ class Store:
                 "DELETE FROM outbox WHERE status NOT IN ('queued', 'held') AND created < ?", (before,)
             )
             return cur.rowcount
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log back into the file (PASSIVE: never waits; the log restarts at the
+        next write). The daemon calls it when no alert is on its way (:mod:`monitor.notify.checkpoint`)."""
+        try:
+            self._conn_or_raise().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            raise state_error(exc, self.path) from None
+        self.checkpoints += 1
 
     # -- small values --------------------------------------------------------------------------
     def get_json(self, key: str) -> Any:
@@ -302,6 +327,7 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self.writes += 1
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

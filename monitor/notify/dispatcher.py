@@ -24,6 +24,7 @@ import structlog
 
 from monitor.alerts.policy import AlertEvent
 from monitor.notify.apprise_sink import AppriseSender, Sender, check_url, url_scheme
+from monitor.notify.checkpoint import QuietCheckpoint
 from monitor.notify.flood import FloodGate, FloodStage
 from monitor.notify.messages import Message
 from monitor.notify.outbox import OutboxStage
@@ -48,7 +49,7 @@ __all__ = [
     "default_backoff",
     "url_scheme",
 ]
-DEFAULT_CONCURRENCY = 4  # sends in flight per URL where the service sets no spacing
+DEFAULT_CONCURRENCY = 8  # sends in flight per URL where the service sets no spacing (in Apprise's pool)
 
 
 class Dispatcher:
@@ -82,6 +83,7 @@ class Dispatcher:
         self.silence = silence
         self.flood = FloodStage(self.route.routes.values(), clock=clock)
         self.outbox = OutboxStage(store)
+        self.checkpoint = QuietCheckpoint(store)  # the WAL copied back when no alert is on its way
         self.retry = RetryStage(
             self.route.all_targets(), self._deliver, backoff=backoff, limit=concurrency or (lambda url: 1)
         )
@@ -99,6 +101,7 @@ class Dispatcher:
             self._accept(row)
         self.retry.start()
         self.flood.start(self._flush)
+        self.checkpoint.start()
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a bound, not a cancel scope)
         """Shutdown: flush held summaries, retry at once, wait up to ``timeout`` s; the rest stays queued."""
@@ -106,6 +109,7 @@ class Dispatcher:
         for route in self.flood.routes():
             self._flush(route)
         left = await self.retry.drain(timeout)
+        self.outbox.flush_sent()
         if left:
             log.warning("notify_drain_incomplete", queued=left)
         else:
@@ -115,7 +119,9 @@ class Dispatcher:
         """Stop the workers: a send in flight may finish (bounded by the timeout), so a delivered
         alert is marked sent; then cancel. Queued rows stay in the outbox for the next start."""
         self.flood.cancel_timers()
+        self.checkpoint.stop()
         await self.retry.stop(self._timeout + 1.0)
+        self.outbox.flush_sent()
         await self.flood.stop()
         self._started = False
 

@@ -2,6 +2,11 @@
 (dedupe key, target), so a crossing is never sent twice, also across restarts; a whole batch and
 the alert state go in one transaction. The rows still open at start are what the next run sends.
 
+A row delivered is marked sent in one transaction with the others delivered in the same turn of
+the event loop (:meth:`OutboxStage.mark_sent`; a burst's sends complete together): a crash between
+a delivery and that commit resends the row at the next start, as a crash between the receiver's
+answer and the commit always did.
+
 When the state file is unusable, delivery goes on from memory: rows get negative ids (never
 written) and the last :data:`MEMORY_KEYS` (dedupe key, target) pairs seen keep deduplicating.
 Every write failure is logged; none stops delivery.
@@ -9,6 +14,7 @@ Every write failure is logged; none stops delivery.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Container, Mapping, Sequence
@@ -35,6 +41,8 @@ class OutboxStage:
         self._store = store
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._fallback_ids = itertools.count(-1, -1)
+        self._sent: list[tuple[int, float]] = []  # (row id, time) delivered, to mark in one transaction
+        self.sent_writes = 0  # transactions that marked rows sent
 
     def exec(self, batch: Batch, items: Sequence[Letter]) -> list[OutboxItem]:
         """One row per letter × target (``held`` on the routes flood control held), stored with
@@ -87,8 +95,25 @@ class OutboxStage:
             return [replace(s, id=next(self._fallback_ids)) for s in summaries]
 
     def mark_sent(self, item: OutboxItem, at: float) -> None:
-        if item.id > 0:
-            self._call(self._store.mark_sent, item.id, at)
+        """Mark ``item`` sent: at the end of this turn of the event loop, in one transaction with the
+        rows delivered in the same turn (at once when no loop runs)."""
+        if item.id <= 0:
+            return
+        self._sent.append((item.id, at))
+        if len(self._sent) > 1:
+            return  # a flush is already scheduled
+        try:
+            asyncio.get_running_loop().call_soon(self.flush_sent)
+        except RuntimeError:  # no event loop: nothing to batch with
+            self.flush_sent()
+
+    def flush_sent(self) -> None:
+        """Write the rows marked sent so far (the dispatcher calls it at stop and drain too)."""
+        if not self._sent:
+            return
+        sent, self._sent = self._sent, []
+        self.sent_writes += 1
+        self._call(self._store.mark_sent_many, sent)
 
     def mark_failed(self, item: OutboxItem, error: str) -> None:
         """``item.attempts`` counts the attempt that failed; ``error`` holds no secret (stored)."""

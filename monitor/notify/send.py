@@ -67,9 +67,8 @@ class SendStage:
         started = self._clock()
         raised: str | None = None
         try:
-            ok = await asyncio.wait_for(
-                self.sender(target.url, title, body, notify_type, self.timeout), self.timeout + self._grace
-            )
+            async with asyncio.timeout(self.timeout + self._grace):  # no extra task, unlike wait_for
+                ok = await self.sender(target.url, title, body, notify_type, self.timeout)
             error = "" if ok else "not delivered"
         except PermanentFailure as exc:
             return Attempt(target, "dropped", started, self._clock(), str(exc), type(exc).__name__)
