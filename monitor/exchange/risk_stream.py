@@ -4,9 +4,10 @@
 streams ``USER_LIABILITY_CHANGE`` (borrow, repay, interest) and ``MARGIN_LEVEL_STATUS_CHANGE``.
 The key is extended by ``PUT`` every ``keepalive`` seconds (30 min); a refused keepalive
 (-1125 invalid listen key), a ``listenKeyExpired`` event, a close or silence make a new key and a
-new connection, as does a ``serverShutdown`` notice. After each (re)connection
-``on_reconnected(account, None)`` lets the daemon re-read the account by REST. Isolated accounts
-are not served by Binance's risk stream.
+new connection, as does a ``serverShutdown`` notice or a ping unanswered for ``pong_timeout`` s
+(``probe`` pings every ``probe_interval``; the connection has no websockets keepalive). After each
+(re)connection ``on_reconnected(account, None)`` lets the daemon re-read the account by REST.
+Isolated accounts are not served by Binance's risk stream.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from monitor.exchange import frames
 from monitor.exchange.errors import ExchangeDataError, ExchangeRequestError, Reconnect
 from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.streams import ConnectFactory, default_connect
+from monitor.exchange.streams import ConnectFactory, probed_connect
 from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
-from monitor.exchange.userdata import EventHook, ReconcileHook, first_error, probe
+from monitor.exchange.userdata import PONG_TIMEOUT, EventHook, ReconcileHook, first_error, probe
 
 log = structlog.get_logger(__name__)
 
@@ -50,7 +51,8 @@ class RiskStream:
         backoff: Backoff | None = None,
         silence: float = 60.0,
         probe_interval: float | None = None,
-        connect: ConnectFactory = default_connect,
+        pong_timeout: float = PONG_TIMEOUT,
+        connect: ConnectFactory = probed_connect,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base = risk_stream_url.rstrip("/")
@@ -60,6 +62,7 @@ class RiskStream:
         self._on_reconnected = on_reconnected
         self._keepalive = keepalive
         self._probe_interval = probe_interval or silence / 3
+        self._pong_timeout = pong_timeout
         self._connect = connect
         self._clock = clock
         self._key: str | None = None
@@ -88,7 +91,7 @@ class RiskStream:
                 self._reconcile()
                 async with asyncio.TaskGroup() as group:
                     reader = group.create_task(self._read(ws, heartbeat))
-                    group.create_task(probe(ws, heartbeat, self._probe_interval))
+                    group.create_task(probe(ws, heartbeat, self._probe_interval, self._pong_timeout))
                     group.create_task(self._extend(key))
                     await reader
                     raise Reconnect(

@@ -44,11 +44,23 @@ def default_connect(url: str) -> AbstractAsyncContextManager[ClientConnection]:
     """websockets' client with Binance-friendly limits (pings every 20 s, 1 MiB frames), without
     permessage-deflate (Binance does not require it): 1,000 risk streams would each keep zlib
     buffers, and every market frame would be inflated on the event loop."""
+    return _connect(url, 20)
+
+
+def probed_connect(url: str) -> AbstractAsyncContextManager[ClientConnection]:
+    """``default_connect`` without websockets' keepalive, for connections whose session pings them
+    itself (``monitor.exchange.userdata.probe``): one pinger per connection, not two; at 1,000
+    accounts the keepalive's tasks, sleeps and per-ping timeout handles were thousands of live
+    objects on the loop (issue #12)."""
+    return _connect(url, None)
+
+
+def _connect(url: str, ping_interval: float | None) -> AbstractAsyncContextManager[ClientConnection]:
     return connect(
         url,
         open_timeout=10,
-        ping_interval=20,
-        ping_timeout=20,
+        ping_interval=ping_interval,
+        ping_timeout=ping_interval,
         close_timeout=2,
         max_queue=1024,
         compression=None,

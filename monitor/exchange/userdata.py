@@ -19,7 +19,9 @@ account and 1,000 per session: ``monitor/exchange/userdata_pool.py`` spreads the
 7. :meth:`UserDataStream.add` subscribes accounts loaded after start.
 
 Silence: user-data streams are quiet when nothing happens, so a WebSocket ping probes the
-connection every ``probe_interval``; no frame and no pong for ``silence`` seconds is a failure.
+connection every ``probe_interval`` (``probe``, its only pinger: the connection is opened without
+websockets' keepalive); a ping unanswered for ``pong_timeout`` seconds, or no frame and no pong
+for ``silence`` seconds, is a failure.
 A rejected key (-2015...) stops that account's subscription (reported as a fatal ``StreamState``);
 the other accounts carry on.
 """
@@ -27,6 +29,7 @@ the other accounts carry on.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +45,7 @@ from monitor.exchange.events import ExchangeEvent, StreamState
 from monitor.exchange.parse import ListenToken, expiration_ms
 from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.streams import ConnectFactory, default_connect
+from monitor.exchange.streams import ConnectFactory, probed_connect
 from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
 
 log = structlog.get_logger(__name__)
@@ -50,6 +53,7 @@ log = structlog.get_logger(__name__)
 EventHook = Callable[[ExchangeEvent], None]
 ReconcileHook = Callable[[str, str | None], Awaitable[None] | None]
 INVALID_TOKEN = -1209
+PONG_TIMEOUT = 20.0  # s a ping may wait for its pong (what websockets' keepalive allowed)
 
 
 @dataclass(eq=False)
@@ -89,13 +93,33 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
-async def probe(ws: ClientConnection, heartbeat: Heartbeat, interval: float) -> None:
-    """Ping every ``interval`` seconds; each pong counts as a heartbeat."""
+async def probe(
+    ws: ClientConnection, heartbeat: Heartbeat, interval: float, pong_timeout: float = PONG_TIMEOUT
+) -> None:
+    """Ping every ``interval`` seconds: the connection's only pinger (it is opened by
+    ``probed_connect``, without websockets' keepalive). Each pong is a heartbeat; a ping still
+    unanswered at the first turn ``pong_timeout`` seconds after it ends the session with
+    ``Reconnect`` (no second ping meanwhile). Checked at the turns, so no timer per ping: with the
+    defaults (20 s, 20 s) a dead connection goes 20 s after its unanswered ping, as websockets'
+    keepalive (``ping_timeout=20``) did."""
+
+    def answered(pong: asyncio.Future[float]) -> None:
+        if not pong.cancelled() and pong.exception() is None:  # (retrieved: never logged)
+            heartbeat.beat()
+
+    turns = max(1, math.ceil(pong_timeout / interval - 1e-9))  # turns a pong may take
+    pong: asyncio.Future[float] | None = None
+    waited = 0
     while True:
         await asyncio.sleep(interval)
-        pong = await ws.ping()
-        await pong
-        heartbeat.beat()
+        if pong is not None and not pong.done():
+            waited += 1
+            if waited >= turns:
+                raise Reconnect(f"no pong within {pong_timeout:g} s")
+            continue
+        pong = asyncio.ensure_future(await ws.ping())  # (the very future websockets made)
+        pong.add_done_callback(answered)
+        waited = 0
 
 
 class UserDataStream:
@@ -113,9 +137,10 @@ class UserDataStream:
         backoff: Backoff | None = None,
         silence: float = 60.0,
         probe_interval: float | None = None,
+        pong_timeout: float = PONG_TIMEOUT,
         renew_before: float = 3600.0,
         request_timeout: float = 10.0,
-        connect: ConnectFactory = default_connect,
+        connect: ConnectFactory = probed_connect,
         wall_clock: Callable[[], float] = time.time,
         session: str | None = None,
         lifetime: int = 65_535,
@@ -132,6 +157,7 @@ class UserDataStream:
         self._name = name
         self._backoff = backoff or Backoff()
         self._probe_interval = probe_interval or silence / 3
+        self._pong_timeout = pong_timeout
         self._renew_before = renew_before
         self._request_timeout = request_timeout
         self._connect = connect
@@ -182,7 +208,7 @@ class UserDataStream:
                 async with asyncio.TaskGroup() as group:
                     self._group = group  # from here on add() starts its subscriptions itself
                     reader = group.create_task(self._read(ws, heartbeat))
-                    group.create_task(probe(ws, heartbeat, self._probe_interval))
+                    group.create_task(probe(ws, heartbeat, self._probe_interval, self._pong_timeout))
                     for sub in [s for s in self.subscriptions if not s.failed]:  # incl. added meanwhile
                         group.create_task(self._keep(sub), name=f"{self._name}-{sub.label}")
                     await reader
