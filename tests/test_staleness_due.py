@@ -260,3 +260,31 @@ def test_the_unit_ids_tuple_is_kept_until_a_unit_comes_or_goes() -> None:
     assert d.book.unit_ids() == (d.units[0], d.units[2], uid)
     summary = Summary(d.book, d.engine)
     assert summary() == summary_of(d.book, d.engine)
+
+
+def test_membership_is_asked_of_the_book_not_of_a_copy_of_every_id() -> None:
+    """``has_unit`` answers as ``in units()`` does, and the engine's per-event paths (a balance
+    change, a release, blind/fresh) never copy the list of every unit id."""
+    d = Daemon(3)
+    gone = d.units[1]
+    assert all(d.book.has_unit(u) for u in d.units) and not d.book.has_unit("nobody")
+    d.book.remove_unit(gone)
+    assert not d.book.has_unit(gone) and d.book.has_unit(d.units[0])
+    copies = 0
+    every_id = d.book.units
+
+    def counted() -> list[str]:
+        nonlocal copies
+        copies += 1
+        return every_id()
+
+    d.book.units = counted  # type: ignore[method-assign]
+    position = Position(D(2), D(0), D(0), D(0))
+    d.engine.on_position(d.units[0], "BTC", position)
+    d.engine.on_position(gone, "BTC", position)  # a unit gone meanwhile: ignored, as before
+    d.engine.hold(d.units[0], 0.0)
+    d.engine.release(d.units[0])
+    d.engine.set_staleness({d.units[0]}, {})
+    d.engine.set_staleness(set(), {})
+    d.engine.tick_timers()
+    assert copies == 0

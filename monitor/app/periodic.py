@@ -87,10 +87,9 @@ def blind_reasons(
     reasons: dict[str, str] = {}
     if not units:  # most seconds: not even the list of every unit (1,000 of them: ms on a busy machine)
         return reasons
-    known = book.units()
     for unit in units:
-        symbols = book.unit_symbols(unit) if unit in known else set()
-        unvalued = book.unvalued(unit) if unit in known else None
+        symbols = book.unit_symbols(unit) if book.has_unit(unit) else set()
+        unvalued = book.unvalued(unit) if book.has_unit(unit) else None
         if unvalued:
             reasons[unit] = unvalued
         elif symbols & set(refused):

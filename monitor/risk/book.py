@@ -189,6 +189,10 @@ class AccountBook:
         """All unit ids."""
         return list(self._units)
 
+    def has_unit(self, unit: str) -> bool:
+        """Whether ``unit`` is in the book: a dict lookup, not a copy of every id (``units()``)."""
+        return unit in self._units
+
     def unit_ids(self) -> tuple[str, ...]:
         """All unit ids, the same tuple until a unit comes or goes: for the periodic jobs, which a
         copy of every id each second costs ms of the loop on a busy machine (bench/crash.py)."""

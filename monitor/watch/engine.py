@@ -76,7 +76,7 @@ class Engine:
 
     def on_position(self, unit: str, asset: str, position: Position) -> None:
         """Apply one balance or liability change and re-evaluate that unit."""
-        if unit not in self.book.units():
+        if not self.book.has_unit(unit):
             return
         self.book.set_position(unit, asset, position)
         self.evaluate(unit)
@@ -87,7 +87,7 @@ class Engine:
 
     def release(self, unit: str) -> None:
         """``unit``'s views agree again: evaluate it on the settled book at once."""
-        if self.settling.pop(unit, None) is not None and unit in self.book.units():
+        if self.settling.pop(unit, None) is not None and self.book.has_unit(unit):
             self.evaluate(unit)
 
     def evaluate(self, unit: str, tick_time: float | None = None) -> None:
@@ -109,7 +109,7 @@ class Engine:
     def evaluate_all(self, units: Iterable[str] | None = None) -> None:
         """Evaluate ``units`` (default all) whose exact distance or level would change a rule: the
         distance rule can trip while the level stays inside its band."""
-        for unit in self.book.units() if units is None else units:
+        for unit in self.book.unit_ids() if units is None else units:
             if unit in self.stale or unit in self.settling or not self.book.is_priced(unit):
                 continue
             level = self.book.level(unit)
@@ -124,7 +124,7 @@ class Engine:
         self._queue(self.policy.tick(now, skip=self.settling), None)
         if self.policy.wants_distance:
             # exact distances cost ~50 µs a unit: a bounded slice per second keeps the loop free
-            self.evaluate_all(self.distance_sweep.take(self.book.units()))
+            self.evaluate_all(self.distance_sweep.take(self.book.unit_ids()))
 
     def set_staleness(self, stale_units: Iterable[str], reasons: Mapping[str, str] | None = None) -> None:
         """Freeze units whose data is stale ("blind"), saying why (``reasons``: unit → one line, shown
@@ -134,12 +134,12 @@ class Engine:
         for unit in sorted(stale_now - self.stale):
             self.stale.add(unit)
             reason = reasons.get(unit, "") if reasons else ""
-            if unit in self.book.units():
+            if self.book.has_unit(unit):
                 self.book.set_blind(unit, reason or "no fresh data")  # the unit's state: blind
             self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
         for unit in sorted(self.stale - stale_now):
             self.stale.discard(unit)
-            if unit in self.book.units():
+            if self.book.has_unit(unit):
                 self.book.set_blind(unit, None)
             self._queue(self.policy.mark_fresh(unit, now), None)
             self.evaluate(unit)
