@@ -288,3 +288,24 @@ def test_membership_is_asked_of_the_book_not_of_a_copy_of_every_id() -> None:
     d.engine.set_staleness(set(), {})
     d.engine.tick_timers()
     assert copies == 0
+
+
+def test_a_blind_unit_that_leaves_the_book_thaws_without_a_report() -> None:
+    """A blind unit removed from the book (an isolated pair closed) used to raise KeyError in the
+    next second's thaw (its "resolved" had no report to go with): the once-a-second job stopped
+    there. Now the thaw goes on, the event is said in the log, and the other units are untouched."""
+    from structlog.testing import capture_logs
+
+    d = Daemon(3)
+    gone, kept = d.units[1], d.units[0]
+    d.engine.set_staleness({gone, kept}, {gone: "test", kept: "test"})
+    while not d.engine.outbox.empty():
+        d.engine.outbox.get_nowait()
+    d.book.remove_unit(gone)
+    with capture_logs() as logs:
+        d.engine.set_staleness(set(), {})
+    assert d.engine.stale == set()
+    queued = [d.engine.outbox.get_nowait().event for _ in range(d.engine.outbox.qsize())]
+    assert {e.unit for e in queued} == {kept}
+    departed = [entry for entry in logs if entry["event"] == "alert_for_departed_unit"]
+    assert [entry["unit"] for entry in departed] == [gone]

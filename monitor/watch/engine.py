@@ -139,10 +139,12 @@ class Engine:
             self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
         for unit in sorted(self.stale - stale_now):
             self.stale.discard(unit)
-            if self.book.has_unit(unit):
+            known = self.book.has_unit(unit)  # not when it left the book while blind
+            if known:
                 self.book.set_blind(unit, None)
             self._queue(self.policy.mark_fresh(unit, now), None)
-            self.evaluate(unit)
+            if known:
+                self.evaluate(unit)
 
     # -- output --------------------------------------------------------------------------------
     def report(self, unit: str) -> UnitReport:
@@ -152,5 +154,11 @@ class Engine:
 
     def _queue(self, events: Iterable[AlertEvent], tick_time: float | None) -> None:
         for event in events:
+            if not self.book.has_unit(event.unit):
+                # the unit left the book (an isolated pair closed, an account disabled) while its
+                # state still had something to say (a blind unit's thaw, a repeat): there is no
+                # report to send it with; said in the log, and the policy's state moves on all the same
+                log.warning("alert_for_departed_unit", unit=event.unit, rule=event.rule, kind=event.kind)
+                continue
             report = self.report(event.unit)
             self.outbox.put_nowait(Outgoing(event, report, tick_time))
