@@ -143,7 +143,7 @@ class Staleness:
         self.ages, self.refused, self.limit = ages, refused, limit
         self.clock = clock or (watchers[0].clock if watchers else time.time)
         self.deadlines = RestDeadlines(watchers)
-        self._by_name = watchers_by_name(watchers)
+        self._by_name, self._named = watchers_by_name(watchers), len(watchers)
         self.asked = 0  # watchers asked in the last call (tests: only those that can be stale)
 
     def candidates(self, stale_symbols: Collection[str]) -> Collection[AccountWatcher]:
@@ -152,8 +152,8 @@ class Staleness:
             return self.watchers
         owners = dict.fromkeys(self.deadlines.due(self.clock(), self.limit))
         if self.engine.settling:
-            if sum(map(len, self._by_name.values())) != len(self.watchers):
-                self._by_name = watchers_by_name(self.watchers)
+            if self._named != len(self.watchers):  # watchers added since: not a count of the map each second
+                self._by_name, self._named = watchers_by_name(self.watchers), len(self.watchers)
             for unit in self.engine.settling:
                 owners.update(dict.fromkeys(self._by_name.get(account_of(unit), ())))
         return owners.keys()

@@ -120,8 +120,7 @@ def _section_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | No
     """The config section found at ``loc`` (for the keys allowed there)."""
     rule: Any = Nested(root)
     for part in loc:
-        while isinstance(rule, Maybe):
-            rule = rule.rule
+        rule = _present(rule)
         if isinstance(rule, Nested):
             section = rule.section
             name = next((n for n in section_fields(section) if part in (n, key_of(section, n))), None)
@@ -132,9 +131,15 @@ def _section_at(root: type[Section], loc: tuple[Any, ...]) -> type[Section] | No
             rule = rule.rule
         else:
             return None
+    rule = _present(rule)
+    return rule.section if isinstance(rule, Nested) else None
+
+
+def _present(rule: Any) -> Any:
+    """The rule a value given there must pass (inside any ``Maybe``)."""
     while isinstance(rule, Maybe):
         rule = rule.rule
-    return rule.section if isinstance(rule, Nested) else None
+    return rule
 
 
 def allowed_keys(root: type[Section], loc: tuple[Any, ...]) -> list[str]:

@@ -33,6 +33,7 @@ S = TypeVar("S", bound="Section")
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 _NOT_TEXT = "Input should be a valid string"
+_NOT_BOOL = "Input should be a valid boolean, unable to interpret input"
 _INT_TEXT = re.compile(r"[+-]?\d+(?:_\d+)*(?:\.0*)?")
 
 
@@ -295,13 +296,13 @@ def boolean(value: Any, loc: Loc) -> bool:
         word = value.lower()
         if word in _TRUE or word in _FALSE:
             return word in _TRUE
-        raise Invalid(loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input")
+        raise Invalid(loc, "bool_parsing", _NOT_BOOL)
     if isinstance(value, bytes):
-        raise Invalid(loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input")
+        raise Invalid(loc, "bool_parsing", _NOT_BOOL)
     if isinstance(value, int | float) and value in (0, 1):
         return bool(value)
     if isinstance(value, int) and abs(value) < 2**63:
-        raise Invalid(loc, "bool_parsing", "Input should be a valid boolean, unable to interpret input")
+        raise Invalid(loc, "bool_parsing", _NOT_BOOL)
     raise Invalid(loc, "bool_type", "Input should be a valid boolean")
 
 
