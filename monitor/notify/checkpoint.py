@@ -58,6 +58,9 @@ class QuietCheckpoint:
     def start(self) -> None:
         if self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(self.quiet, self._look)
+        if self._worker is None:  # its thread started now, not in the first look of a crash
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="state-checkpoint")
+            self._worker.submit(int)
 
     def stop(self) -> None:
         """No more looks; a checkpoint running finishes on its thread (``Store.close`` waits for it)."""
@@ -77,10 +80,8 @@ class QuietCheckpoint:
     def _look(self) -> None:
         loop = asyncio.get_running_loop()
         self._handle = loop.call_later(self.quiet, self._look)
-        if self._running is not None or not self._begin():
+        if self._worker is None or self._running is not None or not self._begin():
             return
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix="state-checkpoint")
         self._running = loop.run_in_executor(self._worker, self._checkpoint)
         self._running.add_done_callback(self._finished)
 
