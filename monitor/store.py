@@ -118,6 +118,7 @@ class Store:
     ) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / FILENAME
+        self._checkpoint_uri = self.path.absolute().as_uri() + "?mode=rw"  # a chdir later changes nothing
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         self._dir_fd: int | None = None  # the state directory, flock()ed while the store is open
@@ -328,8 +329,9 @@ class Store:
                 time.sleep(0.01)
 
     def _open_checkpointer(self) -> sqlite3.Connection:
-        uri = self.path.absolute().as_uri() + "?mode=rw"
-        conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self._checkpoint_uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA synchronous = NORMAL")  # as the commits': the log, then the file, fsynced
         except sqlite3.Error:
