@@ -7,13 +7,24 @@ phase, holds, and recovers: about 200 accounts cross 1.5 or 1.3 within ~1.5 s an
 The daemon is the real :class:`Service` in this process (python-binance, websockets, SQLite
 outbox, Apprise); its one route is ``json://`` to ``bench/webhook_receiver.py``, another process.
 
-Measured per phase, every alert matched to the tick that caused it (the daemon's rule replayed over
-the path, ``bench/latency_workload.py``): tick sent → webhook received (``received``) and tick sent
-→ ``Apprise.async_notify`` called (``handed``); alerts expected / received / lost / doubled;
-event-loop stalls seen by a 10 ms timer in the daemon's process (the same probe for any tree, so a
-baseline without ``monitor.ops.loop_lag`` is measured alike); the daemon's CPU; and start-up to ready
-and RSS. Whatever ``monitor`` is importable is measured: ``bench/compare.py`` runs this script with
-``PYTHONPATH`` set to a baseline tree and to this one, interleaved.
+Measured per phase, every alert matched to the tick that caused it: since 2026-11-28 exactly, from
+the daemon's own evaluations recorded by a bench hook on ``Engine.on_prices`` (``matcher: exact``;
+``bench/latency.py``'s ``record_evaluations``; the old matcher's p99/max beside it); a tree without
+that method falls back to the old one (the rule replayed over the path, ``matcher: old``): tick
+sent → webhook received (``received``) and tick sent → ``Apprise.async_notify`` called
+(``handed``); alerts expected / received / lost / doubled (the replay); event-loop stalls seen by a
+10 ms timer in the daemon's process (the same probe for any tree, so a baseline without
+``monitor.ops.loop_lag`` is measured alike), each over 5 ms put down to what overlapped it
+(``stall_causes``: a GC, a loop callback over ``--time-callbacks`` named, many shorter callbacks,
+an Apprise send in flight in an executor thread, or the loop waiting; ``bench/loop_names.py``);
+loop callbacks over ``--time-callbacks`` ms of this thread's CPU, named by owner class and function
+(``cpu_stalls``: name, CPU ms, of it GC ms). The bench's own work in this process (its ``main`` task
+starting and ending each phase, its 10 ms probe, the pipes to its subprocesses) is never counted as
+the daemon's: its callbacks are listed apart (``harness_over_threshold``) and the lag samples they
+delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). Also the
+daemon's CPU; and start-up to ready and RSS. Whatever ``monitor`` is importable is measured:
+``bench/compare.py`` runs this script with ``PYTHONPATH`` set to a baseline tree and to this one,
+interleaved.
 
 Usage: ``python bench/crash.py [--rates 1000 5000] [--seconds 8] [--accounts 1000]``.
 """
@@ -195,6 +206,7 @@ def analyse(
     for _, _, name, ms, _ in stalls:
         by_callback.setdefault(name, []).append(ms)
     sends = [(at, at + d) for at, d in SEND_TIMES if lo <= at < hi]
+    causes = stall_causes(phase, sends)
     return {
         "rate": phase["rate"],
         "sent_rate": round(phase["sent_rate"]),
@@ -220,7 +232,8 @@ def analyse(
         "unpaired_received": m.unmatched,
         "level_disagree": exact_m.level_disagree if exact_m else None,
         "stalls_over_5ms": sum(1 for lag in lags if lag > STALL),
-        "stall_causes": dict(stall_causes(phase, sends).most_common()),
+        "stall_causes": dict(causes.most_common()),
+        "stalls_over_5ms_bench": sum(n for k, n in causes.items() if k.startswith("callback bench: ")),
         "cpu_stalls_over_5ms": len(over),
         "cpu_stall_max_ms": max((x[3] for x in stalls), default=0.0),
         "cpu_stalls": [
