@@ -57,6 +57,7 @@ from latency_workload import (
     make_workload,
     match_evaluations,
     match_latencies,
+    pairs_differ,
     parse_title,
 )
 from loop_names import describe, is_harness, lag_cause, snapshot
@@ -228,6 +229,7 @@ def analyse(
             "received_max_ms": pct(old_m.latency, 100),
             "handed_p99_ms": pct(old_h.latency, 99),
             "handed_max_ms": pct(old_h.latency, 100),
+            "pairs_differ": pairs_differ(exact_m, old_m) if exact_m else 0,
         },
         "unpaired_received": m.unmatched,
         "level_disagree": exact_m.level_disagree if exact_m else None,

@@ -63,6 +63,7 @@ from latency_workload import (
     make_workload,
     match_evaluations,
     match_latencies,
+    pairs_differ,
 )
 
 try:
@@ -383,6 +384,7 @@ def summarise(
                 "max_ms": pct(old.latency, 100),
                 "alerts_measured": len(old.latency),
                 "alerts_unmatched": old.unmatched,
+                "pairs_differ": pairs_differ(exact, old) if exact else 0,
             },
             "unmatched_sample": m.samples,
             "cpu": round(r["cpu"], 3),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -203,6 +203,7 @@ class Matched:
     ticks: list[int]
     unmatched: int
     samples: list[str]
+    at: list[float] = field(default_factory=list)  # the calls paired, in the order of ``ticks``
 
 
 def match_latencies(calls: list[tuple[float, str]], expected: Expected, sent: F64) -> Matched:
@@ -222,6 +223,7 @@ def match_latencies(calls: list[tuple[float, str]], expected: Expected, sent: F6
         out.latency.append(at - float(sent[best]))
         out.kinds.append(key[2])
         out.ticks.append(best)
+        out.at.append(at)
     return out
 
 
@@ -323,6 +325,7 @@ class Exact:
     level_disagree: int = 0
     replay_disagree: int = 0
     batch_ticks: list[int] | None = None
+    at: list[float] = field(default_factory=list)  # the calls paired, in the order of ``ticks``
 
 
 def match_evaluations(
@@ -368,4 +371,11 @@ def match_evaluations(
         out.latency.append(at - float(sent[onset]))
         out.kinds.append(key[2])
         out.ticks.append(onset)
+        out.at.append(at)
     return out
+
+
+def pairs_differ(a: Matched | Exact, b: Matched | Exact) -> int:
+    """How many calls paired by both matchers were paired with different ticks."""
+    tick = dict(zip(a.at, a.ticks, strict=True))
+    return sum(1 for at, t in zip(b.at, b.ticks, strict=True) if at in tick and tick[at] != t)

@@ -23,6 +23,7 @@ from latency_workload import (
     Workload,
     match_evaluations,
     match_latencies,
+    pairs_differ,
     title_level,
 )
 from loop_names import describe, is_harness, lag_cause, snapshot
@@ -79,6 +80,7 @@ def test_the_exact_matcher_skips_an_excursion_the_daemon_read_with_its_undoing()
     old = match_latencies(calls, Expected({("a0001", 1.5, "firing"): [1]}), sent)
     assert old.ticks == [1]
     assert math.isclose(old.latency[0], 3.02 - 1.0)
+    assert pairs_differ(exact, old) == 1
 
 
 def test_the_exact_matcher_pairs_by_the_printed_level_and_says_what_it_cannot_pair() -> None:
