@@ -60,7 +60,7 @@ from latency_workload import (
     pairs_differ,
     parse_title,
 )
-from loop_names import describe, is_harness, lag_cause, snapshot
+from loop_names import describe, is_harness, lag_cause, snapshot, top_callback
 
 import monitor
 
@@ -157,16 +157,24 @@ async def probe(samples: list[tuple[float, float, float]]) -> None:
 Calls = list[tuple[float, str]]
 
 
-def stall_causes(phase: dict[str, Any], sends: list[tuple[float, float]]) -> Counter[str]:
-    """Each wall-clock lag sample over 5 ms by what overlapped it (``loop_names.lag_cause``)."""
+def stall_causes(
+    phase: dict[str, Any], sends: list[tuple[float, float]]
+) -> tuple[Counter[str], Counter[str]]:
+    """Each wall-clock lag sample over 5 ms by what overlapped it (``loop_names.lag_cause``); and,
+    for those put down to a busy loop, the callback over 1 ms that used the most CPU in the sample."""
     gcs = [(start, start + wall) for start, _, wall, _ in phase["gc"]]
     slow = [(s, e, name) for s, e, name, _, _ in phase["cpu_stalls"]]
     slow += [(s, e, f"bench: {name}") for s, e, name, _, _ in phase["harness"]]
-    return Counter(
-        lag_cause((wake - lag, wake), cpu, gcs, slow, sends)
-        for wake, lag, cpu in phase["lags"]
-        if lag > STALL
-    )
+    causes: Counter[str] = Counter()
+    busiest: Counter[str] = Counter()
+    for at, lag, cpu in phase["lags"]:
+        if lag <= STALL:
+            continue
+        cause = lag_cause((at - lag, at), cpu, gcs, slow, sends)
+        causes[cause] += 1
+        if cause.startswith("loop busy"):
+            busiest[top_callback(phase["busy"], at - lag - PROBE, at)] += 1
+    return causes, busiest
 
 
 def latencies(
@@ -207,7 +215,7 @@ def analyse(
     for _, _, name, ms, _ in stalls:
         by_callback.setdefault(name, []).append(ms)
     sends = [(at, at + d) for at, d in SEND_TIMES if lo <= at < hi]
-    causes = stall_causes(phase, sends)
+    causes, busiest = stall_causes(phase, sends)
     return {
         "rate": phase["rate"],
         "sent_rate": round(phase["sent_rate"]),
@@ -235,6 +243,7 @@ def analyse(
         "level_disagree": exact_m.level_disagree if exact_m else None,
         "stalls_over_5ms": sum(1 for lag in lags if lag > STALL),
         "stall_causes": dict(causes.most_common()),
+        "busy_stalls_top_callback": dict(busiest.most_common(8)),
         "stalls_over_5ms_bench": sum(n for k, n in causes.items() if k.startswith("callback bench: ")),
         "cpu_stalls_over_5ms": len(over),
         "cpu_stall_max_ms": max((x[3] for x in stalls), default=0.0),
@@ -316,10 +325,13 @@ class CallbackTimes:
     The bench's own callbacks (its tasks, the pipes to its subprocesses) go to ``harness``, not
     ``daemon``: they run in the daemon's process but are not the daemon's stalls."""
 
-    def __init__(self, threshold: float, pauses: list[tuple[float, int, float, float]]) -> None:
+    def __init__(
+        self, threshold: float, pauses: list[tuple[float, int, float, float]], busy: float = 0.001
+    ) -> None:
         self.on = False
         self.daemon: list[Slow] = []
         self.harness: list[Slow] = []
+        self.busy: list[Slow] = []  # every callback over ``busy`` s (1 ms): who kept the loop busy
         run = asyncio.events.Handle._run
         bench = str(BENCH)
 
@@ -330,6 +342,10 @@ class CallbackTimes:
             wall, start = time.monotonic(), time.thread_time()
             run(handle)
             took = time.thread_time() - start
+            if took > busy and self.on:
+                name = describe(snap) + (f"({job})" if job else "")
+                name = f"bench: {name}" if is_harness(snap, bench) else name
+                self.busy.append((wall, time.monotonic(), name, round(took * 1000, 1), 0.0))
             if took > threshold and self.on:
                 name = describe(snap)
                 gc_ms = round(sum(p[3] for p in pauses[gcs:]) * 1000, 1)
@@ -345,11 +361,11 @@ class CallbackTimes:
         asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
 
     def start(self) -> None:
-        self.daemon, self.harness, self.on = [], [], True
+        self.daemon, self.harness, self.busy, self.on = [], [], [], True
 
-    def stop(self) -> tuple[list[Slow], list[Slow]]:
+    def stop(self) -> tuple[list[Slow], list[Slow], list[Slow]]:
         self.on = False
-        return self.daemon, self.harness
+        return self.daemon, self.harness, self.busy
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -399,12 +415,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await quiet(handed)
                     await asyncio.sleep(0.5)  # the last webhook posts land
                     end = time.monotonic()
-                    daemon_slow, harness_slow = timed.stop()  # before anything else of the bench's
+                    daemon_slow, harness_slow, busy = timed.stop()  # before anything else of the bench's
                     phases.append({
                         "rate": rate, "start": start, "stop": stop, "file": file, "window": (wall, end),
                         "cpu": (time.process_time() - cpu) / (end - wall), "sent_rate": reply["rate"],
                         "lags": [s for s in lags[lag_from:] if s[0] < wall + reply["wall"] + 0.2],
                         "gc": pauses[gc_from:], "cpu_stalls": daemon_slow, "harness": harness_slow,
+                        "busy": busy,
                     })  # fmt: skip
                 rss_end = rss_mib()
             finally:

@@ -183,3 +183,13 @@ def lag_cause(
     if _overlaps(sends, lo, hi):
         return "send in flight (executor thread, GIL)"
     return "waiting: CPU or GIL elsewhere"
+
+
+def top_callback(busy: Sequence[tuple[float, float, str, float, float]], lo: float, hi: float) -> str:
+    """Of the callbacks over 1 ms (wall start, end, name, CPU ms, …) that ran within [lo, hi], the
+    name with the most CPU in all; "none over 1 ms" when the loop was busy with shorter ones only."""
+    cpu: dict[str, float] = {}
+    for s, e, name, ms, _ in busy:
+        if s < hi and e > lo:
+            cpu[name] = cpu.get(name, 0.0) + ms
+    return max(cpu, key=lambda k: cpu[k]) if cpu else "none over 1 ms"

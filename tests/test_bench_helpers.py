@@ -26,7 +26,7 @@ from latency_workload import (
     pairs_differ,
     title_level,
 )
-from loop_names import describe, is_harness, lag_cause, snapshot
+from loop_names import describe, is_harness, lag_cause, snapshot, top_callback
 
 H = 0.005
 HERE = str(FsPath(__file__).resolve().parent)
@@ -172,3 +172,10 @@ def test_a_late_sample_is_put_down_to_what_overlapped_it() -> None:
     assert lag_cause(late, 0.006, [], [], [(0.9, 1.1)]).startswith("loop busy")
     assert lag_cause(late, 0.001, [], [], [(0.9, 1.1)]).startswith("send in flight")
     assert lag_cause(late, 0.001, [], [], []).startswith("waiting")
+
+
+def test_a_busy_sample_names_the_callback_with_the_most_cpu_in_it() -> None:
+    busy = [(1.0, 1.002, "A.a", 2.0, 0.0), (1.002, 1.004, "B.b", 1.5, 0.0), (1.004, 1.006, "B.b", 1.5, 0.0)]
+    assert top_callback(busy, 1.0, 1.01) == "B.b"
+    assert top_callback(busy, 1.0, 1.0015) == "A.a"
+    assert top_callback(busy, 2.0, 2.01) == "none over 1 ms"
