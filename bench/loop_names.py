@@ -108,7 +108,10 @@ def function_name(fn: Any) -> str:
         return f"{type(owner).__qualname__}.{name}"
     qual = getattr(fn, "__qualname__", None)
     if qual:
-        return str(qual)
+        module = getattr(
+            fn, "__module__", None
+        )  # a plain function: say whose (aiohttp.helpers._weakref_handle)
+        return f"{module}.{qual}" if module and module != "builtins" else str(qual)
     return f"{type(fn).__qualname__} instance"  # a callable object: its class
 
 
@@ -117,14 +120,15 @@ def describe(snap: Snap) -> str:
     if snap.task is not None:
         return task_name(snap.task, snap.resumes, snap.lines)
     name = function_name(snap.callback)
+    if name == "aiohttp.helpers._weakref_handle" and snap.args and isinstance(snap.args[0], tuple):
+        ref, method = snap.args[0]  # aiohttp's timer calling ``getattr(ref(), method)()``
+        return f"{name} → {type(ref()).__qualname__}.{method}"
     if isinstance(snap.callback, functools.partial):
         name = f"partial({name})"
     if snap.args and isinstance(snap.args[0], asyncio.Future):
         fut = snap.args[0]
         if snap.wakes:  # it completes ``fut``: say whom that wakes
-            woken = sorted(
-                {function_name(cb) for cb in snap.wakes} - {"_chain_future.<locals>._call_check_cancel"}
-            )
+            woken = sorted({function_name(cb) for cb in snap.wakes} - {CHECK_CANCEL})
             via = " (call_soon_threadsafe from an executor thread)" if "_chain_future" in name else ""
             return f"{name}{via} → wakes {', '.join(woken)}"
         if isinstance(fut, asyncio.Task):  # a done callback of a task
@@ -149,7 +153,7 @@ def is_harness(snap: Snap, bench_dir: str) -> bool:
     return owner is not None and type(owner).__name__ in HARNESS_TRANSPORTS
 
 
-CHECK_CANCEL = "_chain_future.<locals>._call_check_cancel"  # asyncio's own: not worth naming
+CHECK_CANCEL = "asyncio.futures._chain_future.<locals>._call_check_cancel"  # asyncio's own: not worth naming
 Span = tuple[float, float]  # (start, end), monotonic seconds
 
 
