@@ -7,6 +7,7 @@ import asyncio
 import functools
 import math
 import sys
+import weakref
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -179,3 +180,16 @@ def test_a_busy_sample_names_the_callback_with_the_most_cpu_in_it() -> None:
     assert top_callback(busy, 1.0, 1.01) == "B.b"
     assert top_callback(busy, 1.0, 1.0015) == "A.a"
     assert top_callback(busy, 2.0, 2.01) == "none over 1 ms"
+
+
+def test_aiohttp_s_weakref_timer_is_named_by_the_method_it_calls() -> None:
+    from aiohttp.helpers import _weakref_handle
+
+    class Connector:
+        def _cleanup(self) -> None:
+            pass
+
+    held = Connector()
+    name = describe(snapshot(_weakref_handle, ((weakref.ref(held), "_cleanup"),)))
+    assert name.startswith("aiohttp.helpers._weakref_handle → ")
+    assert name.endswith("<locals>.Connector._cleanup")
