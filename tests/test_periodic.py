@@ -4,8 +4,9 @@ and systemd notify socket; the clock is injected, nothing waits real seconds."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.sdnotify import Notifier
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
+from monitor.risk.report import UnitReport
 from monitor.store import OutboxItem, Store
 from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.engine import Engine
@@ -263,3 +265,85 @@ async def test_outbox_prune_deletes_only_finished_rows_past_the_keep(tmp_path: P
         await OutboxPrune(store, keep=7 * 86400, period=3600, clock=lambda: now[0]).run()
         assert [i.dedupe_key for i in store.open_outbox()] == [old_queued.dedupe_key]
         assert store.outbox_counts() == {("chat", "sent"): 1, ("chat", "queued"): 1}
+
+
+class Turns:
+    """Counts turns of the event loop: a task that adds one each time it runs (once a turn while
+    anything else is ready), so two things done in one turn see the same count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def __enter__(self) -> Turns:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+
+async def test_every_second_gives_the_loop_a_turn_between_its_steps(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    """Timers, staleness and the readiness decision in one turn (the decision on that turn's stale
+    set); Binance's opinions, the resubscription and each exact report of the sweep in turns of their
+    own: under a crash each cost 1-5 ms, and ticks and alerts wait for no more than one of them."""
+    notifier, _ = systemd
+    clock = Clock()
+    book = AccountBook(quote="USDT")
+    for i in range(6):
+        long_btc(book, f"u{i}")
+    book.on_price("BTCUSDT", 30_000.0)
+    engine = engine_of(book, clock)
+    watchers = watchers_of(book, "a")
+    seen: list[tuple[str, int]] = []
+    with Turns() as turns:
+
+        def at(step: str) -> None:
+            seen.append((step, turns.count))
+
+        class Seen(Staleness):
+            def __call__(self) -> set[str]:
+                at("staleness")
+                return super().__call__()
+
+        class Decided(Readiness):
+            def decide(self, stale_units: Collection[str]) -> bool:
+                at("decide")
+                return super().decide(stale_units)
+
+        class Observed(Metrics):
+            def observe_unit(self, report: UnitReport) -> None:
+                at("report")
+                super().observe_unit(report)
+
+        class Timed(Engine):
+            def tick_timers(self) -> None:
+                at("timers")
+                super().tick_timers()
+
+        engine = Timed(engine.book, engine.policy, clock=clock)
+        metrics = Observed(version="test")
+        job = EverySecond(
+            notices=[], send_notices=nothing_to_send, engine=engine,
+            staleness=Seen(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
+            opinions_sweep=lambda: at("opinions"), resubscribe=lambda: at("resubscribe"),
+            readiness=Decided(watchers, notifier), sweep=MetricsSweep(book, metrics, "normal"),
+            status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
+        )  # fmt: skip
+        await job.run()
+    steps = [step for step, _ in seen]
+    assert steps == ["timers", "staleness", "decide", "opinions", "resubscribe", *["report"] * 6]
+    turn = dict(seen[:5])
+    assert turn["timers"] == turn["staleness"] == turn["decide"]  # one turn: decided on its stale set
+    assert turn["decide"] < turn["opinions"] < turn["resubscribe"]
+    reports = [n for step, n in seen if step == "report"]
+    assert turn["resubscribe"] < reports[0]
+    assert all(a < b for a, b in itertools.pairwise(reports))  # one exact report a turn
