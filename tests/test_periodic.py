@@ -347,3 +347,31 @@ async def test_every_second_gives_the_loop_a_turn_between_its_steps(
     reports = [n for step, n in seen if step == "report"]
     assert turn["resubscribe"] < reports[0]
     assert all(a < b for a, b in itertools.pairwise(reports))  # one exact report a turn
+
+
+async def test_metrics_sweep_leaves_the_rest_of_its_slice_for_the_next_second_past_its_budget() -> None:
+    """Under a crash each of the sweep's turns waits behind ticks and sends: past ``budget`` seconds
+    the rest of the slice waits (the job ends within its period), and the next second goes on from
+    the first unit not observed, so every unit still comes round."""
+    book = AccountBook(quote="USDT")
+    accounts = [f"u{i}" for i in range(6)]
+    for account in accounts:
+        long_btc(book, account)
+    book.on_price("BTCUSDT", 30_000.0)
+    metrics = Metrics(version="test")
+    clock = Clock(0.0)
+
+    def tick() -> float:
+        clock.now += 0.1
+        return clock.now
+
+    sweep = MetricsSweep(book, metrics, "normal", batch=50, budget=0.25, monotonic=tick)
+
+    def observed() -> list[str]:
+        scraped = metrics.render()[0].decode()
+        return [a for a in accounts if f'margin_monitor_margin_level{{account="{a}",' in scraped]
+
+    await sweep()
+    assert observed() == accounts[:3]  # 0.1, 0.2, then 0.3 s past the start: the rest next second
+    await sweep()
+    assert observed() == accounts

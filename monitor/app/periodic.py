@@ -49,13 +49,14 @@ from monitor.risk.book import AccountBook
 from monitor.store import StateError, Store
 from monitor.watch.accounts import AccountWatcher
 from monitor.watch.catalog import SharedCatalog
-from monitor.watch.engine import Engine, RoundRobin
+from monitor.watch.engine import Engine
 from monitor.watch.reshard import account_of
 from monitor.watch.staleness import RestDeadlines
 
 log = structlog.get_logger("monitor.service")
 
 SWEEP_BATCH = 50  # units whose exact report is observed per second, at most
+SWEEP_SECONDS = 0.25  # wall seconds the per-second metrics sweep may take; the rest of its slice next second
 SWEEP_YIELD_EVERY = 1  # units reported between event-loop turns in the per-second metrics sweep: one
 # exact report is 0.2 ms on a quiet machine, up to 2 ms under a crash (4 a turn held the loop 3-10 ms)
 SNAPSHOT_CONCURRENCY = 4
@@ -211,18 +212,36 @@ class Readiness:
 class MetricsSweep:
     """Step 7: exact reports cost ~0.1-0.3 ms a unit (~2 ms under a crash): a bounded slice per second
     (all units when few), a turn of the event loop each, so ticks and alerts never wait behind the
-    slice (bench/latency.py, bench/crash.py)."""
+    slice (bench/latency.py, bench/crash.py). Under a crash a turn also waits behind every tick and
+    send queued meanwhile: once the sweep has taken ``budget`` seconds (wall), the rest of its slice
+    waits for the next second, so that the job ends within its period (the scheduler skips a run
+    that would overlap the last one: staleness would be looked at a second late)."""
 
     def __init__(
-        self, book: AccountBook, metrics: Metrics, restore_target: str, batch: int = SWEEP_BATCH
+        self,
+        book: AccountBook,
+        metrics: Metrics,
+        restore_target: str,
+        batch: int = SWEEP_BATCH,
+        *,
+        budget: float = SWEEP_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.book, self.metrics, self.restore_target = book, metrics, restore_target
-        self.slices = RoundRobin(batch)
+        self.batch, self.budget, self.monotonic = batch, budget, monotonic
+        self._next = 0  # where the next slice starts (units come and go: taken modulo their count)
 
     async def __call__(self) -> None:
-        for n, unit in enumerate(self.slices.take(self.book.unit_ids())):
+        ids = self.book.unit_ids()
+        started = self.monotonic()
+        for n in range(min(self.batch, len(ids))):
             if n % SWEEP_YIELD_EVERY == 0:  # first before any report: step 6 is a loop turn of its own
                 await asyncio.sleep(0)
+            ids = self.book.unit_ids()  # units may have left while the loop had its turn
+            if not ids or (n and self.monotonic() - started > self.budget):
+                return
+            self._next %= len(ids)
+            unit, self._next = ids[self._next], self._next + 1
             self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
 
 
