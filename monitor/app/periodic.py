@@ -17,7 +17,8 @@ they held the loop 3-16 ms):
    — a turn —
 6. resubscribe: accounts not loaded are retried (a task each: nothing loads within the step, so
    step 4 is not changed by it), the market stream follows the symbols needed;
-7. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, a turn each;
+7. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, a turn each, within a
+   quarter of a second (the rest of the slice the next second);
 8. readiness applied: READY=1 once, the heap settled, the line about what is ahead;
 9. sd_notify status (:class:`SystemdStatus`): waiting for the exchange, or the summary;
 then the time the job last finished is kept for the watchdog (``Service.healthy``).
