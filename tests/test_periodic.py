@@ -53,6 +53,16 @@ def long_btc(book: AccountBook, account: str) -> str:
     return book.upsert_cross(account, positions, Bars.classic())
 
 
+def priced_accounts(n: int) -> tuple[AccountBook, list[str]]:
+    """A book of ``n`` accounts ``u0``… made by :func:`long_btc`, BTC priced; and their names."""
+    book = AccountBook(quote="USDT")
+    accounts = [f"u{i}" for i in range(n)]
+    for account in accounts:
+        long_btc(book, account)
+    book.on_price("BTCUSDT", 30_000.0)
+    return book, accounts
+
+
 def unroutable(book: AccountBook, account: str) -> str:
     """A unit owing USDT against an asset no listed pair prices (and no level from Binance)."""
     book.set_catalog({"BTCUSDT": ("BTC", "USDT")})
@@ -159,11 +169,7 @@ def test_readiness_waits_for_every_account_and_fresh_units_then_says_ready_once(
 
 
 async def test_metrics_sweep_observes_a_bounded_slice_each_call() -> None:
-    book = AccountBook(quote="USDT")
-    accounts = [f"u{i}" for i in range(6)]
-    for account in accounts:
-        long_btc(book, account)
-    book.on_price("BTCUSDT", 30_000.0)
+    book, accounts = priced_accounts(6)
     metrics = Metrics(version="test")
     sweep = MetricsSweep(book, metrics, "normal", batch=4)
 
@@ -353,11 +359,7 @@ async def test_metrics_sweep_leaves_the_rest_of_its_slice_for_the_next_second_pa
     """Under a crash each of the sweep's turns waits behind ticks and sends: past ``budget`` seconds
     the rest of the slice waits (the job ends within its period), and the next second goes on from
     the first unit not observed, so every unit still comes round."""
-    book = AccountBook(quote="USDT")
-    accounts = [f"u{i}" for i in range(6)]
-    for account in accounts:
-        long_btc(book, account)
-    book.on_price("BTCUSDT", 30_000.0)
+    book, accounts = priced_accounts(6)
     metrics = Metrics(version="test")
     clock = Clock(0.0)
 
