@@ -5,9 +5,10 @@ alerts, put in 8 at a time as the pump does, to ``bench/webhook_receiver.py`` (A
 another process), after 20 to warm up. Measured per alert sent, from the first ``enqueue_many`` to the
 last row marked sent: the event loop's thread CPU (``time.thread_time``: what other processes on the
 machine do is not counted), the other threads' CPU (the process's CPU minus the loop's: Apprise's or
-the sender's threads), the loop's callbacks (``Handle._run`` calls) and those over 1 ms of CPU, and
-wall time. Whatever ``monitor`` is importable is measured: run it with ``PYTHONPATH`` set to a
-baseline tree and to this one, interleaved.
+the sender's threads), the loop's callbacks (``Handle._run`` calls) and those over 1 ms of CPU, wall
+time, and how late a 5 ms sleep on the loop wakes (p99, max: a callback holding the loop, or the
+loop waiting for the GIL held by a sending thread). Whatever ``monitor`` is importable is measured:
+run it with ``PYTHONPATH`` set to a baseline tree and to this one, interleaved.
 
 Usage: ``python bench/send_cpu.py [--alerts 400] [--runs 3]``.
 """
@@ -63,6 +64,14 @@ def count_callbacks() -> dict[str, int]:
     return counts
 
 
+async def probe(lags: list[float]) -> None:
+    """How late a 5 ms sleep wakes (the loop held by a callback, or waiting for the GIL)."""
+    while True:
+        start = time.monotonic()
+        await asyncio.sleep(0.005)
+        lags.append(time.monotonic() - start - 0.005)
+
+
 async def one_run(url: str, alerts: int, counts: dict[str, int]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="send-cpu-") as tmp, Store(Path(tmp)) as store:
         d = Dispatcher({"chat": NotifyRoute("chat", (url,))}, store)
@@ -73,6 +82,8 @@ async def one_run(url: str, alerts: int, counts: dict[str, int]) -> dict[str, fl
         while d.stats()["chat"].sent < WARM:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         counts.update(callbacks=0, over_1ms=0)
+        lags: list[float] = []
+        prober = asyncio.create_task(probe(lags))
         loop0, cpu0, wall0 = time.thread_time(), time.process_time(), time.monotonic()
         for i in range(WARM, WARM + alerts, 8):
             await d.enqueue_many(letters[i : i + 8])
@@ -80,6 +91,7 @@ async def one_run(url: str, alerts: int, counts: dict[str, int]) -> dict[str, fl
             await asyncio.sleep(0.001)
         loop, cpu, wall = time.thread_time() - loop0, time.process_time() - cpu0, time.monotonic() - wall0
         calls, slow = counts["callbacks"], counts["over_1ms"]
+        prober.cancel()
         await d.stop()
     return {
         "loop_cpu_ms": round(loop / alerts * 1000, 3),
@@ -87,6 +99,8 @@ async def one_run(url: str, alerts: int, counts: dict[str, int]) -> dict[str, fl
         "loop_callbacks": round(calls / alerts, 1),
         "loop_callbacks_over_1ms": slow,
         "wall_ms": round(wall / alerts * 1000, 2),
+        "lag_p99_ms": round(sorted(lags)[int(len(lags) * 0.99)] * 1000, 2),
+        "lag_max_ms": round(max(lags) * 1000, 2),
     }
 
 
