@@ -2,23 +2,27 @@
 
 It holds the alert states (so a restart does not resend a crossing), the notification outbox (so
 an alert survives a notification outage and a restart) and small JSON values (the last snapshot).
-The file runs in WAL mode and is held with an exclusive lock: a second daemon on the same state
-directory is refused. Schema versioned with ``PRAGMA user_version``. Every failure (corrupt,
-locked, unwritable, full, newer schema) is a :class:`StateError` with one line naming the file.
-Calls are synchronous and short (sub-millisecond commits without fsync per transaction in WAL
-``synchronous=NORMAL``: a process crash loses nothing, a power cut may lose the last commits).
+The file runs in WAL mode; the state directory is held with an exclusive ``flock`` while the store
+is open, so a second daemon on the same state directory is refused. Schema versioned with
+``PRAGMA user_version``. Every failure (corrupt, locked, unwritable, full, newer schema) is a
+:class:`StateError` with one line naming the file. Calls are synchronous and short (sub-millisecond
+commits without fsync per transaction in WAL ``synchronous=NORMAL``: a process crash loses nothing,
+a power cut may lose the last commits).
 The write-ahead log is copied back into the file (a checkpoint: page copies and an fsync, several
-ms) by :meth:`Store.checkpoint`, which the daemon calls when no alert is on its way
-(:mod:`monitor.notify.checkpoint`); SQLite's own automatic checkpoint, which would run inside
-whichever commit crosses its threshold (the outbox write of a crash's alerts), is left only as a
-cap at :data:`WAL_CAP_PAGES`.
+ms) by :meth:`Store.checkpoint` on a second connection of its own, so it can run on a worker thread
+beside the commits (the daemon's :mod:`monitor.notify.checkpoint` does, when no alert is on its
+way); SQLite's own automatic checkpoint, which would run inside whichever commit crosses its
+threshold (the outbox write of a crash's alerts), is left only as a cap at :data:`WAL_CAP_PAGES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -114,21 +118,25 @@ class Store:
     ) -> None:
         self.dir = Path(state_dir)
         self.path = self.dir / FILENAME
+        self._checkpoint_uri = self.path.absolute().as_uri() + "?mode=rw"  # a chdir later changes nothing
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        self._dir_fd: int | None = None  # the state directory, flock()ed while the store is open
+        self._checkpointer: sqlite3.Connection | None = None  # :meth:`checkpoint`'s own connection
+        self._checkpoint_lock = threading.Lock()  # one checkpoint at a time, never during close
         self.lost: str | None = None  # set when a zero-byte state file was found and moved aside
         self.writes = 0  # transactions committed (what :meth:`checkpoint` has to catch up with)
-        self.checkpoints = 0  # checkpoints asked by :meth:`checkpoint`
+        self.checkpoints = 0  # checkpoints done by :meth:`checkpoint`
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.dir.is_dir():
                 raise NotADirectoryError(f"{self.dir} is not a directory")
+            self._hold_dir(busy_timeout)
             if _truncated(self.path):
                 moved = Store.quarantine(self.dir, now=clock())
                 self.lost = f"state file {self.path} was empty (0 bytes); moved to {moved.name}"
             conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self._conn = conn
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             self._check_schema(conn)
             if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise sqlite3.OperationalError("unable to switch to WAL (read-only filesystem?)")
@@ -157,10 +165,13 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Checkpoint and release the file (and its lock)."""
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Checkpoint and release the file (and its lock). A :meth:`checkpoint` running on another
+        thread is waited for (a few ms); one asked after this is skipped."""
+        with self._checkpoint_lock:
+            if self._conn is not None:
+                self._close_checkpointer()
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._close_quietly()
 
     @staticmethod
@@ -271,14 +282,24 @@ class Store:
             )
             return cur.rowcount
 
-    def checkpoint(self) -> None:
-        """Copy the write-ahead log back into the file (PASSIVE: never waits; the log restarts at the
-        next write). The daemon calls it when no alert is on its way (:mod:`monitor.notify.checkpoint`)."""
-        try:
-            self._conn_or_raise().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            raise state_error(exc, self.path) from None
-        self.checkpoints += 1
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log back into the file (PASSIVE: never waits for the commits, which
+        go on beside it; the log restarts at the next write once it is all copied). Safe from any
+        thread: it uses a connection of its own, opened at the first call (``mode=rw``: a file gone
+        missing is an error, never a new empty file). One at a time; after :meth:`close` it does
+        nothing and says so (False). The daemon calls it on a worker thread when no alert is on its
+        way (:mod:`monitor.notify.checkpoint`). Raises :class:`StateError`."""
+        with self._checkpoint_lock:
+            if self._conn is None:
+                return False
+            try:
+                if self._checkpointer is None:
+                    self._checkpointer = self._open_checkpointer()
+                self._checkpoint_on(self._checkpointer)
+            except sqlite3.Error as exc:
+                raise state_error(exc, self.path) from None
+            self.checkpoints += 1
+            return True
 
     # -- small values --------------------------------------------------------------------------
     def get_json(self, key: str) -> Any:
@@ -293,6 +314,40 @@ class Store:
         )
 
     # -- internals -----------------------------------------------------------------------------
+    def _hold_dir(self, timeout: float) -> None:
+        """Take the state directory's exclusive ``flock`` (retried for ``timeout`` s, as SQLite's busy
+        timeout would): what refuses a second daemon on the same state."""
+        self._dir_fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise state_error(sqlite3.OperationalError("database is locked"), self.path) from None
+                time.sleep(0.01)
+
+    def _open_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self._checkpoint_uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")  # as the commits': the log, then the file, fsynced
+        except sqlite3.Error:
+            conn.close()
+            raise
+        return conn
+
+    def _checkpoint_on(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._checkpointer.close()
+            self._checkpointer = None
+
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -370,7 +425,11 @@ class Store:
         )
 
     def _close_quietly(self) -> None:
+        self._close_checkpointer()
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
             self._conn = None
+        if self._dir_fd is not None:  # after the file: the next daemon finds it closed
+            os.close(self._dir_fd)
+            self._dir_fd = None
