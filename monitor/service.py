@@ -199,6 +199,8 @@ class Service(PartsByName):
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.tasks.cancel(keep="pump")
+        while self.parts.engine.evaluate_due():  # a batch of prices applied is evaluated whole
+            pass
         await self.outflow.flush()
         await self.parts.dispatcher.drain(DRAIN_SECONDS)
         await self.tasks.cancel_all()

@@ -330,13 +330,26 @@ def _feeds(
     sessions (events to their account's watcher), not started."""
     symbols = book.symbols_needed()
     first_prices.expect(symbols, book.prices.prices)
+    priced: set[str] = set()  # first prices, told once the units they moved are evaluated
 
     def on_prices(prices: Mapping[str, float]) -> None:
-        engine.on_prices(prices, sent_at=time.time())
-        first_prices.seen(prices)
+        engine.apply_prices(prices, sent_at=time.time())
+        if first_prices.awaiting:
+            priced.update(prices)
+
+    def more() -> bool:  # the units the batch moved out of their band, a slice per loop turn
+        if not priced:
+            return engine.evaluate_due()
+        # first prices (start-up, an account loaded late): every unit they move at once, then
+        # readiness is asked; a loop turn at start-up waits behind a thousand connecting streams
+        while engine.evaluate_due():
+            pass
+        first_prices.seen(priced)
+        priced.clear()
+        return False
 
     market = MarketStream(
-        endpoints.stream_url, symbols, on_prices,
+        endpoints.stream_url, symbols, on_prices, more=more,
         on_state=feeds, silence=max(5.0, stale_after), backoff=FEED_BACKOFF,
     )  # fmt: skip
     by_account = {w.name: w for w in watchers}

@@ -9,7 +9,8 @@ job of named steps whose order matters, run in this order each second:
 3. staleness (:class:`Staleness`): units without fresh prices or REST re-reads go blind, with why;
    Binance's own word is then re-decided on that state;
 4. resubscribe: accounts not loaded are retried, the market stream follows the symbols needed;
-5. readiness decided (:class:`Readiness`) on step 3's stale set, *before* step 6 yields: an account
+5. readiness decided (:class:`Readiness`) on step 3's stale set and the units still due for
+   evaluation (``Engine.evaluate_due``), *before* step 6 yields: an account
    that finishes loading meanwhile has units with no price yet that the set does not hold, and would
    make READY=1 flicker true (commit 50ad417);
 6. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, yielding every few units;
@@ -304,7 +305,8 @@ class EverySecond:
         stale_units = self.staleness()  # 3.
         self.opinions_sweep()
         self.resubscribe()  # 4.
-        becomes_ready = self.readiness.decide(stale_units)  # 5. before the sweep yields
+        due = self.engine.due  # units moved by prices and not evaluated yet: not ready on them
+        becomes_ready = self.readiness.decide({*stale_units, *due} if due else stale_units)  # 5.
         await self.sweep()  # 6.
         if becomes_ready:  # 7.
             self.readiness.become_ready()
