@@ -96,6 +96,9 @@ class Service(PartsByName):
         """Connect everything; raises StartupError with one line when the daemon cannot run."""
         config = self.config
         heap.set_aside()  # the modules and the config: out of start-up's full collections
+        heap.hold_collections()  # and no collection until ready (heap.settle), shutdown or the bound
+        self._stack.callback(heap.resume_collections)
+        asyncio.get_running_loop().call_later(heap.HOLD_AT_MOST, heap.resume_collections)
         parts = self.parts = await resolve(
             config, self.config_path, self.options, self._stack, stopping=self.stop_requested.is_set
         )

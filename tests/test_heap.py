@@ -120,3 +120,29 @@ def test_set_aside_freezes_what_is_alive_without_a_collection() -> None:
     finally:
         gc.callbacks.remove(count)
         gc.unfreeze()
+
+
+def test_hold_collections_until_resumed_once() -> None:
+    """Start-up's hold: the collector off until resumed (at ready by ``settle``); resuming twice, or
+    without a hold, changes nothing; a collector someone else turned off is left off."""
+    assert gc.isenabled()
+    try:
+        heap.hold_collections()
+        assert not gc.isenabled()
+        heap.resume_collections()
+        assert gc.isenabled()
+        heap.resume_collections()
+        assert gc.isenabled()
+        gc.disable()  # someone else's choice
+        heap.hold_collections()
+        heap.resume_collections()
+        assert not gc.isenabled()
+        gc.enable()
+        heap.hold_collections()
+        heap.settle()  # ready: collections resume
+        assert gc.isenabled()
+    finally:
+        heap.resume_collections()
+        gc.enable()
+        gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()
