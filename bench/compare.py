@@ -89,7 +89,7 @@ def f(x: Any, digits: int = 1) -> str:
 
 def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
     if "error" in result:
-        return [f"| {label} | {result['error']} |" + " |" * 9]
+        return [f"| {label} | {result['error']} |" + " |" * 10]
     start = result["start"]
     rows = []
     for p in result["phases"]:
@@ -101,9 +101,22 @@ def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
             f"| {p['stalls_over_5ms']} ({f(p['lag_max_ms'])}) "
             f"| {p['cpu_stalls_over_5ms']} ({f(p['cpu_stall_max_ms'])}) "
             f"| {p['gc_full']} ({f(p['gc_max_ms'])}) | {f(p['cpu'], 2)} "
-            f"| {f(start['ready_s'], 2)} / {f(start['rss_ready_mib'])} |"
+            f"| {f(start['ready_s'], 2)} / {f(start['rss_ready_mib'])} | {causes(p)} |"
         )
     return rows
+
+
+def causes(p: dict[str, Any]) -> str:
+    """The lag samples' causes (``bench/crash.py`` since 2026-11-28; "–" for an older tree's JSON)."""
+    counted = p.get("stall_causes")
+    if counted is None:
+        return "–"
+    short = {"loop busy (callbacks under the threshold)": "busy", "gc": "GC"}
+    parts = [
+        f"{short.get(k, k.split(' ')[0] if not k.startswith('callback') else k[9:])} {n}"
+        for k, n in counted.items()
+    ]
+    return ", ".join(parts[:3]) + (", …" if len(parts) > 3 else "")
 
 
 def crash_header() -> list[str]:
@@ -111,8 +124,8 @@ def crash_header() -> list[str]:
         "| run | ticks/s (sent) | alerts expected / received / lost / doubled "
         "| webhook received p50 / p99 / max ms | handed to Apprise p50 / p99 / max ms "
         "| lag samples > 5 ms (max ms) | CPU stalls > 5 ms (max ms) | full GCs (max ms) | daemon CPU "
-        "| ready s / RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| ready s / RSS MiB | lag > 5 ms: top causes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
 
@@ -128,12 +141,14 @@ def rss_row(label: str, result: dict[str, Any]) -> str:
 
 def latency_rows(label: str, result: dict[str, Any]) -> list[str]:
     if "error" in result:
-        return [f"| {label} | {result['error']} | | | |"]
+        return [f"| {label} | {result['error']} | | | | |"]
     rows = []
     for rate, entry in result["daemon"].items():
         for r in entry["runs"]:
+            old = r.get("old_matcher")  # absent from an older tree's bench/latency.py
             rows.append(
                 f"| {label} | {int(rate):,} | {f(r['p50_ms'])} / **{f(r['p99_ms'])}** / {f(r['max_ms'])} "
+                f"| {f(old['p99_ms']) + ' / ' + f(old['max_ms']) if old else '–'} "
                 f"| {r['alerts_measured']} / {r['alerts_expected']} | {f(r['cpu'], 2)} |"
             )
     return rows
@@ -234,10 +249,11 @@ def main() -> None:
         out += [
             "",
             "Random walk (`bench/latency.py --runs 1`: 1,000 accounts, 100 symbols, tick → handed to",
-            "Apprise):",
+            "Apprise; pairs from the daemon's recorded evaluations, the old replay matcher beside them):",
             "",
-            "| run | msg/s | p50 / p99 / max ms | alerts measured / expected | daemon CPU |",
-            "|---|---|---|---|---|",
+            "| run | msg/s | p50 / p99 / max ms | old matcher p99 / max ms | alerts measured / expected "
+            "| daemon CPU |",
+            "|---|---|---|---|---|---|",
             *latency,
         ]
     print("\n".join(out))

@@ -7,13 +7,24 @@ phase, holds, and recovers: about 200 accounts cross 1.5 or 1.3 within ~1.5 s an
 The daemon is the real :class:`Service` in this process (python-binance, websockets, SQLite
 outbox, Apprise); its one route is ``json://`` to ``bench/webhook_receiver.py``, another process.
 
-Measured per phase, every alert matched to the tick that caused it (the daemon's rule replayed over
-the path, ``bench/latency_workload.py``): tick sent → webhook received (``received``) and tick sent
-→ ``Apprise.async_notify`` called (``handed``); alerts expected / received / lost / doubled;
-event-loop stalls seen by a 10 ms timer in the daemon's process (the same probe for any tree, so a
-baseline without ``monitor.ops.loop_lag`` is measured alike); the daemon's CPU; and start-up to ready
-and RSS. Whatever ``monitor`` is importable is measured: ``bench/compare.py`` runs this script with
-``PYTHONPATH`` set to a baseline tree and to this one, interleaved.
+Measured per phase, every alert matched to the tick that caused it: since 2026-11-28 exactly, from
+the daemon's own evaluations recorded by a bench hook on ``Engine.on_prices`` (``matcher: exact``;
+``bench/latency.py``'s ``record_evaluations``; the old matcher's p99/max beside it); a tree without
+that method falls back to the old one (the rule replayed over the path, ``matcher: old``): tick
+sent → webhook received (``received``) and tick sent → ``Apprise.async_notify`` called
+(``handed``); alerts expected / received / lost / doubled (the replay); event-loop stalls seen by a
+10 ms timer in the daemon's process (the same probe for any tree, so a baseline without
+``monitor.ops.loop_lag`` is measured alike), each over 5 ms put down to what overlapped it
+(``stall_causes``: a GC, a loop callback over ``--time-callbacks`` named, many shorter callbacks,
+an Apprise send in flight in an executor thread, or the loop waiting; ``bench/loop_names.py``);
+loop callbacks over ``--time-callbacks`` ms of this thread's CPU, named by owner class and function
+(``cpu_stalls``: name, CPU ms, of it GC ms). The bench's own work in this process (its ``main`` task
+starting and ending each phase, its 10 ms probe, the pipes to its subprocesses) is never counted as
+the daemon's: its callbacks are listed apart (``harness_over_threshold``) and the lag samples they
+delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). Also the
+daemon's CPU; and start-up to ready and RSS. Whatever ``monitor`` is importable is measured:
+``bench/compare.py`` runs this script with ``PYTHONPATH`` set to a baseline tree and to this one,
+interleaved.
 
 Usage: ``python bench/crash.py [--rates 1000 5000] [--seconds 8] [--accounts 1000]``.
 """
@@ -36,15 +47,20 @@ from typing import Any
 
 import apprise
 import numpy as np
-from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, rss_mib
+from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, record_evaluations, rss_mib
 from latency_workload import (
     BARS,
+    Evaluation,
     Path,
+    Replay,
     expected_events,
     make_workload,
+    match_evaluations,
     match_latencies,
+    pairs_differ,
     parse_title,
 )
+from loop_names import describe, is_harness, lag_cause, snapshot, top_callback
 
 import monitor
 
@@ -128,32 +144,79 @@ def record_handoffs() -> list[tuple[float, str]]:
     return calls
 
 
-async def probe(samples: list[tuple[float, float]]) -> None:
-    """Loop lag: how late a 10 ms sleep wakes, (wake time, lag) per sample."""
+async def probe(samples: list[tuple[float, float, float]]) -> None:
+    """Loop lag: how late a 10 ms sleep wakes, (wake time, lag, the loop thread's CPU seconds over
+    the sample) per sample."""
     while True:
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.thread_time()
         await asyncio.sleep(PROBE)
         end = time.monotonic()
-        samples.append((end, max(0.0, end - start - PROBE)))
+        samples.append((end, max(0.0, end - start - PROBE), time.thread_time() - cpu))
 
 
 Calls = list[tuple[float, str]]
 
 
+def stall_causes(
+    phase: dict[str, Any], sends: list[tuple[float, float]]
+) -> tuple[Counter[str], Counter[str]]:
+    """Each wall-clock lag sample over 5 ms by what overlapped it (``loop_names.lag_cause``); and,
+    for those put down to a busy loop, the callback over 1 ms that used the most CPU in the sample."""
+    gcs = [(start, start + wall) for start, _, wall, _ in phase["gc"]]
+    slow = [(s, e, name) for s, e, name, _, _ in phase["cpu_stalls"]]
+    slow += [(s, e, f"bench: {name}") for s, e, name, _, _ in phase["harness"]]
+    causes: Counter[str] = Counter()
+    busiest: Counter[str] = Counter()
+    for at, lag, cpu in phase["lags"]:
+        if lag <= STALL:
+            continue
+        cause = lag_cause((at - lag, at), cpu, gcs, slow, sends)
+        causes[cause] += 1
+        if cause.startswith("loop busy"):
+            busiest[top_callback(phase["busy"], at - lag - PROBE, at)] += 1
+    return causes, busiest
+
+
+def latencies(
+    calls: Calls, expected: Any, sent: Any, evaluations: list[Evaluation] | None, replay: Replay
+) -> tuple[Any, Any]:
+    """(the exact matcher's pairs or None without the hook, the old matcher's)."""
+    old = match_latencies(calls, expected, sent)
+    if evaluations is None:
+        return None, old
+    exact = match_evaluations(calls, evaluations, replay, sent, HYSTERESIS)
+    return (None if not exact.latency and old.latency else exact), old  # None: a tree the hook cannot read
+
+
 def analyse(
-    phase: dict[str, Any], expected: Any, sent: Any, received: Calls, handed: Calls
+    phase: dict[str, Any],
+    expected: Any,
+    sent: Any,
+    received: Calls,
+    handed: Calls,
+    evaluations: list[Evaluation] | None,
+    replay: Replay,
 ) -> dict[str, Any]:
     """Latencies and exactly-once counts of one phase (alerts that arrived inside its window)."""
     lo, hi = phase["window"]
     got = [(at, t) for at, t in received if lo <= at < hi]
     gave = [(at, t) for at, t in handed if lo <= at < hi]
-    m = match_latencies(got, expected, sent)
-    h = match_latencies(gave, expected, sent)
+    mine = None if evaluations is None else [e for e in evaluations if lo <= e.at < hi]
+    exact_m, old_m = latencies(got, expected, sent, mine, replay)
+    exact_h, old_h = latencies(gave, expected, sent, mine, replay)
+    m, h = exact_m or old_m, exact_h or old_h
     start, stop = phase["start"], phase["stop"]
     want = Counter({k: sum(1 for t in ticks if start <= t < stop) for k, ticks in expected.events.items()})
     have = Counter(key for _, title in got if (key := parse_title(title)) is not None)
-    lags = [lag for at, lag in phase["lags"]]
+    lags = [lag for _, lag, _ in phase["lags"]]
     accounts = {k[0] for k, n in want.items() if n and k[2] == "firing"}
+    stalls = sorted(phase["cpu_stalls"], key=lambda x: -x[3])
+    over = [x for x in stalls if x[3] > STALL * 1000]
+    by_callback: dict[str, list[float]] = {}
+    for _, _, name, ms, _ in stalls:
+        by_callback.setdefault(name, []).append(ms)
+    sends = [(at, at + d) for at, d in SEND_TIMES if lo <= at < hi]
+    causes, busiest = stall_causes(phase, sends)
     return {
         "rate": phase["rate"],
         "sent_rate": round(phase["sent_rate"]),
@@ -163,20 +226,37 @@ def analyse(
         "lost": sum((want - have).values()),
         "doubled": sum((have - want).values()),
         "other_messages": len(got) - sum(have.values()),
+        "matcher": "exact" if exact_m else "old",
         "received_p50_ms": pct(m.latency, 50),
         "received_p99_ms": pct(m.latency, 99),
         "received_max_ms": pct(m.latency, 100),
         "handed_p50_ms": pct(h.latency, 50),
         "handed_p99_ms": pct(h.latency, 99),
         "handed_max_ms": pct(h.latency, 100),
+        "old_matcher": {
+            "received_p99_ms": pct(old_m.latency, 99),
+            "received_max_ms": pct(old_m.latency, 100),
+            "handed_p99_ms": pct(old_h.latency, 99),
+            "handed_max_ms": pct(old_h.latency, 100),
+            "pairs_differ": pairs_differ(exact_m, old_m) if exact_m else 0,
+        },
+        "unpaired_received": m.unmatched,
+        "level_disagree": exact_m.level_disagree if exact_m else None,
         "stalls_over_5ms": sum(1 for lag in lags if lag > STALL),
-        "cpu_stalls_over_5ms": sum(1 for v in phase["cpu_stalls"].values() for ms in v if ms > STALL * 1000),
-        "cpu_stall_max_ms": max((ms for v in phase["cpu_stalls"].values() for ms in v), default=0.0),
-        "cpu_stalls_by_callback": {k: sorted(v)[-5:] for k, v in phase["cpu_stalls"].items()},
-        "send_p50_ms": pct([d for at, d in SEND_TIMES if lo <= at < hi], 50),
-        "send_p99_ms": pct([d for at, d in SEND_TIMES if lo <= at < hi], 99),
-        "gc_full": sum(1 for _, g, _ in phase["gc"] if g == 2),
-        "gc_max_ms": round(max((d for _, _, d in phase["gc"]), default=0.0) * 1000, 1),
+        "stall_causes": dict(causes.most_common()),
+        "busy_stalls_top_callback": dict(busiest.most_common(8)),
+        "stalls_over_5ms_bench": sum(n for k, n in causes.items() if k.startswith("callback bench: ")),
+        "cpu_stalls_over_5ms": len(over),
+        "cpu_stall_max_ms": max((x[3] for x in stalls), default=0.0),
+        "cpu_stalls": [
+            [name, ms, gc] for _, _, name, ms, gc in over
+        ],  # daemon callbacks: name, CPU ms, GC ms
+        "cpu_stalls_by_callback": {k: sorted(v)[-5:] for k, v in by_callback.items()},
+        "harness_over_threshold": [[name, ms, gc] for _, _, name, ms, gc in phase["harness"]],
+        "send_p50_ms": pct([e - s for s, e in sends], 50),
+        "send_p99_ms": pct([e - s for s, e in sends], 99),
+        "gc_full": sum(1 for _, g, _, _ in phase["gc"] if g == 2),
+        "gc_max_ms": round(max((d for _, _, d, _ in phase["gc"]), default=0.0) * 1000, 1),
         "doubled_sample": [f"{k} x{n}" for k, n in list((have - want).items())[:3]],
         "lag_max_ms": round(max(lags, default=0.0) * 1000, 1),
         "lag_samples": len(lags),
@@ -200,26 +280,32 @@ def log_slow_callbacks(threshold: float) -> list[str]:
     return slow
 
 
-def gc_pauses() -> list[tuple[float, int, float]]:
-    """(start time, generation, seconds) of every garbage collection in this process."""
-    pauses: list[tuple[float, int, float]] = []
-    started = [0.0]
+def gc_pauses() -> list[tuple[float, int, float, float]]:
+    """(start time, generation, wall seconds, CPU seconds) of every garbage collection here."""
+    pauses: list[tuple[float, int, float, float]] = []
+    started = [0.0, 0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            started[0] = time.monotonic()
+            started[:] = time.monotonic(), time.thread_time()
         else:
-            pauses.append((started[0], info["generation"], time.monotonic() - started[0]))
+            pauses.append(
+                (
+                    started[0],
+                    info["generation"],
+                    time.monotonic() - started[0],
+                    time.thread_time() - started[1],
+                )
+            )
 
     gc.callbacks.append(on_gc)
     return pauses
 
 
-def scheduled_job(handle: Any) -> str:
+def scheduled_job(task: asyncio.Task[Any] | None) -> str:
     """The class of the job an APScheduler ``run_coroutine_job`` task steps (``EverySecond``,
     ``Snapshots``, …: every periodic job shares that coroutine's name), else ""."""
-    task = getattr(handle._callback, "__self__", None)
-    if not isinstance(task, asyncio.Task):
+    if task is None:
         return ""
     coro = task.get_coro()
     frame = getattr(coro, "cr_frame", None)
@@ -230,39 +316,69 @@ def scheduled_job(handle: Any) -> str:
     return type(owner).__name__ if owner is not None else getattr(func, "__qualname__", "?")
 
 
-def time_callbacks(threshold: float) -> dict[str, list[float]]:
-    """Time every event-loop callback in CPU time of this thread (what other processes on the machine
-    do is not counted); name → durations (ms) of those over ``threshold`` s, while ``slow`` has the
-    key "on"."""
-    slow: dict[str, list[float]] = {}
-    run = asyncio.events.Handle._run
+Slow = tuple[float, float, str, float, float]  # (wall start, wall end, name, CPU ms, of it GC CPU ms)
 
-    def timed(self: Any) -> None:
-        job = scheduled_job(self)  # before the run: a job's coroutine that ends has no frame left
-        start = time.thread_time()
-        run(self)
-        took = time.thread_time() - start
-        if took > threshold and "on" in slow:
-            cb = getattr(self._callback, "__self__", None)
-            if isinstance(cb, asyncio.Task):
-                name = getattr(cb.get_coro(), "__qualname__", "?")
-            else:
-                name = getattr(self._callback, "__qualname__", "?")
-            slow.setdefault(f"{name}({job})" if job else name, []).append(round(took * 1000, 1))
 
-    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
-    return slow
+class CallbackTimes:
+    """Every event-loop callback timed in CPU time of this thread (what other processes do is not
+    counted), while ``on``; those over ``threshold`` s kept with their name (``bench/loop_names.py``:
+    owner class and function, never "?"), wall span and the CPU of any garbage collection inside.
+    The bench's own callbacks (its tasks, the pipes to its subprocesses) go to ``harness``, not
+    ``daemon``: they run in the daemon's process but are not the daemon's stalls."""
+
+    def __init__(
+        self, threshold: float, pauses: list[tuple[float, int, float, float]], busy: float = 0.001
+    ) -> None:
+        self.on = False
+        self.daemon: list[Slow] = []
+        self.harness: list[Slow] = []
+        self.busy: list[Slow] = []  # every callback over ``busy`` s (1 ms): who kept the loop busy
+        run = asyncio.events.Handle._run
+        bench = str(BENCH)
+
+        def timed(handle: Any) -> None:
+            snap = snapshot(handle._callback, handle._args)  # before: a step moves or ends its frames
+            job = scheduled_job(snap.task)
+            gcs = len(pauses)
+            wall, start = time.monotonic(), time.thread_time()
+            run(handle)
+            took = time.thread_time() - start
+            if took > busy and self.on:
+                name = describe(snap) + (f"({job})" if job else "")
+                name = f"bench: {name}" if is_harness(snap, bench) else name
+                self.busy.append((wall, time.monotonic(), name, round(took * 1000, 1), 0.0))
+            if took > threshold and self.on:
+                name = describe(snap)
+                gc_ms = round(sum(p[3] for p in pauses[gcs:]) * 1000, 1)
+                kept = (
+                    wall,
+                    time.monotonic(),
+                    f"{name}({job})" if job else name,
+                    round(took * 1000, 1),
+                    gc_ms,
+                )
+                (self.harness if is_harness(snap, bench) else self.daemon).append(kept)
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+
+    def start(self) -> None:
+        self.daemon, self.harness, self.busy, self.on = [], [], [], True
+
+    def stop(self) -> tuple[list[Slow], list[Slow], list[Slow]]:
+        self.on = False
+        return self.daemon, self.harness, self.busy
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("json", "warning")
     slow = log_slow_callbacks(args.slow_ms / 1000) if args.slow_ms else []
-    timed = time_callbacks(args.time_callbacks / 1000)
     pauses = gc_pauses()
+    timed = CallbackTimes(args.time_callbacks / 1000, pauses)
     handed = record_handoffs()
+    evaluations = record_evaluations()
     work = make_workload(args.accounts, args.symbols, args.per_account, args.seed, levels=(1.33, 1.9))
     path, plan = crash_path(work.prices, args.rates, args.seconds, args.drop, args.seed)
-    lags: list[tuple[float, float]] = []
+    lags: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="crash-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
         (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
@@ -292,8 +408,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.1)
                 for rate, start, stop in plan:
                     await quiet(handed)
-                    timed.clear()
-                    timed["on"] = []
+                    timed.start()
                     lag_from, gc_from = len(lags), len(pauses)
                     cpu, wall = time.process_time(), time.monotonic()
                     file = tmp / f"sent-{rate}-{start}.npy"  # a rate may come twice (--rates 1000 5000 1000)
@@ -301,13 +416,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await quiet(handed)
                     await asyncio.sleep(0.5)  # the last webhook posts land
                     end = time.monotonic()
+                    daemon_slow, harness_slow, busy = timed.stop()  # before anything else of the bench's
                     phases.append({
                         "rate": rate, "start": start, "stop": stop, "file": file, "window": (wall, end),
                         "cpu": (time.process_time() - cpu) / (end - wall), "sent_rate": reply["rate"],
                         "lags": [s for s in lags[lag_from:] if s[0] < wall + reply["wall"] + 0.2],
-                        "gc": pauses[gc_from:], "cpu_stalls": {k: v for k, v in timed.items() if k != "on"},
+                        "gc": pauses[gc_from:], "cpu_stalls": daemon_slow, "harness": harness_slow,
+                        "busy": busy,
                     })  # fmt: skip
-                    timed.pop("on", None)
                 rss_end = rss_mib()
             finally:
                 await service.shutdown()
@@ -318,7 +434,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             sent = np.full(len(path.symbol), np.nan)
             for p in phases:
                 sent[p["start"] : p["stop"]] = np.load(p["file"])
-            results = [analyse(p, expected, sent, received, handed) for p in phases]
+            replay = Replay(work, path)
+            results = [analyse(p, expected, sent, received, handed, evaluations, replay) for p in phases]
         finally:
             prober.cancel()
             await hook.stop()

@@ -10,9 +10,15 @@ Apprise scheme ``bench://`` registered here that records when each notify call s
 The simulator pushes a mean-reverting random walk of bookTicker frames over the real websocket,
 one random symbol a tick, at each ``--rates`` for ``--seconds`` (volatility scaled so the levels
 move as much per second at every rate: crossings of 1.5 happen many times a second). The path is
-generated here, so the tick that caused each alert is known: the daemon's rule (fire at level ≤
-bar, resolve above bar + hysteresis) is replayed over every tick afterwards, and each recorded
-Apprise call is matched to the latest expected event of its account, bar and kind sent before it.
+generated here, so the tick that caused each alert is known. Since 2026-11-28 the pairing is exact
+(``match_evaluations``): a bench hook on ``Engine.on_prices`` (patched in this process only, like
+``bench/crash.py``'s hand-off recorder; the daemon's code is unchanged) records every price batch
+that queued alerts and the events it queued; each Apprise call is paired with the event the daemon
+queued for it (same account, bar and kind, its level as printed in the title), and the causing tick
+is the first tick from which the account's replayed level stayed past the bar through the newest
+tick of that batch. The old matcher (the rule replayed over every tick, each call paired with the
+latest expected event sent before it) is still computed on the same runs (``old_matcher``): it paired
+some alerts with a one-tick excursion the daemon had read together with the tick that undid it.
 Latency = Apprise call start − the simulator's hand-off of that tick's frame to its websocket
 (both ``time.monotonic()``, one clock for both processes on Linux).
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import itertools
 import json
 import math
 import os
@@ -47,12 +54,16 @@ from apprise.decorators import notify
 from latency_workload import (
     BARS,
     F64,
+    Evaluation,
     Path,
+    Replay,
     Workload,
     expected_events,
     make_path,
     make_workload,
+    match_evaluations,
     match_latencies,
+    pairs_differ,
 )
 
 try:
@@ -80,6 +91,41 @@ def register_recorder() -> list[tuple[float, str]]:
     register: Any = notify  # apprise's decorator is untyped
     register(on="bench", name="latency bench recorder")(record)
     return calls
+
+
+def record_evaluations() -> list[Evaluation] | None:
+    """Wrap ``Engine.on_prices`` in this process: every price batch that queued alerts is recorded
+    with the events it queued (the batch is copied only then; nothing else is kept). None when the
+    tree measured has no such method (an old baseline): the old matcher alone is used then."""
+    try:
+        from monitor.watch.engine import Engine
+    except ImportError:
+        return None
+    original = getattr(Engine, "on_prices", None)
+    if original is None:
+        return None
+    records: list[Evaluation] = []
+
+    def recorded(self: Any, prices: Any, *args: Any, **kwargs: Any) -> Any:
+        outbox = getattr(self, "outbox", None)
+        if outbox is None:  # an older engine: nothing to read the events from
+            return original(self, prices, *args, **kwargs)
+        at = time.monotonic()
+        before = outbox.qsize()
+        result = original(self, prices, *args, **kwargs)
+        queued = outbox.qsize() - before
+        if queued > 0:
+            new = list(itertools.islice(reversed(outbox._queue), queued))[::-1]
+            events = [
+                (o.event.unit.split(":")[1], o.event.bar, o.event.kind, o.event.level)
+                for o in new
+                if o.event.measure == "level" and o.event.unit.startswith("cross:")
+            ]
+            records.append(Evaluation(at, dict(prices), events))
+        return result
+
+    Engine.on_prices = recorded  # type: ignore[method-assign]
+    return records
 
 
 def rss_mib() -> dict[str, float]:
@@ -270,6 +316,7 @@ async def run_daemon(
             first = len(calls)
             messages = service.market.stats().messages
             cpu, wall = time.process_time(), time.monotonic()
+            t0 = wall
             file = tmp / f"daemon-{rate}-{start}.npy"
             if profiler is not None:
                 profiler.enable()
@@ -286,6 +333,8 @@ async def run_daemon(
                     "file": file,
                     "first": first,
                     "last": len(calls),
+                    "t0": t0,
+                    "t1": time.monotonic(),
                     "cpu": (time.process_time() - cpu) / wall,
                     "rss": rss_mib(),
                     "delivered": service.market.stats().messages - messages,
@@ -298,18 +347,32 @@ async def run_daemon(
 
 
 def summarise(
-    raw: list[dict[str, Any]], calls: list[tuple[float, str]], work: Workload, path: Path
+    raw: list[dict[str, Any]],
+    calls: list[tuple[float, str]],
+    work: Workload,
+    path: Path,
+    evaluations: list[Evaluation] | None = None,
 ) -> dict[str, Any]:
-    """Per rate: every run's numbers and their medians."""
+    """Per rate: every run's numbers and their medians; latencies by the exact matcher when the
+    daemon's evaluations were recorded (else the old one), the old matcher's beside them."""
     expected = expected_events(work, path, HYSTERESIS, restart=raw[0]["start"] if raw else 0)
     sent = np.full(len(path.symbol), np.nan)
     for r in raw:
         sent[r["start"] : r["stop"]] = np.load(r["file"])
+    replay = Replay(work, path)
     by_rate: dict[str, Any] = {}
     for r in raw:
-        m = match_latencies(calls[r["first"] : r["last"]], expected, sent)
+        old = match_latencies(calls[r["first"] : r["last"]], expected, sent)
+        exact = None
+        if evaluations is not None:
+            mine = [e for e in evaluations if r["t0"] <= e.at < r["t1"]]
+            exact = match_evaluations(calls[r["first"] : r["last"]], mine, replay, sent, HYSTERESIS)
+            if not exact.latency and old.latency:  # a tree whose events the hook cannot read
+                exact = None
+        m = exact or old
         firing = [x for x, k in zip(m.latency, m.kinds, strict=True) if k == "firing"]
         run = {
+            "matcher": "exact" if exact else "old",
             "p50_ms": pct(m.latency, 50),
             "p99_ms": pct(m.latency, 99),
             "max_ms": pct(m.latency, 100),
@@ -318,6 +381,16 @@ def summarise(
             "alerts_measured": len(m.latency),
             "alerts_expected": expected.count(r["start"], r["stop"]),
             "alerts_unmatched": m.unmatched,
+            "level_disagree": exact.level_disagree if exact else None,
+            "replay_disagree": exact.replay_disagree if exact else None,
+            "old_matcher": {
+                "p50_ms": pct(old.latency, 50),
+                "p99_ms": pct(old.latency, 99),
+                "max_ms": pct(old.latency, 100),
+                "alerts_measured": len(old.latency),
+                "alerts_unmatched": old.unmatched,
+                "pairs_differ": pairs_differ(exact, old) if exact else 0,
+            },
             "unmatched_sample": m.samples,
             "cpu": round(r["cpu"], 3),
             "rss_mib": r["rss"]["now"],
@@ -330,7 +403,9 @@ def summarise(
     for entry in by_rate.values():
         runs = entry["runs"]
         entry["median"] = {
-            k: statistics.median(run[k] for run in runs) for k in runs[0] if k != "unmatched_sample"
+            k: statistics.median(run[k] for run in runs)
+            for k, v in runs[0].items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
         }
     return by_rate
 
@@ -375,6 +450,7 @@ def machine() -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("json", "warning")
     calls = register_recorder()
+    evaluations = record_evaluations()
     work = make_workload(args.accounts, args.symbols, args.per_account, args.seed)
     segments, baseline_phases, daemon_phases = plan(args.rates, args.runs, args.seconds, args.symbols)
     path = make_path(work.prices, segments, args.seed)
@@ -391,7 +467,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             if profiler is not None:
                 profiler.dump_stats(args.profile)
-            daemon = summarise(raw, calls, work, path)
+            daemon = summarise(raw, calls, work, path, evaluations)
         finally:
             await sim.stop()
     p99 = daemon.get("1000", {}).get("median", {}).get("p99_ms", math.nan)

@@ -7,14 +7,22 @@
   mean-reverting log step, written as a bookTicker bid/ask pair (the daemon takes the mid).
 - :func:`expected_events`: the daemon's alert rules (level ≤ bar fires, > bar + hysteresis
   resolves) replayed exactly over every tick, giving the tick that caused each alert.
-- :func:`match_latencies`: each recorded Apprise call ↔ the expected event of the same account,
-  bar and kind that is the latest one sent before the call.
+- :func:`match_latencies` (the old matcher, kept to compare): each recorded Apprise call ↔ the
+  expected event of the same account, bar and kind that is the latest one sent before the call. It
+  can pair an alert with a tick the daemon had read in an earlier batch and never alerted on (a level
+  over the bar for one tick, back within the next one read together): hundreds of ms of "latency".
+- :func:`match_evaluations` (the exact matcher): each call ↔ the event the daemon itself queued in
+  one recorded evaluation of a price batch (``Evaluation``, from a bench hook on
+  ``Engine.on_prices``), checked by the level printed in the title; the causing tick is the first
+  tick from which the account's replayed level stayed on the alert's side through the newest tick
+  of that batch (:class:`Replay`).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +32,8 @@ LOAN = 10_000.0
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 _TITLE = re.compile(
-    r"^\[(?P<resolved>resolved )?[^\]]*\] (?P<account>\S+) \(cross\): margin level \S+ \S (?P<bar>\S+)$"
+    r"^\[(?P<resolved>resolved )?[^\]]*\] (?P<account>\S+) \(cross\): "
+    r"margin level (?P<level>\S+) \S (?P<bar>\S+)$"
 )
 
 
@@ -194,6 +203,7 @@ class Matched:
     ticks: list[int]
     unmatched: int
     samples: list[str]
+    at: list[float] = field(default_factory=list)  # the calls paired, in the order of ``ticks``
 
 
 def match_latencies(calls: list[tuple[float, str]], expected: Expected, sent: F64) -> Matched:
@@ -213,4 +223,159 @@ def match_latencies(calls: list[tuple[float, str]], expected: Expected, sent: F6
         out.latency.append(at - float(sent[best]))
         out.kinds.append(key[2])
         out.ticks.append(best)
+        out.at.append(at)
     return out
+
+
+def title_level(title: str) -> tuple[float, float] | None:
+    """The level printed in a level alert's title and half its last printed digit (the rounding)."""
+    m = _TITLE.match(title)
+    if m is None:
+        return None
+    text = m["level"].replace(",", "")
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    decimals = len(text.split(".", 1)[1]) if "." in text else 0
+    return value, 0.5 * 10.0**-decimals
+
+
+@dataclass
+class Evaluation:
+    """One ``Engine.on_prices`` call that queued alerts, as the bench hook saw it: when (monotonic),
+    the batch of prices it applied, and the events it queued: (account, bar, kind, level)."""
+
+    at: float
+    prices: dict[str, float]
+    events: list[tuple[str, float, str, float]]
+
+
+class Replay:
+    """Levels of one account at any tick of the path (the daemon's inputs replayed exactly)."""
+
+    def __init__(self, work: Workload, path: Path) -> None:
+        self.work = work
+        self.mid = path.mid()
+        self.ticks = [np.flatnonzero(path.symbol == s) for s in range(len(work.symbols))]
+        self.symbol = path.symbol
+        self.index = {s: i for i, s in enumerate(work.symbols)}
+        self.account = {n: i for i, n in enumerate(work.names)}
+
+    def price(self, s: int, t: int) -> float:
+        """Symbol ``s``'s mid after tick ``t`` (its start price before its first tick)."""
+        k = int(np.searchsorted(self.ticks[s], t, side="right")) - 1
+        return float(self.mid[self.ticks[s][k]]) if k >= 0 else float(self.work.prices[s])
+
+    def level(self, account: str, t: int) -> float:
+        held = self.work.holdings[self.account[account]]
+        return sum(q * self.price(s, t) for s, q in held) / LOAN
+
+    def tick_of(self, symbol: str, price: float, at: float, sent: F64, slack: float = 0.002) -> int | None:
+        """The tick that gave ``symbol`` this ``price``: the newest one with that mid sent by ``at``
+        (+ ``slack`` for the two processes' reads of the clock), None if no tick sent had it."""
+        s = self.index.get(symbol)
+        if s is None:
+            return None
+        ticks = self.ticks[s]
+        when = sent[ticks]
+        k = int(np.searchsorted(np.where(np.isnan(when), -np.inf, when), at + slack, side="right")) - 1
+        for j in range(k, max(-1, k - 64), -1):
+            if not np.isnan(when[j]) and abs(float(self.mid[ticks[j]]) - price) <= 1e-9 * abs(price):
+                return int(ticks[j])
+        return None
+
+    def onset(self, account: str, bar: float, kind: str, end: int, hysteresis: float) -> int | None:
+        """The first tick from which ``account``'s level stayed on ``kind``'s side of ``bar``
+        (firing: ≤ bar; resolved: > bar + hysteresis) through tick ``end``; None if it is not there
+        at ``end`` (the replay disagrees with the daemon)."""
+
+        def side(level: float) -> bool:
+            return level <= bar if kind == "firing" else level > bar + hysteresis
+
+        held = self.work.holdings[self.account[account]]
+        price = {s: self.price(s, end) for s, _ in held}
+        if not side(sum(q * price[s] for s, q in held) / LOAN):
+            return None
+        mine = np.sort(np.concatenate([self.ticks[s] for s, _ in held]))
+        j = int(np.searchsorted(mine, end, side="right")) - 1
+        onset = end
+        while j >= 0:
+            t = int(mine[j])  # side() held from tick t on; before t, t's symbol had its previous price
+            onset = t
+            s = int(self.symbol[t])
+            price[s] = self.price(s, t - 1)
+            if not side(sum(q * price[x] for x, q in held) / LOAN):
+                return onset
+            j -= 1
+        return 0
+
+
+@dataclass
+class Exact:
+    """The exact matcher's pairs: latencies (s), kinds and causing ticks; calls it could not pair
+    (no queued event of that key before the call); pairs whose title level disagrees with the
+    evaluated one (0 when pairing is exact); events whose level the replay does not reproduce."""
+
+    latency: list[float]
+    kinds: list[str]
+    ticks: list[int]
+    unmatched: int
+    samples: list[str]
+    level_disagree: int = 0
+    replay_disagree: int = 0
+    batch_ticks: list[int] | None = None
+    at: list[float] = field(default_factory=list)  # the calls paired, in the order of ``ticks``
+
+
+def match_evaluations(
+    calls: list[tuple[float, str]],
+    evaluations: list[Evaluation],
+    replay: Replay,
+    sent: F64,
+    hysteresis: float,
+) -> Exact:
+    """Pair each call (monotonic time, title) with the event the daemon queued for it, earliest
+    first among those of its (account, bar, kind) evaluated before the call whose level prints as
+    the title's; latency = call − send of the causing tick (:meth:`Replay.onset`)."""
+    queued: dict[tuple[str, float, str], list[tuple[float, int | None, float]]] = {}
+    out = Exact([], [], [], 0, [], batch_ticks=[])
+    for ev in evaluations:
+        found = [replay.tick_of(sym, p, ev.at, sent) for sym, p in ev.prices.items()]
+        end = max((t for t in found if t is not None), default=None)
+        for account, bar, kind, level in ev.events:
+            kind = "resolved" if kind == "resolved" else "firing"
+            onset = None if end is None else replay.onset(account, bar, kind, end, hysteresis)
+            if end is not None and onset is None:
+                out.replay_disagree += 1
+            queued.setdefault((account, bar, kind), []).append((ev.at, onset, level))
+        assert out.batch_ticks is not None
+        out.batch_ticks.append(-1 if end is None else end)
+    used: set[tuple[tuple[str, float, str], int]] = set()
+    for at, title in sorted(calls):
+        key = parse_title(title)
+        printed = title_level(title)
+        options = [(i, item) for i, item in enumerate(queued.get(key, []) if key else []) if item[0] <= at]
+        options = [(i, item) for i, item in options if (key, i) not in used]
+        same = [(i, it) for i, it in options if printed and abs(it[2] - printed[0]) <= printed[1] + 1e-12]
+        candidates = same or options
+        onset = candidates[0][1][1] if candidates else None
+        if key is None or onset is None or math.isnan(sent[onset]):
+            out.unmatched += 1
+            if len(out.samples) < 3:
+                out.samples.append(title)
+            continue
+        used.add((key, candidates[0][0]))
+        if not same:
+            out.level_disagree += 1
+        out.latency.append(at - float(sent[onset]))
+        out.kinds.append(key[2])
+        out.ticks.append(onset)
+        out.at.append(at)
+    return out
+
+
+def pairs_differ(a: Matched | Exact, b: Matched | Exact) -> int:
+    """How many calls paired by both matchers were paired with different ticks."""
+    tick = dict(zip(a.at, a.ticks, strict=True))
+    return sum(1 for at, t in zip(b.at, b.ticks, strict=True) if at in tick and tick[at] != t)
