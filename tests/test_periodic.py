@@ -4,8 +4,9 @@ and systemd notify socket; the clock is injected, nothing waits real seconds."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from monitor.ops.metrics import Metrics
 from monitor.ops.sdnotify import Notifier
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
+from monitor.risk.report import UnitReport
 from monitor.store import OutboxItem, Store
 from monitor.watch.accounts import AccountWatcher, Endpoints, build_watchers
 from monitor.watch.engine import Engine
@@ -49,6 +51,16 @@ def long_btc(book: AccountBook, account: str) -> str:
     """A cross unit holding 1 BTC against an 18,750 USDT loan (level 1.6 at 30,000)."""
     positions = {"BTC": Position(D(1), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(18750), D(0))}
     return book.upsert_cross(account, positions, Bars.classic())
+
+
+def priced_accounts(n: int) -> tuple[AccountBook, list[str]]:
+    """A book of ``n`` accounts ``u0``… made by :func:`long_btc`, BTC priced; and their names."""
+    book = AccountBook(quote="USDT")
+    accounts = [f"u{i}" for i in range(n)]
+    for account in accounts:
+        long_btc(book, account)
+    book.on_price("BTCUSDT", 30_000.0)
+    return book, accounts
 
 
 def unroutable(book: AccountBook, account: str) -> str:
@@ -157,11 +169,7 @@ def test_readiness_waits_for_every_account_and_fresh_units_then_says_ready_once(
 
 
 async def test_metrics_sweep_observes_a_bounded_slice_each_call() -> None:
-    book = AccountBook(quote="USDT")
-    accounts = [f"u{i}" for i in range(6)]
-    for account in accounts:
-        long_btc(book, account)
-    book.on_price("BTCUSDT", 30_000.0)
+    book, accounts = priced_accounts(6)
     metrics = Metrics(version="test")
     sweep = MetricsSweep(book, metrics, "normal", batch=4)
 
@@ -295,3 +303,109 @@ async def test_every_second_is_not_ready_while_units_wait_for_their_evaluation(
     await job.run()
     assert readiness.ready
     assert sum(d.startswith("READY=1") for d in sock.drain()) == 1
+
+
+class Turns:
+    """Counts turns of the event loop: a task that adds one each time it runs (once a turn while
+    anything else is ready), so two things done in one turn see the same count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    def __enter__(self) -> Turns:
+        self.task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+
+async def test_every_second_gives_the_loop_a_turn_between_its_steps(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    """Timers, staleness and the readiness decision in one turn (the decision on that turn's stale
+    set); Binance's opinions, the resubscription and each exact report of the sweep in turns of their
+    own: under a crash each cost 1-5 ms, and ticks and alerts wait for no more than one of them."""
+    notifier, _ = systemd
+    clock = Clock()
+    book = AccountBook(quote="USDT")
+    for i in range(6):
+        long_btc(book, f"u{i}")
+    book.on_price("BTCUSDT", 30_000.0)
+    engine = engine_of(book, clock)
+    watchers = watchers_of(book, "a")
+    seen: list[tuple[str, int]] = []
+    with Turns() as turns:
+
+        def at(step: str) -> None:
+            seen.append((step, turns.count))
+
+        class Seen(Staleness):
+            def __call__(self) -> set[str]:
+                at("staleness")
+                return super().__call__()
+
+        class Decided(Readiness):
+            def decide(self, stale_units: Collection[str]) -> bool:
+                at("decide")
+                return super().decide(stale_units)
+
+        class Observed(Metrics):
+            def observe_unit(self, report: UnitReport) -> None:
+                at("report")
+                super().observe_unit(report)
+
+        class Timed(Engine):
+            def tick_timers(self) -> None:
+                at("timers")
+                super().tick_timers()
+
+        engine = Timed(engine.book, engine.policy, clock=clock)
+        metrics = Observed(version="test")
+        job = EverySecond(
+            notices=[], send_notices=nothing_to_send, engine=engine,
+            staleness=Seen(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
+            opinions_sweep=lambda: at("opinions"), resubscribe=lambda: at("resubscribe"),
+            readiness=Decided(watchers, notifier), sweep=MetricsSweep(book, metrics, "normal"),
+            status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
+        )  # fmt: skip
+        await job.run()
+    steps = [step for step, _ in seen]
+    assert steps == ["timers", "staleness", "decide", "opinions", "resubscribe", *["report"] * 6]
+    turn = dict(seen[:5])
+    assert turn["timers"] == turn["staleness"] == turn["decide"]  # one turn: decided on its stale set
+    assert turn["decide"] < turn["opinions"] < turn["resubscribe"]
+    reports = [n for step, n in seen if step == "report"]
+    assert turn["resubscribe"] < reports[0]
+    assert all(a < b for a, b in itertools.pairwise(reports))  # one exact report a turn
+
+
+async def test_metrics_sweep_leaves_the_rest_of_its_slice_for_the_next_second_past_its_budget() -> None:
+    """Under a crash each of the sweep's turns waits behind ticks and sends: past ``budget`` seconds
+    the rest of the slice waits (the job ends within its period), and the next second goes on from
+    the first unit not observed, so every unit still comes round."""
+    book, accounts = priced_accounts(6)
+    metrics = Metrics(version="test")
+    clock = Clock(0.0)
+
+    def tick() -> float:
+        clock.now += 0.1
+        return clock.now
+
+    sweep = MetricsSweep(book, metrics, "normal", batch=50, budget=0.25, monotonic=tick)
+
+    def observed() -> list[str]:
+        scraped = metrics.render()[0].decode()
+        return [a for a in accounts if f'margin_monitor_margin_level{{account="{a}",' in scraped]
+
+    await sweep()
+    assert observed() == accounts[:3]  # 0.1, 0.2, then 0.3 s past the start: the rest next second
+    await sweep()
+    assert observed() == accounts

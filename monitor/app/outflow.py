@@ -32,9 +32,10 @@ from monitor.watch.reshard import Handoff
 
 log = structlog.get_logger("monitor.service")
 
-PUMP_BATCH = 8  # alert events written to the outbox in one transaction, at most: rendering one
-# message is ~0.5 ms of the loop (more on a busy machine), so 32 held it for up to 24 ms in a crash
-# (bench/crash.py stall list); 8 keeps a turn near 5 ms, for ~0.2 ms more of commits per 32 events
+PUMP_BATCH = 8  # alert events written to the outbox in one transaction, at most: 32 held the loop for up
+# to 24 ms in a crash (bench/crash.py stall list). Rendering one is ~40 µs on a quiet machine (~120 µs
+# under the crash); the transaction costs more (docs/benchmarks.md, "pump and once-a-second job"),
+# so the pump renders a batch in one turn of the loop and writes it in the next
 
 
 def blind_routes(config: Config) -> tuple[str, ...]:
@@ -94,6 +95,9 @@ class Outflow:
         self.engine, self.dispatcher, self.book, self.handoff = engine, dispatcher, book, handoff
         self.silences, self.recorder, self.metrics = silences, recorder, metrics
         self.notices, self.config, self.clock = notices, config, clock
+        # taken from the engine and rendered, not yet in the outbox (the pump's turn between the two);
+        # :meth:`flush` writes them first at shutdown, so one unit's alerts keep their order
+        self._rendered: list[tuple[Outgoing, Letter]] = []
 
     @property
     def policy(self) -> AlertPolicy:
@@ -104,26 +108,39 @@ class Outflow:
         outbox = self.engine.outbox
         while True:
             # a burst (a crash crossing hundreds of units) goes to the outbox in transactions of up to
-            # PUMP_BATCH events, with a turn of the event loop between them for ticks and sends
+            # PUMP_BATCH events; a batch is rendered in one turn of the event loop and written in the
+            # next, with ticks and sends between them (a turn holds one of the two, never both)
             batch = [await outbox.get()]
             while len(batch) < PUMP_BATCH and not outbox.empty():
                 batch.append(outbox.get_nowait())
-            # state saved only once every queued event is in the outbox: a state that lags the outbox
-            # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts
-            policy = self.policy
-            state = policy.export_state(policy.take_dirty()) if outbox.empty() else None
-            # the dispatcher's silence stage drops what a silence holds back (logged, never enqueued)
-            await self.dispatcher.enqueue_letters([self.letter(item) for item in batch], alert_state=state)
-            now = time.time()
-            for item in batch:
-                self.recorder.note(item.event)  # an append; written by the history job (silenced or not)
-                if item.tick_time is not None:
-                    self.metrics.observe_latency(now - item.tick_time)
+            self._rendered += [(item, self.letter(item)) for item in batch]
+            await asyncio.sleep(0)
+            await self._write_rendered()
             await self.send_notices()
             await asyncio.sleep(0)
 
+    async def _write_rendered(self) -> None:
+        """The rendered letters into the outbox in one transaction (none if :meth:`flush` took them)."""
+        taken, self._rendered = self._rendered, []
+        if not taken:
+            return
+        # state saved only once every queued event is in the outbox: a state that lags the outbox
+        # re-fires the same dedupe key after a crash (ignored), one that leads it would lose alerts.
+        # Checked now, in the turn of the write: what the engine queued since the render waits
+        policy = self.policy
+        state = policy.export_state(policy.take_dirty()) if self.engine.outbox.empty() else None
+        # the dispatcher's silence stage drops what a silence holds back (logged, never enqueued)
+        await self.dispatcher.enqueue_letters([letter for _, letter in taken], alert_state=state)
+        now = time.time()
+        for item, _ in taken:
+            self.recorder.note(item.event)  # an append; written by the history job (silenced or not)
+            if item.tick_time is not None:
+                self.metrics.observe_latency(now - item.tick_time)
+
     async def flush(self) -> None:
-        """At shutdown: what the engine queued and the pump did not take, into the outbox."""
+        """At shutdown: what the pump rendered and did not write, then what the engine queued and the
+        pump did not take, into the outbox (in that order: one unit's alerts keep theirs)."""
+        await self._write_rendered()
         while not self.engine.outbox.empty():
             await self.dispatcher.enqueue_letters([self.letter(self.engine.outbox.get_nowait())])
         await self.send_notices()

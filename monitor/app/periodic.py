@@ -2,20 +2,26 @@
 
 The scheduler runs :class:`EverySecond` (id ``timers``), :class:`Snapshots`, :class:`Resync`,
 :class:`CatalogRefresh` and :class:`HistorySample` (see :func:`schedule`). :class:`EverySecond` is one
-job of named steps whose order matters, run in this order each second:
+job of named steps whose order matters, run in this order each second, in turns of the event loop
+of their own (ticks and alerts go between them; under a crash each turn cost 1-5 ms, and together
+they held the loop 3-16 ms):
 
 1. notices: what was said about an account since (key refused or revoked while no alert flows);
 2. timers: pending ``for`` windows and repeat intervals (:meth:`Engine.tick_timers`);
 3. staleness (:class:`Staleness`): units without fresh prices or REST re-reads go blind, with why;
-   Binance's own word is then re-decided on that state;
-4. resubscribe: accounts not loaded are retried, the market stream follows the symbols needed;
-5. readiness decided (:class:`Readiness`) on step 3's stale set and the units still due for
-   evaluation (``Engine.evaluate_due``), *before* step 6 yields: an account
-   that finishes loading meanwhile has units with no price yet that the set does not hold, and would
-   make READY=1 flicker true (commit 50ad417);
-6. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, yielding every few units;
-7. readiness applied: READY=1 once, the heap settled, the line about what is ahead;
-8. sd_notify status (:class:`SystemdStatus`): waiting for the exchange, or the summary;
+4. readiness decided (:class:`Readiness`) on step 3's stale set and the units a batch of prices
+   moved that are still due for evaluation (``Engine.evaluate_due``), in the turn of steps 2 and 3
+   (nothing yields between them): an account that finishes loading in a later turn has units
+   with no price yet that the set does not hold, and would make READY=1 flicker true (commit 50ad417);
+   — a turn —
+5. Binance's own word re-decided on step 3's state (:meth:`ExchangeOpinions.sweep`);
+   — a turn —
+6. resubscribe: accounts not loaded are retried (a task each: nothing loads within the step, so
+   step 4 is not changed by it), the market stream follows the symbols needed;
+7. metrics sweep (:class:`MetricsSweep`): a bounded slice of exact reports, a turn each, within a
+   quarter of a second (the rest of the slice the next second);
+8. readiness applied: READY=1 once, the heap settled, the line about what is ahead;
+9. sd_notify status (:class:`SystemdStatus`): waiting for the exchange, or the summary;
 then the time the job last finished is kept for the watchdog (``Service.healthy``).
 
 The job runs every ``period`` seconds (``Options.tick``, 1 s) and also out of turn when an event may
@@ -45,14 +51,16 @@ from monitor.risk.book import AccountBook
 from monitor.store import StateError, Store
 from monitor.watch.accounts import AccountWatcher
 from monitor.watch.catalog import SharedCatalog
-from monitor.watch.engine import Engine, RoundRobin
+from monitor.watch.engine import Engine
 from monitor.watch.reshard import account_of
 from monitor.watch.staleness import RestDeadlines
 
 log = structlog.get_logger("monitor.service")
 
 SWEEP_BATCH = 50  # units whose exact report is observed per second, at most
-SWEEP_YIELD_EVERY = 4  # units reported between event-loop turns in the per-second metrics sweep
+SWEEP_SECONDS = 0.25  # wall seconds the per-second metrics sweep may take; the rest of its slice next second
+SWEEP_YIELD_EVERY = 1  # units reported between event-loop turns in the per-second metrics sweep: one
+# exact report is 0.2 ms on a quiet machine, up to 2 ms under a crash (4 a turn held the loop 3-10 ms)
 SNAPSHOT_CONCURRENCY = 4
 RESYNC_SLICE = 100
 OUTBOX_KEEP = 7 * 86400.0  # seconds a finished outbox row is kept (what was sent, for a post-mortem)
@@ -176,7 +184,7 @@ class Staleness:
 
 
 class Readiness:
-    """Steps 5 and 7: READY=1 once every enabled account is loaded and no unit is blind."""
+    """Steps 4 and 8: READY=1 once every enabled account is loaded and no unit is blind."""
 
     def __init__(
         self, watchers: list[AccountWatcher], notifier: Notifier, on_ready: Callable[[], None] = lambda: None
@@ -189,11 +197,11 @@ class Readiness:
         return all(w.loaded for w in self.watchers if w.enabled)
 
     def decide(self, stale_units: Collection[str]) -> bool:
-        """Whether the daemon becomes ready now (step 5, on this second's stale set)."""
+        """Whether the daemon becomes ready now (step 4, on this second's stale set)."""
         return not self.ready and not stale_units and self.all_loaded()
 
     def become_ready(self) -> None:
-        """Step 7: once."""
+        """Step 8: once."""
         self.ready = True
         # start-up's objects live as long as the daemon: out of the collector's walks, and its
         # temporaries' memory back to the system (monitor/ops/heap.py; once)
@@ -204,19 +212,38 @@ class Readiness:
 
 
 class MetricsSweep:
-    """Step 6: exact reports cost ~0.1-0.3 ms a unit: a bounded slice per second (all units when few),
-    yielding every few units so ticks and alerts never wait behind the whole slice (bench/latency.py)."""
+    """Step 7: exact reports cost ~0.1-0.3 ms a unit (~2 ms under a crash): a bounded slice per second
+    (all units when few), a turn of the event loop each, so ticks and alerts never wait behind the
+    slice (bench/latency.py, bench/crash.py). Under a crash a turn also waits behind every tick and
+    send queued meanwhile: once the sweep has taken ``budget`` seconds (wall), the rest of its slice
+    waits for the next second, so that the job ends within its period (the scheduler skips a run
+    that would overlap the last one: staleness would be looked at a second late)."""
 
     def __init__(
-        self, book: AccountBook, metrics: Metrics, restore_target: str, batch: int = SWEEP_BATCH
+        self,
+        book: AccountBook,
+        metrics: Metrics,
+        restore_target: str,
+        batch: int = SWEEP_BATCH,
+        *,
+        budget: float = SWEEP_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.book, self.metrics, self.restore_target = book, metrics, restore_target
-        self.slices = RoundRobin(batch)
+        self.batch, self.budget, self.monotonic = batch, budget, monotonic
+        self._next = 0  # where the next slice starts (units come and go: taken modulo their count)
 
     async def __call__(self) -> None:
-        for n, unit in enumerate(self.slices.take(self.book.unit_ids())):
-            if n % SWEEP_YIELD_EVERY == 0:  # first before any report: steps 1-5 are a loop turn of their own
+        ids = self.book.unit_ids()
+        started = self.monotonic()
+        for n in range(min(self.batch, len(ids))):
+            if n % SWEEP_YIELD_EVERY == 0:  # first before any report: step 6 is a loop turn of its own
                 await asyncio.sleep(0)
+            ids = self.book.unit_ids()  # units may have left while the loop had its turn
+            if not ids or (n and self.monotonic() - started > self.budget):
+                return
+            self._next %= len(ids)
+            unit, self._next = ids[self._next], self._next + 1
             self.metrics.observe_unit(self.book.report(unit, restore_target=self.restore_target))
 
 
@@ -248,7 +275,7 @@ class Summary:
 
 
 class SystemdStatus:
-    """Step 8: STATUS= says what start-up waits for (and extends systemd's start timeout: READY=1
+    """Step 9: STATUS= says what start-up waits for (and extends systemd's start timeout: READY=1
     waits for the exchange), else the summary."""
 
     def __init__(
@@ -303,14 +330,16 @@ class EverySecond:
             await self.send_notices()
         self.engine.tick_timers()  # 2.
         stale_units = self.staleness()  # 3.
-        self.opinions_sweep()
-        self.resubscribe()  # 4.
         due = self.engine.due  # units moved by prices and not evaluated yet: not ready on them
-        becomes_ready = self.readiness.decide({*stale_units, *due} if due else stale_units)  # 5.
-        await self.sweep()  # 6.
-        if becomes_ready:  # 7.
+        becomes_ready = self.readiness.decide({*stale_units, *due} if due else stale_units)  # 4.
+        await asyncio.sleep(0)
+        self.opinions_sweep()  # 5.
+        await asyncio.sleep(0)
+        self.resubscribe()  # 6.
+        await self.sweep()  # 7. (its first turn before any report)
+        if becomes_ready:  # 8.
             self.readiness.become_ready()
-        self.status(self.readiness.ready)  # 8.
+        self.status(self.readiness.ready)  # 9.
         self.done_at = self.monotonic()
 
 
