@@ -193,24 +193,6 @@ def test_distance_rule_fires_within_limit_and_uses_abs() -> None:
     assert not policy().wants_distance
 
 
-def test_wants_distance_follows_the_per_unit_configs() -> None:
-    """A unit's own ladder with a distance rule makes the policy want distances; it is asked on
-    every evaluation, so it is kept as the units configured so, not a scan of every config."""
-    rule = DistanceRule(within=0.05, routes=("phone",), hysteresis=0.01)
-    p = policy()
-    plain, with_distance = p.config, replace(p.config, distance=rule)
-    p.configure_unit("cross:a", plain)
-    assert not p.wants_distance
-    p.configure_unit("cross:b", with_distance)
-    p.configure_unit("cross:c", with_distance)
-    assert p.wants_distance
-    p.configure_unit("cross:b", None)
-    assert p.wants_distance
-    p.configure_unit("cross:c", plain)
-    assert not p.wants_distance
-    assert AlertPolicy(plain, {"cross:d": with_distance}).wants_distance
-
-
 def test_band_is_the_interval_where_nothing_changes() -> None:
     """band() is (bar of the highest ok rule, lowest firing bar + hysteresis); empty before any data."""
     p = policy()
