@@ -11,7 +11,7 @@ Measured per phase, every alert matched to the tick that caused it: since 2026-1
 the daemon's own evaluations recorded by a bench hook on ``Engine.on_prices`` (``matcher: exact``;
 ``bench/latency.py``'s ``record_evaluations``; the old matcher's p99/max beside it); a tree without
 that method falls back to the old one (the rule replayed over the path, ``matcher: old``): tick
-sent → webhook received (``received``) and tick sent → ``Apprise.async_notify`` called
+sent → webhook received (``received``) and tick sent → the daemon's ``AppriseSender`` called
 (``handed``); alerts expected / received / lost / doubled (the replay); event-loop stalls seen by a
 10 ms timer in the daemon's process (the same probe for any tree, so a baseline without
 ``monitor.ops.loop_lag`` is measured alike), each over 5 ms put down to what overlapped it
@@ -128,19 +128,29 @@ SEND_TIMES: list[tuple[float, float]] = []  # (start, seconds) of each Apprise c
 
 
 def record_handoffs() -> list[tuple[float, str]]:
-    """Wrap ``Apprise.async_notify``: (monotonic time at the call, title) for every alert handed over."""
+    """Wrap the daemon's hand-off to Apprise: (monotonic time at the call, title) for every alert.
+    The hand-off is ``AppriseSender.__call__`` (url, title, …) where a tree has it, the same point
+    whether it then awaits ``Apprise.async_notify`` or runs ``Apprise.notify`` on a thread; else
+    ``Apprise.async_notify`` itself (title as a keyword)."""
     calls: list[tuple[float, str]] = []
-    original = apprise.Apprise.async_notify
+    owner: Any
+    try:
+        from monitor.notify.apprise_sink import AppriseSender
+    except ImportError:
+        owner, name, title_at = apprise.Apprise, "async_notify", None
+    else:
+        owner, name, title_at = AppriseSender, "__call__", 1
+    original = getattr(owner, name)
 
     async def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.monotonic()
-        calls.append((start, str(kwargs.get("title", ""))))
+        calls.append((start, str(args[title_at] if title_at is not None else kwargs.get("title", ""))))
         try:
             return await original(self, *args, **kwargs)
         finally:
             SEND_TIMES.append((start, time.monotonic() - start))
 
-    apprise.Apprise.async_notify = recorded  # type: ignore[method-assign]
+    setattr(owner, name, recorded)
     return calls
 
 

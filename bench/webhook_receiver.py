@@ -48,6 +48,7 @@ class Hook(BaseHTTPRequestHandler):
 def main() -> None:
     if "--delay-ms" in sys.argv:
         DELAY[0] = float(sys.argv[sys.argv.index("--delay-ms") + 1]) / 1000
+    ThreadingHTTPServer.request_queue_size = 128  # listen backlog; 5 by default overflowed in a burst
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -49,7 +49,7 @@ __all__ = [
     "default_backoff",
     "url_scheme",
 ]
-DEFAULT_CONCURRENCY = 8  # sends in flight per URL where the service sets no spacing (in Apprise's pool)
+DEFAULT_CONCURRENCY = 8  # sends in flight per URL where the service sets no spacing (the sender's pool)
 
 
 class Dispatcher:
@@ -73,8 +73,9 @@ class Dispatcher:
         concurrency: Callable[[str], int] | None = None,
         silence: SilenceStage | None = None,
     ) -> None:
+        self._apprise: AppriseSender | None = None
         if sender is None:  # Apprise knows each service's spacing; another sender: one at a time
-            apprise_sender = AppriseSender()
+            apprise_sender = self._apprise = AppriseSender()
             sender = apprise_sender
             concurrency = concurrency or (lambda url: apprise_sender.concurrency(url, DEFAULT_CONCURRENCY))
         self._clock = clock
@@ -123,6 +124,8 @@ class Dispatcher:
         await self.retry.stop(self._timeout + 1.0)
         self.outbox.flush_sent()
         await self.flood.stop()
+        if self._apprise is not None:
+            self._apprise.close()  # its threads end with their sends; a restart makes a new pool
         self._started = False
 
     # -- input ---------------------------------------------------------------------------------
