@@ -106,14 +106,7 @@ def record_evaluations() -> list[Evaluation] | None:
         return None
     records: list[Evaluation] = []
 
-    def recorded(self: Any, prices: Any, *args: Any, **kwargs: Any) -> Any:
-        outbox = getattr(self, "outbox", None)
-        if outbox is None:  # an older engine: nothing to read the events from
-            return original(self, prices, *args, **kwargs)
-        at = time.monotonic()
-        before = outbox.qsize()
-        result = original(self, prices, *args, **kwargs)
-        queued = outbox.qsize() - before
+    def record(at: float, prices: Any, outbox: Any, queued: int) -> None:
         if queued > 0:
             new = list(itertools.islice(reversed(outbox._queue), queued))[::-1]
             events = [
@@ -122,6 +115,36 @@ def record_evaluations() -> list[Evaluation] | None:
                 if o.event.measure == "level" and o.event.unit.startswith("cross:")
             ]
             records.append(Evaluation(at, dict(prices), events))
+
+    apply, more = getattr(Engine, "apply_prices", None), getattr(Engine, "evaluate_due", None)
+    if apply is not None and more is not None:
+        # the market feed applies a batch, then evaluates the units it moved a slice per loop turn
+        # (Engine.evaluate_due) before the next batch: a slice's alerts are the last batch's
+        # (on_prices goes through both, so it is not wrapped as well)
+        last: dict[int, Any] = {}
+
+        def applied(self: Any, prices: Any, *args: Any, **kwargs: Any) -> Any:
+            last[id(self)] = prices
+            return apply(self, prices, *args, **kwargs)
+
+        def sliced(self: Any, *args: Any, **kwargs: Any) -> Any:
+            at, before = time.monotonic(), self.outbox.qsize()
+            result = more(self, *args, **kwargs)
+            record(at, last.get(id(self), {}), self.outbox, self.outbox.qsize() - before)
+            return result
+
+        Engine.apply_prices = applied  # type: ignore[method-assign]
+        Engine.evaluate_due = sliced  # type: ignore[method-assign]
+        return records
+
+    def recorded(self: Any, prices: Any, *args: Any, **kwargs: Any) -> Any:
+        outbox = getattr(self, "outbox", None)
+        if outbox is None:  # an older engine: nothing to read the events from
+            return original(self, prices, *args, **kwargs)
+        at = time.monotonic()
+        before = outbox.qsize()
+        result = original(self, prices, *args, **kwargs)
+        record(at, prices, outbox, outbox.qsize() - before)
         return result
 
     Engine.on_prices = recorded  # type: ignore[method-assign]

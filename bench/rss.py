@@ -7,7 +7,8 @@ to ``/readyz`` answering 200 (interpreter start and imports included), the CPU s
 and the simulator used until then (not inflated by other processes on a busy machine), its RSS (``VmRSS`` of
 ``/proc/PID/status``) at ready and ``--hold`` seconds later, and its peak (``VmHWM``).
 
-Usage: ``python bench/rss.py --accounts 1`` and ``--accounts 1000``.
+Usage: ``python bench/rss.py --accounts 1`` and ``--accounts 1000``; with ``--log FILE`` also
+``phases_s``, where start-up's time goes (:func:`start_phases`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -78,7 +80,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         config = daemon_config(tmp, url, work, ("json://127.0.0.1:9/hook",), http=f"127.0.0.1:{port}")
         if args.log:  # the daemon's info lines (each account's load, ready) to a file, to see where time goes
             config.write_text(config.read_text().replace("level: warning", "level: info"))
-        started = time.monotonic()
+        started, spawned_at = time.monotonic(), time.time()
         sim_cpu = cpu_s(sim.proc.pid)
         heap = [str(FsPath(__file__).parent / "heap_top.py"), args.heap] if args.heap else []
         daemon = await asyncio.create_subprocess_exec(
@@ -122,6 +124,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 daemon.kill()
                 await daemon.wait()
             await sim.stop()
+    phases = start_phases(FsPath(args.log), spawned_at) if args.log else None
     return {
         "benchmark": "daemon process: start-up to ready, RSS",
         "tree": os.environ.get("PYTHONPATH", ""),
@@ -135,7 +138,38 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rss_later_mib": later["rss"],
         "rss_peak_mib": later["peak"],
         "hold_s": args.hold,
+        **({"phases_s": phases} if phases is not None else {}),
     }
+
+
+# the log lines that end each phase of start-up (the last of each kind), in order
+PHASES = (
+    ("interpreter_imports_config", "state_opened"),
+    ("accounts_loaded", "account_loaded"),
+    ("delivery_http_tasks", "daemon_started"),
+    ("streams_first_prices_ready", "daemon_ready"),
+)
+
+
+def start_phases(log: FsPath, spawned_at: float) -> dict[str, float]:
+    """Seconds of each phase of start-up, from the daemon's info log (``--log``): spawn → the state
+    file opened (interpreter, imports, config) → the last account loaded (REST) → ``daemon_started``
+    (delivery, HTTP, tasks started) → ``daemon_ready`` (market connected, first prices evaluated,
+    readiness decided). Info logging itself costs a little: compare runs with ``--log`` only."""
+    last: dict[str, float] = {}
+    for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        when = entry.get("timestamp")
+        if entry.get("event") in {event for _, event in PHASES}:
+            last[entry["event"]] = datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    phases, before = {}, spawned_at
+    for name, event in PHASES:
+        if event in last:
+            phases[name] = round(last[event] - before, 3)
+            before = last[event]
+    return phases
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -32,6 +32,7 @@ from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION
 from monitor.logs import configure_logging
 from monitor.notify.dispatcher import default_backoff
+from monitor.ops import heap
 from monitor.ops.heartbeat import HeartbeatStats, heartbeat_loop
 from monitor.ops.http import HttpServer, start_http
 from monitor.ops.loop_lag import LoopLag
@@ -94,9 +95,14 @@ class Service(PartsByName):
     async def startup(self) -> None:
         """Connect everything; raises StartupError with one line when the daemon cannot run."""
         config = self.config
+        heap.set_aside()  # the modules and the config: out of start-up's full collections
+        heap.hold_collections()  # and no collection until ready (heap.settle), shutdown or the bound
+        self._stack.callback(heap.resume_collections)
+        asyncio.get_running_loop().call_later(heap.HOLD_AT_MOST, heap.resume_collections)
         parts = self.parts = await resolve(
             config, self.config_path, self.options, self._stack, stopping=self.stop_requested.is_set
         )
+        heap.set_aside()  # the accounts loaded (clients, books, ladders): likewise
         self.loop_lag = LoopLag(parts.metrics.observe_loop_lag)
         self.outflow = Outflow(
             parts.engine, parts.dispatcher, book=parts.book, handoff=parts.handoff,
@@ -196,6 +202,8 @@ class Service(PartsByName):
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.tasks.cancel(keep="pump")
+        while self.parts.engine.evaluate_due():  # a batch of prices applied is evaluated whole
+            pass
         await self.outflow.flush()
         await self.parts.dispatcher.drain(DRAIN_SECONDS)
         await self.tasks.cancel_all()

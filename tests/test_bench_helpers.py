@@ -193,3 +193,37 @@ def test_aiohttp_s_weakref_timer_is_named_by_the_method_it_calls() -> None:
     name = describe(snapshot(_weakref_handle, ((weakref.ref(held), "_cleanup"),)))
     assert name.startswith("aiohttp.helpers._weakref_handle → ")
     assert name.endswith("<locals>.Connector._cleanup")
+
+
+def test_the_evaluation_hook_sees_a_batch_evaluated_in_slices_once(monkeypatch: Any) -> None:
+    """The market feed applies a batch and evaluates its units a slice per loop turn
+    (``Engine.evaluate_due``): every alert is recorded once, with the batch that caused it; an
+    ``on_prices`` call (both at once) is not recorded twice."""
+    from decimal import Decimal as D
+
+    from latency import record_evaluations
+
+    from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
+    from monitor.risk.book import AccountBook
+    from monitor.risk.margin import Bars, Position
+    from monitor.watch.engine import Engine
+
+    for name in ("on_prices", "apply_prices", "evaluate_due"):
+        monkeypatch.setattr(Engine, name, getattr(Engine, name))  # restored after the test
+    records = record_evaluations()
+    assert records is not None
+    book = AccountBook()
+    book.set_catalog({"XUSDT": ("X", "USDT")})
+    for i in range(10):
+        held = {"X": Position(D(1), D(0), D(0), D(0)), "USDT": Position(D(0), D(0), D(40000), D(0))}
+        book.upsert_cross(f"a{i:04d}", held, Bars.classic())
+    ladder = (LevelRule("normal", 1.5, ("hook",)), LevelRule("liquidation", 1.1, ("hook",)))
+    engine = Engine(book, AlertPolicy(PolicyConfig(levels=ladder), {}))
+    engine.apply_prices({"XUSDT": 50000.0})  # 1.25: each account fires "normal"
+    while engine.evaluate_due():
+        pass
+    assert sum(len(r.events) for r in records) == 10 and len(records) > 1
+    assert all(r.prices == {"XUSDT": 50000.0} for r in records)
+    records.clear()
+    engine.on_prices({"XUSDT": 80000.0})  # 2.0: each resolves
+    assert sum(len(r.events) for r in records) == 10

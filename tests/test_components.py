@@ -41,6 +41,9 @@ async def test_resolve_builds_one_frozen_set_of_parts_sharing_one_engine(
             "liquidation": 1.1,
         }
         assert bars_of(parts.watchers, "cross:nobody") == {}
+        by_name = {w.name: w for w in parts.watchers}  # what Binance's word is decided with
+        assert bars_of(by_name, "cross:demo") == bars_of(parts.watchers, "cross:demo")
+        assert bars_of(by_name, "cross:nobody") == {}
         assert not_loaded(parts.watchers, "USDT") == []
         with pytest.raises(dataclasses.FrozenInstanceError):
             parts.engine = parts.engine  # type: ignore[misc]

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from binance import AsyncClient
+from binance.ws.websocket_api import WebsocketAPI
 from exchange_fakes import FakeRest, Reply
 from structlog.testing import capture_logs
 
@@ -59,6 +62,31 @@ async def test_make_client_pings_and_syncs_time(fake: FakeRest) -> None:
         assert 4_000 < client.timestamp_offset < 6_000
     finally:
         await client.close_connection()
+
+
+async def test_make_client_makes_no_websocket_api_clients(
+    fake: FakeRest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """python-binance's two WebSocket-API clients per client are never made (the daemon's user data
+    is monitor.exchange.userdata's); a client made by python-binance itself afterwards still has them."""
+    made: list[str] = []
+    real_init = WebsocketAPI.__init__
+
+    def counting_init(self: WebsocketAPI, *args: Any, **kwargs: Any) -> None:
+        made.append(kwargs.get("url", ""))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(WebsocketAPI, "__init__", counting_init)
+    client = await make_client(KEY, SECRET, fake.base_url, "ws://127.0.0.1:9/ws-api/v3")
+    try:
+        assert made == [] and client.ws_api is None and client.ws_future is None
+    finally:
+        await client.close_connection()
+    plain = AsyncClient(KEY, SECRET)
+    try:
+        assert len(made) == 2 and isinstance(plain.ws_api, WebsocketAPI)
+    finally:
+        await plain.close_connection()
 
 
 async def test_cross_account_is_signed_and_typed(fake: FakeRest) -> None:

@@ -93,3 +93,56 @@ def test_survivors_of_young_collections_are_frozen_for_the_tail_window_only() ->
     finally:
         gc.callbacks.remove(callback)
         gc.unfreeze()
+
+
+def test_set_aside_freezes_what_is_alive_without_a_collection() -> None:
+    """A start-up milestone: what is alive leaves the collector's walks, with no collection (the walk
+    of the whole heap is what it saves) and no callback left behind."""
+
+    class Node:
+        other: object = None
+
+    keep = Node()
+    keep.other = keep
+    collections: list[int] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(count)
+    callbacks = len(gc.callbacks)
+    try:
+        frozen = heap.set_aside()
+        assert frozen == gc.get_freeze_count() > 0
+        assert not any(o is keep for o in gc.get_objects())
+        assert collections == [] and len(gc.callbacks) == callbacks
+    finally:
+        gc.callbacks.remove(count)
+        gc.unfreeze()
+
+
+def test_hold_collections_until_resumed_once() -> None:
+    """Start-up's hold: the collector off until resumed (at ready by ``settle``); resuming twice, or
+    without a hold, changes nothing; a collector someone else turned off is left off."""
+    assert gc.isenabled()
+    try:
+        heap.hold_collections()
+        assert not gc.isenabled()
+        heap.resume_collections()
+        assert gc.isenabled()
+        heap.resume_collections()
+        assert gc.isenabled()
+        gc.disable()  # someone else's choice
+        heap.hold_collections()
+        heap.resume_collections()
+        assert not gc.isenabled()
+        gc.enable()
+        heap.hold_collections()
+        heap.settle()  # ready: collections resume
+        assert gc.isenabled()
+    finally:
+        heap.resume_collections()
+        gc.enable()
+        gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()

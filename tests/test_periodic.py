@@ -273,6 +273,38 @@ async def test_outbox_prune_deletes_only_finished_rows_past_the_keep(tmp_path: P
         assert store.outbox_counts() == {("chat", "sent"): 1, ("chat", "queued"): 1}
 
 
+async def test_every_second_is_not_ready_while_units_wait_for_their_evaluation(
+    systemd: tuple[Notifier, NotifySocket],
+) -> None:
+    """Prices applied whose units are still due (the market feed evaluates them a slice per loop
+    turn, ``Engine.evaluate_due``): not ready on them, whatever the stale set says; ready once they
+    are evaluated."""
+    notifier, sock = systemd
+    clock = Clock()
+    book = AccountBook(quote="USDT")
+    units = [long_btc(book, f"u{i}") for i in range(3)]
+    engine = engine_of(book, clock)
+    engine.on_prices({"BTCUSDT": 30_000.0})
+    watchers = [watching(w, u) for w, u in zip(watchers_of(book, "u0", "u1", "u2"), units, strict=True)]
+    readiness = Readiness(watchers, notifier)
+    job = EverySecond(
+        notices=[], send_notices=nothing_to_send, engine=engine,
+        staleness=Staleness(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
+        opinions_sweep=lambda: None, resubscribe=lambda: None, readiness=readiness,
+        sweep=MetricsSweep(book, Metrics(version="test"), "normal"),
+        status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
+    )  # fmt: skip
+    engine.apply_prices({"BTCUSDT": 20_000.0})  # 1.07: every unit out of its band, none evaluated yet
+    assert set(engine.due) == set(units)
+    await job.run()
+    assert not readiness.ready
+    while engine.evaluate_due():
+        pass
+    await job.run()
+    assert readiness.ready
+    assert sum(d.startswith("READY=1") for d in sock.drain()) == 1
+
+
 class Turns:
     """Counts turns of the event loop: a task that adds one each time it runs (once a turn while
     anything else is ready), so two things done in one turn see the same count."""

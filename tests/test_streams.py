@@ -166,6 +166,50 @@ async def test_buffered_burst_does_not_starve_the_loop() -> None:
     assert len({n for n in seen if 0 < n < 20_000}) >= 20, "no other task ran during the burst"
 
 
+async def test_the_work_a_batch_leaves_is_done_a_slice_per_loop_turn() -> None:
+    """After each batch ``more`` is called until it says done, one call per event-loop turn (other
+    tasks run between two), and the next batch is taken only then (issue 12: a crash's evaluations
+    held the loop for the whole batch)."""
+    frames = [book_ticker("BTCUSDT", i, i, i) for i in range(1, 2_001)]
+    log: list[str] = []
+    left = [0]
+
+    def on_prices(prices: dict[str, float]) -> None:
+        assert left[0] == 0, "a batch was taken before the previous one's work was done"
+        log.append("batch")
+        left[0] = 3
+
+    def more() -> bool:
+        log.append("slice")
+        left[0] -= 1
+        return left[0] > 0
+
+    stream = MarketStream(
+        "ws://buffered",
+        ["BTCUSDT"],
+        on_prices,
+        more=more,
+        connect=lambda url: BufferedConnection(frames),  # type: ignore[arg-type, return-value]
+    )
+
+    async def other_task() -> None:
+        while True:
+            await asyncio.sleep(0)
+            log.append("other")
+
+    other = asyncio.create_task(other_task())
+    task = asyncio.create_task(stream.run())
+    await until(lambda: stream.stats().messages == 2_000 and left[0] == 0)
+    task.cancel()
+    other.cancel()
+    await asyncio.gather(task, other, return_exceptions=True)
+    work = [entry for entry in log if entry != "other"]
+    assert work.count("batch") >= 2 and work == ["batch", "slice", "slice", "slice"] * work.count("batch")
+    for i, entry in enumerate(log[:-1]):
+        if entry == "slice" and log[i + 1] == "slice":
+            raise AssertionError("two slices in one loop turn")
+
+
 async def test_normal_close_1001_reconnects(server: FakeWs) -> None:
     """A 1001 close (Binance's 24-hour disconnect) ends `async for` quietly and must reconnect."""
 

@@ -11,7 +11,7 @@ from decimal import Decimal as D
 from monitor.alerts.policy import AlertPolicy, LevelRule, PolicyConfig
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars, Position
-from monitor.watch.engine import Engine, Outgoing
+from monitor.watch.engine import TURN_EVENTS, TURN_UNITS, Engine, Outgoing
 
 LADDER = (
     LevelRule("normal", 1.5, ("chat",)),
@@ -146,3 +146,65 @@ def test_timers_fire_a_for_window_and_skip_settling_units() -> None:
     assert seen(engine) == [("firing", ALICE, "normal")]
     engine.release(BOB)
     assert seen(engine) == [("firing", BOB, "normal")]
+
+
+def crowd(n: int, for_seconds: float = 0.0) -> tuple[Engine, AccountBook, list[str]]:
+    """``n`` accounts, each 1 BTC against 40,000 USDT owed (1.25 at 50,000: two bars crossed)."""
+    book = AccountBook()
+    book.set_catalog({"BTCUSDT": ("BTC", "USDT")})
+    units = [
+        book.upsert_cross(f"a{i:03d}", {"BTC": pos("1"), "USDT": pos(borrowed="40000")}, Bars.classic())
+        for i in range(n)
+    ]
+    config = PolicyConfig(levels=LADDER, for_seconds=for_seconds, blind_routes=("ops",))
+    return Engine(book, AlertPolicy(config, {}), clock=Clock()), book, units
+
+
+def test_a_batch_moving_many_units_is_evaluated_in_bounded_slices() -> None:
+    """A crash moving 40 units at once: apply_prices evaluates none; each evaluate_due call evaluates
+    at most TURN_UNITS units and stops once TURN_EVENTS alerts are queued (one unit's alerts are
+    never split); the slices together queue exactly what on_prices does at once, with the tick's time."""
+    whole, _, units = crowd(40)
+    whole.on_prices({"BTCUSDT": 50000.0}, sent_at=7.0)
+    expected = sorted(seen(whole))
+    assert len(expected) == 80
+
+    sliced, book, _ = crowd(40)
+    sliced.apply_prices({"BTCUSDT": 50000.0}, sent_at=7.0)
+    assert set(sliced.due) == set(units) and sliced.outbox.empty()
+    slices: list[list[Outgoing]] = []
+    more = True
+    while more:
+        due_before = len(sliced.due)
+        more = sliced.evaluate_due()
+        slices.append(drain(sliced))
+        assert due_before - len(sliced.due) <= TURN_UNITS
+        assert len(slices[-1]) < TURN_EVENTS + 2  # stopped after the unit that reached the bound
+    assert not sliced.due and len(slices) >= 80 // (TURN_EVENTS + 1)
+    assert sorted((o.event.kind, o.event.unit, o.event.rule) for s in slices for o in s) == expected
+    assert {o.tick_time for s in slices for o in s} == {7.0}
+    assert book.on_price("BTCUSDT", 50000.0) == ()  # every band set: nothing left to evaluate
+
+
+def test_units_inside_their_band_are_evaluated_turn_units_at_a_time() -> None:
+    """Units moved out of their band with nothing to say yet (a bar crossed, its `for` window
+    pending) queue nothing: a slice stops at TURN_UNITS of them."""
+    engine, _, units = crowd(3 * TURN_UNITS, for_seconds=30.0)
+    engine.on_prices({"BTCUSDT": 80000.0})  # 2.0: every unit evaluated, nothing to say
+    assert seen(engine) == []
+    engine.apply_prices({"BTCUSDT": 58000.0})  # 1.45: under 1.5, pending for 30 s
+    assert len(engine.due) == len(units)
+    assert engine.evaluate_due() and len(engine.due) == 2 * TURN_UNITS
+    assert engine.evaluate_due() and engine.evaluate_due() is False
+    assert seen(engine) == []
+
+
+def test_a_unit_that_leaves_the_book_while_due_is_skipped() -> None:
+    """An isolated pair closed or an account disabled between the tick and the unit's turn: no
+    evaluation, no KeyError in the market feed's task."""
+    engine, book, units = crowd(2)
+    engine.apply_prices({"BTCUSDT": 50000.0})
+    book.remove_unit(units[0])
+    while engine.evaluate_due():
+        pass
+    assert {o.event.unit for o in drain(engine)} == {units[1]}

@@ -141,17 +141,19 @@ async def resolve(
     endpoints = await open_endpoints(config, config_path, stack)
 
     watchers: list[AccountWatcher] = []
+    by_name: dict[str, AccountWatcher] = {}  # filled once they are built (names are unique)
     feeds = FeedLog(metrics, watchers, stopping=stopping)
     policy = AlertPolicy(default_policy(config.alerts, config.route_names()), {})
     engine = Engine(book, policy, clock=clock, restore_target=config.alerts.restore_target)
     opinions = ExchangeOpinions(
-        lambda unit: bars_of(watchers, unit), metrics.registry,
+        lambda unit: bars_of(by_name, unit), metrics.registry,
         grace=options.opinion_grace, clock=clock, fallback_routes=config.route_names,
     )  # fmt: skip
     watchers += build_watchers(
         config, config_path, endpoints, book, feeds, notices, catalog,
         engine=engine, on_exchange_word=opinions.heard,
     )  # fmt: skip
+    by_name.update((w.name, w) for w in watchers)
     stack.push_async_callback(_close_all, watchers)
     register_secrets(s for w in watchers for s in w.secret_values())
     metrics.not_loaded_source(lambda: not_loaded(watchers, config.exchange.quote))  # blind, never absent
@@ -211,15 +213,19 @@ def not_loaded(watchers: list[AccountWatcher], quote: str) -> list[dict[str, Any
     return [w.blind_entry(quote) for w in watchers if not w.loaded]
 
 
-def bars_of(watchers: list[AccountWatcher], unit: str) -> dict[str, float]:
-    """The bars of ``unit`` by name (empty when unknown)."""
+def bars_of(watchers: list[AccountWatcher] | Mapping[str, AccountWatcher], unit: str) -> dict[str, float]:
+    """The bars of ``unit`` by name (empty when unknown); ``watchers`` by name when asked often (a walk
+    of the list per unit was O(accounts²) at start-up: Binance's word is heard per account loaded)."""
     _, _, rest = unit.partition(":")
     account, _, symbol = rest.partition(":")
-    for watcher in watchers:
-        if watcher.name == account:
-            bars = watcher.bars.get(symbol) or (None if symbol else watcher.bars.get(""))
-            return {} if bars is None else {n: float(v) for n, v in bars.levels.items()}
-    return {}
+    if isinstance(watchers, Mapping):
+        watcher = watchers.get(account)
+    else:
+        watcher = next((w for w in watchers if w.name == account), None)
+    if watcher is None:
+        return {}
+    bars = watcher.bars.get(symbol) or (None if symbol else watcher.bars.get(""))
+    return {} if bars is None else {n: float(v) for n, v in bars.levels.items()}
 
 
 T = TypeVar("T")
@@ -330,13 +336,26 @@ def _feeds(
     sessions (events to their account's watcher), not started."""
     symbols = book.symbols_needed()
     first_prices.expect(symbols, book.prices.prices)
+    priced: set[str] = set()  # first prices, told once the units they moved are evaluated
 
     def on_prices(prices: Mapping[str, float]) -> None:
-        engine.on_prices(prices, sent_at=time.time())
-        first_prices.seen(prices)
+        engine.apply_prices(prices, sent_at=time.time())
+        if first_prices.awaiting:
+            priced.update(prices)
+
+    def more() -> bool:  # the units the batch moved out of their band, a slice per loop turn
+        if not priced:
+            return engine.evaluate_due()
+        # first prices (start-up, an account loaded late): every unit they move at once, then
+        # readiness is asked; a loop turn at start-up waits behind a thousand connecting streams
+        while engine.evaluate_due():
+            pass
+        first_prices.seen(priced)
+        priced.clear()
+        return False
 
     market = MarketStream(
-        endpoints.stream_url, symbols, on_prices,
+        endpoints.stream_url, symbols, on_prices, more=more,
         on_state=feeds, silence=max(5.0, stale_after), backoff=FEED_BACKOFF,
     )  # fmt: skip
     by_account = {w.name: w for w in watchers}

@@ -9,7 +9,8 @@ they held the loop 3-16 ms):
 1. notices: what was said about an account since (key refused or revoked while no alert flows);
 2. timers: pending ``for`` windows and repeat intervals (:meth:`Engine.tick_timers`);
 3. staleness (:class:`Staleness`): units without fresh prices or REST re-reads go blind, with why;
-4. readiness decided (:class:`Readiness`) on step 3's stale set, in the turn of steps 2 and 3
+4. readiness decided (:class:`Readiness`) on step 3's stale set and the units a batch of prices
+   moved that are still due for evaluation (``Engine.evaluate_due``), in the turn of steps 2 and 3
    (nothing yields between them): an account that finishes loading in a later turn has units
    with no price yet that the set does not hold, and would make READY=1 flicker true (commit 50ad417);
    — a turn —
@@ -329,7 +330,8 @@ class EverySecond:
             await self.send_notices()
         self.engine.tick_timers()  # 2.
         stale_units = self.staleness()  # 3.
-        becomes_ready = self.readiness.decide(stale_units)  # 4. in the turn of steps 2-3
+        due = self.engine.due  # units moved by prices and not evaluated yet: not ready on them
+        becomes_ready = self.readiness.decide({*stale_units, *due} if due else stale_units)  # 4.
         await asyncio.sleep(0)
         self.opinions_sweep()  # 5.
         await asyncio.sleep(0)

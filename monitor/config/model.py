@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -285,7 +286,7 @@ class Config(Section):
 
     def check(self) -> None:
         names = [a.name for a in self.accounts]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = sorted(n for n, count in Counter(names).items() if count > 1)  # not names.count: O(n²)
         if dupes:
             raise ValueError(f"account names must be unique, repeated: {', '.join(dupes)}")
         known = set(self.notify.routes)

@@ -64,6 +64,7 @@ def _defer(name: str) -> None:
 for _name in ("dateparser", "pytz"):
     _defer(_name)
 
+import binance.base_client as _base_client  # noqa: E402
 from binance import AsyncClient  # noqa: E402
 from binance.exceptions import BinanceAPIException, BinanceRequestException  # noqa: E402
 
@@ -197,6 +198,11 @@ class SharedTransport:
         return self.offset_ms
 
 
+def _no_websocket_api(**_: Any) -> None:
+    """Stands in for python-binance's ``WebsocketAPI`` while a client of :func:`client_class` is made."""
+    return None
+
+
 @functools.cache
 def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
     """An ``AsyncClient`` subclass with literal URLs (python-binance formats only ``{}`` templates);
@@ -206,10 +212,17 @@ def client_class(rest_url: str, ws_api_url: str, timeout: float) -> Any:
     base = rest_url.rstrip("/")
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        AsyncClient.__init__(self, *args, **kwargs)
         # python-binance makes two WebSocket-API clients per client (spot and futures, each with an
         # asyncio.Queue: ~7.7 KiB, 7.5 MiB at 1,000 accounts) that this daemon never connects: its
-        # user-data streams are monitor.exchange.userdata's. None, so that a use fails loudly.
+        # user-data streams are monitor.exchange.userdata's. Not made at all (making and dropping
+        # them was ~70 ms of start-up's CPU at 1,000 accounts), None so that a use fails loudly. The
+        # name is swapped only while this constructor runs (synchronously: no other client sees it).
+        made = _base_client.WebsocketAPI
+        _base_client.WebsocketAPI = _no_websocket_api
+        try:
+            AsyncClient.__init__(self, *args, **kwargs)
+        finally:
+            _base_client.WebsocketAPI = made
         self.ws_api = self.ws_future = None
 
     def _init_session(self: Any) -> Any:

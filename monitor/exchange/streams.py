@@ -36,6 +36,9 @@ log = structlog.get_logger(__name__)
 
 ConnectFactory = Callable[[str], AbstractAsyncContextManager[ClientConnection]]
 PricesHook = Callable[[dict[str, float]], None]
+# the work a batch left (a bounded slice per call), True while some remains: called once per
+# event-loop turn after ``on_prices`` until False, before the next batch is taken
+MoreHook = Callable[[], bool]
 
 YIELD_EVERY = 500  # frames handled before giving the event loop a turn during a burst
 
@@ -89,6 +92,7 @@ class MarketSettings:
     connect: ConnectFactory
     clock: Callable[[], float]
     on_state: StateHook | None
+    more: MoreHook | None = None
 
 
 class MarketConnection:
@@ -191,7 +195,7 @@ class MarketConnection:
 
     async def _deliver(self) -> None:
         failed = RateLimitedLog("market_on_prices_failed", interval=5.0, clock=self._settings.clock)
-        on_prices, take = self._settings.on_prices, self.protocol.prices_received
+        on_prices, more, take = self._settings.on_prices, self._settings.more, self.protocol.prices_received
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -200,6 +204,10 @@ class MarketConnection:
                 continue
             try:
                 on_prices(batch)
+                while more is not None:  # the batch's work left: a slice per loop turn
+                    if not more():
+                        break
+                    await asyncio.sleep(0)
             except Exception as exc:
                 failed(error=describe(exc))
 
@@ -208,7 +216,9 @@ class MarketStream:
     """The price feed for any number of symbols: ``MarketConnection``\\ s of at most ``max_streams``.
 
     The first connection is named ``name`` (``market``), the next ``market-2``, ``market-3``...;
-    their states reach ``on_state`` under those names. ``set_symbols`` changes the subscription at
+    their states reach ``on_state`` under those names. After each batch ``more`` (when given) is
+    called once per event-loop turn until it returns False: the batch's work in bounded slices
+    (``Engine.evaluate_due``), the next batch taken only then. ``set_symbols`` changes the subscription at
     runtime, at most ``control_rate`` requests a second per connection; ``silence`` seconds without
     a frame reconnect; ``connect`` and ``clock`` are there for tests.
     """
@@ -228,10 +238,11 @@ class MarketStream:
         control_rate: float = 4.0,
         on_state: StateHook | None = None,
         max_streams: int = MAX_STREAMS,
+        more: MoreHook | None = None,
     ) -> None:
         self.core = MarketCore(max_streams=max_streams, channel=channel, control_interval=1.0 / control_rate)
         self._settings = MarketSettings(
-            stream_url.rstrip("/"), on_prices, backoff, silence, connect, clock, on_state
+            stream_url.rstrip("/"), on_prices, backoff, silence, connect, clock, on_state, more
         )
         self._name = name
         self._clock = clock
