@@ -213,15 +213,12 @@ def not_loaded(watchers: list[AccountWatcher], quote: str) -> list[dict[str, Any
     return [w.blind_entry(quote) for w in watchers if not w.loaded]
 
 
-def bars_of(watchers: list[AccountWatcher] | Mapping[str, AccountWatcher], unit: str) -> dict[str, float]:
-    """The bars of ``unit`` by name (empty when unknown); ``watchers`` by name when asked often (a walk
-    of the list per unit was O(accounts²) at start-up: Binance's word is heard per account loaded)."""
+def bars_of(watchers: Mapping[str, AccountWatcher], unit: str) -> dict[str, float]:
+    """The bars of ``unit`` by name (empty when unknown); ``watchers`` by account name (a walk of the
+    list per unit was O(accounts²) at start-up: Binance's word is heard per account loaded)."""
     _, _, rest = unit.partition(":")
     account, _, symbol = rest.partition(":")
-    if isinstance(watchers, Mapping):
-        watcher = watchers.get(account)
-    else:
-        watcher = next((w for w in watchers if w.name == account), None)
+    watcher = watchers.get(account)
     if watcher is None:
         return {}
     bars = watcher.bars.get(symbol) or (None if symbol else watcher.bars.get(""))
