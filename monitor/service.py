@@ -28,6 +28,7 @@ from monitor.app.loading import Loader, Tasks
 from monitor.app.outflow import Outflow
 from monitor.app.views import Views
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError
+from monitor.exchange.conn_slots import LIMIT, WINDOW
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION
 from monitor.logs import configure_logging
@@ -73,12 +74,14 @@ class Service(PartsByName):
         catalog_interval: float = CATALOG_MAX_AGE,
         per_session: int = PER_SESSION,
         tick: float = 1.0,
+        connections: tuple[int, float] = (LIMIT, WINDOW),
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
         self.options = Options(clock, notify_backoff, load_backoff, key_check_interval,
-                               opinion_grace, catalog_interval, per_session, tick)  # fmt: skip
+                               opinion_grace, catalog_interval, per_session, tick,
+                               connections=connections)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()

@@ -29,6 +29,9 @@ from monitor.config.model import Config, exposed_files
 from monitor.config.shard import parse_shard
 from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import MarketStream, RetryPolicy, UserDataStream
+from monitor.exchange.conn_budget import ConnectionBudget, Priority
+from monitor.exchange.conn_slots import LIMIT, WINDOW
+from monitor.exchange.streams import default_connect, probed_connect
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
 from monitor.leftovers import expire_notices
@@ -82,6 +85,9 @@ class Options:
     # seconds between runs of the housekeeping job (monitor/app/periodic.py: staleness, timers,
     # metrics sweep); start-up readiness does not wait for it. Keep it well under the watchdog's 15 s
     tick: float = 1.0
+    # WebSocket connection attempts allowed per window (s), all kinds together: Binance allows 300
+    # per 5 min per IP (monitor/exchange/conn_slots.py); tests shrink both
+    connections: tuple[int, float] = (LIMIT, WINDOW)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,7 @@ class Components:
     first_prices: FirstPrices  # the wanted symbols with no price yet (start-up readiness's event)
     saved_units: frozenset[str]  # units with alert state saved at start (for accounts loaded later)
     key_interval: float  # seconds between key-permission checks of one account
+    connections: ConnectionBudget  # every WebSocket connection attempt takes a slot of it first
 
 
 async def resolve(
@@ -143,6 +150,9 @@ async def resolve(
     watchers: list[AccountWatcher] = []
     by_name: dict[str, AccountWatcher] = {}  # filled once they are built (names are unique)
     feeds = FeedLog(metrics, watchers, stopping=stopping)
+    connections = ConnectionBudget(*options.connections, on_wait=feeds.waiting)
+    stack.callback(connections.close)
+    metrics.connections_source(connections)
     policy = AlertPolicy(default_policy(config.alerts, config.route_names()), {})
     engine = Engine(book, policy, clock=clock, restore_target=config.alerts.restore_target)
     opinions = ExchangeOpinions(
@@ -151,7 +161,7 @@ async def resolve(
     )  # fmt: skip
     watchers += build_watchers(
         config, config_path, endpoints, book, feeds, notices, catalog,
-        engine=engine, on_exchange_word=opinions.heard,
+        engine=engine, on_exchange_word=opinions.heard, connections=connections,
     )  # fmt: skip
     by_name.update((w.name, w) for w in watchers)
     stack.push_async_callback(_close_all, watchers)
@@ -192,7 +202,15 @@ async def resolve(
     stack.callback(history.close)
     first_prices = FirstPrices()
     market, userdata = _feeds(
-        endpoints, book, engine, watchers, feeds, options, config.alerts.stale_after, first_prices
+        endpoints,
+        book,
+        engine,
+        watchers,
+        feeds,
+        options,
+        config.alerts.stale_after,
+        first_prices,
+        connections,
     )
     metrics.feed_source("market", market.stats)
     key_interval = options.key_check_interval or max(
@@ -204,6 +222,7 @@ async def resolve(
         policy=policy, engine=engine, opinions=opinions, silences=silences, dispatcher=dispatcher,
         market=market, userdata=userdata, recorder=Recorder(history, book, clock), feeds=feeds,
         first_prices=first_prices, saved_units=frozenset(saved), key_interval=key_interval,
+        connections=connections,
     )  # fmt: skip
 
 
@@ -328,6 +347,7 @@ def _feeds(
     options: Options,
     stale_after: float,
     first_prices: FirstPrices,
+    connections: ConnectionBudget,
 ) -> tuple[MarketStream, UserDataPool]:
     """The price feed (ticks straight into the engine, then ``first_prices`` told) and the user-data
     sessions (events to their account's watcher), not started."""
@@ -354,6 +374,7 @@ def _feeds(
     market = MarketStream(
         endpoints.stream_url, symbols, on_prices, more=more,
         on_state=feeds, silence=max(5.0, stale_after), backoff=FEED_BACKOFF,
+        connect=connections.connect_factory(default_connect, "market", Priority.MARKET),
     )  # fmt: skip
     by_account = {w.name: w for w in watchers}
     ws_api_url = endpoints.ws_api_url
@@ -363,6 +384,7 @@ def _feeds(
             ws_api_url, subs, lambda event: route_event(by_account, feeds, event),
             on_reconnected=lambda account, symbol: by_account[account].on_reconnected(account, symbol),
             on_state=feeds, session=session, backoff=FEED_BACKOFF,
+            connect=connections.connect_factory(probed_connect, session, Priority.USERDATA),
         ),
         per_session=options.per_session,
     )  # fmt: skip  # as many WebSocket API sessions as Binance's subscription limits need

@@ -43,6 +43,12 @@ class FeedLog:
             self._metrics.feed_reconnect(state.name)
         self._metrics.feed_connected(state.name, state.up)
 
+    def waiting(self, name: str) -> None:
+        """A connection attempt of ``name`` waits for a slot of the connection budget: its feed shows
+        as not connected (an account's Risk Data Stream before its first connection included),
+        without a warning or a reconnect counted (the budget logs the wait once for all)."""
+        self._metrics.feed_connected(name, False)
+
 
 def route_event(by_account: Mapping[str, AccountWatcher], feeds: FeedLog, event: Any) -> None:
     """A user-data stream's event to its account's watcher (a stream's own state to ``feeds``)."""

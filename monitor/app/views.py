@@ -16,6 +16,7 @@ class Views:
 
     def __init__(self, parts: Components) -> None:
         self.parts = parts
+        self._by_name = {w.name: w for w in parts.watchers}
 
     def status(self) -> list[dict[str, Any]]:
         """The ``status --json`` list: one dict per unit, then the accounts not loaded."""
@@ -35,12 +36,28 @@ class Views:
         if ages is None:
             ages = parts.market.ages()
         snapshot = next((w.last_snapshot for w in parts.watchers if unit in w.units), 0.0)
+        if unit.startswith("cross:"):
+            self._risk_stream(data, unit)
         return annotate(
             data, parts.policy, parts.silences,
             blind=unit in parts.engine.stale,
             price_ages=[ages[s] for s in parts.book.unit_symbols(unit) if s in ages],
             snapshot_age=parts.clock() - snapshot if snapshot else None,
         )  # fmt: skip
+
+    def _risk_stream(self, data: dict[str, Any], unit: str) -> None:
+        """The cross account's Risk Data Stream (Binance's own word on it, pushed): ``risk_stream``
+        is ``up``, ``waiting`` (for a slot of the connection budget: ``risk_stream_wait`` says how
+        many attempts are ahead and the ETA in seconds), ``connecting`` or ``down``;
+        ``risk_stream_reason`` says it in words. Meanwhile the unit is still evaluated on prices,
+        balances and REST reads, and Binance's word still comes from every REST read."""
+        watcher = self._by_name.get(unit.split(":", 2)[1])
+        state = watcher.risk_stream_state() if watcher is not None else None
+        if state is None:
+            return
+        data["risk_stream"], data["risk_stream_reason"], wait = state
+        if wait is not None:
+            data["risk_stream_wait"] = wait
 
     def firing(self) -> FiringMap:
         return firing_map(self.parts.policy, self.parts.book, self.parts.config.alerts.restore_target)

@@ -118,6 +118,20 @@ def _names(values: Any) -> str:
     return ", ".join(str(v) for v in values) if isinstance(values, list) and values else "-"
 
 
+def risk_stream_note(unit: Mapping[str, Any]) -> str:
+    """A line for a cross unit whose Risk Data Stream (Binance's own word, pushed) is not up, else "".
+
+    >>> risk_stream_note({"risk_stream": "waiting", "risk_stream_reason": "waiting for a connection slot"})
+    "Binance's Risk Data Stream not connected: waiting for a connection slot"
+    >>> risk_stream_note({"risk_stream": "up"})
+    ''
+    """
+    state = unit.get("risk_stream")
+    if state not in ("waiting", "down"):
+        return ""
+    return f"Binance's Risk Data Stream not connected: {unit.get('risk_stream_reason') or state}"
+
+
 def render(result: StatusResult) -> RenderableType:
     """The table and the line saying where the numbers came from."""
     table = Table(title="margin-monitor status", title_justify="left", expand=False)
@@ -155,6 +169,9 @@ def render(result: StatusResult) -> RenderableType:
         reason = unit.get("reason") or unit.get("blind_reason")
         if isinstance(reason, str) and reason:
             notes.append(Text(f"{unit_name(unit)}: {reason}", style=STYLES.get(state.split(" (")[0], "")))
+        risk = risk_stream_note(unit)
+        if risk:
+            notes.append(Text(f"{unit_name(unit)}: {risk}", style="yellow"))
     when = time.strftime("%H:%M:%S", time.localtime(result.at or time.time()))
     source = Text(f"from {result.source} at {when}", style="dim")
     parts: list[RenderableType] = [table, *notes, source]

@@ -249,6 +249,70 @@ class FeedCollector:
         )
 
 
+class ConnectionsSource(Protocol):
+    """The daemon's WebSocket connection budget (``monitor.exchange.conn_budget.ConnectionBudget``)."""
+
+    granted: int
+    refusals: int
+
+    def used(self) -> int: ...
+    def waiting_by_kind(self) -> Mapping[str, int]: ...
+    @property
+    def limit(self) -> int: ...
+
+
+class ConnectionCollector:
+    """The WebSocket connection budget: attempts in its window, its limit, who waits, refusals."""
+
+    def __init__(self) -> None:
+        self.source: ConnectionsSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        families = self._families()
+        budget = self.source
+        if budget is None:
+            return []
+        used, limit, waiting, attempts, refused = families
+        used.add_metric([], budget.used())
+        limit.add_metric([], budget.limit)
+        for kind, count in budget.waiting_by_kind().items():
+            waiting.add_metric([kind], count)
+        attempts.add_metric([], budget.granted)
+        refused.add_metric([], budget.refusals)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[
+        GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily, CounterMetricFamily
+    ]:
+        return (
+            GaugeMetricFamily(
+                PREFIX + "ws_connection_attempts_in_window",
+                "WebSocket connection attempts in the budget's sliding window now (all kinds).",
+            ),
+            GaugeMetricFamily(
+                PREFIX + "ws_connection_budget",
+                "WebSocket connection attempts the daemon allows itself per window"
+                " (Binance: 300 per 5 min per IP).",
+            ),
+            GaugeMetricFamily(
+                PREFIX + "ws_connections_waiting",
+                "Connection attempts waiting for a slot of the budget, by kind (market, userdata, risk).",
+                labels=["kind"],
+            ),
+            CounterMetricFamily(
+                PREFIX + "ws_connection_attempts", "WebSocket connection attempts let through by the budget."
+            ),
+            CounterMetricFamily(
+                PREFIX + "ws_connections_refused",
+                "WebSocket handshakes the exchange refused for too many attempts (HTTP 429/418).",
+            ),
+        )
+
+
 class RouteCollector:
     """Per-route notification counts, read from ``stats()`` sources (the dispatcher's)."""
 

@@ -51,6 +51,8 @@ from prometheus_client.exposition import choose_encoder
 
 from monitor.ops.collectors import (
     PREFIX,
+    ConnectionCollector,
+    ConnectionsSource,
     FeedCollector,
     FeedSnapshot,
     RouteCollector,
@@ -86,6 +88,8 @@ class Metrics:
         self.registry.register(self._units)
         self.registry.register(self._feeds)
         self.registry.register(self._routes)
+        self._connections = ConnectionCollector()
+        self.registry.register(self._connections)
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -145,6 +149,10 @@ class Metrics:
         by default). Its values replace anything pushed for that feed.
         """
         self._feeds.feed(feed).source = stats
+
+    def connections_source(self, budget: ConnectionsSource) -> None:
+        """Read the WebSocket connection budget at each scrape (``ConnectionBudget``)."""
+        self._connections.source = budget
 
     # --- notifications ----------------------------------------------------------------------
 

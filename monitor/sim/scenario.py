@@ -192,6 +192,10 @@ class Limits(_Strict):
     ban_seconds: Seconds = 120.0
     listen_token_validity: Seconds = 86400.0
     listen_key_validity: Seconds = 3600.0
+    # WebSocket connection attempts per client IP in any sliding window, over every WebSocket
+    # endpoint (market streams, Risk Data Stream, WebSocket API): monitor/sim/conn_limit.py
+    ws_connections: int = Field(default=300, ge=1)
+    ws_connection_window: Seconds = 300.0
 
 
 class Streams(_Strict):

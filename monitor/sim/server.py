@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from monitor.sim.conn_limit import ConnectionLimit
 from monitor.sim.engine import SimExchange
 from monitor.sim.loader import load_scenario
 from monitor.sim.rest import add_routes
@@ -41,10 +42,15 @@ class Simulator:
         self.engine = SimExchange(scenario, realtime=realtime, clock=clock)
         self.app = web.Application()
         add_routes(self.app, self.engine)
-        self.app.router.add_get("/ws-api/v3", self.engine.api.handle)
-        self.app.router.add_get("/ws", self.engine.streams.handle_raw)
-        self.app.router.add_get("/ws/{streams:.*}", self.engine.streams.handle_raw)
-        self.app.router.add_get("/stream", self.engine.streams.handle_combined)
+        limits = scenario.limits  # Binance's 300 WebSocket connection attempts per 5 min per IP
+        self.connections = ConnectionLimit(
+            limits.ws_connections, limits.ws_connection_window, self.engine.clock
+        )
+        guard = self.connections.guard
+        self.app.router.add_get("/ws-api/v3", guard(self.engine.api.handle))
+        self.app.router.add_get("/ws", guard(self.engine.streams.handle_raw))
+        self.app.router.add_get("/ws/{streams:.*}", guard(self.engine.streams.handle_raw))
+        self.app.router.add_get("/stream", guard(self.engine.streams.handle_combined))
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()

@@ -35,8 +35,10 @@ from monitor.exchange.binance import (
     StreamState,
     UserSubscription,
 )
+from monitor.exchange.conn_budget import ConnectionBudget, Priority, describe_wait
 from monitor.exchange.diagnose import Diagnosis, diagnose
 from monitor.exchange.rest import RetryPolicy
+from monitor.exchange.streams import probed_connect
 from monitor.exchange.supervisor import Backoff
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars
@@ -85,7 +87,10 @@ class AccountWatcher:
         catalog: SharedCatalog | None = None,
         engine: Engine | None = None,
         on_exchange_word: ExchangeWordHook | None = None,
+        connections: ConnectionBudget | None = None,
     ) -> None:
+        self.connections = connections  # the daemon's WebSocket connection budget (None: no limit)
+        self.risk: RiskStream | None = None  # the Risk Data Stream while it runs
         self.catalog = catalog if catalog is not None else SharedCatalog(book)  # shared by the service
         self.cfg = account
         self.name = account.name
@@ -260,13 +265,34 @@ class AccountWatcher:
 
     async def run_risk_stream(self) -> None:
         """The Risk Data Stream until cancelled; a rejected key disables this account only."""
-        stream = self.risk_stream()
+        stream = self.risk = self.risk_stream()
         if stream is None:
             return
         try:
             await stream.run()
         except KeyRejected as exc:
             self._key_rejected(exc)
+        finally:
+            if self.risk is stream:
+                self.risk = None
+
+    def risk_stream_state(self) -> tuple[str, str, dict[str, float] | None] | None:
+        """``(state, reason, wait)`` of the Risk Data Stream (Binance's own word on the cross
+        account): ``up``; ``waiting`` for a connection slot (``wait``: how many ahead, ETA in
+        seconds); ``connecting`` (first attempt under way); ``down`` with the last failure (retried).
+        None when the account has none (not loaded, or no cross account)."""
+        stream = self.risk
+        if stream is None or not self.loaded or not self.cfg.cross:
+            return None
+        name = stream.supervisor.name
+        wait = self.connections.wait_of(name) if self.connections is not None else None
+        if wait is not None:
+            return "waiting", describe_wait(wait), {"ahead": wait.ahead, "eta": round(max(0.0, wait.eta), 1)}
+        if stream.supervisor.up:
+            return "up", "", None
+        if not stream.supervisor.last_reason:
+            return "connecting", "connecting", None
+        return "down", f"reconnecting after: {stream.supervisor.last_reason}", None
 
     def risk_stream(self) -> RiskStream | None:
         """The cross account's Risk Data Stream (liabilities and margin status)."""
@@ -279,6 +305,9 @@ class AccountWatcher:
             self.on_event,
             on_reconnected=self.on_reconnected,
             on_state=self.on_state,
+            connect=probed_connect
+            if self.connections is None
+            else self.connections.connect_factory(probed_connect, f"risk:{self.name}", Priority.RISK),
         )
 
     def on_event(self, event: ExchangeEvent) -> None:
@@ -420,6 +449,7 @@ def build_watchers(
     *,
     engine: Engine | None = None,
     on_exchange_word: ExchangeWordHook | None = None,
+    connections: ConnectionBudget | None = None,
 ) -> list[AccountWatcher]:
     """A watcher per configured account in this replica's shard, all sharing one symbol catalog
     (and, when given, the engine and the hook for Binance's own word on each unit)."""
@@ -428,7 +458,7 @@ def build_watchers(
     def watcher(account: AccountConfig) -> AccountWatcher:
         return AccountWatcher(
             account, config, config_path, endpoints, book, on_state, notices,
-            catalog=shared, engine=engine, on_exchange_word=on_exchange_word,
+            catalog=shared, engine=engine, on_exchange_word=on_exchange_word, connections=connections,
         )  # fmt: skip
 
     return [watcher(a) for a in accounts_in_shard(config)]

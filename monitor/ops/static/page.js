@@ -84,13 +84,16 @@ function detailsHtml(u) {
   const firing = Object.entries(u.firing || {}).map(([r, ph]) => `<span class="badge firing">${esc(r)} ${esc(ph)}</span>`).join(" ");
   const silenced = (u.silenced || []).map ? (u.silenced || []).map((r) => `<span class="badge silenced">${esc(typeof r === "string" ? r : JSON.stringify(r))} silenced</span>`).join(" ") : "";
   const settling = u.settling ? `<span class="badge">settling</span>` : "";
+  // the cross account's Risk Data Stream (Binance's own word, pushed): shown while it is not up
+  const risk = u.risk_stream && u.risk_stream !== "up"
+    ? `<dt>Binance's Risk Data Stream</dt><dd class="risk-stream">not connected: ${esc(u.risk_stream_reason || u.risk_stream)}</dd>` : "";
   return `<dl>
 <dt>bars</dt><dd>${bars}</dd>
 <dt>to liquidation</dt><dd class="distance">${pct(u.liquidation_distance)}</dd>
 <dt>liquidation at</dt><dd>${liq}</dd>
 <dt>restores to ${u.restore_target}</dt><dd>${restore}</dd>
 <dt>alerts</dt><dd>${firing || "none firing"} ${silenced} ${settling}</dd>
-<dt>data age</dt><dd class="age">${age(u.age)}</dd>
+<dt>data age</dt><dd class="age">${age(u.age)}</dd>${risk}
 </dl>`;
 }
 
