@@ -1,7 +1,7 @@
 """Shards on one machine: 4,000 accounts (400 in the default run), 4 daemons, then a rolling
 change to 5, with crossings happening during the change.
 
-The simulator runs in this process (its weight limits lifted: the shards share 127.0.0.1 here,
+The simulator runs in this process (its weight and connection limits lifted: the shards share 127.0.0.1 here,
 where in production each has its own IP); each daemon is a real ``margin-monitor run`` process
 taking its shard from ``MARGIN_MONITOR_SHARD``, as the StatefulSet's pods do; every alert goes to
 one local receiver. The change follows a StatefulSet's order (OrderedReady, RollingUpdate): the
@@ -86,7 +86,11 @@ def scenario(size: int) -> dict[str, Any]:
         "quote": "USDT",
         "prices": {"BTCUSDT": str(START)},
         "accounts": accounts,
-        "limits": {"api_weight_per_minute": 10**9, "sapi_ip_weight_per_minute": 10**9},
+        "limits": {
+            "api_weight_per_minute": 10**9,
+            "sapi_ip_weight_per_minute": 10**9,
+            "ws_connections": 10**9,
+        },
         "streams": {"quote_refresh": "2s"},
     }
 
