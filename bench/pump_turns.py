@@ -140,6 +140,27 @@ def instrument(turns: list[Turn]) -> None:
         self.writes += 1
 
     Outflow._write_rendered = timed_write  # type: ignore[method-assign]
+    from monitor.notify.outbox import OutboxStage
+
+    save_state = getattr(OutboxStage, "save_state", None)  # the pump's state-only turns (this branch)
+    if save_state is not None:
+
+        def timed_state(self: OutboxStage, alert_state: Any) -> None:
+            turn: Turn = {"t": time.monotonic(), "letters": 0, "state_only": True}
+            turn["state_units"] = len(alert_state or ())
+            clock.turn = turn
+            gcs = len(gc_cpu)
+            cpu, wall = time.thread_time(), time.monotonic()
+            try:
+                save_state(self, alert_state)
+            finally:
+                turn["cpu_ms"] = (time.thread_time() - cpu) * 1e3
+                turn["wall_ms"] = (time.monotonic() - wall) * 1e3
+                turn["gc_ms"] = sum(gc_cpu[gcs:]) * 1e3
+                clock.turn = None
+                turns.append(turn)
+
+        OutboxStage.save_state = timed_state  # type: ignore[method-assign]
     Store._insert = timed_insert  # type: ignore[method-assign,assignment]
     Store._save_states = timed_save  # type: ignore[method-assign,assignment]
     Store._tx = timed_tx  # type: ignore[method-assign]
