@@ -197,3 +197,91 @@ def top_callback(busy: Sequence[tuple[float, float, str, float, float]], lo: flo
         if s < hi and e > lo:
             cpu[name] = cpu.get(name, 0.0) + ms
     return max(cpu, key=lambda k: cpu[k]) if cpu else "none over 1 ms"
+
+
+Ran = tuple[float, float, float, Snap]  # (wall start, wall end, thread CPU s, what ran)
+
+
+class Ring:
+    """The last ``size`` loop callbacks, every one (not only the slow): a preallocated list written
+    round, so recording one costs a tuple and a store (``bench/crash.py`` measures the wrapper's
+    whole cost per callback). :meth:`since` copies out those that ended after a time, newest last:
+    a late lag sample takes its span's callbacks at once, before they are overwritten."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.items: list[Ran | None] = [None] * size
+        self.n = 0
+
+    def add(self, item: Ran) -> None:
+        self.items[self.n % self.size] = item
+        self.n += 1
+
+    def since(self, lo: float) -> list[Ran]:
+        out: list[Ran] = []
+        for i in range(self.n - 1, max(-1, self.n - 1 - self.size), -1):
+            item = self.items[i % self.size]
+            if item is None or item[1] <= lo:
+                break
+            out.append(item)
+        out.reverse()
+        return out
+
+
+def plain_name(snap: Snap) -> str:
+    """:func:`describe` without the lines a task was suspended at, to add up callbacks by name."""
+    return describe(Snap(snap.callback, snap.args, snap.task, snap.resumes, (0, 0), snap.wakes))
+
+
+@dataclass(slots=True)
+class Composition:
+    """What filled one late span [lo, hi]: the callbacks that ran in it, by name (count, wall ms
+    inside the span, CPU ms), and the wall not covered by any callback (``gap_ms``: the selector's
+    wait, the loop's own bookkeeping between callbacks, a wait for the GIL, the OS)."""
+
+    span_ms: float
+    callbacks: int
+    callbacks_ms: float
+    cpu_ms: float
+    gap_ms: float
+    by_name: dict[str, tuple[int, float]]  # name → (count, CPU ms)
+
+
+def compose(lo: float, hi: float, ran: Sequence[Ran], name: Any = plain_name) -> Composition:
+    """The composition of the late span [lo, hi] from the callbacks ``ran`` (one thread's, so
+    never overlapping each other): each clipped to the span; CPU counted in proportion."""
+    covered = cpu = 0.0
+    count = 0
+    by_name: dict[str, tuple[int, float]] = {}
+    for start, end, took, snap in ran:
+        inside = min(end, hi) - max(start, lo)
+        if inside <= 0:
+            continue
+        share = took * inside / (end - start) if end > start else took
+        covered += inside
+        cpu += share
+        count += 1
+        key = name(snap)
+        n, ms = by_name.get(key, (0, 0.0))
+        by_name[key] = (n + 1, ms + share * 1000)
+    span = hi - lo
+    return Composition(
+        round(span * 1000, 2),
+        count,
+        round(covered * 1000, 2),
+        round(cpu * 1000, 2),
+        round(max(0.0, span - covered) * 1000, 2),
+        {k: (n, round(ms, 2)) for k, (n, ms) in by_name.items()},
+    )
+
+
+def composition_kind(c: Composition) -> str:
+    """One word for a late span: ``gap`` when most of it was outside any callback (the loop not
+    running a callback: selector wait, GIL, OS), ``many`` when callbacks filled it and none took
+    over a third of their CPU, else the name of the one that did."""
+    if c.gap_ms >= 0.5 * c.span_ms:
+        return "gap (no callback running: selector/GIL/OS)"
+    top = max(c.by_name.items(), key=lambda kv: kv[1][1], default=None)
+    if top is None or top[1][1] < c.cpu_ms / 3:
+        return "many callbacks"
+    return f"mostly {top[0]}"
