@@ -490,6 +490,8 @@ class CallbackTimes:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("json", "warning")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     slow = log_slow_callbacks(args.slow_ms / 1000) if args.slow_ms else []
     pauses = gc_pauses()
     timed = CallbackTimes(args.time_callbacks / 1000, pauses)
@@ -568,6 +570,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "tree": os.path.dirname(os.path.dirname(monitor.__file__)),
         "machine": machine(),
         "hook_delay_ms": args.hook_delay_ms,
+        "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "workload": {
             "accounts": args.accounts,
             "symbols": args.symbols,
@@ -600,6 +603,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after ready before phase 1")
     parser.add_argument(
         "--hook-delay-ms", type=float, default=0.0, help="the webhook answers after this long (remote RTT)"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval(ms / 1000) before the daemon starts (an A/B of the GIL hand-off)",
     )
     parser.add_argument("--slow-ms", type=float, help="asyncio debug mode: list callbacks slower than this")
     parser.add_argument(
