@@ -68,6 +68,7 @@ from loop_names import (
     composition_kind,
     describe,
     is_harness,
+    key_of,
     lag_cause,
     snapshot,
     top_callback,
@@ -444,7 +445,7 @@ class CallbackTimes:
             wall, start = time.monotonic(), time.thread_time()
             run(handle)
             took = time.thread_time() - start
-            ring.add((wall, time.monotonic(), took, snap))
+            ring.add((wall, time.monotonic(), took, key_of(snap)))
             if took > busy and self.on:
                 name = describe(snap) + (f"({job})" if job else "")
                 name = f"bench: {name}" if is_harness(snap, bench) else name
