@@ -210,8 +210,9 @@ def gap_cause(lo: float, hi: float, phase: dict[str, Any], sends: list[tuple[flo
     """Why no callback ran for most of a late span: a GC by another thread (it holds the GIL), a GC
     on the loop thread between callbacks (the loop's own allocations), an Apprise send in flight
     (its thread may hold the GIL up to ``sys.getswitchinterval()``), else the OS (CPU elsewhere)."""
-    if any(s < hi and e > lo for s, e in GC_OFF_LOOP):
-        return "gap: GC in another thread"
+    threads = sorted({t for s, e, t in GC_OFF_LOOP if s < hi and e > lo})
+    if threads:
+        return f"gap: GC in thread {', '.join(threads)}"
     if any(s < hi and s + w > lo for s, _, w, _ in phase["gc"]):
         return "gap: GC on the loop thread"
     if any(s < hi and e > lo for s, e in sends):
@@ -371,7 +372,7 @@ def log_slow_callbacks(threshold: float) -> list[str]:
     return slow
 
 
-GC_OFF_LOOP: list[tuple[float, float]] = []  # (start, end) of the collections run by another thread
+GC_OFF_LOOP: list[tuple[float, float, str]] = []  # (start, end, thread) of collections off the loop thread
 
 
 def gc_pauses() -> list[tuple[float, int, float, float]]:
@@ -383,7 +384,8 @@ def gc_pauses() -> list[tuple[float, int, float, float]]:
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and threading.get_ident() != loop_thread:
-            GC_OFF_LOOP.append((started[0], time.monotonic()))
+            thread = threading.current_thread().name.rstrip("0123456789").rstrip("_-")  # notify-send_3
+            GC_OFF_LOOP.append((started[0], time.monotonic(), thread))
         if phase == "start":
             started[:] = time.monotonic(), time.thread_time()
         else:
