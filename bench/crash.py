@@ -21,7 +21,12 @@ loop callbacks over ``--time-callbacks`` ms of this thread's CPU, named by owner
 (``cpu_stalls``: name, CPU ms, of it GC ms). The bench's own work in this process (its ``main`` task
 starting and ending each phase, its 10 ms probe, the pipes to its subprocesses) is never counted as
 the daemon's: its callbacks are listed apart (``harness_over_threshold``) and the lag samples they
-delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). Also the
+delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). What
+filled each late span over 5 ms (since session 6): every loop callback goes into a ring (what
+ran, wall span, CPU; ``loop_names.Ring``) and the probe copies a late sample's span out of it;
+``late_kinds`` / ``late_by_name`` / ``late_worst``: the callbacks in it by name (count, CPU) and
+the gap no callback covered, with the GC (and its thread) or send that overlapped it; and the
+wrapper's own cost (``instrument_us_per_callback`` × ``callbacks_per_s``). Also the
 daemon's CPU; and start-up to ready and RSS. Whatever ``monitor`` is importable is measured:
 ``bench/compare.py`` runs this script with ``PYTHONPATH`` set to a baseline tree and to this one,
 interleaved.
