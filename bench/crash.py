@@ -53,6 +53,7 @@ from typing import Any
 
 import apprise
 import numpy as np
+from gc_census import Census
 from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, record_evaluations, rss_mib
 from latency_workload import (
     BARS,
@@ -502,6 +503,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sys.setswitchinterval(args.switch_interval / 1000)
     slow = log_slow_callbacks(args.slow_ms / 1000) if args.slow_ms else []
     pauses = gc_pauses()
+    census = Census.install()  # bench/gc_census.py: collections by generation, survivors
     timed = CallbackTimes(args.time_callbacks / 1000, pauses)
     handed = record_handoffs()
     evaluations = record_evaluations()
@@ -595,6 +597,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "rss_peak_mib": rss_end["peak"],
         },
         "phases": results,
+        "gc": census.report(phases),
         **({"slow_callbacks": slow} if args.slow_ms else {}),
     }
 
