@@ -106,6 +106,26 @@ def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def composition_rows(label: str, result: dict[str, Any]) -> list[str]:
+    """What filled the lag samples' late spans (``bench/crash.py``'s ``late_*``, since 2026-11-28
+    session 6; none for an older tree's JSON): kinds, the callbacks by CPU, the gap outside any."""
+    rows = []
+    for p in result.get("phases", []):
+        if "late_kinds" not in p:
+            continue
+        kinds = ", ".join(f"{k} {n}" for k, n in p["late_kinds"].items()) or "–"
+        names = "; ".join(
+            f"{k[:60]} {c}× in {s} ({ms:.1f} ms)" for k, (s, c, ms) in list(p["late_by_name"].items())[:3]
+        )
+        rows.append(
+            f"| {label} | {p['rate']:,} | {p['stalls_over_5ms']} | {kinds} "
+            f"| {p['late_span_ms']:.1f} / {p['late_callbacks_cpu_ms']:.1f} / {p['late_gap_ms']:.1f} "
+            f"| {names or '–'} | {p['callbacks_per_s']:,} × {p['instrument_us_per_callback']} µs "
+            f"= {p['instrument_share'] * 100:.2f} % |"
+        )
+    return rows
+
+
 def causes(p: dict[str, Any]) -> str:
     """The lag samples' causes (``bench/crash.py`` since 2026-11-28; "–" for an older tree's JSON)."""
     counted = p.get("stall_causes")
@@ -171,13 +191,15 @@ def main() -> None:
     trees = {"base": base_tree(args.base, base_dir), "new": ROOT}
     head = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     load_before = sh("uptime")
-    crash, slow_hook, rss, latency = [], [], [], []
+    crash, slow_hook, rss, latency, compositions = [], [], [], [], []
     for n in range(1, args.rounds + 1):
         for name, tree in trees.items():
             label = f"{n}{'A' if name == 'base' else 'B'} {name}"
             print(f"round {n}: {name} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
             if not args.rss_only:
-                crash += crash_rows(label, run(tree, "crash.py"))
+                result = run(tree, "crash.py")
+                crash += crash_rows(label, result)
+                compositions += composition_rows(label, result)
                 slow_hook += crash_rows(
                     label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms))
                 )
@@ -214,6 +236,16 @@ def main() -> None:
             "",
             *crash_header(),
             *crash,
+            "",
+            "What filled the late spans of those lag samples over 5 ms (kind: `gap` = no callback was",
+            "running for most of it, with what overlapped; `many callbacks` = none took a third of the",
+            "CPU; callbacks named as `bench/loop_names.py` does, without lines; the bench's timing",
+            "wrapper's own cost, measured per callback at start):",
+            "",
+            "| run | ticks/s | lag > 5 ms | kinds | span / callbacks' CPU / gap ms (sum) "
+            "| top callbacks in the spans (count, samples, CPU) | callbacks/s × wrapper = loop share |",
+            "|---|---|---|---|---|---|---|",
+            *compositions,
             "",
             f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a",
             "remote service's round trip; received = when the request arrived):",

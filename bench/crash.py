@@ -21,7 +21,12 @@ loop callbacks over ``--time-callbacks`` ms of this thread's CPU, named by owner
 (``cpu_stalls``: name, CPU ms, of it GC ms). The bench's own work in this process (its ``main`` task
 starting and ending each phase, its 10 ms probe, the pipes to its subprocesses) is never counted as
 the daemon's: its callbacks are listed apart (``harness_over_threshold``) and the lag samples they
-delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). Also the
+delay are counted apart (``stalls_over_5ms_bench``, included in ``stalls_over_5ms``). What
+filled each late span over 5 ms (since session 6): every loop callback goes into a ring (what
+ran, wall span, CPU; ``loop_names.Ring``) and the probe copies a late sample's span out of it;
+``late_kinds`` / ``late_by_name`` / ``late_worst``: the callbacks in it by name (count, CPU) and
+the gap no callback covered, with the GC (and its thread) or send that overlapped it; and the
+wrapper's own cost (``instrument_us_per_callback`` × ``callbacks_per_s``). Also the
 daemon's CPU; and start-up to ready and RSS. Whatever ``monitor`` is importable is measured:
 ``bench/compare.py`` runs this script with ``PYTHONPATH`` set to a baseline tree and to this one,
 interleaved.
@@ -40,6 +45,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path as FsPath
@@ -47,6 +53,7 @@ from typing import Any
 
 import apprise
 import numpy as np
+from gc_census import Census
 from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, record_evaluations, rss_mib
 from latency_workload import (
     BARS,
@@ -60,7 +67,18 @@ from latency_workload import (
     pairs_differ,
     parse_title,
 )
-from loop_names import describe, is_harness, lag_cause, snapshot, top_callback
+from loop_names import (
+    Ran,
+    Ring,
+    compose,
+    composition_kind,
+    describe,
+    is_harness,
+    key_of,
+    lag_cause,
+    snapshot,
+    top_callback,
+)
 
 import monitor
 
@@ -154,14 +172,21 @@ def record_handoffs() -> list[tuple[float, str]]:
     return calls
 
 
-async def probe(samples: list[tuple[float, float, float]]) -> None:
+Late = tuple[float, float, list[Ran]]  # (wake time, lag, every callback that ran in the late span)
+
+
+async def lag_probe(samples: list[tuple[float, float, float]], ring: Ring, late: list[Late]) -> None:
     """Loop lag: how late a 10 ms sleep wakes, (wake time, lag, the loop thread's CPU seconds over
-    the sample) per sample."""
+    the sample) per sample; for a sample over 5 ms, the callbacks that ran in its late span (from
+    the ring of every callback, copied at once: no formatting here)."""
     while True:
         start, cpu = time.monotonic(), time.thread_time()
         await asyncio.sleep(PROBE)
         end = time.monotonic()
-        samples.append((end, max(0.0, end - start - PROBE), time.thread_time() - cpu))
+        lag = max(0.0, end - start - PROBE)
+        samples.append((end, lag, time.thread_time() - cpu))
+        if lag > STALL:
+            late.append((end, lag, ring.since(end - lag)))
 
 
 Calls = list[tuple[float, str]]
@@ -185,6 +210,68 @@ def stall_causes(
         if cause.startswith("loop busy"):
             busiest[top_callback(phase["busy"], at - lag - PROBE, at)] += 1
     return causes, busiest
+
+
+def gap_cause(lo: float, hi: float, phase: dict[str, Any], sends: list[tuple[float, float]]) -> str:
+    """Why no callback ran for most of a late span: a GC by another thread (it holds the GIL), a GC
+    on the loop thread between callbacks (the loop's own allocations), an Apprise send in flight
+    (its thread may hold the GIL up to ``sys.getswitchinterval()``), else the OS (CPU elsewhere)."""
+    threads = sorted({t for s, e, t in GC_OFF_LOOP if s < hi and e > lo})
+    if threads:
+        return f"gap: GC in thread {', '.join(threads)}"
+    if any(s < hi and s + w > lo for s, _, w, _ in phase["gc"]):
+        return "gap: GC on the loop thread"
+    if any(s < hi and e > lo for s, e in sends):
+        return "gap: send in flight"
+    return "gap: OS / other"
+
+
+def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dict[str, Any]:
+    """What filled the late spans of the lag samples over 5 ms (``loop_names.compose``): how many
+    of each kind, the callbacks by name over all of them (late samples it ran in, count, CPU ms),
+    the gap not covered by any callback, the five worst spans in full; and what the timing
+    wrapper itself costs (its measured µs per callback × the callbacks run)."""
+    late = {at: (lag, ran) for at, lag, ran in phase["late"]}
+    spans = []
+    for at, lag, _ in phase["lags"]:
+        if lag > STALL and at in late:
+            spans.append((at, lag, compose(at - lag, at, late[at][1])))
+    kinds = Counter(
+        gap_cause(at - lag, at, phase, sends) if (k := composition_kind(c)).startswith("gap") else k
+        for at, lag, c in spans
+    )
+    names: dict[str, list[float]] = {}
+    for _, _, c in spans:
+        for name, (n, ms) in c.by_name.items():
+            row = names.setdefault(name, [0, 0, 0.0])
+            row[0] += 1
+            row[1] += n
+            row[2] += ms
+    top = sorted(names.items(), key=lambda kv: -kv[1][2])[:10]
+    worst = sorted(spans, key=lambda s: -s[1])[:5]
+    span_ms = sum(c.span_ms for _, _, c in spans)
+    return {
+        "late_kinds": dict(kinds.most_common()),
+        "late_span_ms": round(span_ms, 1),
+        "late_gap_ms": round(sum(c.gap_ms for _, _, c in spans), 1),
+        "late_callbacks_cpu_ms": round(sum(c.cpu_ms for _, _, c in spans), 1),
+        "late_callbacks": sum(c.callbacks for _, _, c in spans),
+        "late_by_name": {k: [int(v[0]), int(v[1]), round(v[2], 2)] for k, v in top},  # samples, count, CPU ms
+        "late_worst": [
+            {
+                "lag_ms": round(lag * 1000, 1),
+                "callbacks": c.callbacks,
+                "callbacks_ms": c.callbacks_ms,
+                "cpu_ms": c.cpu_ms,
+                "gap_ms": c.gap_ms,
+                "top": [[k, n, ms] for k, (n, ms) in sorted(c.by_name.items(), key=lambda kv: -kv[1][1])[:4]],
+            }
+            for _, lag, c in worst
+        ],
+        "callbacks_per_s": round(phase["callbacks"] / phase["seconds"]),
+        "instrument_us_per_callback": phase["wrapper_us"],
+        "instrument_share": round(phase["callbacks"] * phase["wrapper_us"] / 1e6 / phase["seconds"], 4),
+    }
 
 
 def latencies(
@@ -271,6 +358,7 @@ def analyse(
         "lag_max_ms": round(max(lags, default=0.0) * 1000, 1),
         "lag_samples": len(lags),
         "cpu": round(phase["cpu"], 3),
+        **compositions(phase, sends),
     }
 
 
@@ -290,12 +378,20 @@ def log_slow_callbacks(threshold: float) -> list[str]:
     return slow
 
 
+GC_OFF_LOOP: list[tuple[float, float, str]] = []  # (start, end, thread) of collections off the loop thread
+
+
 def gc_pauses() -> list[tuple[float, int, float, float]]:
-    """(start time, generation, wall seconds, CPU seconds) of every garbage collection here."""
+    """(start time, generation, wall seconds, CPU seconds) of every garbage collection here; those
+    another thread ran (an Apprise send's executor thread) are also in ``GC_OFF_LOOP``."""
     pauses: list[tuple[float, int, float, float]] = []
     started = [0.0, 0.0]
+    loop_thread = threading.get_ident()
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and threading.get_ident() != loop_thread:
+            thread = threading.current_thread().name.rstrip("0123456789").rstrip("_-")  # notify-send_3
+            GC_OFF_LOOP.append((started[0], time.monotonic(), thread))
         if phase == "start":
             started[:] = time.monotonic(), time.thread_time()
         else:
@@ -343,8 +439,12 @@ class CallbackTimes:
         self.daemon: list[Slow] = []
         self.harness: list[Slow] = []
         self.busy: list[Slow] = []  # every callback over ``busy`` s (1 ms): who kept the loop busy
+        self.ring = Ring()  # every callback, for the composition of a late lag sample
+        self.first = 0  # the ring count when the phase started
         run = asyncio.events.Handle._run
+        self.raw = run
         bench = str(BENCH)
+        ring = self.ring
 
         def timed(handle: Any) -> None:
             snap = snapshot(handle._callback, handle._args)  # before: a step moves or ends its frames
@@ -353,6 +453,7 @@ class CallbackTimes:
             wall, start = time.monotonic(), time.thread_time()
             run(handle)
             took = time.thread_time() - start
+            ring.add((wall, time.monotonic(), took, key_of(snap)))
             if took > busy and self.on:
                 name = describe(snap) + (f"({job})" if job else "")
                 name = f"bench: {name}" if is_harness(snap, bench) else name
@@ -369,10 +470,27 @@ class CallbackTimes:
                 )
                 (self.harness if is_harness(snap, bench) else self.daemon).append(kept)
 
+        self.timed = timed
         asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+
+    def wrapper_us(self, n: int = 20000) -> float:
+        """What the wrapper adds per callback, µs (its snapshot, clocks and ring store around a
+        no-op callback, less the bare ``Handle._run``): best of 5, with this loop's handles."""
+        handle = asyncio.Handle(lambda: None, (), asyncio.get_running_loop())
+        costs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                self.raw(handle)
+            t1 = time.perf_counter()
+            for _ in range(n):
+                self.timed(handle)
+            costs.append((time.perf_counter() - t1) - (t1 - t0))
+        return round(min(costs) / n * 1e6, 2)
 
     def start(self) -> None:
         self.daemon, self.harness, self.busy, self.on = [], [], [], True
+        self.first = self.ring.n
 
     def stop(self) -> tuple[list[Slow], list[Slow], list[Slow]]:
         self.on = False
@@ -381,21 +499,26 @@ class CallbackTimes:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("json", "warning")
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     slow = log_slow_callbacks(args.slow_ms / 1000) if args.slow_ms else []
     pauses = gc_pauses()
+    census = Census.install()  # bench/gc_census.py: collections by generation, survivors
     timed = CallbackTimes(args.time_callbacks / 1000, pauses)
     handed = record_handoffs()
     evaluations = record_evaluations()
     work = make_workload(args.accounts, args.symbols, args.per_account, args.seed, levels=(1.33, 1.9))
     path, plan = crash_path(work.prices, args.rates, args.seconds, args.drop, args.seed)
     lags: list[tuple[float, float, float]] = []
+    late: list[Late] = []
+    wrapper_us = timed.wrapper_us()
     with tempfile.TemporaryDirectory(prefix="crash-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
         (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
         path.save(str(tmp / "path.npz"))
         sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
         hook, hook_port = await Receiver.launch(args.hook_delay_ms)
-        prober = asyncio.create_task(probe(lags))
+        prober = asyncio.create_task(lag_probe(lags, timed.ring, late))
         phases: list[dict[str, Any]] = []
         try:
             config_path = daemon_config(tmp, url, work, (f"json://127.0.0.1:{hook_port}/hook",))
@@ -427,12 +550,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.5)  # the last webhook posts land
                     end = time.monotonic()
                     daemon_slow, harness_slow, busy = timed.stop()  # before anything else of the bench's
+                    callbacks = timed.ring.n - timed.first
                     phases.append({
                         "rate": rate, "start": start, "stop": stop, "file": file, "window": (wall, end),
                         "cpu": (time.process_time() - cpu) / (end - wall), "sent_rate": reply["rate"],
                         "lags": [s for s in lags[lag_from:] if s[0] < wall + reply["wall"] + 0.2],
                         "gc": pauses[gc_from:], "cpu_stalls": daemon_slow, "harness": harness_slow,
-                        "busy": busy,
+                        "busy": busy, "late": [x for x in late if wall <= x[0] < end],
+                        "callbacks": callbacks, "seconds": end - wall, "wrapper_us": wrapper_us,
                     })  # fmt: skip
                 rss_end = rss_mib()
             finally:
@@ -455,6 +580,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "tree": os.path.dirname(os.path.dirname(monitor.__file__)),
         "machine": machine(),
         "hook_delay_ms": args.hook_delay_ms,
+        "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "workload": {
             "accounts": args.accounts,
             "symbols": args.symbols,
@@ -471,6 +597,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "rss_peak_mib": rss_end["peak"],
         },
         "phases": results,
+        "gc": census.report(phases),
         **({"slow_callbacks": slow} if args.slow_ms else {}),
     }
 
@@ -487,6 +614,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after ready before phase 1")
     parser.add_argument(
         "--hook-delay-ms", type=float, default=0.0, help="the webhook answers after this long (remote RTT)"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval(ms / 1000) before the daemon starts (an A/B of the GIL hand-off)",
     )
     parser.add_argument("--slow-ms", type=float, help="asyncio debug mode: list callbacks slower than this")
     parser.add_argument(

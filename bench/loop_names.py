@@ -197,3 +197,126 @@ def top_callback(busy: Sequence[tuple[float, float, str, float, float]], lo: flo
         if s < hi and e > lo:
             cpu[name] = cpu.get(name, 0.0) + ms
     return max(cpu, key=lambda k: cpu[k]) if cpu else "none over 1 ms"
+
+
+Key = tuple[Any, Any]  # what ran, as code objects and strings only (see key_of)
+Ran = tuple[float, float, float, Key]  # (wall start, wall end, thread CPU s, what ran)
+
+
+def _code_or_name(obj: Any) -> Any:
+    code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+    return code if code is not None else type(obj).__qualname__
+
+
+def key_of(snap: Snap) -> Key:
+    """What ran, without keeping it alive: code objects and strings only, which the GC does not
+    track, so a ring entry holds no task, future or message past its callback (holding the
+    :class:`Snap` did: every callback's referents promoted to the old generations, GC pauses of
+    10-19 ms and +17 MiB in the bench itself). Named later by :func:`key_name`."""
+    if snap.task is not None:
+        coro = snap.task.get_coro()
+        inner = snap.resumes
+        return _code_or_name(coro), ("" if inner is None or inner is coro else _code_or_name(inner))
+    fn = snap.callback
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and not isinstance(owner, type(functools)):
+        if isinstance(owner, asyncio.Task):
+            return f"{getattr(fn, '__name__', '?')} of task", _code_or_name(owner.get_coro())
+        return type(owner).__qualname__, str(getattr(fn, "__name__", ""))
+    code = getattr(fn, "__code__", None)
+    return (code, "") if code is not None else (type(fn).__qualname__, "")
+
+
+def key_name(key: Key) -> str:
+    """The name of a :func:`key_of` key: ``coroutine > innermost`` for a task step (as
+    :func:`describe` without lines), ``Owner.method``, or a function's qualified name."""
+
+    def name(part: Any) -> str:
+        return str(getattr(part, "co_qualname", part))
+
+    first, second = key
+    if isinstance(first, str) and second and isinstance(second, str):
+        return f"{first}.{second}"  # Owner.method
+    return f"{name(first)} > {name(second)}" if second else name(first)
+
+
+class Ring:
+    """The last ``size`` loop callbacks, every one (not only the slow): a preallocated list written
+    round, so recording one costs a tuple and a store (``bench/crash.py`` measures the wrapper's
+    whole cost per callback). :meth:`since` copies out those that ended after a time, newest last:
+    a late lag sample takes its span's callbacks at once, before they are overwritten."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.items: list[Ran | None] = [None] * size
+        self.n = 0
+
+    def add(self, item: Ran) -> None:
+        self.items[self.n % self.size] = item
+        self.n += 1
+
+    def since(self, lo: float) -> list[Ran]:
+        out: list[Ran] = []
+        for i in range(self.n - 1, max(-1, self.n - 1 - self.size), -1):
+            item = self.items[i % self.size]
+            if item is None or item[1] <= lo:
+                break
+            out.append(item)
+        out.reverse()
+        return out
+
+
+@dataclass(slots=True)
+class Composition:
+    """What filled one late span [lo, hi]: the callbacks that ran in it, by name (count, wall ms
+    inside the span, CPU ms), and the wall not covered by any callback (``gap_ms``: the selector's
+    wait, the loop's own bookkeeping between callbacks, a wait for the GIL, the OS)."""
+
+    span_ms: float
+    callbacks: int
+    callbacks_ms: float
+    cpu_ms: float
+    gap_ms: float
+    by_name: dict[str, tuple[int, float]]  # name → (count, CPU ms)
+
+
+def compose(lo: float, hi: float, ran: Sequence[Ran], name: Any = key_name) -> Composition:
+    """The composition of the late span [lo, hi] from the callbacks ``ran`` (one thread's, so
+    never overlapping each other): each clipped to the span; CPU counted in proportion."""
+    covered = cpu = 0.0
+    count = 0
+    by_name: dict[str, tuple[int, float]] = {}
+    for start, end, took, what in ran:
+        inside = min(end, hi) - max(start, lo)
+        if inside <= 0:
+            continue
+        share = took * inside / (end - start) if end > start else took
+        covered += inside
+        cpu += share
+        count += 1
+        key = name(what)
+        n, ms = by_name.get(key, (0, 0.0))
+        by_name[key] = (n + 1, ms + share * 1000)
+    span = hi - lo
+    return Composition(
+        round(span * 1000, 2),
+        count,
+        round(covered * 1000, 2),
+        round(cpu * 1000, 2),
+        round(max(0.0, span - covered) * 1000, 2),
+        {k: (n, round(ms, 2)) for k, (n, ms) in by_name.items()},
+    )
+
+
+def composition_kind(c: Composition) -> str:
+    """One word for a late span: ``gap`` when most of it was outside any callback (the loop not
+    running a callback: selector wait, GIL, OS), ``many`` when callbacks filled it and none took
+    over a third of their CPU, else the name of the one that did."""
+    if c.gap_ms >= 0.5 * c.span_ms:
+        return "gap (no callback running: selector/GIL/OS)"
+    top = max(c.by_name.items(), key=lambda kv: kv[1][1], default=None)
+    if top is None or top[1][1] < c.cpu_ms / 3:
+        return "many callbacks"
+    return f"mostly {top[0]}"

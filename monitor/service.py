@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from monitor.app import periodic
 from monitor.app.components import DRAIN_SECONDS, LOAD_BACKOFF, Components, Options, PartsByName, resolve
@@ -86,9 +85,7 @@ class Service(PartsByName):
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()
         self.tasks = Tasks()
-        self.scheduler = AsyncIOScheduler(
-            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
-        )
+        self.scheduler = periodic.scheduler()
         self._stack = contextlib.AsyncExitStack()  # what startup opened and started, closed in reverse
         self._started_at = time.monotonic()
         self._ready_check: asyncio.Task[Any] | None = None

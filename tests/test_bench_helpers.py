@@ -27,7 +27,18 @@ from latency_workload import (
     pairs_differ,
     title_level,
 )
-from loop_names import describe, is_harness, lag_cause, snapshot, top_callback
+from loop_names import (
+    Ring,
+    compose,
+    composition_kind,
+    describe,
+    is_harness,
+    key_name,
+    key_of,
+    lag_cause,
+    snapshot,
+    top_callback,
+)
 
 H = 0.005
 HERE = str(FsPath(__file__).resolve().parent)
@@ -227,3 +238,32 @@ def test_the_evaluation_hook_sees_a_batch_evaluated_in_slices_once(monkeypatch: 
     records.clear()
     engine.on_prices({"XUSDT": 80000.0})  # 2.0: each resolves
     assert sum(len(r.events) for r in records) == 10
+
+
+def test_a_late_span_is_composed_of_the_callbacks_in_it_and_the_gap() -> None:
+    """The ring keeps the last callbacks; a late span [1.0, 1.010] takes those that ended inside it,
+    each clipped (CPU in proportion), by name; the wall no callback covered is the gap."""
+
+    def tick() -> None:
+        pass
+
+    def other() -> None:
+        pass
+
+    ring = Ring(size=4)
+    ring.add((0.90, 0.95, 0.05, key_of(snapshot(other, ()))))  # before the span: not taken
+    ring.add((0.998, 1.002, 0.004, key_of(snapshot(tick, ()))))  # half inside
+    ring.add((1.003, 1.004, 0.001, key_of(snapshot(tick, ()))))
+    ring.add((1.005, 1.006, 0.0005, key_of(snapshot(other, ()))))
+    ran = ring.since(1.0)
+    assert [r[0] for r in ran] == [0.998, 1.003, 1.005]
+    c = compose(1.0, 1.010, ran)
+    assert c.callbacks == 3 and c.span_ms == 10.0
+    assert c.callbacks_ms == 4.0 and c.gap_ms == 6.0
+    name = key_name(key_of(snapshot(tick, ())))
+    assert name.endswith("tick")
+    assert c.by_name[name] == (2, 3.0)  # 2 ms of the first (half its 4 ms) + 1 ms
+    assert composition_kind(c) == "gap (no callback running: selector/GIL/OS)"
+    ring.add((1.006, 1.010, 0.004, key_of(snapshot(tick, ()))))  # overwrites the oldest
+    assert len(ring.since(0.0)) == 4
+    assert composition_kind(compose(1.0, 1.010, ring.since(1.0))).startswith("mostly ")

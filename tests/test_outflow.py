@@ -15,6 +15,7 @@ from daemon_harness import Receiver, daemon_config
 from test_periodic import Turns
 
 from monitor.alerts.policy import AlertEvent
+from monitor.app import outflow as outflow_module
 from monitor.app.components import Components, Options, resolve
 from monitor.app.outflow import PUMP_BATCH, Outflow
 from monitor.config.model import load_config
@@ -121,3 +122,40 @@ async def test_flush_writes_what_the_pump_rendered_first_and_nothing_twice(parts
         await asyncio.sleep(0)
         pump.cancel()
     assert seen.keys() == keys
+
+
+async def test_a_large_state_is_saved_in_slices_each_in_a_turn_of_its_own(
+    parts: Components, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every unit's changed alert state at once (1,000 after start-up held the loop 15 ms) is saved
+    STATE_BATCH units a write: with the letters while any come, the rest in turns of its own once
+    the engine queued nothing; every unit's state ends up in the file, none twice."""
+    monkeypatch.setattr(outflow_module, "STATE_BATCH", 1)
+    policy = parts.engine.policy
+    units = [UNIT, *(f"cross:other{n}" for n in range(4))]
+    for unit in units:
+        policy._state(unit)  # as after start-up: every unit has a state, changed and unsaved
+    policy._dirty.update(units)
+    outflow = outflow_of(parts)
+    saved: list[tuple[int, list[str], int]] = []  # (turn, units, letters) of each transaction
+    add = parts.store.add_outbox
+
+    def recorded(items: Any, *, alert_state: Any = None) -> Any:
+        saved.append((turns.count, sorted(alert_state or {}), len(items)))
+        return add(items, alert_state=alert_state)
+
+    parts.store.add_outbox = recorded  # type: ignore[method-assign]
+    keys = queue(parts, 1, 1)
+    with Turns() as turns:
+        seen = Seen(outflow, turns)
+        pump = asyncio.create_task(outflow.pump())
+        await settle(lambda: sum(len(u) for _, u, _ in saved) == len(units))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        pump.cancel()
+    assert seen.keys() == keys
+    assert sorted(u for _, one, _ in saved for u in one) == sorted(units)  # each unit once
+    assert parts.store.load_alert_state().keys() == set(units)
+    assert all(len(one) <= 1 for _, one, _ in saved)
+    assert saved[0][2] == 1  # the letter's transaction carries the first slice
+    assert len({turn for turn, _, _ in saved}) == len(saved)  # each write in a turn of its own

@@ -78,6 +78,13 @@ class Job(Protocol):
     def run(self) -> Awaitable[None]: ...
 
 
+def scheduler() -> AsyncIOScheduler:
+    """The daemon's scheduler: UTC, a late run coalesced into one, never two runs of a job at once."""
+    return AsyncIOScheduler(
+        timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30}
+    )
+
+
 def schedule(scheduler: AsyncIOScheduler, jobs: Collection[Job]) -> None:
     for job in jobs:
         scheduler.add_job(job.run, "interval", seconds=job.period, id=job.name)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -101,7 +102,12 @@ async def probe(
     unanswered at the first turn ``pong_timeout`` seconds after it ends the session with
     ``Reconnect`` (no second ping meanwhile). Checked at the turns, so no timer per ping: with the
     defaults (20 s, 20 s) a dead connection goes 20 s after its unanswered ping, as websockets'
-    keepalive (``ping_timeout=20``) did."""
+    keepalive (``ping_timeout=20``) did.
+
+    The first ping comes after a random part of ``interval`` (never later than before): the connections opened
+    together at start-up (or after a reconnect storm) would otherwise ping in the same event-loop
+    turn every ``interval``, ~50 pings back to back at 1,000 accounts: the 6-8 ms "loop busy" lag
+    samples of ``bench/crash.py`` (their late span's composition: ``probe > sleep`` ×11-34)."""
 
     def answered(pong: asyncio.Future[float]) -> None:
         if not pong.cancelled() and pong.exception() is None:  # (retrieved: never logged)
@@ -110,8 +116,10 @@ async def probe(
     turns = max(1, math.ceil(pong_timeout / interval - 1e-9))  # turns a pong may take
     pong: asyncio.Future[float] | None = None
     waited = 0
+    delay = random.random() * interval  # the first ping within the interval: spread, never later
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(delay)
+        delay = interval
         if pong is not None and not pong.done():
             waited += 1
             if waited >= turns:

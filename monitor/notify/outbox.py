@@ -59,6 +59,10 @@ class OutboxStage:
                 )  # fmt: skip
         return self._persist(rows, batch.alert_state)
 
+    def save_state(self, alert_state: Mapping[str, Any] | None) -> None:
+        """Alert state alone, in a transaction of its own (a failing file is logged, as any write)."""
+        self._persist([], alert_state)
+
     def recover(self, targets: Container[str]) -> list[OutboxItem]:
         """The rows still queued or held, oldest first, except those already known here; a row whose
         target (route or URL) left the config is marked dropped."""
