@@ -127,19 +127,30 @@ def test_unknown_is_never_a_number_and_each_unit_has_exactly_one_state() -> None
 
 
 def test_pushed_feed_state_and_age_use_the_clock() -> None:
-    """A feed with no stats() source (a user-data feed) has its pushed up/down and reconnects, no
-    messages, and an age counted from its first push on the given clock."""
+    """A feed with no stats() source (a user-data or Risk Data Stream feed) has its pushed up/down and
+    reconnects, no messages, and an age since it was last up on the given clock: 0 while connected
+    (its events are rare; its pings prove it alive), then growing from the moment it went down; a
+    feed that never came up (a risk stream waiting for a connection slot) ages from registration."""
     clock = Clock()
     metrics = Metrics(clock=clock, process_metrics=False)
     metrics.feed_connected("userdata:a", True)
-    clock.now += 5
-    assert value(scrape(metrics), "margin_monitor_feed_message_age_seconds", feed="userdata:a") == 5.0
+    metrics.feed_connected("risk:b", False)  # waiting for its first connection
+    clock.now += 90
+    samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="userdata:a") == 0.0
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="risk:b") == 90.0
     metrics.feed_reconnect("userdata:a")
     metrics.feed_connected("userdata:a", False)
+    clock.now += 5
+    metrics.feed_connected("userdata:a", False)  # a second "down" does not restart the age
+    clock.now += 2
     samples = scrape(metrics)
+    assert value(samples, "margin_monitor_feed_message_age_seconds", feed="userdata:a") == 7.0
     assert value(samples, "margin_monitor_feed_messages_total", feed="userdata:a") == 0
     assert value(samples, "margin_monitor_feed_reconnects_total", feed="userdata:a") == 1
     assert value(samples, "margin_monitor_feed_connected", feed="userdata:a") == 0
+    metrics.feed_connected("userdata:a", True)
+    assert value(scrape(metrics), "margin_monitor_feed_message_age_seconds", feed="userdata:a") == 0.0
 
 
 def test_routes_and_latency_histogram() -> None:

@@ -182,6 +182,7 @@ class _Feed:
     registered: float = math.nan
     connected: bool = False
     source: Callable[[], FeedSnapshot] | None = None
+    down_since: float = math.nan  # a pushed feed: when it last went down (registration if never up)
 
 
 def _read_source(kind: str, name: str, source: Callable[[], _T]) -> _T | None:
@@ -196,8 +197,14 @@ def _read_source(kind: str, name: str, source: Callable[[], _T]) -> _T | None:
 
 
 class FeedCollector:
-    """Per-feed counters, read from a ``stats()`` source (a feed without one has only its pushed
-    up/down and reconnects: no messages, its age counted from registration); ages from ``clock``."""
+    """Per-feed counters, read from a ``stats()`` source; ages from ``clock``.
+
+    A feed without a source (a Risk Data Stream, a user-data session) has only its pushed up/down and
+    reconnects. Its events are rare by nature (a borrow, a margin-status change), and its connection
+    is proved alive by its own pings (a pong unanswered ends it), so its age is not since a message
+    but since it was last up: 0 while connected, else since it went down (or was registered, if it
+    never came up). ``feed_message_age_seconds > 60`` then means "silent for a minute" for every
+    feed, not "an account with no trade for a minute"."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
@@ -206,8 +213,16 @@ class FeedCollector:
     def feed(self, name: str) -> _Feed:
         state = self.feeds.get(name)
         if state is None:
-            state = self.feeds[name] = _Feed(registered=self.clock())
+            now = self.clock()
+            state = self.feeds[name] = _Feed(registered=now, down_since=now)
         return state
+
+    def connected(self, name: str, up: bool) -> None:
+        """Record a pushed feed's up/down (the moment it goes down starts its age)."""
+        state = self.feed(name)
+        if state.connected and not up:
+            state.down_since = self.clock()
+        state.connected = up
 
     def describe(self) -> Iterable[Metric]:
         return list(self._families())
@@ -228,7 +243,11 @@ class FeedCollector:
                     read.connected,
                 )
             messages.add_metric([name], count)
-            age.add_metric([name], max(0.0, now - (state.registered if last is None else last)))
+            if state.source is None:
+                since = now if up else state.down_since
+            else:
+                since = state.registered if last is None else last
+            age.add_metric([name], max(0.0, now - since))
             reconnects.add_metric([name], reconnected)
             connected.add_metric([name], 1.0 if up else 0.0)
         return families
@@ -239,7 +258,8 @@ class FeedCollector:
             CounterMetricFamily(PREFIX + "feed_messages", "Messages received per feed.", labels=["feed"]),
             GaugeMetricFamily(
                 PREFIX + "feed_message_age_seconds",
-                "Seconds since the feed's newest message (since registration if none arrived yet).",
+                "Seconds since the feed's newest message (since registration if none arrived yet); "
+                "for a feed that reports only up/down (risk, user data), since it was last up.",
                 labels=["feed"],
             ),
             CounterMetricFamily(PREFIX + "feed_reconnects", "Reconnections per feed.", labels=["feed"]),

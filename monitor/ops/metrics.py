@@ -23,7 +23,9 @@ a cross account):
   live price, or Cross Margin Pro), ``reconcile_drift_ratio`` (ours /
   exchange's − 1 at the last REST snapshot, from :meth:`Metrics.drift_source`).
 - per feed: ``feed_messages_total``, ``feed_message_age_seconds`` (since the newest message, or
-  since the feed was registered if none came yet), ``feed_reconnects_total``, ``feed_connected``.
+  since the feed was registered if none came yet; for a feed that only pushes up/down, a Risk Data
+  Stream or a user-data session, since it was last up: 0 while connected),
+  ``feed_reconnects_total``, ``feed_connected``.
 - per route: ``notifications_sent_total``, ``notifications_failed_total``, ``notifications_queued``,
   and from a source that has them ``notifications_dropped_total``, ``notifications_held``.
 - ``tick_to_dispatch_seconds`` histogram; ``build_info{version}``; ``process_*`` metrics.
@@ -140,7 +142,7 @@ class Metrics:
 
     def feed_connected(self, feed: str, connected: bool) -> None:
         """Record whether ``feed``'s connection is currently up."""
-        self._feeds.feed(feed).connected = connected
+        self._feeds.connected(feed, connected)
 
     def feed_source(self, feed: str, stats: Callable[[], FeedSnapshot]) -> None:
         """Read ``feed``'s counters from ``stats()`` at each scrape (e.g. ``MarketStream.stats``).
