@@ -53,6 +53,7 @@ from typing import Any
 
 import apprise
 import numpy as np
+from deliver_times import DeliverTimes
 from gc_census import Census
 from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, record_evaluations, rss_mib
 from latency_workload import (
@@ -507,6 +508,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     timed = CallbackTimes(args.time_callbacks / 1000, pauses)
     handed = record_handoffs()
     evaluations = record_evaluations()
+    deliver = DeliverTimes.install()  # bench/deliver_times.py: a batch's apply and slices, CPU
     work = make_workload(args.accounts, args.symbols, args.per_account, args.seed, levels=(1.33, 1.9))
     path, plan = crash_path(work.prices, args.rates, args.seconds, args.drop, args.seed)
     lags: list[tuple[float, float, float]] = []
@@ -571,6 +573,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 sent[p["start"] : p["stop"]] = np.load(p["file"])
             replay = Replay(work, path)
             results = [analyse(p, expected, sent, received, handed, evaluations, replay) for p in phases]
+            for p, r in zip(phases, results, strict=True):
+                r["deliver"] = deliver.report(*p["window"])
         finally:
             prober.cancel()
             await hook.stop()
