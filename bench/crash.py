@@ -55,7 +55,17 @@ import apprise
 import numpy as np
 from deliver_times import DeliverTimes
 from gc_census import Census
-from latency import HYSTERESIS, SimProcess, daemon_config, machine, pct, quiet, record_evaluations, rss_mib
+from latency import (
+    HYSTERESIS,
+    SimProcess,
+    daemon_config,
+    machine,
+    pct,
+    quiet,
+    record_evaluations,
+    rss_mib,
+    steady_service,
+)
 from latency_workload import (
     BARS,
     Evaluation,
@@ -82,13 +92,7 @@ from loop_names import (
 )
 
 import monitor
-
-try:
-    from monitor.config.model import load_config
-except ImportError:  # a baseline from before the layout move (7f103e1), e.g. compare.py's 334690b
-    from monitor.config import load_config  # type: ignore[attr-defined,no-redef]
 from monitor.logs import configure_logging
-from monitor.service import Service
 
 NOISE_PER_SECOND = 0.002  # per symbol, log price: the levels wiggle ~0.2 %/s besides the crash
 STALL = 0.005
@@ -524,7 +528,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         phases: list[dict[str, Any]] = []
         try:
             config_path = daemon_config(tmp, url, work, (f"json://127.0.0.1:{hook_port}/hook",))
-            service = Service(load_config(config_path), config_path)
+            service = steady_service(config_path)
             started = time.monotonic()
             await service.startup()
             startup_s = time.monotonic() - started

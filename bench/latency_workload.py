@@ -2,7 +2,8 @@
 
 - :func:`make_workload`: N cross accounts, each holding ``per_account`` of ``symbols`` assets
   (random, random value weights) against a USDT loan, levels spread around the 1.5 bar; and the
-  simulator scenario that serves them (limits raised so 1,000 keys can start at once).
+  simulator scenario that serves them (limits raised so 1,000 keys can start at once; the
+  WebSocket connection limit is lifted by ``bench/latency_sim.py``, the simulator's process).
 - :func:`make_path`: the price path the simulator pushes: each tick one random symbol, a
   mean-reverting log step, written as a bookTicker bid/ask pair (the daemon takes the mid).
 - :func:`expected_events`: the daemon's alert rules (level ≤ bar fires, > bar + hysteresis
