@@ -9,7 +9,7 @@ whether it was the first commit after a checkpoint (when SQLite restarts the log
 header in ``synchronous=NORMAL``), and the CPU of any collection inside it. The turns are written
 as JSON lines to ``--turns-out``; the slowest and a summary to stderr.
 
-    flock /work/wt/heavy.lock .venv/bin/python bench/pump_turns.py --turns-out /tmp/turns.jsonl
+    .venv/bin/python bench/pump_turns.py --turns-out /tmp/turns.jsonl
 """
 
 from __future__ import annotations
