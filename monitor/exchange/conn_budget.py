@@ -193,11 +193,7 @@ class ConnectionBudget:
 
     def waiting_by_kind(self) -> dict[str, int]:
         """How many attempts wait, by kind (``market``, ``userdata``, ``risk``)."""
-        out = {"market": 0, "userdata": 0, "risk": 0}
-        for key in self.core.order():
-            kind = key.split(":")[0].split("-")[0].split("#")[0]
-            out[kind if kind in out else "market"] += 1
-        return out
+        return {priority.name.lower(): n for priority, n in self.core.waiting_by_priority().items()}
 
     @property
     def limit(self) -> int:

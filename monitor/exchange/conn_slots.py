@@ -155,6 +155,13 @@ class SlotWindow:
             self._order = sorted(self._queue, key=self._queue.__getitem__)
         return list(self._order)
 
+    def waiting_by_priority(self) -> dict[Priority, int]:
+        """How many names wait, per priority (every priority, 0 where none waits)."""
+        counts = dict.fromkeys(Priority, 0)
+        for priority, _ in self._queue.values():
+            counts[Priority(priority)] += 1
+        return counts
+
     def __contains__(self, name: object) -> bool:
         return name in self._queue
 
