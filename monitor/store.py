@@ -127,6 +127,9 @@ class Store:
         self.lost: str | None = None  # set when a zero-byte state file was found and moved aside
         self.writes = 0  # transactions committed (what :meth:`checkpoint` has to catch up with)
         self.checkpoints = 0  # checkpoints done by :meth:`checkpoint`
+        self.write_error: str | None = None  # the last write's error (one line), None once one succeeds
+        self.write_failures = 0  # writes that failed since the store was opened
+        self._health_callbacks: list[Callable[[str | None], None]] = []
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.dir.is_dir():
@@ -301,6 +304,12 @@ class Store:
             self.checkpoints += 1
             return True
 
+    def on_write_health(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback`` on each transition of the write path: with the error's one line when a
+        write fails after one succeeded (or the first one fails), with None when a write succeeds
+        after one failed. Called on the thread of the write, inside it: keep it short."""
+        self._health_callbacks.append(callback)
+
     # -- small values --------------------------------------------------------------------------
     def get_json(self, key: str) -> Any:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
@@ -386,11 +395,31 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; its outcome is recorded in :attr:`write_error` / :attr:`write_failures`."""
         try:
             with self._tx() as conn:
                 yield conn
         except sqlite3.Error as exc:
-            raise state_error(exc, self.path) from None
+            error = state_error(exc, self.path)
+            self._write_failed(str(error))
+            raise error from None
+        except StateError as exc:  # closed
+            self._write_failed(str(exc))
+            raise
+        if self.write_error is not None:
+            self.write_error = None
+            self._tell_health(None)
+
+    def _write_failed(self, error: str) -> None:
+        self.write_failures += 1
+        was_ok = self.write_error is None
+        self.write_error = error
+        if was_ok:
+            self._tell_health(error)
+
+    def _tell_health(self, error: str | None) -> None:
+        for callback in self._health_callbacks:
+            callback(error)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self._write() as tx:
