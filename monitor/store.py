@@ -310,6 +310,14 @@ class Store:
         after one failed. Called on the thread of the write, inside it: keep it short."""
         self._health_callbacks.append(callback)
 
+    def probe(self) -> None:
+        """A write that needs room for a page (a page-sized row, deleted in the same transaction, so
+        the file keeps nothing of it): whether writes work now, asked while they fail. Raises
+        :class:`StateError`, and counts like any write."""
+        with self._write() as tx:
+            tx.execute("INSERT OR REPLACE INTO kv(key, value, updated) VALUES ('probe', ?, 0)", ("0" * 4096,))
+            tx.execute("DELETE FROM kv WHERE key = 'probe'")
+
     # -- small values --------------------------------------------------------------------------
     def get_json(self, key: str) -> Any:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))

@@ -147,7 +147,7 @@ async def resolve(
     notices: list[Notice] = []
     store = _open_store(config, notices)
     stack.callback(store.close)
-    state_health = StateFileHealth(store, notices, hold=options.state_recovery_hold, clock=clock)
+    state_health = StateFileHealth(store, notices, hold=options.state_recovery_hold)
     stack.callback(state_health.close)
     metrics.state_file_source(state_health)
     endpoints = await open_endpoints(config, config_path, stack)

@@ -12,8 +12,9 @@ drains to every route (as a refused key's: delivered from memory when the file c
   (:data:`RECOVERY_HOLD`) with no failure between: a failure meanwhile cancels the wait and the
   streak goes on, unsaid, so a flapping disk pages once, not on every flap.
 
-While writes fail, a small write (``kv`` key :data:`PROBE_KEY`) is tried every ``min(PROBE_EVERY,
-hold)`` seconds, so a file that works again is found even when nothing else writes. Time is passed
+While writes fail, a probe write (:meth:`monitor.store.Store.probe`: room for a page, nothing kept) is
+tried every ``min(PROBE_EVERY, hold)`` seconds, so a file that works again is found even when nothing
+else writes. Time is passed
 in as ``call_later`` (the running loop's by default): tests drive it on a clock of their own.
 """
 
@@ -33,7 +34,6 @@ log = structlog.get_logger(__name__)
 
 RECOVERY_HOLD = 60.0  # seconds of successful writes before "works again" is said
 PROBE_EVERY = 5.0  # seconds between probe writes while the file fails
-PROBE_KEY = "state_probe"
 FAILING_RULE = STATE_FILE_RULE_PREFIX + "failing"
 WORKS_RULE = STATE_FILE_RULE_PREFIX + "works_again"
 FAILING_TITLE = "margin-monitor: state file failing, alerts not saved"
@@ -57,13 +57,11 @@ class StateFileHealth:
         notices: list[Notice],
         *,
         hold: float = RECOVERY_HOLD,
-        clock: Callable[[], float],
         call_later: CallLater | None = None,
     ) -> None:
         self._store = store
         self._notices = notices
         self.hold = hold
-        self._clock = clock
         self._call_later: CallLater = call_later or asyncio.get_running_loop().call_later
         self.failing = False  # told "failing", not yet "works again"
         self._streak_failures = 0  # store.write_failures when the streak began
@@ -135,7 +133,7 @@ class StateFileHealth:
         """One small write while the file fails: its success starts the recovery hold."""
         self._probe = None
         try:
-            self._store.put_json(PROBE_KEY, self._clock())
+            self._store.probe()
         except StateError:
             self._schedule_probe()  # already failing: the store told nothing new
 
