@@ -5,9 +5,11 @@ an alert survives a notification outage and a restart) and small JSON values (th
 The file runs in WAL mode; the state directory is held with an exclusive ``flock`` while the store
 is open, so a second daemon on the same state directory is refused. Schema versioned with
 ``PRAGMA user_version``. Every failure (corrupt, locked, unwritable, full, newer schema) is a
-:class:`StateError` with one line naming the file. Calls are synchronous and short (sub-millisecond
-commits without fsync per transaction in WAL ``synchronous=NORMAL``: a process crash loses nothing,
-a power cut may lose the last commits).
+:class:`StateError` with one line naming the file; the write path's health is kept
+(:attr:`Store.write_error`, :attr:`Store.write_failures`, :meth:`Store.on_write_health` on each
+failing ↔ working transition) for :mod:`monitor.app.state_health` to tell the trader. Calls are
+synchronous and short (sub-millisecond commits without fsync per transaction in WAL
+``synchronous=NORMAL``: a process crash loses nothing, a power cut may lose the last commits).
 The write-ahead log is copied back into the file (a checkpoint: page copies and an fsync, several
 ms) by :meth:`Store.checkpoint` on a second connection of its own, so it can run on a worker thread
 beside the commits (the daemon's :mod:`monitor.notify.checkpoint` does, when no alert is on its
