@@ -28,9 +28,11 @@ from daemon_harness import (
     wait_until,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 from structlog.testing import capture_logs
 
 from monitor.app.state_health import FAILING_TITLE, WORKS_TITLE
+from monitor.cli.status_view import StatusResult, render
 from monitor.config.model import load_config
 from monitor.service import Service, StartupError
 from monitor.sim import Simulator
@@ -152,10 +154,12 @@ async def test_state_file_read_only_then_writable_again_is_told_both_ways(
             scraped = await scrape_state_file(service)
             assert scraped["margin_monitor_state_file_failing"] == 1.0
             assert scraped["margin_monitor_state_file_write_failures_total"] >= 1.0
+            assert "state file failing, alerts not saved: " in await shown_on_surfaces(service)
             conn.execute("PRAGMA query_only = OFF")
             await receiver.wait_for(lambda m: WORKS_TITLE in receiver.titles())
             scraped = await scrape_state_file(service)
             assert scraped["margin_monitor_state_file_failing"] == 0.0
+            assert await shown_on_surfaces(service) == ""
             await sim.set_price("BTCUSDT", "23000")
             await receiver.wait_for(lambda m: len(alerts_and_notices(receiver)[0]) >= 2)
             assert_alive(service, logs)
@@ -170,6 +174,29 @@ async def test_state_file_read_only_then_writable_again_is_told_both_ways(
     with Store(tmp_path / "state") as store:  # the alert of after the recovery was saved, the first not
         saved = [title for (title,) in store._query("SELECT title FROM outbox")]
     assert [t[:6] for t in saved if t.startswith("[")] == ["[MARGI"], saved
+
+
+async def shown_on_surfaces(daemon: Service) -> str:
+    """What ``status`` (over HTTP, drawn as the table) and the page's cards say of the state file:
+    the same line on both, or "" when neither says anything."""
+    assert daemon.http is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon.http.url + "/status") as reply:
+            units = await reply.json()
+        async with session.get(daemon.http.url + "/page/units") as reply:
+            cards = await reply.json()
+    console = Console(width=300, record=True)
+    console.print(render(StatusResult(units, "test")))
+    lines = [x for x in console.export_text().splitlines() if x.startswith("state file failing")]
+    on_cards = {card.get("state_file_failing") for card in cards}
+    if not lines:
+        assert on_cards == {None}, cards
+        return ""
+    assert len(lines) == 1 and len(on_cards) == 1, (lines, on_cards)
+    (reason,) = on_cards
+    assert "is not writable (attempt to write a readonly database)" in str(reason)
+    assert lines[0] == f"state file failing, alerts not saved: {reason}"
+    return lines[0]
 
 
 def corrupt(state: Path) -> None:

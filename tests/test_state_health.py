@@ -180,7 +180,7 @@ class StateFileStreaks(RuleBasedStateMachine):
                 before = self.transitions[:seen]
                 last_failure = max(i for i, (_, failing) in enumerate(before) if failing)
                 oks = [t for t, failing in before[last_failure:] if not failing]
-                assert oks and at - oks[0] >= HOLD
+                assert oks and at >= oks[0] + HOLD
 
 
 TestStateFileStreaks = StateFileStreaks.TestCase

@@ -105,6 +105,7 @@ class Components:
     catalog: SharedCatalog  # one exchangeInfo a daemon
     notices: list[Notice]  # what to tell the trader about the accounts, drained onto every route
     store: Store
+    state_health: StateFileHealth  # the state file failing mid-run, told to every route
     watchers: list[AccountWatcher]
     policy: AlertPolicy
     engine: Engine
@@ -224,6 +225,7 @@ async def resolve(
     return Components(
         config=config, config_path=config_path, clock=clock, metrics=metrics, book=book,
         handoff=handoff, catalog=catalog, notices=notices, store=store, watchers=watchers,
+        state_health=state_health,
         policy=policy, engine=engine, opinions=opinions, silences=silences, dispatcher=dispatcher,
         market=market, userdata=userdata, recorder=Recorder(history, book, clock), feeds=feeds,
         first_prices=first_prices, saved_units=frozenset(saved), key_interval=key_interval,

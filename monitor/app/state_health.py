@@ -64,6 +64,7 @@ class StateFileHealth:
         self.hold = hold
         self._call_later: CallLater = call_later or asyncio.get_running_loop().call_later
         self.failing = False  # told "failing", not yet "works again"
+        self.reason: str | None = None  # the error that began the streak, while failing
         self._streak_failures = 0  # store.write_failures when the streak began
         self._recovery: Timer | None = None  # "works again" after the hold
         self._probe: Timer | None = None  # the next probe write while writes fail
@@ -93,6 +94,7 @@ class StateFileHealth:
             log.warning("state_file_failing_again", error=error)
         if not self.failing:
             self.failing = True
+            self.reason = error
             self._streak_failures = self._store.write_failures - 1
             log.error("state_file_failing", error=error)
             self._tell(
@@ -116,6 +118,7 @@ class StateFileHealth:
         if not self.failing or self._store.write_error is not None:
             return
         self.failing = False
+        self.reason = None
         failed = self._store.write_failures - self._streak_failures
         log.info("state_file_recovered", failed_writes=failed, hold=self.hold)
         self._tell(
