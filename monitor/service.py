@@ -25,6 +25,7 @@ from monitor.app.components import DRAIN_SECONDS, LOAD_BACKOFF, Components, Opti
 from monitor.app.errors import RefusedStartupError, StartupError, StateStartupError
 from monitor.app.loading import Loader, Tasks
 from monitor.app.outflow import Outflow
+from monitor.app.state_health import RECOVERY_HOLD
 from monitor.app.views import Views
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError
 from monitor.exchange.conn_slots import LIMIT, WINDOW
@@ -75,13 +76,15 @@ class Service(PartsByName):
         per_session: int = PER_SESSION,
         tick: float = 1.0,
         connections: tuple[int, float] = (LIMIT, WINDOW),
+        state_recovery_hold: float = RECOVERY_HOLD,
     ) -> None:
         self.config = config
         self.config_path = config_path
         self.clock = clock
         self.options = Options(clock, notify_backoff, load_backoff, key_check_interval,
                                opinion_grace, catalog_interval, per_session, tick,
-                               connections=connections)  # fmt: skip
+                               connections=connections,
+                               state_recovery_hold=state_recovery_hold)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()

@@ -5,9 +5,11 @@ an alert survives a notification outage and a restart) and small JSON values (th
 The file runs in WAL mode; the state directory is held with an exclusive ``flock`` while the store
 is open, so a second daemon on the same state directory is refused. Schema versioned with
 ``PRAGMA user_version``. Every failure (corrupt, locked, unwritable, full, newer schema) is a
-:class:`StateError` with one line naming the file. Calls are synchronous and short (sub-millisecond
-commits without fsync per transaction in WAL ``synchronous=NORMAL``: a process crash loses nothing,
-a power cut may lose the last commits).
+:class:`StateError` with one line naming the file; the write path's health is kept
+(:attr:`Store.write_error`, :attr:`Store.write_failures`, :meth:`Store.on_write_health` on each
+failing ↔ working transition) for :mod:`monitor.app.state_health` to tell the trader. Calls are
+synchronous and short (sub-millisecond commits without fsync per transaction in WAL
+``synchronous=NORMAL``: a process crash loses nothing, a power cut may lose the last commits).
 The write-ahead log is copied back into the file (a checkpoint: page copies and an fsync, several
 ms) by :meth:`Store.checkpoint` on a second connection of its own, so it can run on a worker thread
 beside the commits (the daemon's :mod:`monitor.notify.checkpoint` does, when no alert is on its
@@ -127,6 +129,9 @@ class Store:
         self.lost: str | None = None  # set when a zero-byte state file was found and moved aside
         self.writes = 0  # transactions committed (what :meth:`checkpoint` has to catch up with)
         self.checkpoints = 0  # checkpoints done by :meth:`checkpoint`
+        self.write_error: str | None = None  # the last write's error (one line), None once one succeeds
+        self.write_failures = 0  # writes that failed since the store was opened
+        self._health_callbacks: list[Callable[[str | None], None]] = []
         try:
             self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not self.dir.is_dir():
@@ -301,6 +306,20 @@ class Store:
             self.checkpoints += 1
             return True
 
+    def on_write_health(self, callback: Callable[[str | None], None]) -> None:
+        """Call ``callback`` on each transition of the write path: with the error's one line when a
+        write fails after one succeeded (or the first one fails), with None when a write succeeds
+        after one failed. Called on the thread of the write, inside it: keep it short."""
+        self._health_callbacks.append(callback)
+
+    def probe(self) -> None:
+        """A write that needs room for a page (a page-sized row, deleted in the same transaction, so
+        the file keeps nothing of it): whether writes work now, asked while they fail. Raises
+        :class:`StateError`, and counts like any write."""
+        with self._write() as tx:
+            tx.execute("INSERT OR REPLACE INTO kv(key, value, updated) VALUES ('probe', ?, 0)", ("0" * 4096,))
+            tx.execute("DELETE FROM kv WHERE key = 'probe'")
+
     # -- small values --------------------------------------------------------------------------
     def get_json(self, key: str) -> Any:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
@@ -386,11 +405,31 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction; its outcome is recorded in :attr:`write_error` / :attr:`write_failures`."""
         try:
             with self._tx() as conn:
                 yield conn
         except sqlite3.Error as exc:
-            raise state_error(exc, self.path) from None
+            error = state_error(exc, self.path)
+            self._write_failed(str(error))
+            raise error from None
+        except StateError as exc:  # closed
+            self._write_failed(str(exc))
+            raise
+        if self.write_error is not None:
+            self.write_error = None
+            self._tell_health(None)
+
+    def _write_failed(self, error: str) -> None:
+        self.write_failures += 1
+        was_ok = self.write_error is None
+        self.write_error = error
+        if was_ok:
+            self._tell_health(error)
+
+    def _tell_health(self, error: str | None) -> None:
+        for callback in self._health_callbacks:
+            callback(error)
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         with self._write() as tx:

@@ -51,8 +51,16 @@ def exported_names() -> set[str]:
     metrics.feed_source("market", lambda: FeedStats(1, 0, 1, True, None))
     metrics.route_source(lambda: {"console": RouteStats(sent=1, failed=1, queued=1)})
     metrics.observe_latency(0.01)
+    metrics.state_file_source(StateFileHealthStub())
     body, _ = metrics.render()
     return {s.name for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+
+
+class StateFileHealthStub:
+    """The state file's write health as ``StateFileHealth`` shows it: failing, two writes failed."""
+
+    failing = True
+    write_failures = 2
 
 
 def referenced_names(expr: str) -> set[str]:
@@ -93,6 +101,7 @@ def test_alert_rules_cover_the_issue() -> None:
         "MarginMonitorFeedStale",
         "MarginMonitorNotificationsFailing",
         "MarginMonitorDown",
+        "MarginMonitorStateFileFailing",
     } <= names
 
 

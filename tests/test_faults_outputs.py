@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from daemon_harness import (
     Receiver,
@@ -26,8 +27,12 @@ from daemon_harness import (
     running_daemon,
     wait_until,
 )
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 from structlog.testing import capture_logs
 
+from monitor.app.state_health import FAILING_TITLE, WORKS_TITLE
+from monitor.cli.status_view import StatusResult, render
 from monitor.config.model import load_config
 from monitor.service import Service, StartupError
 from monitor.sim import Simulator
@@ -80,26 +85,118 @@ async def test_notification_target_down_for_minutes_delivers_everything_in_order
     assert stats is not None and stats.failed >= 40 and stats.sent == 3
 
 
+def alerts_and_notices(receiver: Receiver) -> tuple[list[str], list[str]]:
+    """The titles received: the margin alerts, and the daemon's notices (``margin-monitor: …``)."""
+    titles = receiver.titles()
+    return [t for t in titles if t.startswith("[")], [t for t in titles if t.startswith("margin-monitor:")]
+
+
+async def scrape_state_file(daemon: Service) -> dict[str, float]:
+    """The state-file samples of the daemon's ``/metrics``, over HTTP."""
+    assert daemon.http is not None
+    async with aiohttp.ClientSession() as session, session.get(daemon.http.url + "/metrics") as reply:
+        body = await reply.text()
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(body)
+        for s in f.samples
+        if s.name.startswith("margin_monitor_state_file")
+    }
+
+
 async def test_state_file_unusable_mid_run_degrades_loudly_and_keeps_alerting(
     tmp_path: Path, sim: Simulator, receiver: Receiver
 ) -> None:
     """The state file fails while running (its SQLite handle dies, as on a vanished disk): every write is
-    logged as an error and alerts go on from memory, each sent once."""
+    logged as an error, alerts go on from memory, each sent once, and the trader is told once, on the
+    route, that the state file fails and alerts are not saved."""
     with capture_logs() as logs:
         async with running_daemon(daemon_config(tmp_path, sim, receiver)) as daemon:
             await wait_until(daemon.ready, what="daemon ready")
             assert daemon.store is not None and daemon.store._conn is not None
             daemon.store._conn.close()
             await sim.set_price("BTCUSDT", "27000")
-            await receiver.wait_for(lambda m: len(m) >= 1)
-            await sim.set_price("BTCUSDT", "23000")
             await receiver.wait_for(lambda m: len(m) >= 2)
+            await sim.set_price("BTCUSDT", "23000")
+            await receiver.wait_for(lambda m: len(m) >= 3)
             await asyncio.sleep(0.3)
             assert_alive(daemon, logs)
-    assert [t[:6] for t in receiver.titles()] == ["[NORMA", "[MARGI"], receiver.titles()
+            assert (await scrape_state_file(daemon))["margin_monitor_state_file_failing"] == 1.0
+    alerts, notices = alerts_and_notices(receiver)
+    assert [t[:6] for t in alerts] == ["[NORMA", "[MARGI"], receiver.titles()
+    assert notices == [FAILING_TITLE], receiver.titles()
+    body = next(str(m["message"]) for m in receiver.messages if m["title"] == FAILING_TITLE)
+    assert str(tmp_path / "state" / FILENAME) in body and "closed database" in body
+    assert len(events(logs, "state_file_failing")) == 1
     failed = events(logs, "outbox_write_failed")
     assert failed and failed[0]["log_level"] == "error" and failed[0]["fallback"] == "memory"
     assert str(tmp_path / "state" / FILENAME) in failed[0]["error"]
+
+
+async def test_state_file_read_only_then_writable_again_is_told_both_ways(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """The state file turns read-only mid-run (SQLite's "attempt to write a readonly database", as
+    after a read-only remount), then writable again: "failing" once on the route while alerts go on,
+    /metrics says 1 and counts the failed writes; "works again" once writes have worked for the
+    hold (shrunk to 0.3 s), /metrics says 0; the next alert is saved again."""
+    config_path = daemon_config(tmp_path, sim, receiver)
+    service = Service(load_config(config_path), config_path, state_recovery_hold=0.3)
+    with capture_logs() as logs:
+        await service.startup()
+        try:
+            await wait_until(service.ready, what="daemon ready")
+            conn = service.store._conn
+            assert conn is not None
+            conn.execute("PRAGMA query_only = ON")
+            await sim.set_price("BTCUSDT", "27000")
+            await receiver.wait_for(lambda m: FAILING_TITLE in receiver.titles() and len(m) >= 2)
+            scraped = await scrape_state_file(service)
+            assert scraped["margin_monitor_state_file_failing"] == 1.0
+            assert scraped["margin_monitor_state_file_write_failures_total"] >= 1.0
+            assert "state file failing, alerts not saved: " in await shown_on_surfaces(service)
+            conn.execute("PRAGMA query_only = OFF")
+            await receiver.wait_for(lambda m: WORKS_TITLE in receiver.titles())
+            scraped = await scrape_state_file(service)
+            assert scraped["margin_monitor_state_file_failing"] == 0.0
+            assert await shown_on_surfaces(service) == ""
+            await sim.set_price("BTCUSDT", "23000")
+            await receiver.wait_for(lambda m: len(alerts_and_notices(receiver)[0]) >= 2)
+            assert_alive(service, logs)
+        finally:
+            await service.shutdown()
+    alerts, notices = alerts_and_notices(receiver)
+    assert [t[:6] for t in alerts] == ["[NORMA", "[MARGI"], receiver.titles()
+    assert notices == [FAILING_TITLE, WORKS_TITLE], receiver.titles()
+    body = next(str(m["message"]) for m in receiver.messages if m["title"] == FAILING_TITLE)
+    assert "is not writable (attempt to write a readonly database)" in body
+    assert str(tmp_path / "state" / FILENAME) in body
+    with Store(tmp_path / "state") as store:  # the alert of after the recovery was saved, the first not
+        saved = [title for (title,) in store._query("SELECT title FROM outbox")]
+    assert [t[:6] for t in saved if t.startswith("[")] == ["[MARGI"], saved
+
+
+async def shown_on_surfaces(daemon: Service) -> str:
+    """What ``status`` (over HTTP, drawn as the table) and the page's cards say of the state file:
+    the same line on both, or "" when neither says anything."""
+    assert daemon.http is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(daemon.http.url + "/status") as reply:
+            units = await reply.json()
+        async with session.get(daemon.http.url + "/page/units") as reply:
+            cards = await reply.json()
+    console = Console(width=300, record=True)
+    console.print(render(StatusResult(units, "test")))
+    lines = [x for x in console.export_text().splitlines() if x.startswith("state file failing")]
+    on_cards = {card.get("state_file_failing") for card in cards}
+    if not lines:
+        assert on_cards == {None}, cards
+        return ""
+    assert len(lines) == 1 and len(on_cards) == 1, (lines, on_cards)
+    (reason,) = on_cards
+    assert "is not writable (attempt to write a readonly database)" in str(reason)
+    assert lines[0] == f"state file failing, alerts not saved: {reason}"
+    return lines[0]
 
 
 def corrupt(state: Path) -> None:

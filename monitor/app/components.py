@@ -25,6 +25,7 @@ from monitor.app.errors import RefusedStartupError, StateStartupError
 from monitor.app.feeds import FeedLog, route_event
 from monitor.app.first_prices import FirstPrices
 from monitor.app.outflow import send_notices, silence_registry
+from monitor.app.state_health import RECOVERY_HOLD, StateFileHealth
 from monitor.config.model import Config, exposed_files
 from monitor.config.shard import parse_shard
 from monitor.endpoints import open_endpoints
@@ -88,6 +89,7 @@ class Options:
     # WebSocket connection attempts allowed per window (s), all kinds together: Binance allows 300
     # per 5 min per IP (monitor/exchange/conn_slots.py); tests shrink both
     connections: tuple[int, float] = (LIMIT, WINDOW)
+    state_recovery_hold: float = RECOVERY_HOLD  # s of working writes before "state file works again"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,7 @@ class Components:
     catalog: SharedCatalog  # one exchangeInfo a daemon
     notices: list[Notice]  # what to tell the trader about the accounts, drained onto every route
     store: Store
+    state_health: StateFileHealth  # the state file failing mid-run, told to every route
     watchers: list[AccountWatcher]
     policy: AlertPolicy
     engine: Engine
@@ -145,6 +148,9 @@ async def resolve(
     notices: list[Notice] = []
     store = _open_store(config, notices)
     stack.callback(store.close)
+    state_health = StateFileHealth(store, notices, hold=options.state_recovery_hold)
+    stack.callback(state_health.close)
+    metrics.state_file_source(state_health)
     endpoints = await open_endpoints(config, config_path, stack)
 
     watchers: list[AccountWatcher] = []
@@ -219,6 +225,7 @@ async def resolve(
     return Components(
         config=config, config_path=config_path, clock=clock, metrics=metrics, book=book,
         handoff=handoff, catalog=catalog, notices=notices, store=store, watchers=watchers,
+        state_health=state_health,
         policy=policy, engine=engine, opinions=opinions, silences=silences, dispatcher=dispatcher,
         market=market, userdata=userdata, recorder=Recorder(history, book, clock), feeds=feeds,
         first_prices=first_prices, saved_units=frozenset(saved), key_interval=key_interval,

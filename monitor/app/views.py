@@ -30,7 +30,8 @@ class Views:
     def unit_status(self, unit: str, ages: dict[str, float] | None = None) -> dict[str, Any]:
         """One unit's ``status --json`` dict: its report (flagged ``settling`` while its balances are
         unconfirmed, see ledger.py) plus positions and stress table (:mod:`monitor.ops.status_extras`),
-        its alerts, silences and data age (:mod:`monitor.ops.status_data`)."""
+        its alerts, silences and data age (:mod:`monitor.ops.status_data`); ``state_file_failing``
+        (the reason) while the state file fails."""
         parts = self.parts
         data = enrich(parts.book, unit, parts.engine.report(unit).to_json(), parts.recorder.betas)
         if ages is None:
@@ -38,6 +39,8 @@ class Views:
         snapshot = next((w.last_snapshot for w in parts.watchers if unit in w.units), 0.0)
         if unit.startswith("cross:"):
             self._risk_stream(data, unit)
+        if parts.state_health.failing:  # every unit's alerts are sent but not saved meanwhile
+            data["state_file_failing"] = parts.state_health.reason
         return annotate(
             data, parts.policy, parts.silences,
             blind=unit in parts.engine.stale,

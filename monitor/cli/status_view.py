@@ -132,6 +132,18 @@ def risk_stream_note(unit: Mapping[str, Any]) -> str:
     return f"Binance's Risk Data Stream not connected: {unit.get('risk_stream_reason') or state}"
 
 
+def state_file_note(units: list[dict[str, Any]]) -> str:
+    """One line when the daemon says its state file fails (each unit carries it), else "".
+
+    >>> state_file_note([{"state_file_failing": "state file s.sqlite3 cannot be written: the disk is full"}])
+    'state file failing, alerts not saved: state file s.sqlite3 cannot be written: the disk is full'
+    >>> state_file_note([{"account": "demo"}])
+    ''
+    """
+    reason = next((u["state_file_failing"] for u in units if u.get("state_file_failing")), None)
+    return f"state file failing, alerts not saved: {reason}" if reason else ""
+
+
 def render(result: StatusResult) -> RenderableType:
     """The table and the line saying where the numbers came from."""
     table = Table(title="margin-monitor status", title_justify="left", expand=False)
@@ -172,6 +184,9 @@ def render(result: StatusResult) -> RenderableType:
         risk = risk_stream_note(unit)
         if risk:
             notes.append(Text(f"{unit_name(unit)}: {risk}", style="yellow"))
+    state_file = state_file_note(result.units or [])
+    if state_file:
+        notes.append(Text(state_file, style="bold red"))
     when = time.strftime("%H:%M:%S", time.localtime(result.at or time.time()))
     source = Text(f"from {result.source} at {when}", style="dim")
     parts: list[RenderableType] = [table, *notes, source]

@@ -384,3 +384,44 @@ class RouteCollector:
                 PREFIX + "notifications_held", "Notifications held back by flood control.", labels=labels
             ),
         )
+
+
+class StateFileSource(Protocol):
+    """The state file's write health (``monitor.app.state_health.StateFileHealth``)."""
+
+    @property
+    def failing(self) -> bool: ...
+
+    @property
+    def write_failures(self) -> int: ...
+
+
+class StateFileCollector:
+    """Whether the state file is failing (as told to the trader) and its failed writes."""
+
+    def __init__(self) -> None:
+        self.source: StateFileSource | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def collect(self) -> Iterable[Metric]:
+        if self.source is None:
+            return []
+        failing, failures = families = self._families()
+        failing.add_metric([], 1.0 if self.source.failing else 0.0)
+        failures.add_metric([], self.source.write_failures)
+        return families
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                PREFIX + "state_file_failing",
+                "1 while the state file fails (alerts are sent but not saved), from the first failed write"
+                " until writes have worked for the recovery hold (60 s); else 0.",
+            ),
+            CounterMetricFamily(
+                PREFIX + "state_file_write_failures", "Writes to the state file that failed since start."
+            ),
+        )

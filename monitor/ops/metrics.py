@@ -28,6 +28,9 @@ a cross account):
   ``feed_reconnects_total``, ``feed_connected``.
 - per route: ``notifications_sent_total``, ``notifications_failed_total``, ``notifications_queued``,
   and from a source that has them ``notifications_dropped_total``, ``notifications_held``.
+- ``state_file_failing`` (1 from the first failed write to the state file until writes have worked
+  for the recovery hold, as told to the trader) and ``state_file_write_failures_total``, from
+  :meth:`Metrics.state_file_source`.
 - ``tick_to_dispatch_seconds`` histogram; ``build_info{version}``; ``process_*`` metrics.
 - ``loop_lag_seconds`` histogram: how late the event loop ran a 10 ms timer (``monitor.ops.loop_lag``),
   buckets from 1 ms; a sample over 5 ms is a stall that delayed ticks and alerts.
@@ -59,6 +62,8 @@ from monitor.ops.collectors import (
     FeedSnapshot,
     RouteCollector,
     RouteSnapshot,
+    StateFileCollector,
+    StateFileSource,
     UnitCollector,
 )
 from monitor.ops.loop_lag import LAG_BUCKETS
@@ -92,6 +97,8 @@ class Metrics:
         self.registry.register(self._routes)
         self._connections = ConnectionCollector()
         self.registry.register(self._connections)
+        self._state_file = StateFileCollector()
+        self.registry.register(self._state_file)
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -155,6 +162,10 @@ class Metrics:
     def connections_source(self, budget: ConnectionsSource) -> None:
         """Read the WebSocket connection budget at each scrape (``ConnectionBudget``)."""
         self._connections.source = budget
+
+    def state_file_source(self, health: StateFileSource) -> None:
+        """Read the state file's write health at each scrape (``StateFileHealth``)."""
+        self._state_file.source = health
 
     # --- notifications ----------------------------------------------------------------------
 

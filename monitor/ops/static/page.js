@@ -87,13 +87,16 @@ function detailsHtml(u) {
   // the cross account's Risk Data Stream (Binance's own word, pushed): shown while it is not up
   const risk = u.risk_stream && u.risk_stream !== "up"
     ? `<dt>Binance's Risk Data Stream</dt><dd class="risk-stream">not connected: ${esc(u.risk_stream_reason || u.risk_stream)}</dd>` : "";
+  // the daemon's state file failing: alerts are still sent, not saved (every unit carries it)
+  const stateFile = u.state_file_failing
+    ? `<dt>state file</dt><dd class="state-file">failing, alerts not saved: ${esc(u.state_file_failing)}</dd>` : "";
   return `<dl>
 <dt>bars</dt><dd>${bars}</dd>
 <dt>to liquidation</dt><dd class="distance">${pct(u.liquidation_distance)}</dd>
 <dt>liquidation at</dt><dd>${liq}</dd>
 <dt>restores to ${u.restore_target}</dt><dd>${restore}</dd>
 <dt>alerts</dt><dd>${firing || "none firing"} ${silenced} ${settling}</dd>
-<dt>data age</dt><dd class="age">${age(u.age)}</dd>${risk}
+<dt>data age</dt><dd class="age">${age(u.age)}</dd>${risk}${stateFile}
 </dl>`;
 }
 
