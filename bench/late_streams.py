@@ -7,10 +7,11 @@ With more accounts than the connection budget lets connect before ready (Binance
 the bench simulator (``bench/latency_sim.py``, its own process) with every account and the budget at
 ``--budget`` attempts per ``--window`` seconds (default 50 per 20 s: ~200 connections take four
 windows, the streams connect late), waits until every account's risk stream is up, then
-``--settle`` seconds (young collections run meanwhile), and reports:
+``--settle`` seconds and until the daemon's next generation-1 collection has run (on its own, within
+``--young-within`` seconds; else one is run: ``first_young_gc_after_up_s`` says when), and reports:
 
 - ``gen2_unfrozen``: the objects in generation 2 (what a full collection walks; frozen ones are
-  not), counted then;
+  not), counted then, and the commonest types among them (``gen2_top``);
 - ``full_gc_cpu_ms``: the CPU (``thread_time``) of a full collection run then, the first one after
   every stream is up (``natural_full_gcs``: any full collection the collector ran on its own between
   the last stream up and then, with its CPU ms, listed too).
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -52,9 +54,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     work = make_workload(args.accounts, args.symbols, 3, args.seed, levels=(1.7, 1.9))
     path, _ = crash_path(work.prices, [1000], 1.0, 0.0, args.seed)
     full: list[tuple[float, float]] = []  # (monotonic at start, CPU s) of each full collection
+    young: list[float] = []  # when each generation-1 collection started
     started_gc = [0.0, 0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") == 1 and phase == "start":
+            young.append(time.monotonic())
         if info.get("generation") != 2:
             return
         if phase == "start":
@@ -90,8 +95,18 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.1)
                 all_up = time.monotonic()
                 await asyncio.sleep(args.settle)
+                # the daemon's next young (generation-1) collection, as it comes on its own
+                while not [t for t in young if t >= all_up] and not [t for t, _ in full if t >= all_up]:
+                    if time.monotonic() - all_up > args.young_within:
+                        gc.collect(1)  # none came: one run here, as the collector would later
+                        break
+                    await asyncio.sleep(0.1)
+                first_young = min([t for t in young if t >= all_up], default=time.monotonic())
                 gc.callbacks.remove(on_gc)
-                gen2 = len(gc.get_objects(2))
+                gen2_objects = gc.get_objects(2)
+                gen2 = len(gen2_objects)
+                top = Counter(type(o).__qualname__ for o in gen2_objects).most_common(args.top)
+                del gen2_objects
                 cpu = time.thread_time()
                 gc.collect()
                 forced_ms = (time.thread_time() - cpu) * 1000
@@ -110,7 +125,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "risk_streams_up_at_ready": up_at_ready,
         "all_up_s": round(all_up - started, 2),
         "settle_s": args.settle,
+        "first_young_gc_after_up_s": round(first_young - all_up, 2),
         "gen2_unfrozen": gen2,
+        "gen2_top": top,
         "full_gc_cpu_ms": round(forced_ms, 2),
         "natural_full_gcs_cpu_ms": natural,
         "frozen": gc.get_freeze_count(),
@@ -127,7 +144,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     flags = [
         f"--accounts={args.accounts}", f"--symbols={args.symbols}", f"--budget={args.budget}",
-        f"--window={args.window}", f"--settle={args.settle}", f"--seed={args.seed}",
+        f"--window={args.window}", f"--settle={args.settle}", f"--seed={args.seed}", f"--top={args.top}",
+        f"--young-within={args.young_within}",
     ]  # fmt: skip
     for n in range(args.runs):
         for tree in args.trees:
@@ -158,6 +176,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=float, default=20.0, help="the budget's window, seconds")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after the last stream is up")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--young-within", type=float, default=60.0, help="s to wait for a generation-1 collection after up"
+    )
+    parser.add_argument("--top", type=int, default=12, help="the commonest types among the gen-2 objects")
     parser.add_argument("--trees", nargs="+", help="run once per tree (interleaved), as separate processes")
     parser.add_argument("--runs", type=int, default=2, help="with --trees: runs per tree")
     return parser.parse_args(argv)
