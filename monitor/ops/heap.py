@@ -116,7 +116,7 @@ class ConnectionsSettled:
     """Once after ready (:func:`settle`), when every connection waiting for a slot of ``budget`` has
     it: the survivors of the next generation-1 collection are frozen (the late connections' objects,
     see the module docstring). Registered with :func:`at_ready`. When nothing waits at ready, that
-    one freeze comes at once, like the tail window's."""
+    one freeze is armed at once (at the next generation-1 collection, as in the tail window)."""
 
     def __init__(self, budget: Drains) -> None:
         self.budget = budget
