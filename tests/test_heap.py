@@ -3,11 +3,13 @@ handed back."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Iterator
 
 import pytest
 
+from monitor.exchange.conn_budget import ConnectionBudget, Priority
 from monitor.ops import heap
 
 
@@ -145,4 +147,58 @@ def test_hold_collections_until_resumed_once() -> None:
         heap.resume_collections()
         gc.enable()
         gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()
+
+
+def test_settle_runs_the_ready_hooks_once() -> None:
+    """A hook given to ``at_ready`` runs at the next ``settle`` (ready), after the freeze, and never again."""
+    calls: list[int] = []
+    heap.at_ready(lambda: calls.append(gc.get_freeze_count()))
+    try:
+        heap.settle()
+        assert len(calls) == 1 and calls[0] > 0  # the heap was frozen first
+        heap.settle()
+        assert len(calls) == 1
+    finally:
+        gc.callbacks[:] = [c for c in gc.callbacks if getattr(c, "__module__", "") != heap.__name__]
+        gc.unfreeze()
+
+
+async def test_late_connections_survivors_are_frozen_once_the_budget_drains() -> None:
+    """At ready with connection attempts still waiting for a slot (a real budget): nothing more is
+    frozen until the last of them has its slot; then the survivors of the next generation-1
+    collection are, once (a later young collection's are not, and the hook leaves ``gc.callbacks``)."""
+
+    class Node:
+        other: object = None
+
+    budget = ConnectionBudget(1, 60.0)
+    await budget.acquire("market", Priority.MARKET)  # the one slot of the window, taken
+    budget.done()
+    waiting = asyncio.create_task(budget.acquire("risk:a", Priority.RISK))
+    await asyncio.sleep(0)
+    assert budget.wait_of("risk:a") is not None
+    settled = heap.ConnectionsSettled(budget)
+    try:
+        settled()  # at ready (settle runs it)
+        early = Node()
+        early.other = early
+        gc.collect(1)
+        assert settled.hook is None and any(o is early for o in gc.get_objects())
+        waiting.cancel()  # the last waiter leaves the queue: drained
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert settled.hook is not None and settled.hook in gc.callbacks
+        late = Node()  # a late connection's objects
+        late.other = late
+        gc.collect(0)
+        assert any(o is late for o in gc.get_objects())  # a generation-0 collection freezes nothing
+        gc.collect(1)
+        assert not any(o is late for o in gc.get_objects())  # frozen
+        assert settled.hook not in gc.callbacks
+        steady = Node()
+        steady.other = steady
+        gc.collect(1)
+        assert any(o is steady for o in gc.get_objects())  # once: collected as usual after
+    finally:
+        budget.close()
         gc.unfreeze()

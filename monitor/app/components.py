@@ -40,6 +40,7 @@ from monitor.logs import register_secrets
 from monitor.notify.dispatcher import Dispatcher, default_backoff
 from monitor.notify.route import NotifyRoute
 from monitor.notify.silence_stage import SilenceRegistry, SilenceStage
+from monitor.ops import heap
 from monitor.ops.history import FILE_NAME as HISTORY_FILE
 from monitor.ops.history import History
 from monitor.ops.metrics import Metrics
@@ -158,6 +159,7 @@ async def resolve(
     feeds = FeedLog(metrics, watchers, stopping=stopping)
     connections = ConnectionBudget(*options.connections, on_wait=feeds.waiting)
     stack.callback(connections.close)
+    heap.at_ready(heap.ConnectionsSettled(connections))  # late connections' objects frozen once settled
     metrics.connections_source(connections)
     policy = AlertPolicy(default_policy(config.alerts, config.route_names()), {})
     engine = Engine(book, policy, clock=clock, restore_target=config.alerts.restore_target)

@@ -36,7 +36,7 @@ import asyncio
 import heapq
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from typing import Protocol
 
 import structlog
@@ -161,6 +161,7 @@ class Staleness:
         self.deadlines = RestDeadlines(watchers)
         self._by_name, self._named = watchers_by_name(watchers), len(watchers)
         self.asked = 0  # watchers asked in the last call (tests: only those that can be stale)
+        self._stale: set[str] = set()  # the last call's answer, refilled by the next one
 
     def candidates(self, stale_symbols: Collection[str]) -> Collection[AccountWatcher]:
         """The watchers that may have a stale unit now (a superset of those that do)."""
@@ -175,9 +176,13 @@ class Staleness:
         return owners.keys()
 
     def __call__(self) -> set[str]:
+        """The units blind now, handed to the engine. The same set each call, refilled in place (a
+        new one each second outlived enough young collections to reach the oldest generation):
+        read it before the next call, copy it to keep it."""
         limit = self.limit
         stale_symbols = {s for s, age in self.ages().items() if age > limit}
-        stale_units: set[str] = set()
+        stale_units = self._stale  # refilled in place: not a new set each second (kept for the day)
+        stale_units.clear()
         asked = 0
         for watcher in self.candidates(stale_symbols):
             asked += 1
@@ -353,7 +358,14 @@ class EverySecond:
 # -- the slower jobs ------------------------------------------------------------------------------
 class Snapshots:
     """Re-read every account, a few at a time: 1,000 replies parsed back to back would hold the
-    loop for seconds, delaying ticks."""
+    loop for seconds, delaying ticks.
+
+    A round is :data:`SNAPSHOT_CONCURRENCY` workers draining one iterator of the watchers, not a task
+    (and a coroutine, a future, a semaphore waiter) per account: with 1,000 accounts those ~1,000
+    objects a round lived for the round's whole length (tens of seconds), long enough to be promoted
+    into the generation full collections walk, and each round left that walk longer (bench/gc_census.py).
+    An account's re-read handles its own errors (``AccountWatcher.refresh``); one that raises all the
+    same is logged and the worker goes on with the next account."""
 
     name = "snapshots"
 
@@ -361,14 +373,18 @@ class Snapshots:
         self.watchers, self.period = watchers, period
 
     async def run(self) -> None:
-        gate = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+        pending = iter(list(self.watchers))  # shared: each watcher is taken by exactly one worker
+        workers = min(SNAPSHOT_CONCURRENCY, len(self.watchers))
+        await asyncio.gather(*(self._drain(pending) for _ in range(workers)))
 
-        async def one(watcher: AccountWatcher) -> None:
-            async with gate:
+    @staticmethod
+    async def _drain(pending: Iterator[AccountWatcher]) -> None:
+        for watcher in pending:
+            try:
                 await watcher.refresh()
-                await asyncio.sleep(0)
-
-        await asyncio.gather(*(one(w) for w in self.watchers), return_exceptions=True)
+            except Exception as exc:  # a bug in one account's re-read: the others are still re-read
+                log.error("snapshot_crashed", account=watcher.name, error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(0)
 
 
 class Resync:

@@ -13,6 +13,8 @@ a stream queued longer than its silence limit keeps its place instead of being e
 The surfaces read :meth:`ConnectionBudget.wait_of` (an attempt's place and ETA), the counters and
 :meth:`waiting_by_kind` (``/metrics``). When attempts start waiting it is logged once
 (``connection_budget_exhausted``), and once more when the queue is empty again.
+:meth:`ConnectionBudget.on_drained` tells a callback once when nobody waits any more (at ready with
+late connections: ``monitor.ops.heap.ConnectionsSettled``).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class ConnectionBudget:
         self.granted = 0  # attempts let through since start
         self.refusals = 0  # handshakes refused by the server all the same (429/418)
         self._exhausted = False
+        self._on_drained: list[Callable[[], None]] = []  # told once when no attempt waits
 
     # -- the connection factory ---------------------------------------------------------------------
     def connect_factory(self, connect: ConnectFactory, name: str, priority: Priority) -> ConnectFactory:
@@ -127,6 +130,7 @@ class ConnectionBudget:
             if self._futures.pop(key, None) is not None:
                 self.core.cancel(key)
                 self._memo = None
+                self._tell_drained()
             else:  # granted, then cancelled before it could connect: give the slot back
                 self.done()
             raise
@@ -159,6 +163,7 @@ class ConnectionBudget:
             if future is not None and not future.done():
                 future.set_result(None)
         self._memo = None
+        self._tell_drained()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -182,6 +187,18 @@ class ConnectionBudget:
             return
         loop = asyncio.get_running_loop()
         self._timer = loop.call_at(loop.time() + max(0.0, at - now), self._pump)
+
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when no attempt waits for a slot: now if none waits (none ever
+        did, or every one has its slot), else as the last waiter gets its slot (or gives its place up)."""
+        self._on_drained.append(callback)
+        self._tell_drained()
+
+    def _tell_drained(self) -> None:
+        if self._on_drained and not self._futures:
+            told, self._on_drained = self._on_drained, []
+            for callback in told:
+                callback()
 
     # -- what the surfaces read -------------------------------------------------------------------
     def waits(self) -> dict[str, Wait]:

@@ -26,8 +26,25 @@ PREFIX = "margin_monitor_"
 UNIT_LABELS = ("account", "kind", "symbol")
 
 
-def _unit_labels(report: UnitReport) -> list[str]:
-    return [report.account, report.kind, report.symbol or ""]
+# What /metrics exports of a unit's latest report, flat: unit, account, kind, symbol ("" for cross),
+# quote, state, margin level, exchange's level, asset value, liability value, then (name, value) pairs
+# of bars, bar distances and liquidation prices. Kept per unit until its next report (~20 s with
+# 1,000 units): a tuple of strings, floats and such tuples leaves the collector's walks (CPython
+# untracks it at its first collection), where the report object stayed in the oldest generation.
+UnitRow = tuple[
+    str, str, str, str, str, str, float | None, float | None, float, float,
+    tuple[tuple[str, float], ...], tuple[tuple[str, float | None], ...], tuple[tuple[str, float | None], ...],
+]  # fmt: skip
+
+
+def unit_row(report: UnitReport) -> UnitRow:
+    """The flat :data:`UnitRow` of ``report``."""
+    return (
+        report.unit, report.account, report.kind, report.symbol or "", report.quote, report.state,
+        report.margin_level, report.exchange_margin_level, report.total_asset_value,
+        report.total_liability_value, tuple(report.bars.items()), tuple(report.distances.items()),
+        tuple(report.liquidation_prices.items()),
+    )  # fmt: skip
 
 
 def safe_route(route: str) -> str:
@@ -37,21 +54,21 @@ def safe_route(route: str) -> str:
     return route
 
 
-def _exported_level(report: UnitReport) -> float | None:
+def _exported_level(state: str, margin_level: float | None) -> float | None:
     """What the level gauge shows: the level when the unit is known or approximate, +Inf when it has
     no debt, nothing while it is blind (an unknown level never reads as a number, least of all +Inf)."""
-    if report.state == "no_debt":
+    if state == "no_debt":
         return math.inf
-    if report.state == "blind":
+    if state == "blind":
         return None
-    return report.margin_level
+    return margin_level
 
 
 class UnitCollector:
     """Builds the per-unit families from the latest report of each unit at scrape time."""
 
     def __init__(self) -> None:
-        self.units: dict[str, UnitReport] = {}
+        self.units: dict[str, UnitRow] = {}  # unit → its latest report, flat
         self.drift_sources: list[Callable[[], Mapping[str, float]]] = []
         self.not_loaded_sources: list[Callable[[], Iterable[Mapping[str, Any]]]] = []
         self.units_source: Callable[[], Collection[str]] | None = None
@@ -75,32 +92,34 @@ class UnitCollector:
             labels = [str(entry["account"]), str(entry["kind"]), str(entry.get("symbol") or "")]
             for each in UNIT_STATES:
                 state.add_metric([*labels, each], 1.0 if each == "blind" else 0.0)
-        for report in list(self.units.values()):
-            if report.account in gone:
+        for row in list(self.units.values()):
+            unit, account, kind, symbol, quote, unit_state, margin_level, exchange_level = row[:8]
+            asset_value, liability_value, bars, distances, liquidation_prices = row[8:]
+            if account in gone:
                 continue
-            labels = _unit_labels(report)
+            labels = [account, kind, symbol]
             for each in UNIT_STATES:
-                state.add_metric([*labels, each], 1.0 if report.state == each else 0.0)
-            ml = _exported_level(report)
+                state.add_metric([*labels, each], 1.0 if unit_state == each else 0.0)
+            ml = _exported_level(unit_state, margin_level)
             if ml is not None:
                 level.add_metric(labels, ml)
-            for name, value in report.bars.items():
+            for name, value in bars:
                 bar.add_metric([*labels, name], value)
-            for name, dist in report.distances.items():
+            for name, dist in distances:
                 if dist is not None:
                     distance.add_metric([*labels, name], dist)
-            for asset, price in report.liquidation_prices.items():
+            for asset, price in liquidation_prices:
                 if price is not None:
                     liq.add_metric([*labels, asset], price)
-            if report.exchange_margin_level is not None:
-                exch.add_metric(labels, report.exchange_margin_level)
+            if exchange_level is not None:
+                exch.add_metric(labels, exchange_level)
                 if ml is not None and math.isfinite(ml):
-                    drift.add_metric(labels, ml - report.exchange_margin_level)
-            assets.add_metric([*labels, report.quote], report.total_asset_value)
-            liabilities.add_metric([*labels, report.quote], report.total_liability_value)
-            approx.add_metric(labels, 1.0 if report.state == "approximate" else 0.0)
-            if report.unit in drifts:
-                reconcile.add_metric(labels, drifts[report.unit])
+                    drift.add_metric(labels, ml - exchange_level)
+            assets.add_metric([*labels, quote], asset_value)
+            liabilities.add_metric([*labels, quote], liability_value)
+            approx.add_metric(labels, 1.0 if unit_state == "approximate" else 0.0)
+            if unit in drifts:
+                reconcile.add_metric(labels, drifts[unit])
         return families
 
     @staticmethod

@@ -20,6 +20,13 @@ most the cyclic garbage already promoted, which stays frozen (bounded by the tai
 ready). After the window nothing is frozen but the survivors of the next full collection (once):
 the daemon's own steady-state objects, long-lived by then.
 
+With more accounts than the connection budget lets connect before ready (Binance's 300 attempts per
+5 min per IP), risk streams keep connecting long after the tail window: each one's objects (a
+connection, its buffers, its reader) reached the oldest generation one by one, and the first full
+collection walked them (bench/late_streams.py: 200 accounts, 50 attempts per 20 s).
+:class:`ConnectionsSettled` waits for the budget's queue to drain after ready, then freezes the
+survivors of the next generation-1 collection, once (:func:`freeze_next_young_survivors`).
+
 The steady state itself keeps the oldest generation small (what full collections cost): a REST
 snapshot that changed nothing keeps the book's objects instead of promoting fresh copies
 (``monitor.risk.book``). Thresholds stay CPython's defaults: nothing here defers a collection, so
@@ -33,6 +40,7 @@ import ctypes.util
 import gc
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 TAIL_SECONDS = 3.0  # s after ready: start-up's tail (risk streams, listen tokens, first refreshes)
 
@@ -79,6 +87,56 @@ def freeze_young_survivors(
 
     gc.callbacks.append(on_gc)
     return on_gc
+
+
+def freeze_next_young_survivors() -> Callable[[str, dict[str, int]], None]:
+    """Once: when the next collection of generation 1 or 2 ends, freeze its survivors (as in the tail
+    window of :func:`freeze_young_survivors`, for one collection). Returns the ``gc.callbacks``
+    entry, which leaves ``gc.callbacks`` after its one freeze."""
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info.get("generation", 0) >= 1:
+            gc.freeze()
+            gc.callbacks.remove(on_gc)
+
+    gc.callbacks.append(on_gc)
+    return on_gc
+
+
+class Drains(Protocol):
+    """What :class:`ConnectionsSettled` reads of the connection budget
+    (``monitor.exchange.conn_budget.ConnectionBudget``)."""
+
+    def on_drained(self, callback: Callable[[], None]) -> None:
+        """``callback`` once, when no connection attempt waits for a slot (at once if none does)."""
+        ...
+
+
+class ConnectionsSettled:
+    """Once after ready (:func:`settle`), when every connection waiting for a slot of ``budget`` has
+    it: the survivors of the next generation-1 collection are frozen (the late connections' objects,
+    see the module docstring). Registered with :func:`at_ready`. When nothing waits at ready, that
+    one freeze is armed at once (at the next generation-1 collection, as in the tail window)."""
+
+    def __init__(self, budget: Drains) -> None:
+        self.budget = budget
+        self.hook: Callable[[str, dict[str, int]], None] | None = None  # the gc callback, once armed
+
+    def __call__(self) -> None:
+        """At ready: wait for the budget's queue to drain."""
+        self.budget.on_drained(self.drained)
+
+    def drained(self) -> None:
+        if self.hook is None:
+            self.hook = freeze_next_young_survivors()
+
+
+_at_ready: list[Callable[[], None]] = []  # run once by the next settle()
+
+
+def at_ready(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once, at ready, after :func:`settle` froze the heap."""
+    _at_ready.append(hook)
 
 
 HOLD_AT_MOST = 30.0  # s: start-up's hold on automatic collections ends at ready, or after this at the latest
@@ -128,6 +186,10 @@ def settle() -> dict[str, float]:
     gc.freeze()
     freeze_young_survivors()
     freeze_after_next_full_collection()
+    hooks = _at_ready[:]
+    _at_ready.clear()
+    for hook in hooks:
+        hook()
     trimmed = _trim()
     return {
         "frozen": gc.get_freeze_count(),

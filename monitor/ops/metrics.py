@@ -65,6 +65,7 @@ from monitor.ops.collectors import (
     StateFileCollector,
     StateFileSource,
     UnitCollector,
+    unit_row,
 )
 from monitor.ops.loop_lag import LAG_BUCKETS
 from monitor.risk.report import UnitReport
@@ -123,7 +124,7 @@ class Metrics:
 
     def observe_unit(self, report: UnitReport) -> None:
         """Record the latest report of a unit (replaces the previous one; O(1), hot-path safe)."""
-        self._units.units[report.unit] = report
+        self._units.units[report.unit] = unit_row(report)  # flat: out of the collector's walks
 
     def units_source(self, units: Callable[[], Collection[str]]) -> None:
         """Read the ids of the units monitored now at each scrape (e.g. ``AccountBook.units``): the

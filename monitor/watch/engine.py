@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -160,9 +161,10 @@ class Engine:
 
     def set_staleness(self, stale_units: Iterable[str], reasons: Mapping[str, str] | None = None) -> None:
         """Freeze units whose data is stale ("blind"), saying why (``reasons``: unit → one line, shown
-        in the BLIND message); thaw and re-evaluate the ones fresh again."""
+        in the BLIND message); thaw and re-evaluate the ones fresh again. A set is read as it is, not
+        copied (the once-a-second staleness step hands the same set each time: read here, not kept)."""
         now = self.clock()
-        stale_now = set(stale_units)
+        stale_now = stale_units if isinstance(stale_units, AbstractSet) else set(stale_units)
         for unit in sorted(stale_now - self.stale):
             self.stale.add(unit)
             reason = reasons.get(unit, "") if reasons else ""

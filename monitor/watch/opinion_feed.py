@@ -75,21 +75,19 @@ class ExchangeOpinions:
             return
         now = self._clock()
         active = self.opinion.active_units()  # the others are calm whatever our view (not looked at)
-        known = set(self.engine.book.units()) if active else set()
         for unit in active:
             if unit not in self.engine.settling:  # a settling unit waits for its views to agree
-                self._queue(self.opinion.check(unit, now, self.own(unit, known)))
+                self._queue(self.opinion.check(unit, now, self.own(unit)))
 
-    def own(self, unit: str, known: set[str] | None = None) -> OwnView:
-        """Our current view of ``unit`` (``known``: the book's units, when the caller has them)."""
+    def own(self, unit: str) -> OwnView:
+        """Our current view of ``unit`` (the book asked about it alone: not a set of every unit id)."""
         engine = self.engine
         assert engine is not None
-        known = set(engine.book.units()) if known is None else known
         config = engine.policy.config_for(unit)
         rules = tuple(r for r in config.rules if isinstance(r, LevelRule))
         bars = self._bars_of(unit)
         blind = ""
-        if unit not in known:
+        if not engine.book.has_unit(unit):
             blind = "the account is not loaded"
         else:
             state, reason = engine.book.state(unit)
@@ -119,6 +117,6 @@ class ExchangeOpinions:
                 )
             else:
                 log.info("exchange_opinion", unit=event.unit, rule=event.rule, kind=event.kind)
-            known = event.unit in engine.book.units()
+            known = engine.book.has_unit(event.unit)
             report = engine.book.report(event.unit, restore_target=engine.restore_target) if known else None
             engine.outbox.put_nowait(Outgoing(event, report))  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ class Settling:
         """Whether a REST snapshot of ``uid`` may go into the book: it shows every balance the user
         stream reported since the views last agreed (else REST is behind or ahead: the unit is held
         and False is returned)."""
-        if uid not in self.book.units():
+        if not self.book.has_unit(uid):
             self.ledger.accept_rest(uid)
             return True
         held = {asset: p.held for asset, p in positions.items()}
