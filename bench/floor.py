@@ -81,8 +81,10 @@ async def floor_pass(
     tmp: FsPath,
     cpus: frozenset[int] | None = None,
     pause: float = 1.0,
+    drain: float = 2.0,
 ) -> list[dict[str, Any]]:
-    """Every phase of ``plan`` again, to a null daemon (pinned to ``cpus``); a report per phase."""
+    """Every phase of ``plan`` again, to a null daemon (pinned to ``cpus``); a report per phase
+    (a phase's frames counted once all are decoded, or ``drain`` seconds after its last tick)."""
     null = await NullProcess.launch(url.replace("http://", "ws://"), symbols, cpus)
     phases: list[dict[str, Any]] = []
     try:
@@ -93,7 +95,7 @@ async def floor_pass(
             wall = time.monotonic()
             file = tmp / f"floor-{rate}-{start}.npy"
             reply = await sim.call(cmd="run", start=start, stop=stop, rate=rate, out=str(file))
-            after = await null.call(cmd="mark", at_least=int(before["frames"]) + stop - start, within=2.0)
+            after = await null.call(cmd="mark", at_least=int(before["frames"]) + stop - start, within=drain)
             phases.append({
                 "rate": rate, "sent_rate": reply["rate"], "sent": stop - start,
                 "window": (wall, wall + reply["wall"] + 0.2),  # the daemon's pass's lag window
