@@ -74,6 +74,7 @@ from latency import (
     quiet,
     record_evaluations,
     rss_mib,
+    start_sim,
     steady_service,
 )
 from latency_workload import (
@@ -510,9 +511,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     wrapper_us = timed.wrapper_us()
     with tempfile.TemporaryDirectory(prefix="crash-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", other_cpus(args.cpus))
+        sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         hook, hook_port = await Receiver.launch(args.hook_delay_ms, other_cpus(args.cpus))
         prober = asyncio.create_task(probe.run())
         phases: list[dict[str, Any]] = []

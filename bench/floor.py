@@ -8,7 +8,8 @@ the worst, samples taken) and the frames decoded: what the probe measures when n
 loop, i.e. what of the daemon's count the machine accounts for.
 
 Standalone (no daemon at all, a minute): ``python bench/floor.py [--rates 1000 5000] [--seconds 8]
-[--cpus 1:0]``: the simulator of the crash's workload and the null daemon; prints JSON.
+[--cpus 1:0]`` (``bench/crash.py``'s arguments): the simulator of the crash's workload and the null
+daemon; prints JSON.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from lag_probe import Sample, columns, within
-from latency import BENCH, SimProcess, machine
-from placement import add_argument, daemon_cpus, other_cpus, pin
+from latency import BENCH, SimProcess, machine, start_sim
+from placement import daemon_cpus, other_cpus, pin
 
 Plan = list[tuple[int, int, int]]  # (rate, first tick, end tick) per phase
 
@@ -118,9 +119,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     path, plan = crash_path(work.prices, args.rates, args.seconds, args.drop, args.seed)
     with tempfile.TemporaryDirectory(prefix="floor-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", other_cpus(args.cpus))
+        sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         try:
             phases = await floor_pass(sim, url, work.symbols, plan, tmp, daemon_cpus(args.cpus))
         finally:
@@ -134,16 +133,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--symbols", type=int, default=20)
-    parser.add_argument("--per-account", type=int, default=5)
-    parser.add_argument("--drop", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=11)
-    add_argument(parser)
-    return parser.parse_args(argv)
+    """``bench/crash.py``'s arguments (its workload, ``--cpus``); those of its daemon are unused."""
+    from crash import parse_args as crash_args
+
+    return crash_args(argv)
 
 
 if __name__ == "__main__":

@@ -223,6 +223,16 @@ class SimProcess:
             await self.proc.wait()
 
 
+async def start_sim(
+    tmp: FsPath, work: Workload, path: Path, cpus: frozenset[int] | None = None
+) -> tuple[SimProcess, str]:
+    """The workload's scenario and the price path written to ``tmp``, the simulator started on
+    them (pinned to ``cpus``, if given); it and its URL."""
+    (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
+    path.save(str(tmp / "path.npz"))
+    return await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", cpus)
+
+
 async def quiet(calls: list[tuple[float, str]], gap: float = 1.0, within: float = 120.0) -> None:
     """Wait until no notify call came for ``gap`` s (the previous phase's alerts are all out)."""
     deadline = time.monotonic() + within
@@ -497,9 +507,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     path = make_path(work.prices, segments, args.seed)
     with tempfile.TemporaryDirectory(prefix="latency-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", other_cpus(args.cpus))
+        sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         try:
             baseline = await run_baseline(sim, url, work, path, baseline_phases, tmp)
             profiler = cProfile.Profile() if args.profile else None

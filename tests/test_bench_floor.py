@@ -5,7 +5,6 @@ tables, and the floor pass on a tiny load (a real simulator and null daemon). No
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parent.parent / "bench"))
 from compare import crash_header, crash_rows, error_row, floor_header, floor_rows, latency_rows, rss_row
 from floor import floor_pass
 from lag_probe import LagProbe, columns, within
-from latency import SimProcess
+from latency import start_sim
 from latency_workload import make_workload
 from loop_names import Ring, key_of, snapshot
 from placement import Placement, PlacementError, argument, parse, pin, spell
@@ -154,10 +153,8 @@ async def test_the_floor_pass_reads_every_tick_of_every_phase(tmp_path: FsPath) 
 
     work = make_workload(3, 2, 1, 11, levels=(1.33, 1.9))
     path, plan = crash_path(work.prices, [100, 200], 0.5, 0.05, 11)
-    (tmp_path / "scenario.json").write_text(json.dumps(work.scenario()))
-    path.save(str(tmp_path / "path.npz"))
     cpus = frozenset({min(os.sched_getaffinity(0))})
-    sim, url = await SimProcess.start(tmp_path / "scenario.json", tmp_path / "path.npz", cpus)
+    sim, url = await start_sim(tmp_path, work, path, cpus)
     try:
         phases = await floor_pass(sim, url, work.symbols, plan, tmp_path, cpus, pause=0.0, drain=60.0)
         assert os.sched_getaffinity(sim.proc.pid) == cpus
