@@ -20,6 +20,10 @@ transaction per alert; this tree: the same, and one per 32), unless ``--no-callg
 
 It prints one markdown block: the machine (``lscpu``, Python), the load (``uptime``) before and
 after, the command, and a table per benchmark with every run's numbers. Takes 15–25 min for 2 rounds.
+``--floor`` adds ``bench/crash.py --floor`` to the first crash run of each tree (the same ticks read
+by ``bench/null_daemon.py`` after the daemon's pass) and a table of the daemon's lag samples over
+5 ms beside the floor's; ``--cpus DAEMON:OTHERS`` is passed to ``bench/crash.py`` and
+``bench/latency.py`` (``bench/placement.py``; ``bench/rss.py`` runs unpinned).
 ``--rss-only`` runs ``bench/rss.py`` alone (issue 12's memory goals; a few minutes).
 """
 
@@ -34,6 +38,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from placement import add_argument, spell
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -87,9 +93,14 @@ def f(x: Any, digits: int = 1) -> str:
     return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
+def error_row(label: str, error: str, columns: int) -> str:
+    """A run that failed, as a row of the table's ``columns`` cells."""
+    return f"| {label} | {error} |" + " |" * (columns - 2)
+
+
 def crash_rows(label: str, result: dict[str, Any]) -> list[str]:
     if "error" in result:
-        return [f"| {label} | {result['error']} |" + " |" * 10]
+        return [error_row(label, result["error"], 11)]
     start = result["start"]
     rows = []
     for p in result["phases"]:
@@ -149,9 +160,34 @@ def crash_header() -> list[str]:
     ]
 
 
+def floor_header() -> list[str]:
+    return [
+        "| run | ticks/s | daemon: lag samples > 5 ms (max ms) | floor: lag samples > 5 ms (max ms) "
+        "| samples taken (daemon / floor) | floor frames decoded / sent | floor CPU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+
+def floor_rows(label: str, result: dict[str, Any]) -> list[str]:
+    """The daemon's lag columns beside the null daemon's over the same ticks (``--floor``)."""
+    if "error" in result:
+        return [error_row(label, result["error"], 7)]
+    rows = []
+    for p in result["phases"]:
+        fl = p.get("floor")
+        if fl is None:
+            continue
+        rows.append(
+            f"| {label} | {p['rate']:,} | {p['stalls_over_5ms']} ({f(p['lag_max_ms'])}) "
+            f"| {fl['stalls_over_5ms']} ({f(fl['lag_max_ms'])}) | {p['lag_samples']} / {fl['lag_samples']} "
+            f"| {fl['frames_decoded']:,} / {fl['frames_sent']:,} | {f(fl['cpu'], 2)} |"
+        )
+    return rows
+
+
 def rss_row(label: str, result: dict[str, Any]) -> str:
     if "error" in result:
-        return f"| {label} | {result['error']} | | | | | |"
+        return error_row(label, result["error"], 7)
     return (
         f"| {label} | {result['accounts']:,} | **{f(result['ready_s'], 2)}** "
         f"| {f(result.get('cpu_ready_s'), 2)} / {f(result.get('sim_cpu_ready_s'), 2)} "
@@ -161,7 +197,7 @@ def rss_row(label: str, result: dict[str, Any]) -> str:
 
 def latency_rows(label: str, result: dict[str, Any]) -> list[str]:
     if "error" in result:
-        return [f"| {label} | {result['error']} | | | | |"]
+        return [error_row(label, result["error"], 6)]
     rows = []
     for rate, entry in result["daemon"].items():
         for r in entry["runs"]:
@@ -184,29 +220,35 @@ def main() -> None:
     parser.add_argument("--hook-delay-ms", type=float, default=50.0)
     parser.add_argument("--no-callgrind", action="store_true", help="skip bench/burst_cpu.py")
     parser.add_argument("--raw", type=Path, help="also write every run's JSON to this file")
+    parser.add_argument(
+        "--floor", action="store_true", help="bench/crash.py --floor in each tree's first crash run"
+    )
+    add_argument(parser)
     args = parser.parse_args()
+    pinned = ("--cpus", str(args.cpus)) if args.cpus else ()
     if args.rss_only:
         args.no_latency = args.no_callgrind = True
     base_dir = args.base_dir or Path(f"/tmp/margin-monitor-bench-base-{args.base}")
     trees = {"base": base_tree(args.base, base_dir), "new": ROOT}
     head = sh("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     load_before = sh("uptime")
-    crash, slow_hook, rss, latency, compositions = [], [], [], [], []
+    crash, slow_hook, rss, latency, compositions, floors = [], [], [], [], [], []
     for n in range(1, args.rounds + 1):
         for name, tree in trees.items():
             label = f"{n}{'A' if name == 'base' else 'B'} {name}"
             print(f"round {n}: {name} ({time.strftime('%H:%M:%S')})", file=sys.stderr)
             if not args.rss_only:
-                result = run(tree, "crash.py")
+                result = run(tree, "crash.py", *pinned, *(("--floor",) if args.floor else ()))
                 crash += crash_rows(label, result)
                 compositions += composition_rows(label, result)
+                floors += floor_rows(label, result) if args.floor else []
                 slow_hook += crash_rows(
-                    label, run(tree, "crash.py", "--hook-delay-ms", str(args.hook_delay_ms))
+                    label, run(tree, "crash.py", *pinned, "--hook-delay-ms", str(args.hook_delay_ms))
                 )
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1", "--symbols", "5")))
             rss.append(rss_row(label, run(tree, "rss.py", "--accounts", "1000", "--symbols", "100")))
             if not args.no_latency:
-                latency += latency_rows(label, run(tree, "latency.py", "--runs", "1"))
+                latency += latency_rows(label, run(tree, "latency.py", "--runs", "1", *pinned))
     cpu = []
     if not args.no_callgrind:
         for name, mode in (("base", "each"), ("new", "each"), ("new", "batch")):
@@ -224,7 +266,17 @@ def main() -> None:
         f"{' --rss-only' if args.rss_only else ''}"
         f"{'' if args.rss_only else f' --hook-delay-ms {args.hook_delay_ms:g}'}"
         f"{' --no-latency' if args.no_latency and not args.rss_only else ''}"
-        f"{' --no-callgrind' if args.no_callgrind and not args.rss_only else ''}`",
+        f"{' --no-callgrind' if args.no_callgrind and not args.rss_only else ''}"
+        f"{' --floor' if args.floor and not args.rss_only else ''}"
+        f"{' '.join(('', *pinned))}`",
+        *(
+            [
+                f"- placement: the daemon's process on CPUs {spell(args.cpus.daemon)}, the simulator and"
+                f" the receiver on {spell(args.cpus.others)} (`bench/rss.py` unpinned)"
+            ]
+            if args.cpus
+            else []
+        ),
         "",
     ]
     if not args.rss_only:
@@ -247,6 +299,20 @@ def main() -> None:
             "|---|---|---|---|---|---|---|",
             *compositions,
             "",
+            *(
+                [
+                    "The floor (`--floor`): after the daemon's pass, the same ticks at the same rates to",
+                    "`bench/null_daemon.py`, a process that only decodes the market frames, with the same",
+                    "10 ms lag probe (`bench/lag_probe.py`), where the daemon ran; its samples over 5 ms are",
+                    "the machine's, not a daemon's:",
+                    "",
+                    *floor_header(),
+                    *floors,
+                    "",
+                ]
+                if args.floor
+                else []
+            ),
             f"The same crash with the webhook answering {args.hook_delay_ms:g} ms after each request (a",
             "remote service's round trip; received = when the request arrived):",
             "",

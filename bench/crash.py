@@ -31,7 +31,15 @@ daemon's CPU; and start-up to ready and RSS. Whatever ``monitor`` is importable 
 ``bench/compare.py`` runs this script with ``PYTHONPATH`` set to a baseline tree and to this one,
 interleaved.
 
-Usage: ``python bench/crash.py [--rates 1000 5000] [--seconds 8] [--accounts 1000]``.
+The floor (``--floor``, ``bench/floor.py``): after the daemon's pass, the same ticks at the same
+rates again, read by ``bench/null_daemon.py`` (a process that only decodes the frames, the same
+lag probe, ``bench/lag_probe.py``), pinned where the daemon was; each phase's ``floor`` key has
+the same lag columns (``stalls_over_5ms``, ``lag_max_ms``, ``lag_samples``): what of the daemon's
+count the machine alone shows. ``--cpus DAEMON:OTHERS`` (``bench/placement.py``) pins this process
+(the daemon's) to the CPUs before the colon, the simulator and the webhook receiver to the others.
+
+Usage: ``python bench/crash.py [--rates 1000 5000] [--seconds 8] [--accounts 1000] [--floor]
+[--cpus 1:0]``.
 """
 
 from __future__ import annotations
@@ -54,7 +62,9 @@ from typing import Any
 import apprise
 import numpy as np
 from deliver_times import DeliverTimes
+from floor import floor_pass
 from gc_census import Census
+from lag_probe import STALL, LagProbe, columns
 from latency import (
     HYSTERESIS,
     SimProcess,
@@ -64,6 +74,7 @@ from latency import (
     quiet,
     record_evaluations,
     rss_mib,
+    start_sim,
     steady_service,
 )
 from latency_workload import (
@@ -79,7 +90,6 @@ from latency_workload import (
     parse_title,
 )
 from loop_names import (
-    Ran,
     Ring,
     compose,
     composition_kind,
@@ -90,13 +100,13 @@ from loop_names import (
     snapshot,
     top_callback,
 )
+from placement import add_argument, daemon_cpus, other_cpus, pin
 
 import monitor
 from monitor.logs import configure_logging
 
 NOISE_PER_SECOND = 0.002  # per symbol, log price: the levels wiggle ~0.2 %/s besides the crash
-STALL = 0.005
-PROBE = 0.01
+PROBE = 0.01  # the lag probe's period (bench/lag_probe.py)
 BENCH = FsPath(__file__).resolve().parent
 # the crash profile over a phase (fraction of the phase → fraction of the drop applied)
 PROFILE = ((0.0, 0.0), (0.15, 0.0), (0.35, 1.0), (0.6, 1.0), (0.8, 0.0), (1.0, 0.0))
@@ -134,7 +144,7 @@ class Receiver(SimProcess):
     """``bench/webhook_receiver.py`` as a subprocess (the same JSON-line protocol as the simulator)."""
 
     @classmethod
-    async def launch(cls, delay_ms: float = 0.0) -> tuple[Receiver, int]:
+    async def launch(cls, delay_ms: float = 0.0, cpus: frozenset[int] | None = None) -> tuple[Receiver, int]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(BENCH / "webhook_receiver.py"),
@@ -143,6 +153,7 @@ class Receiver(SimProcess):
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
+        pin(proc.pid, cpus)
         hook = cls(proc)
         return hook, int((await hook.reply())["port"])
 
@@ -175,23 +186,6 @@ def record_handoffs() -> list[tuple[float, str]]:
 
     setattr(owner, name, recorded)
     return calls
-
-
-Late = tuple[float, float, list[Ran]]  # (wake time, lag, every callback that ran in the late span)
-
-
-async def lag_probe(samples: list[tuple[float, float, float]], ring: Ring, late: list[Late]) -> None:
-    """Loop lag: how late a 10 ms sleep wakes, (wake time, lag, the loop thread's CPU seconds over
-    the sample) per sample; for a sample over 5 ms, the callbacks that ran in its late span (from
-    the ring of every callback, copied at once: no formatting here)."""
-    while True:
-        start, cpu = time.monotonic(), time.thread_time()
-        await asyncio.sleep(PROBE)
-        end = time.monotonic()
-        lag = max(0.0, end - start - PROBE)
-        samples.append((end, lag, time.thread_time() - cpu))
-        if lag > STALL:
-            late.append((end, lag, ring.since(end - lag)))
 
 
 Calls = list[tuple[float, str]]
@@ -310,7 +304,6 @@ def analyse(
     start, stop = phase["start"], phase["stop"]
     want = Counter({k: sum(1 for t in ticks if start <= t < stop) for k, ticks in expected.events.items()})
     have = Counter(key for _, title in got if (key := parse_title(title)) is not None)
-    lags = [lag for _, lag, _ in phase["lags"]]
     accounts = {k[0] for k, n in want.items() if n and k[2] == "firing"}
     stalls = sorted(phase["cpu_stalls"], key=lambda x: -x[3])
     over = [x for x in stalls if x[3] > STALL * 1000]
@@ -344,7 +337,7 @@ def analyse(
         },
         "unpaired_received": m.unmatched,
         "level_disagree": exact_m.level_disagree if exact_m else None,
-        "stalls_over_5ms": sum(1 for lag in lags if lag > STALL),
+        **columns(phase["lags"]),  # stalls_over_5ms, lag_max_ms, lag_samples (bench/lag_probe.py)
         "stall_causes": dict(causes.most_common()),
         "busy_stalls_top_callback": dict(busiest.most_common(8)),
         "stalls_over_5ms_bench": sum(n for k, n in causes.items() if k.startswith("callback bench: ")),
@@ -360,8 +353,6 @@ def analyse(
         "gc_full": sum(1 for _, g, _, _ in phase["gc"] if g == 2),
         "gc_max_ms": round(max((d for _, _, d, _ in phase["gc"]), default=0.0) * 1000, 1),
         "doubled_sample": [f"{k} x{n}" for k, n in list((have - want).items())[:3]],
-        "lag_max_ms": round(max(lags, default=0.0) * 1000, 1),
-        "lag_samples": len(lags),
         "cpu": round(phase["cpu"], 3),
         **compositions(phase, sends),
     }
@@ -515,16 +506,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     deliver = DeliverTimes.install()  # bench/deliver_times.py: a batch's apply and slices, CPU
     work = make_workload(args.accounts, args.symbols, args.per_account, args.seed, levels=(1.33, 1.9))
     path, plan = crash_path(work.prices, args.rates, args.seconds, args.drop, args.seed)
-    lags: list[tuple[float, float, float]] = []
-    late: list[Late] = []
+    probe = LagProbe(timed.ring)
+    lags, late = probe.samples, probe.late
     wrapper_us = timed.wrapper_us()
     with tempfile.TemporaryDirectory(prefix="crash-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
-        hook, hook_port = await Receiver.launch(args.hook_delay_ms)
-        prober = asyncio.create_task(lag_probe(lags, timed.ring, late))
+        sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
+        hook, hook_port = await Receiver.launch(args.hook_delay_ms, other_cpus(args.cpus))
+        prober = asyncio.create_task(probe.run())
         phases: list[dict[str, Any]] = []
         try:
             config_path = daemon_config(tmp, url, work, (f"json://127.0.0.1:{hook_port}/hook",))
@@ -568,6 +557,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 rss_end = rss_mib()
             finally:
                 await service.shutdown()
+            floor = None
+            if args.floor:  # the same ticks to a null daemon, pinned where the daemon was
+                prober.cancel()  # this process's probe is not the floor's
+                floor = await floor_pass(sim, url, work.symbols, plan, tmp, daemon_cpus(args.cpus))
             dump = tmp / "received.json"
             await hook.call(cmd="dump", out=str(dump))
             received = [(float(at), str(t)) for at, t in json.loads(dump.read_text())]
@@ -579,6 +572,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results = [analyse(p, expected, sent, received, handed, evaluations, replay) for p in phases]
             for p, r in zip(phases, results, strict=True):
                 r["deliver"] = deliver.report(*p["window"])
+            for r, f in zip(results, floor or [], strict=False):
+                r["floor"] = f
         finally:
             prober.cancel()
             await hook.stop()
@@ -589,6 +584,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "hook_delay_ms": args.hook_delay_ms,
         "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+        "placement": args.cpus.report() if args.cpus else None,
         "workload": {
             "accounts": args.accounts,
             "symbols": args.symbols,
@@ -632,8 +628,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--time-callbacks", type=float, default=2.0, help="list loop callbacks using more CPU than this (ms)"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="after the daemon's pass, the same ticks to bench/null_daemon.py: the lag probe's floor",
+    )
+    add_argument(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(parse_args())), indent=2))
+    arguments = parse_args()
+    pin(os.getpid(), daemon_cpus(arguments.cpus))  # before any thread: the later ones inherit it
+    print(json.dumps(asyncio.run(main(arguments)), indent=2))

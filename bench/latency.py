@@ -27,7 +27,9 @@ Reported per rate: p50/p99/max latency of the daemon runs (median over ``--runs`
 baseline in the same invocation: the empty pipeline, simulator send → ``MarketStream`` callback in
 this process with no daemon behind it.
 
-Usage: ``python bench/latency.py [--runs 3] [--seconds 10] [--rates 1000 5000] [--accounts 1000]``.
+Usage: ``python bench/latency.py [--runs 3] [--seconds 10] [--rates 1000 5000] [--accounts 1000]
+[--cpus DAEMON:OTHERS]`` (``--cpus 1:0``: this process, the daemon, on CPU 1, the simulator on CPU 0;
+``bench/placement.py``).
 Target: p99 < 10 ms at 1,000 msg/s.
 """
 
@@ -66,6 +68,7 @@ from latency_workload import (
     match_latencies,
     pairs_differ,
 )
+from placement import add_argument, daemon_cpus, other_cpus, pin
 
 try:
     from monitor.config.model import load_config
@@ -179,7 +182,10 @@ class SimProcess:
         self.proc = proc
 
     @classmethod
-    async def start(cls, scenario: FsPath, path: FsPath) -> tuple[SimProcess, str]:
+    async def start(
+        cls, scenario: FsPath, path: FsPath, cpus: frozenset[int] | None = None
+    ) -> tuple[SimProcess, str]:
+        """Spawn it (every thread pinned to ``cpus``, if given: ``bench/placement.py``)."""
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(BENCH / "latency_sim.py"),
@@ -189,6 +195,7 @@ class SimProcess:
             stdout=asyncio.subprocess.PIPE,
             env=sim_env(),
         )
+        pin(proc.pid, cpus)
         sim = cls(proc)
         return sim, str((await sim.reply())["url"])
 
@@ -214,6 +221,16 @@ class SimProcess:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+
+
+async def start_sim(
+    tmp: FsPath, work: Workload, path: Path, cpus: frozenset[int] | None = None
+) -> tuple[SimProcess, str]:
+    """The workload's scenario and the price path written to ``tmp``, the simulator started on
+    them (pinned to ``cpus``, if given); it and its URL."""
+    (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
+    path.save(str(tmp / "path.npz"))
+    return await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", cpus)
 
 
 async def quiet(calls: list[tuple[float, str]], gap: float = 1.0, within: float = 120.0) -> None:
@@ -490,9 +507,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     path = make_path(work.prices, segments, args.seed)
     with tempfile.TemporaryDirectory(prefix="latency-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
+        sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         try:
             baseline = await run_baseline(sim, url, work, path, baseline_phases, tmp)
             profiler = cProfile.Profile() if args.profile else None
@@ -518,6 +533,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "runs": args.runs,
             "seed": args.seed,
         },
+        "placement": args.cpus.report() if args.cpus else None,
         "daemon_start": info,
         "baseline_websocket_only": baseline,
         "daemon": daemon,
@@ -536,8 +552,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--profile", help="write cProfile stats of the daemon runs to this file (slows it)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after ready before the first run")
+    add_argument(parser)
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(parse_args())), indent=2))
+    arguments = parse_args()
+    pin(os.getpid(), daemon_cpus(arguments.cpus))  # before any thread: the later ones inherit it
+    print(json.dumps(asyncio.run(main(arguments)), indent=2))
