@@ -60,15 +60,18 @@ async def clients(handler: object, n: int = 1) -> AsyncIterator[list[ClientConne
                 await ws.close()
 
 
+def probed(ws: ClientConnection, clock: Clock, interval: float, pong_timeout: float) -> asyncio.Task[None]:
+    """A session's probe of ``ws``, its heartbeat on ``clock``."""
+    heartbeat = Heartbeat(clock, time.monotonic, lambda: None)
+    return asyncio.create_task(probe(ws, heartbeat, interval, pong_timeout))
+
+
 async def test_pongs_beat_the_heartbeat() -> None:
     """Each connection's pongs are its heartbeat's beats; cancelling the sessions unregisters them
     and drops the pinger with its timer."""
     clocks = [Clock() for _ in range(3)]
     async with clients(answering, 3) as opened:
-        sessions = [
-            asyncio.create_task(probe(ws, Heartbeat(clock, time.monotonic, lambda: None), 0.01, 1.0))
-            for ws, clock in zip(opened, clocks, strict=True)
-        ]
+        sessions = [probed(ws, clock, 0.01, 1.0) for ws, clock in zip(opened, clocks, strict=True)]
         await until(lambda: all(clock.beats >= 5 for clock in clocks))
         pinger = shared_pinger()
         assert pinger.schedule.size == 3
@@ -85,7 +88,7 @@ async def test_a_peer_that_stops_answering_ends_the_session() -> None:
     sharing the pinger goes on being pinged."""
     clock = Clock()
     async with clients(deaf) as (silent,), clients(answering) as (alive,):
-        healthy = asyncio.create_task(probe(alive, Heartbeat(clock, time.monotonic, lambda: None), 0.01, 0.2))
+        healthy = probed(alive, clock, 0.01, 0.2)
         with pytest.raises(Reconnect, match=r"^no pong within 0.05 s$"):
             async with asyncio.timeout(10):
                 await probe(silent, Heartbeat(time.monotonic, time.monotonic, lambda: None), 0.01, 0.05)
@@ -102,10 +105,7 @@ async def test_a_failing_pinger_fails_every_session_and_logs_once() -> None:
     again."""
     clocks = [Clock() for _ in range(3)]
     async with clients(answering, 3) as opened:
-        sessions = [
-            asyncio.create_task(probe(ws, Heartbeat(clock, time.monotonic, lambda: None), 0.01, 1.0))
-            for ws, clock in zip(opened, clocks, strict=True)
-        ]
+        sessions = [probed(ws, clock, 0.01, 1.0) for ws, clock in zip(opened, clocks, strict=True)]
         await until(lambda: all(clock.beats >= 1 for clock in clocks))
         with capture_logs() as logs:
             clocks[0].broken = True
@@ -114,9 +114,7 @@ async def test_a_failing_pinger_fails_every_session_and_logs_once() -> None:
         assert [str(r) for r in results] == ["pinger failed: RuntimeError: clock broken"] * 3
         assert all(isinstance(r, Reconnect) for r in results)
         assert [e["event"] for e in logs if e["event"] == "pinger_failed"] == ["pinger_failed"]
-        again = asyncio.create_task(
-            probe(opened[1], Heartbeat(clocks[1], time.monotonic, lambda: None), 0.01, 1.0)
-        )
+        again = probed(opened[1], clocks[1], 0.01, 1.0)
         beats = clocks[1].beats
         await until(lambda: clocks[1].beats > beats + 2)
         again.cancel()
