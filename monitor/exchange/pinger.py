@@ -127,8 +127,9 @@ class SharedPinger:
         try:
             pong = asyncio.ensure_future(await slot.item.ws.ping())  # (the future websockets made)
         except Exception as exc:  # closed meanwhile: the session ends with that error
-            self.schedule.remove(slot)
-            self._end(slot, exc)
+            if slot.live:  # (else it ended already: nobody awaits its future)
+                self.schedule.remove(slot)
+                self._end(slot, exc)
             return
         pong.add_done_callback(partial(self._answered, slot))
 
