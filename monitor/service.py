@@ -39,6 +39,7 @@ from monitor.ops.loop_lag import LoopLag
 from monitor.ops.page import page_routes
 from monitor.ops.sdnotify import Notifier, watchdog_interval, watchdog_loop
 from monitor.watch.catalog import CATALOG_MAX_AGE
+from monitor.watch.key_checks import KeyChecks
 
 __all__ = ["EXIT_OK", "EXIT_STATE", "EXIT_UNAVAILABLE", "Service", "StartupError", "run_daemon"]
 
@@ -160,6 +161,7 @@ class Service(PartsByName):
         for watcher in parts.watchers:
             self.loader.start(watcher)
         self.loader.load_missing()
+        spawn(KeyChecks(parts.watchers, parts.key_interval).run(), "key-checks")
         spawn(self.outflow.pump(), "pump")
         spawn(self.loop_lag.run(), "lag-probe")
         interval = watchdog_interval()

@@ -8,6 +8,7 @@ every wait is on a condition with a generous bound.
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from conftest import DEMO_SCENARIO
 from daemon_harness import Receiver, cross_account, daemon_config, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -27,6 +29,9 @@ from monitor.cli.status_view import risk_stream_note
 from monitor.config.model import load_config
 from monitor.exchange.conn_budget import WAIT_REASON
 from monitor.exchange.conn_slots import Priority, SlotWindow
+from monitor.exchange.rest import BinanceRest
+from monitor.exchange.risk_stream import RiskStream
+from monitor.exchange.streams import probed_connect
 from monitor.service import Service
 from monitor.sim import Simulator
 from monitor.sim.conn_limit import TOO_MANY_CONNECTIONS
@@ -263,3 +268,40 @@ async def test_a_refused_handshake_spends_the_budget_instead_of_hammering(
         assert refused <= 2 * (ACCOUNTS + 2 - SIM_LIMIT)
     finally:
         await daemon.shutdown()
+
+
+async def test_a_stream_queued_past_its_silence_limit_keeps_its_place(sim: Simulator) -> None:
+    """Three Risk Data Streams behind a budget of one attempt per 4 s, each with a silence limit of
+    2 s (pinged every 0.5 s once connected: the simulator allows 5 messages a second): the last one
+    waits some 8 s for its slot, four times its silence limit. Waiting is not silence (there is no
+    socket yet): no stream is ended "silent", none retries, and the budget grants exactly the three
+    attempts. Before the fix each queued stream was ended after 2 s, logged ``stream_retry`` and
+    rejoined the queue at the back."""
+    budget = monitor.exchange.conn_budget.ConnectionBudget(1, 4.0)
+    clients = [
+        await BinanceRest.connect(f"acct{i:02d}", f"acct{i:02d}-key", f"acct{i:02d}-secret", sim.base_url,
+                                  sim.ws_api_url)
+        for i in range(3)
+    ]  # fmt: skip
+    streams = [
+        RiskStream(sim.risk_stream_url, client, client.account, lambda event: None, silence=2.0,
+                   probe_interval=0.5,
+                   connect=budget.connect_factory(probed_connect, f"risk:{client.account}", Priority.RISK))
+        for client in clients
+    ]  # fmt: skip
+    with capture_logs() as logs:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(stream.run()) for stream in streams]
+            try:
+                await wait_until(
+                    lambda: all(s.supervisor.up for s in streams), within=60, what="all three up"
+                )
+            finally:
+                for task in tasks:
+                    task.cancel()
+    for client in clients:
+        await client.close()
+    budget.close()
+    assert [s.supervisor.retries for s in streams] == [0, 0, 0]
+    assert not [e for e in logs if e["event"] == "stream_retry"]
+    assert budget.granted == 3

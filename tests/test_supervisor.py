@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from monitor.exchange.errors import KeyRejected
 from monitor.exchange.events import StreamState
-from monitor.exchange.supervisor import Backoff, Heartbeat, Supervisor
+from monitor.exchange.supervisor import Backoff, Heartbeat, Supervisor, watchdog_paused
 
 
 class Sleeps:
@@ -169,6 +169,46 @@ async def test_paused_heartbeat_is_not_silence() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert calls == 1
+
+
+async def test_watchdog_paused_deep_in_a_session_then_rearmed() -> None:
+    """Code the session calls (a connection attempt queued in the budget) pauses the session's
+    watchdog without holding its heartbeat: 0.3 s queued under a 0.05 s silence limit ends nothing;
+    the watchdog is re-armed at the block's end, so the silence that follows still ends the
+    session. Outside any session, and inside an already paused one, it changes nothing."""
+    seen: list[tuple[bool, bool]] = []
+
+    async def queued() -> None:
+        with watchdog_paused():
+            await asyncio.sleep(0.3)
+
+    async def session(heartbeat: Heartbeat) -> str | None:
+        await queued()
+        seen.append((heartbeat.paused, True))
+        heartbeat.pause()
+        with watchdog_paused():
+            pass
+        seen.append((heartbeat.paused, False))  # the session's own pause is left alone
+        heartbeat.resume()
+        await asyncio.sleep(10)
+        return None
+
+    with watchdog_paused():  # no session here: nothing to pause, no error
+        pass
+    ended = asyncio.Event()
+
+    def on_state(state: StreamState) -> None:
+        if not state.up:
+            ended.set()
+
+    supervisor = Supervisor("t", session, silence=0.05, sleep=Sleeps(), on_state=on_state)
+    task = asyncio.create_task(supervisor.run())
+    with capture_logs() as logs:
+        await asyncio.wait_for(ended.wait(), 30)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert seen[:2] == [(False, True), (True, False)]
+    assert next(e for e in logs if e["event"] == "stream_retry")["reason"] == "silent for 0.05 s"
 
 
 async def test_state_hook_hears_each_transition_once() -> None:

@@ -64,12 +64,11 @@ class Loader:
             watcher.on_unloaded.append(lambda w: self._missing.add(position[id(w)]))
 
     def start(self, watcher: AccountWatcher) -> None:
-        """The per-account tasks of a watcher at start: risk stream (loaded cross accounts), re-reads
-        and key checks."""
+        """The per-account tasks of a watcher at start: risk stream (loaded cross accounts) and
+        re-reads (the key checks are one task for all: ``monitor/watch/key_checks.py``)."""
         if watcher.loaded and watcher.cfg.cross:
             self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
         self.tasks.spawn(watcher.refresh_loop(), f"refresh-{watcher.name}")
-        self.tasks.spawn(watcher.watch_key(self.parts.key_interval), f"key-{watcher.name}")
 
     def load_missing(self) -> None:
         """A loading task for every enabled account not loaded and not being loaded."""

@@ -8,6 +8,8 @@ ban) spends the budget for its ``Retry-After`` (a whole window when the server g
 attempt follows a refusal before then: a reconnect storm waits its turn instead of hammering.
 
 One timer wakes the budget when the next slot frees; a waiter that is cancelled leaves the queue.
+While an attempt waits, its session's silence watchdog is paused (``supervisor.watchdog_paused``):
+a stream queued longer than its silence limit keeps its place instead of being ended "silent".
 The surfaces read :meth:`ConnectionBudget.wait_of` (an attempt's place and ETA), the counters and
 :meth:`waiting_by_kind` (``/metrics``). When attempts start waiting it is logged once
 (``connection_budget_exhausted``), and once more when the queue is empty again.
@@ -28,6 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from monitor.exchange.conn_slots import BINANCE_LIMIT, LIMIT, WINDOW, Priority, SlotWindow, Wait
+from monitor.exchange.supervisor import watchdog_paused
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +81,8 @@ class ConnectionBudget:
 
         @contextlib.asynccontextmanager
         async def budgeted(url: str) -> AsyncIterator[ClientConnection]:
-            await self.acquire(name, priority)
+            with watchdog_paused():  # no socket yet: the wait is not the connection's silence
+                await self.acquire(name, priority)
             try:
                 cm = connect(url)
                 ws = await cm.__aenter__()

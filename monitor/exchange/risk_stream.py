@@ -2,8 +2,10 @@
 
 ``POST /sapi/v1/margin/listen-key`` gives a key valid 60 minutes; ``{risk_stream_url}/ws/<key>``
 streams ``USER_LIABILITY_CHANGE`` (borrow, repay, interest) and ``MARGIN_LEVEL_STATUS_CHANGE``.
-The key is extended by ``PUT`` every ``keepalive`` seconds (30 min); a refused keepalive
-(-1125 invalid listen key), a ``listenKeyExpired`` event, a close or silence make a new key and a
+The key is extended by ``PUT`` every ``keepalive`` seconds (30 min; the first one at a random
+point of the second half, ``first_extension``, so that streams connected together do not extend
+together); a refused keepalive (-1125 invalid listen key), a ``listenKeyExpired`` event, a close
+or silence make a new key and a
 new connection, as does a ``serverShutdown`` notice or a ping unanswered for ``pong_timeout`` s
 (``probe`` pings every ``probe_interval``; the connection has no websockets keepalive). After each
 (re)connection ``on_reconnected(account, None)`` lets the daemon re-read the account by REST.
@@ -13,6 +15,7 @@ Isolated accounts are not served by Binance's risk stream.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +36,28 @@ log = structlog.get_logger(__name__)
 
 INVALID_LISTEN_KEY = -1125
 KEY_LIFETIME = 3600.0
+
+
+def first_extension(keepalive: float, renewed: float, now: float, r: float) -> float:
+    """Seconds to the first keepalive of a connection: at a random point (``r`` in [0, 1)) of the
+    second half of ``keepalive``, and never later than ``keepalive`` after the key was last
+    renewed (at ``renewed``; a reconnect may reuse a key renewed a while ago).
+
+    Every stream extending exactly ``keepalive`` after it connected sent all the PUTs of streams
+    connected together (1,000 at start-up, 250 a budget window) in one burst every 30 minutes; a
+    random first wait spreads them, and the fixed interval after it keeps them spread. A key
+    extended at least every ``keepalive`` (30 min) never reaches its 60 minutes.
+
+    Worked example, keepalive 1800 s: a fresh key (renewed now) with r = 0.5 waits 1350 s
+    (between 900 and 1800 s for any r); a key renewed 1500 s ago waits at most 300 s.
+
+    >>> first_extension(1800.0, 0.0, 0.0, 0.5), first_extension(1800.0, 0.0, 1500.0, 0.5)
+    (1350.0, 300.0)
+    >>> first_extension(1800.0, 0.0, 2000.0, 0.9)  # overdue: at once
+    0.0
+    """
+    spread = keepalive * (0.5 + 0.5 * r)
+    return max(0.0, min(spread, renewed + keepalive - now))
 
 
 class RiskStream:
@@ -139,8 +164,10 @@ class RiskStream:
                 log.error("risk_hook_failed", account=self.account, error=describe(exc))
 
     async def _extend(self, key: str) -> None:
+        delay = first_extension(self._keepalive, self._key_renewed, self._clock(), random.random())
         while True:
-            await asyncio.sleep(self._keepalive)
+            await asyncio.sleep(delay)
+            delay = self._keepalive
             try:
                 await self._rest.risk_keepalive(key)
             except ExchangeRequestError as exc:

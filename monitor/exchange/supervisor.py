@@ -8,7 +8,9 @@ close, e.g. Binance's 1001 24-hour disconnect) or raises. The supervisor runs se
 - retries wait a jittered exponential delay that resets once a connection stayed up ``reset_after``
   seconds, and never give up;
 - a watchdog treats silence as failure: no ``Heartbeat.beat()`` for ``silence`` seconds ends the
-  session (the socket may be open but dead);
+  session (the socket may be open but dead); a wait the session does on purpose is not silence:
+  the session pauses it (``Heartbeat.pause``), and code deep in a connection attempt that has to
+  queue (the connection budget) does so with ``watchdog_paused()`` without holding the heartbeat;
 - the reason is logged once per retry, and ``on_state`` hears every up/down transition.
 
 Delays, clock, sleep and randomness are parameters so tests run in milliseconds.
@@ -17,9 +19,11 @@ Delays, clock, sleep and randomness are parameters so tests run in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -88,6 +92,29 @@ class Heartbeat:
         """Re-arm the silence watchdog from now."""
         self.paused = False
         self.last = self._time()
+
+
+_running: contextvars.ContextVar[Heartbeat | None] = contextvars.ContextVar("heartbeat", default=None)
+
+
+@contextlib.contextmanager
+def watchdog_paused() -> Iterator[None]:
+    """Suspend the silence watchdog of the session running in this context while the block runs.
+
+    A connection attempt queued for a slot of the connection budget has no socket to be silent on:
+    counting that wait as silence ended a Risk Data Stream "silent for 60 s" after a minute in the
+    queue, and sent it to the back of the queue to start over. Outside a supervised session, or
+    when the session already paused its watchdog, it does nothing; the watchdog is re-armed from
+    the end of the block (a handshake then has the whole silence limit)."""
+    heartbeat = _running.get()
+    if heartbeat is None or heartbeat.paused:
+        yield
+        return
+    heartbeat.pause()
+    try:
+        yield
+    finally:
+        heartbeat.resume()
 
 
 def is_fatal(exc: BaseException) -> bool:
@@ -179,6 +206,13 @@ class Supervisor:
             await self._sleep(delay)
 
     async def _run_once(self, heartbeat: Heartbeat) -> str | None:
+        running = _running.set(heartbeat)
+        try:
+            return await self._watched(heartbeat)
+        finally:
+            _running.reset(running)
+
+    async def _watched(self, heartbeat: Heartbeat) -> str | None:
         if self._silence is None:
             return await self._session(heartbeat)
         loop = asyncio.get_running_loop()

@@ -418,20 +418,24 @@ class AccountWatcher:
             "loaded": False,  # only on this entry: the page and the console say "not loaded"
         }
 
-    async def watch_key(self, interval: float) -> None:
-        """Check the key every ``interval`` s with the cheapest signed call there is
-        (``GET /sapi/v1/account/apiRestrictions``, weight 1): a revoked key is noticed within
-        seconds instead of at the next snapshot. Other failures are left to the snapshot path."""
-        while True:
-            await asyncio.sleep(interval)
-            if not (self.loaded and self.enabled) or self.rest is None:
-                continue
-            try:
-                await self.rest.key_permissions()
-            except KeyRejected as exc:
-                self._key_rejected(exc)
-            except ExchangeError as exc:
-                log.info("key_check_failed", account=self.name, error=str(exc))
+    @property
+    def key_checkable(self) -> bool:
+        """Whether the key is checked now (loaded and enabled: ``monitor/watch/key_checks.py``)."""
+        return self.loaded and self.enabled and self.rest is not None
+
+    async def check_key(self) -> None:
+        """Check the key once with the cheapest signed call there is (``GET
+        /sapi/v1/account/apiRestrictions``, weight 1), for ``KeyChecks`` every key interval: a
+        revoked key is noticed within seconds instead of at the next snapshot. Other failures are
+        left to the snapshot path."""
+        if self.rest is None:
+            return
+        try:
+            await self.rest.key_permissions()
+        except KeyRejected as exc:
+            self._key_rejected(exc)
+        except ExchangeError as exc:
+            log.info("key_check_failed", account=self.name, error=str(exc))
 
     async def close(self) -> None:
         if self.rest is not None:

@@ -1,0 +1,158 @@
+"""The key checks of many accounts on a quiet daemon: how they come due, and the loop lag they cost.
+
+``python bench/key_checks.py --accounts 1000 --interval 30 --seconds 65`` starts the daemon on the
+bench simulator (``bench/latency_sim.py``, its own process) with every account, the connection
+budget lifted (as ``steady_service``) and the key-check interval set to ``--interval`` (the
+daemon's own default is ``max(5 s, accounts / 4)``: 250 s at 1,000 accounts, too long to wait
+for here). From ``--settle`` seconds after ready (start-up's own work done) it records, for
+``--seconds``:
+
+- every key check started (``BinanceRest.key_permissions`` wrapped: its start time), and from them
+  the most checks started within any 100 ms and within any 1 s;
+- the loop lag: a 10 ms timer's lateness (wall clock), samples over 5 ms and the maximum.
+
+Prices do not move (the simulator resends the quotes once a second): what is measured is the
+daemon's own housekeeping. Whatever ``monitor`` is importable is measured: put a base tree first
+on ``PYTHONPATH`` for a baseline in the same run. Prints JSON. Not a CI test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+from crash import crash_path
+from latency import SimProcess, daemon_config, machine, pct
+from latency_workload import make_workload
+
+import monitor
+from monitor.config.model import load_config
+from monitor.exchange.rest import BinanceRest
+from monitor.logs import configure_logging
+from monitor.service import Service
+
+PROBE = 0.01
+STALL = 0.005
+
+
+def record_key_checks() -> list[float]:
+    """Wrap ``BinanceRest.key_permissions`` to note each call's start (monotonic seconds)."""
+    started: list[float] = []
+    original = BinanceRest.key_permissions
+
+    async def key_permissions(self: BinanceRest, *args: Any, **kwargs: Any) -> Any:
+        started.append(time.monotonic())
+        return await original(self, *args, **kwargs)
+
+    BinanceRest.key_permissions = key_permissions  # type: ignore[method-assign]
+    return started
+
+
+def most_within(times: list[float], window: float) -> int:
+    """The most of ``times`` (sorted) inside any half-open ``window`` of seconds.
+
+    >>> most_within([0.0, 0.05, 0.09, 0.3, 1.0], 0.1), most_within([], 1.0)
+    (3, 0)
+    """
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+async def lag_probe(samples: list[tuple[float, float]]) -> None:
+    """A 10 ms timer: (when, how late) per wake-up."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + PROBE
+        await asyncio.sleep(PROBE)
+        samples.append((time.monotonic(), loop.time() - due))
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    configure_logging("json", "warning")
+    checks = record_key_checks()
+    work = make_workload(args.accounts, args.symbols, 3, args.seed, levels=(1.7, 1.9))
+    path, _ = crash_path(work.prices, [1000], 1.0, 0.0, args.seed)
+    lags: list[tuple[float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="key-checks-bench-") as tmp_name:
+        tmp = FsPath(tmp_name)
+        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
+        path.save(str(tmp / "path.npz"))
+        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
+        try:
+            config_path = daemon_config(tmp, url, work)
+            config = yaml.safe_load(config_path.read_text())
+            # the bench simulator sends prices only when told: a 30 s silence limit would reconnect
+            # the market stream mid-run, a stall of its own
+            config["alerts"]["stale_after"] = "600s"
+            config_path.write_text(yaml.safe_dump(config))
+            service = Service(
+                load_config(config_path), config_path,
+                key_check_interval=args.interval, connections=(10_000_000, 300.0),
+            )  # fmt: skip
+            started = time.monotonic()
+            await service.startup()
+            try:
+                await sim.call(cmd="warm")
+                while not service.ready():
+                    if time.monotonic() - started > 300:
+                        raise RuntimeError("the daemon did not become ready")
+                    await asyncio.sleep(0.02)
+                ready_s = time.monotonic() - started
+                await asyncio.sleep(args.settle)
+                since = time.monotonic()
+                prober = asyncio.create_task(lag_probe(lags))
+                await asyncio.sleep(args.seconds)
+                prober.cancel()
+            finally:
+                await service.shutdown()
+        finally:
+            await sim.stop()
+    window = [t for t in checks if t >= since]
+    late = [lag for _, lag in lags]
+    # (seconds since start-up began, ms late)
+    stalls = [(round(at - started, 2), round(lag * 1000, 1)) for at, lag in lags if lag > STALL]
+    return {
+        "benchmark": "key checks on a quiet daemon",
+        "tree": os.path.dirname(os.path.dirname(monitor.__file__)),
+        "machine": machine(),
+        "accounts": args.accounts,
+        "interval_s": args.interval,
+        "seconds": args.seconds,
+        "ready_s": round(ready_s, 2),
+        "measured_from_s": round(since - started, 2),
+        "checks": len(window),
+        "checks_since_start": len(checks),  # (loading an account checks its key too)
+        "most_in_100ms": most_within(sorted(window), 0.1),
+        "most_in_1s": most_within(sorted(window), 1.0),
+        "lag_samples": len(late),
+        "lag_p99_ms": pct(late, 99),
+        "lag_max_ms": round(max(late) * 1000, 1) if late else None,
+        "lag_over_5ms": len(stalls),
+        "lag_over_5ms_at": stalls,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--interval", type=float, default=30.0, help="key check interval, seconds")
+    parser.add_argument("--seconds", type=float, default=65.0, help="measured after ready + settle")
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after ready before measuring")
+    parser.add_argument("--seed", type=int, default=7)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(parse_args())), indent=1))
