@@ -104,8 +104,9 @@ async def probe(
     ping, as websockets' keepalive (``ping_timeout=20``) did. A failed ping (the connection closed)
     ends it with that error.
 
-    The pinging is the loop's one shared pinger's (``monitor/exchange/pinger.py``): no task, timer
-    or sleep per connection. This registers with it until the session ends (or is cancelled). The
+    The pinging is the loop's one shared pinger's (``monitor/exchange/pinger.py``): no timer or
+    sleep per connection; this coroutine only registers with it and awaits the registration's
+    ``dead`` future until the session ends (or is cancelled). The
     first ping comes after a random part of ``interval`` (never later than before), and the shared
     pinger sends at most one ping per loop turn: the connections opened together at start-up (or
     after a reconnect storm) used to ping in the same event-loop turn every ``interval``, ~50 pings
