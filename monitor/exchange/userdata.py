@@ -20,8 +20,9 @@ account and 1,000 per session: ``monitor/exchange/userdata_pool.py`` spreads the
 
 Silence: user-data streams are quiet when nothing happens, so a WebSocket ping probes the
 connection every ``probe_interval`` (``probe``, its only pinger: the connection is opened without
-websockets' keepalive); a ping unanswered for ``pong_timeout`` seconds, or no frame and no pong
-for ``silence`` seconds, is a failure.
+websockets' keepalive; the event loop's one shared pinger, ``pinger.py``, sends the pings); a ping
+unanswered for ``pong_timeout`` seconds, or no frame and no pong for ``silence`` seconds, is a
+failure.
 A rejected key (-2015...) stops that account's subscription (reported as a fatal ``StreamState``);
 the other accounts carry on.
 """
@@ -29,8 +30,6 @@ the other accounts carry on.
 from __future__ import annotations
 
 import asyncio
-import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from monitor.exchange import frames
 from monitor.exchange.errors import ExchangeDataError, ExchangeError, FatalError, Reconnect
 from monitor.exchange.events import ExchangeEvent, StreamState
 from monitor.exchange.parse import ListenToken, expiration_ms
+from monitor.exchange.pinger import release, shared_pinger
 from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
 from monitor.exchange.streams import ConnectFactory, probed_connect
@@ -99,35 +99,25 @@ async def probe(
 ) -> None:
     """Ping every ``interval`` seconds: the connection's only pinger (it is opened by
     ``probed_connect``, without websockets' keepalive). Each pong is a heartbeat; a ping still
-    unanswered at the first turn ``pong_timeout`` seconds after it ends the session with
-    ``Reconnect`` (no second ping meanwhile). Checked at the turns, so no timer per ping: with the
-    defaults (20 s, 20 s) a dead connection goes 20 s after its unanswered ping, as websockets'
-    keepalive (``ping_timeout=20``) did.
+    unanswered ``pong_timeout`` seconds after it ends the session with ``Reconnect`` (no second ping
+    meanwhile): with the defaults (20 s, 20 s) a dead connection goes ~20 s after its unanswered
+    ping, as websockets' keepalive (``ping_timeout=20``) did. A failed ping (the connection closed)
+    ends it with that error.
 
-    The first ping comes after a random part of ``interval`` (never later than before): the connections opened
-    together at start-up (or after a reconnect storm) would otherwise ping in the same event-loop
-    turn every ``interval``, ~50 pings back to back at 1,000 accounts: the 6-8 ms "loop busy" lag
-    samples of ``bench/crash.py`` (their late span's composition: ``probe > sleep`` ×11-34)."""
-
-    def answered(pong: asyncio.Future[float]) -> None:
-        if not pong.cancelled() and pong.exception() is None:  # (retrieved: never logged)
-            heartbeat.beat()
-
-    turns = max(1, math.ceil(pong_timeout / interval - 1e-9))  # turns a pong may take
-    pong: asyncio.Future[float] | None = None
-    waited = 0
-    delay = random.random() * interval  # the first ping within the interval: spread, never later
-    while True:
-        await asyncio.sleep(delay)
-        delay = interval
-        if pong is not None and not pong.done():
-            waited += 1
-            if waited >= turns:
-                raise Reconnect(f"no pong within {pong_timeout:g} s")
-            continue
-        pong = asyncio.ensure_future(await ws.ping())  # (the very future websockets made)
-        pong.add_done_callback(answered)
-        waited = 0
+    The pinging is the loop's one shared pinger's (``monitor/exchange/pinger.py``): no timer or
+    sleep per connection; this coroutine only registers with it and awaits the registration's
+    ``dead`` future until the session ends (or is cancelled). The
+    first ping comes after a random part of ``interval`` (never later than before), and the shared
+    pinger sends at most one ping per loop turn: the connections opened together at start-up (or
+    after a reconnect storm) used to ping in the same event-loop turn every ``interval``, ~50 pings
+    back to back at 1,000 accounts: the 6-8 ms "loop busy" lag samples of ``bench/crash.py`` (their
+    late span's composition: ``probe > sleep`` ×11-34)."""
+    pinger = shared_pinger()
+    registration = pinger.register(ws, heartbeat, interval, pong_timeout)
+    try:
+        await registration.item.dead
+    finally:
+        release(pinger, registration)
 
 
 class UserDataStream:
