@@ -76,6 +76,7 @@ from latency import (
     rss_mib,
     start_sim,
     steady_service,
+    warm_until_ready,
 )
 from latency_workload import (
     BARS,
@@ -522,12 +523,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await service.startup()
             startup_s = time.monotonic() - started
             try:
-                await sim.call(cmd="warm")
-                while not service.ready():
-                    if time.monotonic() - started > 300:
-                        raise RuntimeError("the daemon did not become ready")
-                    await asyncio.sleep(0.02)
-                ready_s = time.monotonic() - started
+                ready_s = await warm_until_ready(service, sim, started)
                 rss_ready = rss_mib()["now"]
                 await asyncio.sleep(args.settle)
                 # the alerts of start-up (accounts already below a bar) all out before the first phase

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 from crash import crash_path
-from latency import SimProcess, daemon_config, machine, pct
+from latency import daemon_config, machine, pct, start_sim, warm_until_ready
 from latency_workload import make_workload
 
 import monitor
@@ -86,9 +86,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     lags: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(prefix="key-checks-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
+        sim, url = await start_sim(tmp, work, path)
         try:
             config_path = daemon_config(tmp, url, work)
             config = yaml.safe_load(config_path.read_text())
@@ -103,12 +101,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             await service.startup()
             try:
-                await sim.call(cmd="warm")
-                while not service.ready():
-                    if time.monotonic() - started > 300:
-                        raise RuntimeError("the daemon did not become ready")
-                    await asyncio.sleep(0.02)
-                ready_s = time.monotonic() - started
+                ready_s = await warm_until_ready(service, sim, started)
                 await asyncio.sleep(args.settle)
                 since = time.monotonic()
                 prober = asyncio.create_task(lag_probe(lags))

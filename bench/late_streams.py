@@ -42,7 +42,7 @@ BENCH = FsPath(__file__).resolve().parent
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     import yaml
     from crash import crash_path
-    from latency import SimProcess, daemon_config, machine
+    from latency import daemon_config, machine, start_sim, warm_until_ready
     from latency_workload import make_workload
 
     import monitor
@@ -69,9 +69,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="late-streams-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
-        (tmp / "scenario.json").write_text(json.dumps(work.scenario()))
-        path.save(str(tmp / "path.npz"))
-        sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
+        sim, url = await start_sim(tmp, work, path)
         try:
             config_path = daemon_config(tmp, url, work)
             config = yaml.safe_load(config_path.read_text())
@@ -81,12 +79,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             await service.startup()
             try:
-                await sim.call(cmd="warm")
-                while not service.ready():
-                    if time.monotonic() - started > 300:
-                        raise RuntimeError("the daemon did not become ready")
-                    await asyncio.sleep(0.05)
-                ready_s = time.monotonic() - started
+                ready_s = await warm_until_ready(service, sim, started)
                 up_at_ready = sum(_up(w) for w in service.watchers)
                 gc.callbacks.append(on_gc)
                 while sum(_up(w) for w in service.watchers) < len(service.watchers):

@@ -233,6 +233,17 @@ async def start_sim(
     return await SimProcess.start(tmp / "scenario.json", tmp / "path.npz", cpus)
 
 
+async def warm_until_ready(service: Service, sim: SimProcess, started: float, within: float = 300.0) -> float:
+    """Have the simulator send its first quotes, then wait for the daemon's readiness; the seconds
+    from ``started`` (monotonic) to ready."""
+    await sim.call(cmd="warm")
+    while not service.ready():
+        if time.monotonic() - started > within:
+            raise RuntimeError("the daemon did not become ready")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
 async def quiet(calls: list[tuple[float, str]], gap: float = 1.0, within: float = 120.0) -> None:
     """Wait until no notify call came for ``gap`` s (the previous phase's alerts are all out)."""
     deadline = time.monotonic() + within
@@ -349,11 +360,7 @@ async def run_daemon(
     startup_s = time.monotonic() - started
     raw: list[dict[str, Any]] = []
     try:
-        await sim.call(cmd="warm")
-        while not service.ready():
-            if time.monotonic() - started > 300:
-                raise RuntimeError("the daemon did not become ready")
-            await asyncio.sleep(0.05)
+        await warm_until_ready(service, sim, started)
         info = {
             "startup_s": round(startup_s, 2),
             "ready_s": round(time.monotonic() - started, 2),
