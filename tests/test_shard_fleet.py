@@ -42,6 +42,7 @@ from daemon_harness import Receiver
 from ops_harness import free_port
 
 from monitor.config.shard import ENV_SHARD, shard_of
+from monitor.service import EXIT_UNAVAILABLE
 from monitor.sim import Simulator, parse_scenario, run_simulator
 
 FULL = int(os.environ.get("FLEET_ACCOUNTS", "4000"))
@@ -112,9 +113,14 @@ class Daemon:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.shard = ""
+        self._role: tuple[int, int | None] = (1, None)
 
     def start(self, count: int, target: int | None = None) -> None:
-        """Run as shard ordinal/count, or ordinal/count>target (the handover to fewer shards)."""
+        """Run as shard ordinal/count, or ordinal/count>target (the handover to fewer shards), on a
+        port free now: the port of a stopped run may have gone to another process's connection
+        meanwhile (seen in CI: exit 69, "address already in use", on a restart)."""
+        self._role = (count, target)
+        self.port = free_port()
         self.shard = f"{self.ordinal}/{count}" + ("" if target is None else f">{target}")
         config = yaml.safe_load(self.config.read_text())
         config["state_dir"] = str(self.tmp / f"state-{self.ordinal}")
@@ -134,8 +140,15 @@ class Daemon:
 
     async def ready(self, within: float = 900.0) -> None:
         deadline = time.monotonic() + within
+        rebinds = 3
         while True:
-            assert self.process is not None and self.process.poll() is None, f"daemon {self.shard} exited"
+            assert self.process is not None
+            if (
+                self.process.poll() == EXIT_UNAVAILABLE and rebinds
+            ):  # its port taken between free_port and bind
+                rebinds -= 1
+                self.start(*self._role)
+            assert self.process.poll() is None, f"daemon {self.shard} exited"
             status, _ = await asyncio.to_thread(get, self.port, "/readyz")
             if status == 200:
                 return
