@@ -110,3 +110,13 @@ async def test_a_check_waiting_for_its_answer_is_not_doubled() -> None:
         await run
     await asyncio.sleep(0)
     assert slow.cancelled == 1  # the check under way ended by the cancel, not left behind
+
+
+async def test_no_accounts_sleeps_instead_of_spinning() -> None:
+    """A replica owning no account (a shard with none) waits an interval a round: the run yields
+    to the loop instead of spinning in a loop without an await (which would freeze the daemon)."""
+    clock = [0.0]
+    checks = KeyChecks([], 30.0, sleep=virtual_sleep(clock, 3))  # type: ignore[arg-type]
+    with pytest.raises(Stop):
+        await checks.run()
+    assert clock[0] == 90.0 and checks.started == 0

@@ -68,6 +68,8 @@ class KeyChecks:
         """Check forever (until cancelled, which also cancels the checks under way)."""
         try:
             while True:
+                if not self._accounts:  # (a shard owning none): nothing to check, never a busy loop
+                    await self._sleep(self.interval)
                 for account in self._accounts:
                     await self._sleep(self.step)
                     self.check(account)
