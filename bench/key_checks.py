@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 from crash import crash_path
+from lag_probe import STALL, LagProbe
 from latency import daemon_config, machine, pct, start_sim, warm_until_ready
 from latency_workload import make_workload
 
@@ -37,9 +38,6 @@ from monitor.config.model import load_config
 from monitor.exchange.rest import BinanceRest
 from monitor.logs import configure_logging
 from monitor.service import Service
-
-PROBE = 0.01
-STALL = 0.005
 
 
 def record_key_checks() -> list[float]:
@@ -69,21 +67,12 @@ def most_within(times: list[float], window: float) -> int:
     return best
 
 
-async def lag_probe(samples: list[tuple[float, float]]) -> None:
-    """A 10 ms timer: (when, how late) per wake-up."""
-    loop = asyncio.get_running_loop()
-    while True:
-        due = loop.time() + PROBE
-        await asyncio.sleep(PROBE)
-        samples.append((time.monotonic(), loop.time() - due))
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("json", "warning")
     checks = record_key_checks()
     work = make_workload(args.accounts, args.symbols, 3, args.seed, levels=(1.7, 1.9))
     path, _ = crash_path(work.prices, [1000], 1.0, 0.0, args.seed)
-    lags: list[tuple[float, float]] = []
+    probe = LagProbe()  # the crash bench's probe (bench/lag_probe.py): 10 ms timer, lag per wake
     with tempfile.TemporaryDirectory(prefix="key-checks-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
         sim, url = await start_sim(tmp, work, path)
@@ -104,7 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 ready_s = await warm_until_ready(service, sim, started)
                 await asyncio.sleep(args.settle)
                 since = time.monotonic()
-                prober = asyncio.create_task(lag_probe(lags))
+                prober = asyncio.create_task(probe.run())
                 await asyncio.sleep(args.seconds)
                 prober.cancel()
             finally:
@@ -112,9 +101,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await sim.stop()
     window = [t for t in checks if t >= since]
-    late = [lag for _, lag in lags]
+    late = [lag for _, lag, _ in probe.samples]
     # (seconds since start-up began, ms late)
-    stalls = [(round(at - started, 2), round(lag * 1000, 1)) for at, lag in lags if lag > STALL]
+    stalls = [(round(at - started, 2), round(lag * 1000, 1)) for at, lag, _ in probe.samples if lag > STALL]
     return {
         "benchmark": "key checks on a quiet daemon",
         "tree": os.path.dirname(os.path.dirname(monitor.__file__)),
