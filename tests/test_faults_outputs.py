@@ -177,20 +177,32 @@ async def test_state_file_read_only_then_writable_again_is_told_both_ways(
 
 
 async def cleared_on_surfaces(daemon: Service) -> None:
-    """Return once neither ``status`` nor the page's cards say anything of the state file."""
-    while await shown_on_surfaces(daemon):  # noqa: ASYNC110 (an HTTP surface: polled)
+    """Return once neither ``status`` nor the page's cards carry the state file's failure (the page
+    reuses its unit list for a second, so the two may disagree that long), then check that neither
+    says anything of it."""
+    while True:
+        units, cards = await surfaces(daemon)
+        if not any(entry.get("state_file_failing") for entry in (*units, *cards)):
+            break
         await asyncio.sleep(0.2)
+    assert await shown_on_surfaces(daemon) == ""
 
 
-async def shown_on_surfaces(daemon: Service) -> str:
-    """What ``status`` (over HTTP, drawn as the table) and the page's cards say of the state file:
-    the same line on both, or "" when neither says anything."""
+async def surfaces(daemon: Service) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``status``'s units and the page's cards, over HTTP."""
     assert daemon.http is not None
     async with aiohttp.ClientSession() as session:
         async with session.get(daemon.http.url + "/status") as reply:
             units = await reply.json()
         async with session.get(daemon.http.url + "/page/units") as reply:
             cards = await reply.json()
+    return units, cards
+
+
+async def shown_on_surfaces(daemon: Service) -> str:
+    """What ``status`` (over HTTP, drawn as the table) and the page's cards say of the state file:
+    the same line on both, or "" when neither says anything."""
+    units, cards = await surfaces(daemon)
     console = Console(width=300, record=True)
     console.print(render(StatusResult(units, "test")))
     lines = [x for x in console.export_text().splitlines() if x.startswith("state file failing")]
