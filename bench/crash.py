@@ -236,6 +236,7 @@ def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dic
     for at, lag, _ in phase["lags"]:
         if lag > STALL and at in late:
             spans.append((at, lag, compose(at - lag, at, late[at][1])))
+    runq = phase.get("runq", {})
     kinds = Counter(
         gap_cause(at - lag, at, phase, sends) if (k := composition_kind(c)).startswith("gap") else k
         for at, lag, c in spans
@@ -256,6 +257,7 @@ def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dic
         "late_gap_ms": round(sum(c.gap_ms for _, _, c in spans), 1),
         "late_callbacks_cpu_ms": round(sum(c.cpu_ms for _, _, c in spans), 1),
         "late_callbacks": sum(c.callbacks for _, _, c in spans),
+        "late_runq_ms": round(sum(runq.get(at, 0.0) for at, _, _ in spans) * 1000, 1),
         "late_by_name": {k: [int(v[0]), int(v[1]), round(v[2], 2)] for k, v in top},  # samples, count, CPU ms
         "late_worst": [
             {
@@ -264,9 +266,10 @@ def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dic
                 "callbacks_ms": c.callbacks_ms,
                 "cpu_ms": c.cpu_ms,
                 "gap_ms": c.gap_ms,
+                "runq_ms": round(runq.get(at, 0.0) * 1000, 2),
                 "top": [[k, n, ms] for k, (n, ms) in sorted(c.by_name.items(), key=lambda kv: -kv[1][1])[:4]],
             }
-            for _, lag, c in worst
+            for at, lag, c in worst
         ],
         "callbacks_per_s": round(phase["callbacks"] / phase["seconds"]),
         "instrument_us_per_callback": phase["wrapper_us"],
@@ -547,7 +550,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "cpu": (time.process_time() - cpu) / (end - wall), "sent_rate": reply["rate"],
                         "lags": [s for s in lags[lag_from:] if s[0] < wall + reply["wall"] + 0.2],
                         "gc": pauses[gc_from:], "cpu_stalls": daemon_slow, "harness": harness_slow,
-                        "busy": busy, "late": [x for x in late if wall <= x[0] < end],
+                        "busy": busy, "late": [x for x in late if wall <= x[0] < end], "runq": probe.runq,
                         "callbacks": callbacks, "seconds": end - wall, "wrapper_us": wrapper_us,
                     })  # fmt: skip
                 rss_end = rss_mib()

@@ -10,8 +10,9 @@ that the late span's composition can be named later (no formatting here).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from loop_names import Ran, Ring
 
@@ -31,6 +32,7 @@ class LagProbe:
         self.stall = stall
         self.samples: list[Sample] = []
         self.late: list[Late] = []
+        self.runq: dict[float, float] = {}  # a late sample's wake time -> the loop thread's run-queue wait (s)
 
     def record(self, end: float, lag: float, cpu: float) -> None:
         """One sample, woken at ``end``, ``lag`` s late."""
@@ -39,11 +41,26 @@ class LagProbe:
             self.late.append((end, lag, self.ring.since(end - lag) if self.ring is not None else []))
 
     async def run(self) -> None:
+        stat = schedstat()
         while True:
-            start, cpu = time.monotonic(), time.thread_time()
+            start, cpu, waited = time.monotonic(), time.thread_time(), stat()
             await asyncio.sleep(self.period)
             end = time.monotonic()
-            self.record(end, max(0.0, end - start - self.period), time.thread_time() - cpu)
+            lag = max(0.0, end - start - self.period)
+            self.record(end, lag, time.thread_time() - cpu)
+            if lag > self.stall:
+                self.runq[end] = stat() - waited
+
+
+def schedstat() -> Callable[[], float]:
+    """A reader of the calling thread's time spent runnable but not running (s): the second field of
+    Linux's ``/proc/thread-self/schedstat``, so a late span can be split into the OS's share (the
+    thread waited for a CPU) and the rest (it waited for the GIL, or ran). Elsewhere it reads 0."""
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return lambda: 0.0
+    return lambda: int(os.pread(fd, 128, 0).split()[1]) / 1e9
 
 
 def within(samples: Iterable[Sample], lo: float, hi: float) -> list[Sample]:
