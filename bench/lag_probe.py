@@ -32,7 +32,7 @@ class LagProbe:
         self.stall = stall
         self.samples: list[Sample] = []
         self.late: list[Late] = []
-        self.runq: dict[float, float] = {}  # a late sample's wake time -> the loop thread's run-queue wait (s)
+        self.runq: dict[float, float] = {}  # a late sample's wake time -> its loop thread's run-queue wait
 
     def record(self, end: float, lag: float, cpu: float) -> None:
         """One sample, woken at ``end``, ``lag`` s late."""

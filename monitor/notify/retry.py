@@ -3,6 +3,8 @@ long the URL fails.
 
 Up to ``limit(url)`` sends per target are in flight at once, never two of the same unit, so each
 account's alerts arrive in order while a crash of 200 accounts does not queue behind one slow send.
+Within that ceiling the target's :class:`~monitor.notify.pace.Pace` keeps only as many as its
+measured time per send needs (a fast webhook 2, a distant service up to the ceiling).
 A failure is retried with exponential backoff and jitter (:func:`default_backoff`) and stops new
 sends to that target until it goes through (head of line: later rows wait, in order). The send
 itself is ``deliver(target, row)``: True sent, False failed (retry), None dropped for good.
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from monitor.notify.pace import Pace
 from monitor.notify.stages import Batch, Target
 from monitor.store import OutboxItem
 
@@ -49,7 +53,7 @@ class _Job:
 @dataclass(eq=False)
 class _Queue:
     target: Target
-    limit: int = 1  # sends in flight at most
+    pace: Pace  # sends in flight at most (``pace.limit``, within the URL's ceiling)
     jobs: deque[_Job] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     hurry: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,10 +72,12 @@ class RetryStage:
         *,
         backoff: Callable[[int], float] = default_backoff,
         limit: Callable[[str], int] = lambda url: 1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._deliver = deliver
         self._backoff = backoff
-        self._queues = {t.id: _Queue(t, limit(t.url)) for t in targets}
+        self._clock = clock
+        self._queues = {t.id: _Queue(t, Pace(limit(t.url))) for t in targets}
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._stopping = False
@@ -138,8 +144,11 @@ class RetryStage:
 
         async def send(job: _Job) -> None:
             nonlocal in_flight
+            started = self._clock()
             try:
                 ok = await self._deliver(target, job.item)
+                if ok is True:
+                    queue.pace.observe(self._clock() - started)
             finally:
                 in_flight -= 1
                 job.sending = False
@@ -179,7 +188,7 @@ class RetryStage:
     def _next_job(queue: _Queue, in_flight: int) -> _Job | None:
         """The oldest row that may start now: none while full; only the failed row while one failed;
         else the first within :data:`SCAN_AHEAD` whose unit has nothing in flight or before it."""
-        if in_flight >= queue.limit:
+        if in_flight >= queue.pace.limit:
             return None
         if queue.failing is not None:
             job = queue.failing
