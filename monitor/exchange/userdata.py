@@ -10,7 +10,9 @@ account and 1,000 per session: ``monitor/exchange/userdata_pool.py`` spreads the
 2. ``userDataStream.subscribe.listenToken`` → ``subscriptionId``; events arrive as
    ``{"subscriptionId": N, "event": {...}}`` and are routed to their account;
 3. before ``expirationTime`` a new token is subscribed (Binance extends the subscription), then the
-   old subscription is unsubscribed if the server gave a new id;
+   old subscription is unsubscribed if the server gave a new id; the renewal comes at a random point
+   of the hour before ``renew_before`` (:func:`renew_delay`), so tokens created together do not all
+   renew in one burst a day later;
 4. after a drop (any error, a normal close, silence) everything is resubscribed on a new
    connection; after ``eventStreamTerminated`` that one subscription is;
 5. after every successful subscribe, ``on_reconnected(account, symbol)`` runs so the daemon
@@ -30,6 +32,7 @@ the other accounts carry on.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -120,6 +123,33 @@ async def probe(
         release(pinger, registration)
 
 
+def renew_delay(remaining: float, renew_before: float, r: float) -> float:
+    """Seconds until a listen token with ``remaining`` seconds of validity is renewed: at a random
+    point (``r`` in [0, 1)) of a window that ends ``renew_before`` before it expires and is at most
+    ``renew_before`` wide, never so early that less than ``renew_before`` of the token is used.
+    A token with less than ``2 * renew_before`` left is renewed at half its remaining time, as
+    before (at least 50 ms).
+
+    Renewing exactly ``renew_before`` ahead renewed all the tokens created together (1,000
+    accounts at start-up) in one burst once a day: a REST call and a subscribe each, in one loop
+    turn. Spread over the window, they stay spread, since each renewal starts a new 24 hours.
+
+    Worked example, 24 h tokens renewed an hour ahead: a fresh token (86,400 s left) with r = 0.5
+    is renewed after 86,400 − 3,600 − 0.5 × 3,600 = 81,000 s (any r: after 79,200 s to 82,800 s);
+    with 7,300 s left the window is only 100 s wide (3,600 s is used at least); with 600 s left,
+    after 300 s.
+
+    >>> renew_delay(86400.0, 3600.0, 0.5), renew_delay(86400.0, 3600.0, 0.0)
+    (81000.0, 82800.0)
+    >>> renew_delay(7300.0, 3600.0, 0.999), renew_delay(600.0, 3600.0, 0.5)
+    (3600.1, 300.0)
+    """
+    if remaining > 2 * renew_before:
+        window = min(renew_before, remaining - 2 * renew_before)
+        return remaining - renew_before - r * window
+    return max(remaining / 2, 0.05)
+
+
 class UserDataStream:
     """Supervised user-data subscriptions of several accounts on one WebSocket API connection."""
 
@@ -142,6 +172,7 @@ class UserDataStream:
         wall_clock: Callable[[], float] = time.time,
         session: str | None = None,
         lifetime: int = 65_535,
+        spread: Callable[[], float] = random.random,
     ) -> None:
         self._url = ws_api_url
         # Binance: "A single session can handle a maximum of 65,535 total subscriptions over its
@@ -157,6 +188,7 @@ class UserDataStream:
         self._probe_interval = probe_interval or silence / 3
         self._pong_timeout = pong_timeout
         self._renew_before = renew_before
+        self._spread = spread  # r in [0, 1) for renew_delay: where in its window a token is renewed
         self._request_timeout = request_timeout
         self._connect = connect
         self._wall = wall_clock
@@ -343,9 +375,7 @@ class UserDataStream:
     def _renew_delay(self, sub: UserSubscription) -> float:
         assert sub.token is not None
         remaining = sub.token.expires_at_ms / 1000 - self._wall()
-        if remaining > 2 * self._renew_before:
-            return remaining - self._renew_before
-        return max(remaining / 2, 0.05)
+        return renew_delay(remaining, self._renew_before, self._spread())
 
     async def _subscribe(self, sub: UserSubscription) -> None:
         active = self._by_id.get(sub.subscription_id) is sub  # type: ignore[arg-type]

@@ -1,0 +1,90 @@
+"""When a listen token is renewed (monitor/exchange/userdata.py ``renew_delay``): within a window
+ending ``renew_before`` ahead of its expiry, at a random point, so tokens created together do not
+renew together; and, against the simulator, subscriptions made together renew apart and never lapse."""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import itertools
+from typing import Any
+
+import pytest
+from exchange_fakes import until
+from hypothesis import given
+from hypothesis import strategies as st
+from test_userdata import user_stream
+
+import monitor.exchange.userdata
+from monitor.exchange.userdata import renew_delay
+from monitor.sim import Simulator
+
+lifetimes = st.floats(min_value=0.0, max_value=7 * 86400.0, allow_nan=False)
+ahead = st.floats(min_value=0.01, max_value=86400.0, allow_nan=False)
+unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True)
+
+
+@given(lifetimes, ahead, unit)
+def test_never_later_than_renew_before_ahead_and_never_wasteful(
+    remaining: float, before: float, r: float
+) -> None:
+    """A token with room for it is renewed within the last ``before`` seconds before the deadline
+    (expiry − ``before``), and at least ``before`` after now; otherwise at half its time, as before."""
+    delay = renew_delay(remaining, before, r)
+    assert delay > 0
+    if remaining > 2 * before:
+        deadline = remaining - before
+        assert deadline - before - 1e-6 <= delay <= deadline + 1e-6
+        assert delay >= before - 1e-6
+    else:
+        assert delay == max(remaining / 2, 0.05)
+
+
+@given(ahead, st.lists(unit, min_size=2, max_size=50, unique=True))
+def test_fresh_tokens_created_together_are_spread_over_the_window(before: float, rs: list[float]) -> None:
+    """Tokens of one lifetime (24 h) created together: each r gives its own moment, ``r × window``
+    from the deadline, so n tokens spread over the whole window instead of one instant."""
+    remaining = 86400.0
+    if remaining <= 2 * before:
+        return
+    window = min(before, remaining - 2 * before)
+    delays = sorted(renew_delay(remaining, before, r) for r in rs)
+    assert delays[-1] - delays[0] == pytest.approx((max(rs) - min(rs)) * window, abs=1e-6)
+
+
+def test_worked_examples() -> None:
+    """The docstring's worked examples (``renew_delay``) run as doctests."""
+    assert doctest.testmod(monitor.exchange.userdata).failed == 0
+
+
+class TestRenewalsApart:
+    """Two accounts' subscriptions (demo and other, cross; Binance allows one per account on a
+    session) subscribed together, with 6-second tokens renewed within the second before the last."""
+
+    @pytest.fixture
+    def scenario_data(self, scenario_data: dict[str, Any]) -> dict[str, Any]:
+        scenario_data["limits"] = {"listen_token_validity": 6.0}
+        return scenario_data
+
+    async def test_subscriptions_made_together_renew_apart_and_never_lapse(self, sim: Simulator) -> None:
+        """With r of 0 and 0.99 the two first renewals come 5.0 and ~4.0 s after subscribing, about a
+        second apart (before the change both came at 5.0 s, together), and both subscriptions stay up."""
+        spread = itertools.cycle([0.0, 0.99]).__next__
+        loop = asyncio.get_running_loop()
+        subs: list[tuple[str, str | None]] = [("demo", None), ("other", None)]
+        async with user_stream(sim, subs, renew_before=1.0, spread=spread) as (stream, rec):
+            created: dict[tuple[str, str | None], list[float]] = {}
+            for client in {id(s.rest): s.rest for s in stream.subscriptions}.values():
+                make, account = client.create_listen_token, client.account
+
+                async def observed(symbol: str | None = None, _make: Any = make, _acc: str = account) -> Any:
+                    created.setdefault((_acc, symbol), []).append(loop.time())
+                    return await _make(symbol)
+
+                client.create_listen_token = observed  # type: ignore[method-assign]
+            await until(lambda: len(created) == 2, within=15)
+            assert all(s.up for s in stream.subscriptions)
+            assert [s for s in rec.states if not s.up] == []  # none went down (before the shutdown)
+        renewals = sorted(times[0] for times in created.values())
+        assert len(renewals) == 2
+        assert renewals[1] - renewals[0] > 0.5, f"renewed together: {renewals}"
