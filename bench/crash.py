@@ -505,6 +505,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     pauses = gc_pauses()
     census = Census.install()  # bench/gc_census.py: collections by generation, survivors
     timed = CallbackTimes(args.time_callbacks / 1000, pauses)
+    if args.bare:  # no wrapper around the loop's callbacks: lag samples without the bench's own cost
+        asyncio.events.Handle._run = timed.raw  # type: ignore[method-assign]
     handed = record_handoffs()
     evaluations = record_evaluations()
     deliver = DeliverTimes.install()  # bench/deliver_times.py: a batch's apply and slices, CPU
@@ -626,6 +628,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-ms", type=float, help="asyncio debug mode: list callbacks slower than this")
     parser.add_argument(
         "--time-callbacks", type=float, default=2.0, help="list loop callbacks using more CPU than this (ms)"
+    )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="no timing wrapper around the loop's callbacks (lag samples only, nothing named)",
     )
     parser.add_argument(
         "--floor",
