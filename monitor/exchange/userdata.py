@@ -127,8 +127,9 @@ def renew_delay(remaining: float, renew_before: float, r: float) -> float:
     """Seconds until a listen token with ``remaining`` seconds of validity is renewed: at a random
     point (``r`` in [0, 1)) of a window that ends ``renew_before`` before it expires and is at most
     ``renew_before`` wide, never so early that less than ``renew_before`` of the token is used.
-    A token with less than ``2 * renew_before`` left is renewed at half its remaining time, as
-    before (at least 50 ms).
+    A token with less than ``2 * renew_before`` left (one reused after a reconnect) is renewed
+    between a quarter and half of its remaining time (``r`` again: tokens resubscribed together
+    do not renew together either), at least 50 ms.
 
     Renewing exactly ``renew_before`` ahead renewed all the tokens created together (1,000
     accounts at start-up) in one burst once a day: a REST call and a subscribe each, in one loop
@@ -136,18 +137,18 @@ def renew_delay(remaining: float, renew_before: float, r: float) -> float:
 
     Worked example, 24 h tokens renewed an hour ahead: a fresh token (86,400 s left) with r = 0.5
     is renewed after 86,400 − 3,600 − 0.5 × 3,600 = 81,000 s (any r: after 79,200 s to 82,800 s);
-    with 7,300 s left the window is only 100 s wide (3,600 s is used at least); with 600 s left,
-    after 300 s.
+    with 7,300 s left the window is only 100 s wide (3,600 s is used at least); with 600 s left and
+    r = 0.5, after 600 × (1/2 − 0.5/4) = 225 s (any r: 150 s to 300 s).
 
     >>> renew_delay(86400.0, 3600.0, 0.5), renew_delay(86400.0, 3600.0, 0.0)
     (81000.0, 82800.0)
     >>> renew_delay(7300.0, 3600.0, 0.999), renew_delay(600.0, 3600.0, 0.5)
-    (3600.1, 300.0)
+    (3600.1, 225.0)
     """
     if remaining > 2 * renew_before:
         window = min(renew_before, remaining - 2 * renew_before)
         return remaining - renew_before - r * window
-    return max(remaining / 2, 0.05)
+    return max(remaining * (0.5 - r / 4), 0.05)
 
 
 class UserDataStream:
