@@ -93,6 +93,15 @@ ISOLATED_SYMBOLS_PER_CALL = 5
 
 
 REST_CONNECTIONS = 100  # at most this many HTTP connections at once to the REST URL, for all accounts
+# s an idle pooled connection is kept for reuse (aiohttp's default: 15 s). aiohttp (3.14) reuses the
+# longest-idle connection first, so the key checks (one every 0.25 s at 1,000 accounts) go round the
+# whole pool: start-up's burst leaves up to REST_CONNECTIONS open, one round takes up to 25 s, and
+# with 15 s the ~40 the checks had not reached yet expired together: aiohttp's cleanup timer closed
+# them in one loop turn (~41 ``connection_lost`` callbacks, ~1.5 ms of the loop's CPU), and a check
+# finding its connection expired opened a new one (a TLS handshake on Binance). Longer than a round:
+# none expires while the checks run; a connection the server closed meanwhile is not reused, and
+# aiohttp resends an idempotent request once when a reused connection turns out closed.
+REST_KEEPALIVE = 60.0
 TIME_SYNC_REUSE = 60.0  # s: a client made this soon after a ping + time read takes its offset
 
 
@@ -154,7 +163,8 @@ class SharedTransport:
     def __init__(self, key: tuple[asyncio.AbstractEventLoop, str]) -> None:
         self.key = key
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS), cookie_jar=aiohttp.DummyCookieJar()
+            connector=aiohttp.TCPConnector(limit=REST_CONNECTIONS, keepalive_timeout=REST_KEEPALIVE),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.users = 0
         self.offset_ms: int | None = None
