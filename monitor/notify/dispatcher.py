@@ -49,7 +49,7 @@ __all__ = [
     "default_backoff",
     "url_scheme",
 ]
-DEFAULT_CONCURRENCY = 8  # sends in flight per URL where the service sets no spacing (the sender's pool)
+DEFAULT_CONCURRENCY = 8  # at most, per URL where the service sets no spacing (notify/pace.py keeps fewer)
 
 
 class Dispatcher:
