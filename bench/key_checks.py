@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
-from crash import crash_path
+from crash import crash_path, scheduled_job
 from lag_probe import STALL, LagProbe
 from latency import daemon_config, machine, pct, start_sim, warm_until_ready
 from latency_workload import make_workload
+from loop_names import Ring, compose, key_of, snapshot
 
 import monitor
 from monitor.config.model import load_config
@@ -53,6 +56,58 @@ def record_key_checks() -> list[float]:
     return started
 
 
+def time_callbacks(ring: Ring) -> None:
+    """Every loop callback into ``ring`` (wall start, wall end, thread CPU, what ran), so that a late
+    lag sample can name what filled its span (as ``bench/crash.py --time-callbacks``; ~1.4 µs each)."""
+    run = asyncio.events.Handle._run
+
+    def timed(handle: Any) -> None:
+        snap = snapshot(handle._callback, handle._args)
+        key, job = key_of(snap), scheduled_job(snap.task)
+        if job:  # which periodic job (they all step the one coroutine run_coroutine_job)
+            key = (key[0], f"{key[1].co_qualname if hasattr(key[1], 'co_qualname') else key[1]} ({job})")
+        wall, cpu = time.monotonic(), time.thread_time()
+        run(handle)
+        ring.add((wall, time.monotonic(), time.thread_time() - cpu, key))
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign,assignment]
+
+
+Collection = tuple[float, float, int, str]  # (wall start, wall end, generation, thread name)
+
+
+def record_collections() -> list[Collection]:
+    """Every garbage collection of this process: when, which generation, in which thread."""
+    done: list[Collection] = []
+    began = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.monotonic()
+        else:
+            done.append((began[0], time.monotonic(), info["generation"], threading.current_thread().name))
+
+    gc.callbacks.append(on_gc)
+    return done
+
+
+def late_spans(probe: LagProbe, started: float, collections: list[Collection]) -> list[dict[str, Any]]:
+    """Each lag sample over 5 ms: when (s since start-up began), how late, the loop thread's
+    run-queue wait, the collections that overlapped it (generation, ms, thread) and the callbacks
+    that filled its span by CPU (top 4: name, count, CPU ms)."""
+    out = []
+    for at, lag, ran in probe.late:
+        c = compose(at - lag, at, ran)
+        top = sorted(c.by_name.items(), key=lambda kv: -kv[1][1])[:4]
+        gcs = [[g, round((e - s) * 1000, 2), t] for s, e, g, t in collections if s < at and e > at - lag]
+        out.append({
+            "at_s": round(at - started, 2), "lag_ms": round(lag * 1000, 1),
+            "runq_ms": round(probe.runq.get(at, 0.0) * 1000, 2), "cpu_ms": c.cpu_ms, "gap_ms": c.gap_ms,
+            "gc": gcs, "top": [[name, n, ms] for name, (n, ms) in top],
+        })  # fmt: skip
+    return out
+
+
 def most_within(times: list[float], window: float) -> int:
     """The most of ``times`` (sorted) inside any half-open ``window`` of seconds.
 
@@ -72,7 +127,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     checks = record_key_checks()
     work = make_workload(args.accounts, args.symbols, 3, args.seed, levels=(1.7, 1.9))
     path, _ = crash_path(work.prices, [1000], 1.0, 0.0, args.seed)
-    probe = LagProbe()  # the crash bench's probe (bench/lag_probe.py): 10 ms timer, lag per wake
+    ring = Ring() if args.name_late else None
+    if ring is not None:
+        time_callbacks(ring)
+    collections = record_collections()
+    probe = LagProbe(ring)  # the crash bench's probe (bench/lag_probe.py): 10 ms timer, lag per wake
     with tempfile.TemporaryDirectory(prefix="key-checks-bench-") as tmp_name:
         tmp = FsPath(tmp_name)
         sim, url = await start_sim(tmp, work, path)
@@ -122,6 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "lag_max_ms": round(max(late) * 1000, 1) if late else None,
         "lag_over_5ms": len(stalls),
         "lag_over_5ms_at": stalls,
+        **({"late_spans": late_spans(probe, started, collections)} if args.name_late else {}),
     }
 
 
@@ -133,6 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=65.0, help="measured after ready + settle")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after ready before measuring")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--name-late", action="store_true", help="time every loop callback (~1.4 µs "
+                        "each) to name what filled each lag sample over 5 ms")  # fmt: skip
     return parser.parse_args(argv)
 
 

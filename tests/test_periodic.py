@@ -4,17 +4,22 @@ and systemd notify socket; the clock is injected, nothing waits real seconds."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import doctest
 import itertools
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from test_sdnotify import NotifySocket
 
 from monitor.alerts.policy import AlertPolicy
+from monitor.app import periodic
 from monitor.app.periodic import (
+    RESYNC_SLICE,
     EverySecond,
     MetricsSweep,
     OutboxPrune,
@@ -23,6 +28,8 @@ from monitor.app.periodic import (
     Staleness,
     SystemdStatus,
     blind_reasons,
+    phases,
+    schedule,
     summary,
 )
 from monitor.config.model import AlertsConfig, Config
@@ -208,6 +215,71 @@ async def test_resync_recomputes_the_book_in_slices() -> None:
     book.on_price("BTCUSDT", 30_000.0)
     await Resync(book, period=60.0).run()
     assert book.level(uid) == pytest.approx(1.6)
+
+
+async def test_resync_gives_the_loop_a_turn_after_each_slice() -> None:
+    book, _ = priced_accounts(3 * RESYNC_SLICE + 1)
+    slices: list[tuple[int, int]] = []  # (units in the slice, turns another task had before it)
+    turns = 0
+    resync = book.resync
+
+    def spy(units: Iterable[str] | None = None) -> float:
+        assert units is not None
+        units = list(units)
+        slices.append((len(units), turns))
+        return resync(units)
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    book.resync = spy  # type: ignore[method-assign]
+    ticker = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    await Resync(book, period=30.0).run()
+    ticker.cancel()
+    assert [n for n, _ in slices] == [RESYNC_SLICE, RESYNC_SLICE, RESYNC_SLICE, 1]
+    seen = [t for _, t in slices]
+    assert all(b > a for a, b in itertools.pairwise(seen)), seen  # a turn for others between slices
+
+
+class _Job:
+    def __init__(self, name: str, period: float) -> None:
+        self.name, self.period = name, period
+
+    async def run(self) -> None:
+        return None
+
+
+async def test_schedule_starts_each_job_a_period_and_its_own_phase_from_now() -> None:
+    # a day ahead: the scheduler computes the first runs against the real clock, so "now" is future
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    jobs = [_Job("timers", 1.0), _Job("snapshots", 60.0), _Job("resync", 30.0), _Job("history", 5.0)]
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    schedule(scheduler, jobs, now=lambda: now)
+    scheduler.start(paused=True)
+    try:
+        first = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+    finally:
+        scheduler.shutdown(wait=False)
+    offsets = {name: (at - now).total_seconds() for name, at in first.items()}
+    assert offsets == {"timers": 1.0, "snapshots": 60.25, "resync": 30.5, "history": 5.75}
+    # no two jobs ever come due in the same instant: their phases within a second all differ
+    assert len({round(o % 1.0, 6) for o in offsets.values()}) == len(jobs)
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(periodic).failed == 0
+
+
+def test_phases_are_distinct_and_within_the_shortest_period() -> None:
+    for periods in ([1.0], [1.0, 60.0, 30.0, 3600.0, 5.0, 300.0], [5.0, 2.0]):
+        shifts = phases(periods)
+        assert shifts[0] == 0.0
+        assert len(set(shifts)) == len(periods)
+        assert all(0.0 <= s < min(periods) for s in shifts)
 
 
 async def test_every_second_decides_readiness_before_the_sweep_yields(

@@ -33,10 +33,11 @@ what it means on the tick, without waiting up to a period for it. Two runs never
 from __future__ import annotations
 
 import asyncio
+import datetime
 import heapq
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from typing import Protocol
 
 import structlog
@@ -62,7 +63,8 @@ SWEEP_SECONDS = 0.25  # wall seconds the per-second metrics sweep may take; the 
 SWEEP_YIELD_EVERY = 1  # units reported between event-loop turns in the per-second metrics sweep: one
 # exact report is 0.2 ms on a quiet machine, up to 2 ms under a crash (4 a turn held the loop 3-10 ms)
 SNAPSHOT_CONCURRENCY = 4
-RESYNC_SLICE = 100
+RESYNC_SLICE = 25  # units recomputed exactly between event-loop turns: ~8 µs each at 1,000 accounts
+# (100 a turn held the loop ~1 ms; three such turns beside the snapshot round's made a 5-6 ms lag sample)
 OUTBOX_KEEP = 7 * 86400.0  # seconds a finished outbox row is kept (what was sent, for a post-mortem)
 OUTBOX_PRUNE_EVERY = 3600.0
 HISTORY_EVERY = 5.0  # seconds between level samples for the status page's charts (monitor.ops.history)
@@ -85,9 +87,38 @@ def scheduler() -> AsyncIOScheduler:
     )
 
 
-def schedule(scheduler: AsyncIOScheduler, jobs: Collection[Job]) -> None:
-    for job in jobs:
-        scheduler.add_job(job.run, "interval", seconds=job.period, id=job.name)
+def phases(periods: Sequence[float]) -> list[float]:
+    """Each job's offset (s) from the common start, so that no two jobs come due in the same instant:
+    job ``i`` of ``n`` is shifted by ``i / n`` of the shortest period (the first job not at all).
+
+    Started together, every job fired at a multiple of its period from one instant: each minute the
+    once-a-second job, the 5 s history sample, the 30 s resync and the 60 s snapshot round came due in
+    the same loop turn, and their first steps together held the loop 5-9 ms at 1,000 accounts
+    (bench/key_checks.py --name-late). Shifted, each starts in a turn of its own. The shift is less
+    than the shortest period, so no job runs later than a period after the start.
+
+    >>> phases([1.0, 60.0, 30.0, 5.0])
+    [0.0, 0.25, 0.5, 0.75]
+    >>> phases([])
+    []
+    """
+    if not periods:
+        return []
+    base = min(periods)
+    return [base * i / len(periods) for i in range(len(periods))]
+
+
+def schedule(
+    scheduler: AsyncIOScheduler,
+    jobs: Sequence[Job],
+    now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+) -> None:
+    """Each job every ``job.period`` seconds, the first run a period (plus the job's phase, see
+    :func:`phases`) after now."""
+    start = now()
+    for job, phase in zip(jobs, phases([job.period for job in jobs]), strict=True):
+        first = start + datetime.timedelta(seconds=job.period + phase)
+        scheduler.add_job(job.run, "interval", seconds=job.period, id=job.name, start_date=first)
 
 
 # -- the steps of the once-a-second job ------------------------------------------------------------
