@@ -3,7 +3,13 @@ bounded by pruning, alerts and prices kept for 24 h. A real SQLite file."""
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.ops.history import Event, History
 
@@ -73,3 +79,73 @@ def test_reopening_keeps_the_history(tmp_path: Path) -> None:
     assert [p.level for p in again.series("cross:a", T0 + 60)] == [1.6]
     assert [p.level for p in again.series("cross:b", T0 + 60)] == [1.4]
     again.close()
+
+
+LEVELS = st.one_of(st.none(), st.floats(0.5, 5.0), st.sampled_from([float("inf"), float("nan")]))
+
+
+def _model(
+    passes: list[tuple[float, dict[str, float | None]]], full: float, keep: float
+) -> tuple[
+    set[tuple[str, float, int | None]], dict[tuple[str, int], tuple[int | None, int | None, int | None]]
+]:
+    """The recent rows and minute rows the history file must hold after ``passes``, computed row by
+    row in Python: every sample kept while within ``full`` + 60 s of the last pass; per unit and
+    minute the last level and the min and max of its non-null levels (integer millionths), minutes
+    older than ``keep`` dropped whenever a pass starts a new minute."""
+    recent: set[tuple[str, float, int | None]] = set()
+    minutes: dict[tuple[str, int], tuple[int | None, int | None, int | None]] = {}
+    pruned_minute = -1
+    for now, levels in passes:
+        minute = int(now // 60)
+        for unit, level in levels.items():
+            lv = round(level * 1_000_000) if level is not None and math.isfinite(level) else None
+            recent = {r for r in recent if (r[0], r[1]) != (unit, now)} | {(unit, now, lv)}
+            _, lo, hi = minutes.get((unit, minute), (None, None, None))
+            if lv is not None:
+                lo = lv if lo is None else min(lo, lv)
+                hi = lv if hi is None else max(hi, lv)
+            minutes[(unit, minute)] = (lv, lo, hi)
+        recent = {r for r in recent if r[1] >= now - full - 60.0}
+        if minute != pruned_minute:
+            pruned_minute = minute
+            oldest = int((now - keep) // 60)
+            minutes = {k: v for k, v in minutes.items() if k[1] >= oldest}
+    return recent, minutes
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 200),  # seconds since the previous pass
+            st.dictionaries(st.sampled_from(["cross:a", "cross:b", "BTCUSDT:iso", "cross:c"]), LEVELS),
+        ),
+        max_size=25,
+    )
+)
+def test_passes_write_what_a_row_by_row_model_says(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, dict[str, float | None]]]
+) -> None:
+    """Whatever units come and go and whatever their levels (none, not finite, repeated in a
+    minute), the file holds exactly the model's recent and minute rows."""
+    path = tmp_path_factory.mktemp("h") / "h.sqlite"
+    h = History(path, full_seconds=120, keep_seconds=600)
+    passes, now = [], T0
+    for gap, levels in steps:
+        now += gap
+        passes.append((now, levels))
+        h.record(now, levels)
+    h.close()
+    recent, minutes = _model(passes, 120, 600)
+    conn = sqlite3.connect(path)
+    try:
+        names = dict(conn.execute("SELECT id, name FROM units"))
+        got_recent = {(names[u], t, lv) for u, t, lv in conn.execute("SELECT unit, t, level FROM recent")}
+        got_minutes = {
+            (names[u], m): (lv, lo, hi) for u, m, lv, lo, hi in conn.execute("SELECT * FROM minutes")
+        }
+    finally:
+        conn.close()
+    assert got_recent == recent
+    assert got_minutes == minutes

@@ -10,7 +10,8 @@ Kept apart from the state file (``monitor.store``): losing it loses only charts,
 
 Size is bounded by ``units × keep_seconds / 60`` minute rows plus ``units × full_seconds / every``
 recent rows: rows older than their window are deleted (samples on every pass, the rest once a
-minute, unit by unit along the primary key so no pass scans a table). Levels are stored as integer
+minute, unit by unit along the primary key so no pass scans a table; one statement per table, so
+the worker thread holds the GIL for a few statements, not a row each). Levels are stored as integer
 millionths (3-4 bytes instead of an 8-byte REAL: about 25 bytes a minute row); a level of None (no
 debt) is stored as NULL; a unit that is blind or unpriced is not sampled (a gap, never a made-up
 value).
@@ -21,6 +22,7 @@ thread (``asyncio.to_thread``) and the event loop never waits on the disk.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import threading
@@ -45,13 +47,22 @@ CREATE TABLE IF NOT EXISTS prices (
     symbol TEXT, minute INTEGER, price REAL, PRIMARY KEY (symbol, minute)
 ) WITHOUT ROWID;
 """
-UPSERT_MINUTE = """
-INSERT INTO minutes (unit, minute, level, lo, hi) VALUES (?, ?, ?, ?, ?)
+_MERGE_MINUTE = """
 ON CONFLICT (unit, minute) DO UPDATE SET
     level = excluded.level,
     lo = CASE WHEN lo IS NULL THEN excluded.lo WHEN excluded.lo IS NULL THEN lo ELSE min(lo, excluded.lo) END,
     hi = CASE WHEN hi IS NULL THEN excluded.hi WHEN excluded.hi IS NULL THEN hi ELSE max(hi, excluded.hi) END
 """
+UPSERT_MINUTE = "INSERT INTO minutes (unit, minute, level, lo, hi) VALUES (?, ?, ?, ?, ?)" + _MERGE_MINUTE
+# A pass's levels arrive as one JSON array of [unit id, level] pairs, written by one statement each:
+# the worker thread then lets go of the GIL for the whole write (one sqlite3_step), where a row per
+# statement took it back after every row and the event loop, woken meanwhile, waited for it.
+_PAIRS = "SELECT json_extract(value, '$[0]') AS unit, json_extract(value, '$[1]') AS level FROM json_each(?)"
+INSERT_RECENT = f"INSERT OR REPLACE INTO recent (unit, t, level) SELECT unit, ?, level FROM ({_PAIRS})"
+UPSERT_MINUTES = (
+    "INSERT INTO minutes (unit, minute, level, lo, hi) "
+    f"SELECT unit, ?, level, level, level FROM ({_PAIRS}) WHERE true" + _MERGE_MINUTE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +152,9 @@ class History:
         minute = int(now // 60)
         with self._lock, self._conn:
             self._conn.execute("BEGIN")
-            rows = [(self._id(u), now, _encode(lv)) for u, lv in levels.items()]
-            self._conn.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?)", rows)
-            self._conn.executemany(UPSERT_MINUTE, [(uid, minute, lv, lv, lv) for uid, _, lv in rows])
+            pairs = json.dumps([[self._id(u), _encode(lv)] for u, lv in levels.items()])
+            self._conn.execute(INSERT_RECENT, (now, pairs))
+            self._conn.execute(UPSERT_MINUTES, (minute, pairs))
             for e in events:
                 uid = self._id(e.unit)
                 self._conn.execute(
@@ -159,17 +170,17 @@ class History:
             self._prune(now)
 
     def _prune(self, now: float) -> None:
-        ids = list(self._ids.values())
         # one extra minute of samples, so the minute the full-resolution window starts in is whole
         cut = now - self.full_seconds - 60.0
-        self._conn.executemany("DELETE FROM recent WHERE unit = ? AND t < ?", [(u, cut) for u in ids])
+        self._conn.execute("DELETE FROM recent WHERE unit IN (SELECT id FROM units) AND t < ?", (cut,))
         minute = int(now // 60)
         if minute == self._pruned_minute:
             return
         self._pruned_minute = minute
         oldest = int((now - self.keep_seconds) // 60)
-        expired = [(u, oldest) for u in ids]
-        self._conn.executemany("DELETE FROM minutes WHERE unit = ? AND minute < ?", expired)
+        self._conn.execute(
+            "DELETE FROM minutes WHERE unit IN (SELECT id FROM units) AND minute < ?", (oldest,)
+        )
         self._conn.execute("DELETE FROM events WHERE t < ?", (now - self.keep_seconds,))
         old_prices = [(s, oldest) for s in self._symbols]
         self._conn.executemany("DELETE FROM prices WHERE symbol = ? AND minute < ?", old_prices)
