@@ -3,6 +3,7 @@ bounded by pruning, alerts and prices kept for 24 h. A real SQLite file."""
 
 from __future__ import annotations
 
+import doctest
 import math
 import sqlite3
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from monitor.ops import history
 from monitor.ops.history import Event, History
 
 DAY = 86_400.0
@@ -79,6 +81,10 @@ def test_reopening_keeps_the_history(tmp_path: Path) -> None:
     assert [p.level for p in again.series("cross:a", T0 + 60)] == [1.6]
     assert [p.level for p in again.series("cross:b", T0 + 60)] == [1.4]
     again.close()
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(history).failed == 0
 
 
 LEVELS = st.one_of(st.none(), st.floats(0.5, 5.0), st.sampled_from([float("inf"), float("nan")]))
