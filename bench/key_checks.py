@@ -26,11 +26,14 @@ import os
 import tempfile
 import threading
 import time
+import tracemalloc
+from collections import Counter
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
 from crash import crash_path, scheduled_job
+from gc_census import _site
 from lag_probe import STALL, LagProbe
 from latency import daemon_config, machine, pct, start_sim, warm_until_ready
 from latency_workload import make_workload
@@ -74,6 +77,7 @@ def time_callbacks(ring: Ring) -> None:
 
 
 Collection = tuple[float, float, int, str]  # (wall start, wall end, generation, thread name)
+SIZES: list[tuple[float, int, int, list[tuple[str, int]]]] = []  # GC_SIZES=1: gens 0-1 at each start
 
 
 def record_collections() -> list[Collection]:
@@ -81,14 +85,40 @@ def record_collections() -> list[Collection]:
     done: list[Collection] = []
     began = [0.0]
 
+    sizes = os.environ.get("GC_SIZES", "") not in ("", "0")  # slows every collection: not for timings
+
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
+            if sizes:
+                gen = info["generation"]
+                young = [o for g in range(min(gen, 1) + 1) for o in gc.get_objects(g)]
+                sites = tracemalloc.is_tracing()  # python -X tracemalloc=8: by allocation site too
+                top = Counter(
+                    f"{type(o).__qualname__} @ {_site(o)}" if sites else type(o).__qualname__ for o in young
+                ).most_common(6)
+                SIZES.append((time.monotonic(), gen, len(young), top))
             began[0] = time.monotonic()
         else:
             done.append((began[0], time.monotonic(), info["generation"], threading.current_thread().name))
 
     gc.callbacks.append(on_gc)
     return done
+
+
+def gc_sizes(started: float, since: float, until: float) -> dict[str, Any]:
+    """GC_SIZES=1: how many objects the collections of the measured window walked (generation 0,
+    or 0 and 1), by generation: count, mean, max, and the largest three with their top types."""
+    out: dict[str, Any] = {}
+    for gen in (0, 1, 2):
+        mine = [(t, n, kinds) for t, g, n, kinds in SIZES if g == gen and since <= t < until]
+        if mine:
+            big = sorted(mine, key=lambda m: -m[1])[:3]
+            out[f"gen{gen}"] = {
+                "n": len(mine), "mean_objects": round(sum(m[1] for m in mine) / len(mine)),
+                "max_objects": big[0][1],
+                "largest": [[round(t - started, 2), n, kinds[:4]] for t, n, kinds in big],
+            }  # fmt: skip
+    return out
 
 
 def late_spans(probe: LagProbe, started: float, collections: list[Collection]) -> list[dict[str, Any]]:
@@ -99,7 +129,10 @@ def late_spans(probe: LagProbe, started: float, collections: list[Collection]) -
     for at, lag, ran in probe.late:
         c = compose(at - lag, at, ran)
         top = sorted(c.by_name.items(), key=lambda kv: -kv[1][1])[:4]
-        gcs = [[g, round((e - s) * 1000, 2), t] for s, e, g, t in collections if s < at and e > at - lag]
+        gcs: list[Any] = [
+            [g, round((e - s) * 1000, 2), t] for s, e, g, t in collections if s < at and e > at - lag
+        ]
+        gcs += [["objects", g, n, top] for t, g, n, top in SIZES if at - lag - 0.02 < t < at]
         out.append({
             "at_s": round(at - started, 2), "lag_ms": round(lag * 1000, 1),
             "runq_ms": round(probe.runq.get(at, 0.0) * 1000, 2), "cpu_ms": c.cpu_ms, "gap_ms": c.gap_ms,
@@ -182,6 +215,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "lag_over_5ms": len(stalls),
         "lag_over_5ms_at": stalls,
         **({"late_spans": late_spans(probe, started, collections)} if args.name_late else {}),
+        **({"gc_sizes": gc_sizes(started, since, since + args.seconds)} if SIZES else {}),
     }
 
 

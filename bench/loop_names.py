@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -243,27 +244,39 @@ def key_name(key: Key) -> str:
 
 
 class Ring:
-    """The last ``size`` loop callbacks, every one (not only the slow): a preallocated list written
-    round, so recording one costs a tuple and a store (``bench/crash.py`` measures the wrapper's
-    whole cost per callback). :meth:`since` copies out those that ended after a time, newest last:
-    a late lag sample takes its span's callbacks at once, before they are overwritten."""
+    """The last ``size`` loop callbacks, every one (not only the slow), written round: a late lag
+    sample takes its span's callbacks at once (:meth:`since`, newest last), before they are
+    overwritten (``bench/crash.py`` measures the wrapper's whole cost per callback).
+
+    Nothing it keeps is an object the collector tracks: times in ``array('d')``, each distinct
+    key kept once (interned). Keeping a tuple per callback put the last 4,096 callbacks' tuples
+    (8,000+ objects) into every young collection of the process it measures, whose pauses it
+    then reported as the daemon's (bench/key_checks.py ``GC_SIZES=1``)."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
-        self.items: list[Ran | None] = [None] * size
+        self.starts = array("d", bytes(8 * size))
+        self.ends = array("d", bytes(8 * size))
+        self.cpus = array("d", bytes(8 * size))
+        self.keys: list[Key | None] = [None] * size
+        self._interned: dict[Key, Key] = {}
         self.n = 0
 
     def add(self, item: Ran) -> None:
-        self.items[self.n % self.size] = item
+        start, end, took, key = item
+        i = self.n % self.size
+        self.starts[i], self.ends[i], self.cpus[i] = start, end, took
+        self.keys[i] = self._interned.setdefault(key, key)
         self.n += 1
 
     def since(self, lo: float) -> list[Ran]:
         out: list[Ran] = []
         for i in range(self.n - 1, max(-1, self.n - 1 - self.size), -1):
-            item = self.items[i % self.size]
-            if item is None or item[1] <= lo:
+            j = i % self.size
+            key = self.keys[j]
+            if key is None or self.ends[j] <= lo:
                 break
-            out.append(item)
+            out.append((self.starts[j], self.ends[j], self.cpus[j], key))
         out.reverse()
         return out
 
