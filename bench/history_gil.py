@@ -23,6 +23,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ async def probe(lags: list[float], stop: asyncio.Event) -> None:
         lags.append(max(0.0, time.monotonic() - start - PROBE))
 
 
-def record(history: History, now: float, levels: dict[str, float | None], cpu: list[float]) -> None:
+def record(history: History, now: float, levels: Mapping[str, float | None], cpu: list[float]) -> None:
     start = time.thread_time()
     history.record(now, levels, (), {"BTCUSDT": 30_000.0 + now % 7, "ETHUSDT": 2_000.0})
     cpu.append(time.thread_time() - start)
