@@ -11,6 +11,13 @@ for here). From ``--settle`` seconds after ready (start-up's own work done) it r
   the most checks started within any 100 ms and within any 1 s;
 - the loop lag: a 10 ms timer's lateness (wall clock), samples over 5 ms and the maximum.
 
+``GC_SIZES=1`` (environment) also counts the objects each collection of the window walked
+(generations 0 and 1), with their top types (by allocation site under ``python -X tracemalloc=8``,
+which slows the daemon so much that its timeline bunches up); ``GC_SIZES=2`` names them by what
+they hold and what holds them (a tuple by its items' types, a timer by its callback, one
+example's referrers three steps up), without tracemalloc. Both slow every collection: their lag
+figures are not timings.
+
 Prices do not move (the simulator resends the quotes once a second): what is measured is the
 daemon's own housekeeping. Whatever ``monitor`` is importable is measured: put a base tree first
 on ``PYTHONPATH`` for a baseline in the same run. Prints JSON. Not a CI test.
@@ -27,6 +34,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import types
 from collections import Counter
 from pathlib import Path as FsPath
 from typing import Any
@@ -80,12 +88,55 @@ Collection = tuple[float, float, int, str]  # (wall start, wall end, generation,
 SIZES: list[tuple[float, int, int, list[tuple[str, int]]]] = []  # GC_SIZES=1: gens 0-1 at each start
 
 
+def _what(obj: object) -> str:
+    """GC_SIZES=2: an object named by what it holds, where its type alone says little (a tuple by
+    its items' types, a generator or frame by its code, a cell by its content's type)."""
+    kind = type(obj).__qualname__
+    if isinstance(obj, tuple):
+        inner = ", ".join(_what(x) if isinstance(x, tuple) else type(x).__qualname__ for x in obj[:3])
+        return f"tuple({inner}{', ...' if len(obj) > 3 else ''})"
+    if isinstance(obj, list):
+        size = f"{len(obj)}" if len(obj) <= 10 else "10+"
+        return f"list[{type(obj[0]).__qualname__ if obj else ''}] of {size}"
+    if isinstance(obj, asyncio.TimerHandle):
+        callback = getattr(obj, "_callback", None)
+        name = getattr(callback, "__qualname__", type(callback).__qualname__)
+        return f"TimerHandle {name}{' cancelled' if obj.cancelled() else ''}"
+    code = getattr(obj, "gi_code", None) or getattr(obj, "cr_code", None) or getattr(obj, "f_code", None)
+    if code is not None:
+        return f"{kind} {code.co_qualname}"
+    if kind == "cell":
+        try:
+            return f"cell({type(obj.cell_contents).__qualname__})"  # type: ignore[attr-defined]
+        except ValueError:
+            return "cell(empty)"
+    return kind
+
+
+def _holder(obj: object, mine: list[object], depth: int = 3) -> str:
+    """What holds ``obj`` (GC_SIZES=2), ``depth`` steps up: each step's first referrer but the
+    census's own containers (``mine``) and frames, named by :func:`_what` (a dict by a few keys)."""
+    chain = []
+    for _ in range(depth):
+        refs = [
+            r for r in gc.get_referrers(obj)
+            if not any(r is m for m in mine) and not isinstance(r, types.FrameType)
+        ]  # fmt: skip
+        if not refs:
+            break
+        mine.append(refs)
+        obj = refs[0]
+        chain.append(f"dict{sorted(map(str, obj))[:3]}" if type(obj) is dict else _what(obj))
+    return " < ".join(chain) or "?"
+
+
 def record_collections() -> list[Collection]:
     """Every garbage collection of this process: when, which generation, in which thread."""
     done: list[Collection] = []
     began = [0.0]
 
     sizes = os.environ.get("GC_SIZES", "") not in ("", "0")  # slows every collection: not for timings
+    label = _what if os.environ.get("GC_SIZES") == "2" else (lambda o: type(o).__qualname__)
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -93,9 +144,13 @@ def record_collections() -> list[Collection]:
                 gen = info["generation"]
                 young = [o for g in range(min(gen, 1) + 1) for o in gc.get_objects(g)]
                 sites = tracemalloc.is_tracing()  # python -X tracemalloc=8: by allocation site too
-                top = Counter(
-                    f"{type(o).__qualname__} @ {_site(o)}" if sites else type(o).__qualname__ for o in young
-                ).most_common(6)
+                labels = [f"{type(o).__qualname__} @ {_site(o)}" if sites else label(o) for o in young]
+                top = Counter(labels).most_common(6)
+                if label is _what:  # each top kind's holder, from one example (GC_SIZES=2)
+                    first = {name: young[i] for i, name in reversed(list(enumerate(labels)))}
+                    mine: list[object] = [young, labels, first]
+                    top = [(f"{name} in {_holder(first[name], mine)}", n) for name, n in top]
+                    del first, mine
                 SIZES.append((time.monotonic(), gen, len(young), top))
             began[0] = time.monotonic()
         else:

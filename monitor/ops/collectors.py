@@ -30,7 +30,8 @@ UNIT_LABELS = ("account", "kind", "symbol")
 # quote, state, margin level, exchange's level, asset value, liability value, then (name, value) pairs
 # of bars, bar distances and liquidation prices. Kept per unit until its next report (~20 s with
 # 1,000 units): a tuple of strings, floats and such tuples leaves the collector's walks (CPython
-# untracks it at its first collection), where the report object stayed in the oldest generation.
+# untracks the pairs at their first collection, the tuples of pairs and then the row at the next
+# collections of generation 1), where the report object stayed in the oldest generation.
 UnitRow = tuple[
     str, str, str, str, str, str, float | None, float | None, float, float,
     tuple[tuple[str, float], ...], tuple[tuple[str, float | None], ...], tuple[tuple[str, float | None], ...],
