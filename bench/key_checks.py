@@ -15,8 +15,8 @@ for here). From ``--settle`` seconds after ready (start-up's own work done) it r
 (generations 0 and 1), with their top types (by allocation site under ``python -X tracemalloc=8``,
 which slows the daemon so much that its timeline bunches up); ``GC_SIZES=2`` names them by what
 they hold and what holds them (a tuple by its items' types, a timer by its callback, one
-example's referrers three steps up), without tracemalloc. Both slow every collection: their lag
-figures are not timings.
+example's referrers three steps up; a full collection's generation 2 too), without tracemalloc.
+Both slow every collection: their lag figures are not timings.
 
 Prices do not move (the simulator resends the quotes once a second): what is measured is the
 daemon's own housekeeping. Whatever ``monitor`` is importable is measured: put a base tree first
@@ -142,7 +142,8 @@ def record_collections() -> list[Collection]:
         if phase == "start":
             if sizes:
                 gen = info["generation"]
-                young = [o for g in range(min(gen, 1) + 1) for o in gc.get_objects(g)]
+                walked = gen + 1 if label is _what else min(gen, 1) + 1  # GC_SIZES=2: a full one's gen 2 too
+                young = [o for g in range(walked) for o in gc.get_objects(g)]
                 sites = tracemalloc.is_tracing()  # python -X tracemalloc=8: by allocation site too
                 labels = [f"{type(o).__qualname__} @ {_site(o)}" if sites else label(o) for o in young]
                 top = Counter(labels).most_common(6)
