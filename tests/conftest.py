@@ -5,20 +5,25 @@
 - ``sim``: a running :class:`~monitor.sim.Simulator` in manual mode (time moves only by
   ``await sim.advance(seconds)``), with ``sim.base_url``, ``sim.stream_url``, ``sim.ws_api_url``;
 - ``binance_client``: ``await binance_client(key, secret)`` gives a real ``AsyncClient`` pointed at
-  the simulator (closed at teardown); ``client`` is one for the demo account.
+  the simulator (closed at teardown); ``client`` is one for the demo account;
+- ``refused_port``: a loopback port that refuses connections for the whole test;
+  ``refused_socket``: its socket, for a server to listen on later (``run_simulator(sock=...)``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from binance import AsyncClient
 from daemon_harness import Receiver
 from hypothesis import settings
+from ops_harness import refused_port as held_refused_port
+from ops_harness import refused_socket as held_refused_socket
 
 import monitor.service
 from monitor.sim import Scenario, Simulator, parse_scenario, run_simulator
@@ -102,6 +107,22 @@ async def open_client(
     client = await client_class(sim).create(api_key, api_secret, **kwargs)
     client.ws_api.TIMEOUT = 0.25
     return client
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A loopback port bound for the whole test but never listening: connections to it are refused,
+    and no other test or xdist worker can take it meanwhile (as one could a port freed at once)."""
+    with held_refused_port() as port:
+        yield port
+
+
+@pytest.fixture
+def refused_socket() -> Iterator[socket.socket]:
+    """A loopback socket bound for the whole test but not listening until a server takes it
+    (``run_simulator(sock=...)``): the exchange "down, then up" on one port no one else can take."""
+    with held_refused_socket() as sock:
+        yield sock
 
 
 @pytest.fixture

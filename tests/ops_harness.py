@@ -32,9 +32,17 @@ def free_port() -> int:
 def refused_port() -> Iterator[int]:
     """A loopback port that refuses connections while the block lasts: bound but never listening,
     so no other test (or xdist worker) can take it meanwhile, as it could a closed ``free_port``."""
+    with refused_socket() as s:
+        yield int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refused_socket() -> Iterator[socket.socket]:
+    """:func:`refused_port`'s socket itself: a server started later on it (``run_simulator(sock=)``)
+    listens on the very port that was refused, with no moment where another test could take it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
+        yield s
 
 
 def ops_config(

@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver
-from ops_harness import free_port
 
 from monitor.config.model import EXIT_CONFIG
 
@@ -98,10 +97,10 @@ def test_check_reports_key_permissions(tmp_path: Path) -> None:
     assert "demo: OK read-only key" in result.stdout
 
 
-def test_check_says_what_is_wrong_when_the_exchange_is_unreachable(tmp_path: Path) -> None:
+def test_check_says_what_is_wrong_when_the_exchange_is_unreachable(tmp_path: Path, refused_port: int) -> None:
     """`check` against an exchange nothing listens on: one FAIL line with the daemon's diagnosis
     (not a raw aiohttp error), exit non-zero, within a few quick tries."""
-    port = free_port()  # free a moment ago: nothing listens, connections are refused
+    port = refused_port  # bound, never listening: connections are refused
     config = tmp_path / "down.yaml"
     ws = f"ws://127.0.0.1:{port}"
     exchange = {"kind": "binance", "rest_url": f"http://127.0.0.1:{port}", "stream_url": ws,

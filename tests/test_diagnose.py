@@ -21,11 +21,9 @@ from monitor.watch.accounts import Endpoints, build_watchers
 from monitor.watch.notices import Notice
 
 
-async def test_refused_connection_is_told_as_refused() -> None:
+async def test_refused_connection_is_told_as_refused(refused_port: int) -> None:
     """A real refused TCP connection, through the REST retry loop: cause ``refused``, one clear line."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = refused_port
     async with aiohttp.ClientSession() as session:
 
         async def request() -> object:

@@ -23,7 +23,6 @@ import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver, assert_alive, daemon_config, events, one_long_account, wait_until
-from ops_harness import free_port
 from rich.console import Console
 from structlog.testing import capture_logs
 
@@ -176,14 +175,14 @@ async def readyz(daemon: Service) -> int:
 
 
 async def test_start_with_the_exchange_down_then_back(
-    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any], refused_socket: socket.socket
 ) -> None:
     """Nothing listens where the exchange should be: the daemon starts anyway (no exit), not ready,
     says once what is wrong (connection refused) on the blind routes and in the log, shows the account
     as blind in ``status``, and keeps systemd waiting (``EXTEND_TIMEOUT_USEC``, no ``READY=1``); when
     the exchange comes up, the account loads, is watched (market symbols added) and the daemon
     becomes ready (``READY=1``) — no restart."""
-    port = free_port()
+    port = refused_socket.getsockname()[1]  # refused until the simulator listens on it
     scenario = parse_scenario(scenario_data, source="<test>")
     placeholder = Simulator(scenario, realtime=False)
     placeholder.port = port
@@ -206,7 +205,7 @@ async def test_start_with_the_exchange_down_then_back(
             shown_text = console.export_text()
             assert "BLIND" in shown_text and "unknown" in shown_text
             assert "demo (cross): the connection to the exchange is refused" in shown_text
-            async with run_simulator(scenario, port=port, realtime=False) as sim:
+            async with run_simulator(scenario, sock=refused_socket, realtime=False) as sim:
                 await wait_until(daemon.ready, what="ready once the exchange is back")
                 await wait_until(lambda: any("READY=1" in d for d in systemd.drain()), what="READY=1")
                 assert await readyz(daemon) == 200
@@ -228,12 +227,12 @@ async def test_start_with_the_exchange_down_then_back(
 
 
 async def test_cli_run_with_the_exchange_down_keeps_running_and_stops_cleanly(
-    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any], refused_port: int
 ) -> None:
     """`margin-monitor run` with nothing where the exchange should be: no exit (it used to exit 69
     saying "Fix the key and restart"), one error line naming the real cause; SIGTERM stops it with 0."""
     placeholder = Simulator(parse_scenario(scenario_data, source="<test>"), realtime=False)
-    placeholder.port = free_port()
+    placeholder.port = refused_port
     config = daemon_config(tmp_path, placeholder, receiver)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "monitor.cli", "run", "-c", str(config),

@@ -10,6 +10,7 @@ against 12,500 USDT (1.6 at 2,000).
 
 from __future__ import annotations
 
+import socket
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,6 @@ import aiohttp
 import pytest
 from browser import chromium, chromium_binary
 from daemon_harness import Receiver, daemon_config, one_long_account, wait_until
-from ops_harness import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from test_faults_opinion import OTHER, both, service, stop
@@ -93,11 +93,11 @@ async def assert_blind_everywhere(daemon: Service, account: str, why: str) -> No
 
 
 async def test_exchange_down_at_start_is_blind_on_every_surface_then_known(
-    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any], refused_socket: socket.socket
 ) -> None:
     """Nothing listens where the exchange should be: both accounts are blind with "refused" on every
     surface; once the exchange is up they are known on every surface (the blind series goes to 0)."""
-    port = free_port()
+    port = refused_socket.getsockname()[1]  # refused until the simulator listens on it
     scenario = parse_scenario(scenario_data, source="<test>")
     placeholder = Simulator(scenario, realtime=False)
     placeholder.port = port
@@ -107,7 +107,7 @@ async def test_exchange_down_at_start_is_blind_on_every_surface_then_known(
         await receiver.wait_for(lambda m: len(m) >= 2)
         for account in ("demo", "other"):
             await assert_blind_everywhere(daemon, account, "refused")
-        async with run_simulator(scenario, port=port, realtime=False):
+        async with run_simulator(scenario, sock=refused_socket, realtime=False):
             await wait_until(daemon.ready, within=20, what="ready once the exchange is back")
             await wait_until(lambda: [u["state"] for u in daemon.status()] == ["known"] * 2, what="known")
             for account in ("demo", "other"):
@@ -149,12 +149,12 @@ async def test_revoked_key_is_blind_on_every_surface_the_other_account_known(
 
 @pytest.mark.skipif(chromium_binary() is None, reason="chromium not installed (deploy/ci-setup.sh)")
 async def test_page_shows_an_account_not_loaded_as_a_blind_card_with_its_reason(
-    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any], refused_port: int
 ) -> None:
     """In real headless Chromium: the account the daemon cannot load has a grey card, a "blind" badge
     with the reason, "unknown" for its level and "not loaded" in its details; the summary counts it."""
     placeholder = Simulator(parse_scenario(scenario_data, source="<test>"), realtime=False)
-    placeholder.port = free_port()
+    placeholder.port = refused_port
     config = daemon_config(tmp_path, placeholder, receiver)
     daemon = service(config)
     try:
@@ -175,14 +175,14 @@ async def test_page_shows_an_account_not_loaded_as_a_blind_card_with_its_reason(
 
 
 async def test_account_loaded_late_is_adopted_by_a_sharded_daemon(
-    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any]
+    tmp_path: Path, receiver: Receiver, scenario_data: dict[str, Any], refused_socket: socket.socket
 ) -> None:
     """Re-sharding (monitor/watch/reshard.py) with the exchange down at start: the account this shard now
     owns is loaded later by the background retry, and is adopted then like one loaded at start: its
     bar already crossed (BTC at 27,000: level 1.44 ≤ 1.5) fires on the first look, marked and counted
     as a takeover."""
     scenario_data["prices"]["BTCUSDT"] = "27000"
-    port = free_port()
+    port = refused_socket.getsockname()[1]  # refused until the simulator listens on it
     scenario = parse_scenario(scenario_data, source="<test>")
     placeholder = Simulator(scenario, realtime=False)
     placeholder.port = port
@@ -192,7 +192,7 @@ async def test_account_loaded_late_is_adopted_by_a_sharded_daemon(
     try:
         await daemon.startup()
         assert daemon.handoff.adopted == set()
-        async with run_simulator(scenario, port=port, realtime=False):
+        async with run_simulator(scenario, sock=refused_socket, realtime=False):
             await receiver.wait_for(lambda m: any("1.5" in t for t in receiver.titles()), within=20)
             assert daemon.handoff.adopted == {"cross:demo"}
     finally:

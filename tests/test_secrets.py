@@ -82,12 +82,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_config(tmp_path: Path, sim: Simulator, receiver: Receiver, http_port: int) -> Path:
-    """Keys literal and from files, a live route and a dead one (both URLs with passwords), a token."""
+def write_config(tmp_path: Path, sim: Simulator, receiver: Receiver, http_port: int, dead_port: int) -> Path:
+    """Keys literal and from files, a live route and a dead one on ``dead_port`` (both URLs with
+    passwords), a token."""
     (tmp_path / "demo.secret").write_text(DEMO_SECRET + "\n")
     (tmp_path / "demo.secret").chmod(0o600)
     hook = f"json://hook:{HOOK_PASSWORD}@127.0.0.1:{receiver.port}/hook?cto=1&rto=2"
-    dead = f"json://hook:{DEAD_PASSWORD}@127.0.0.1:{free_port()}/hook?cto=1&rto=1"
+    dead = f"json://hook:{DEAD_PASSWORD}@127.0.0.1:{dead_port}/hook?cto=1&rto=1"
     data = {
         "exchange": sim.exchange_config(snapshot_interval="2s", resync_interval="5s"),
         "accounts": [
@@ -138,12 +139,12 @@ async def poll(session: aiohttp.ClientSession, url: str, token: str | None, with
 
 @pytest.mark.slow
 async def test_no_secret_anywhere_through_a_faulty_run(
-    tmp_path: Path, live_sim: Simulator, receiver: Receiver
+    tmp_path: Path, live_sim: Simulator, receiver: Receiver, refused_port: int
 ) -> None:
     """Through a crash with drops, REST errors, a revoked key and a dead route, no secret appears anywhere."""
     sim = live_sim
     http_port = free_port()
-    config = write_config(tmp_path, sim, receiver, http_port)
+    config = write_config(tmp_path, sim, receiver, http_port, refused_port)
     base = f"http://127.0.0.1:{http_port}"
     log_file = (tmp_path / "daemon.log").open("wb")
     proc = await asyncio.create_subprocess_exec(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -94,12 +95,15 @@ class Simulator:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0 = any free port), apply time 0 and start the background tasks."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``host:port`` (0 = any free port), or on ``sock``, a socket bound already (a port
+        held refused until now); apply time 0 and start the background tasks."""
         self.engine.run_until(0.0)
         self._runner = web.AppRunner(self.app, shutdown_timeout=1, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port) if sock is None else web.SockSite(self._runner, sock)
         await site.start()
         self.host, self.port = self._runner.addresses[0][:2]
         self._tasks.append(asyncio.create_task(self._housekeeping()))
@@ -230,10 +234,12 @@ async def run_simulator(
     *,
     realtime: bool = True,
     clock: Callable[[], float] | None = None,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[Simulator]:
-    """Run a simulator for the duration of the ``async with`` block."""
+    """Run a simulator for the duration of the ``async with`` block (on ``sock`` if given: see
+    :meth:`Simulator.start`)."""
     sim = Simulator(scenario, realtime=realtime, clock=clock)
-    await sim.start(host, port)
+    await sim.start(host, port, sock=sock)
     try:
         yield sim
     finally:
