@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,26 +26,64 @@ PREFIX = "margin_monitor_"
 UNIT_LABELS = ("account", "kind", "symbol")
 
 
-# What /metrics exports of a unit's latest report, flat: unit, account, kind, symbol ("" for cross),
-# quote, state, margin level, exchange's level, asset value, liability value, then (name, value) pairs
-# of bars, bar distances and liquidation prices. Kept per unit until its next report (~20 s with
-# 1,000 units): a tuple of strings, floats and such tuples leaves the collector's walks (CPython
-# untracks the pairs at their first collection, the tuples of pairs and then the row at the next
-# collections of generation 1), where the report object stayed in the oldest generation.
-UnitRow = tuple[
-    str, str, str, str, str, str, float | None, float | None, float, float,
-    tuple[tuple[str, float], ...], tuple[tuple[str, float | None], ...], tuple[tuple[str, float | None], ...],
-]  # fmt: skip
+# What /metrics exports of a unit's latest report: unit, account, kind, symbol ("" for cross), quote,
+# state, margin level, exchange's level, asset value, liability value, the number of bars and of bar
+# distances, then the bars, the bar distances and the liquidation prices as name, value, name, value…
+# Kept per unit until its next report (~20 s with 1,000 units), it holds only strings, numbers and
+# None: CPython untracks such a tuple at the first young collection it meets, so it never reaches the
+# oldest generation. (Nested (name, value) tuples were untracked one level per collection: the row
+# itself was promoted, 50 a second at 1,000 units, and each promotion counts towards the next full
+# collection. The report object itself stayed in the oldest generation.)
+UnitRow = tuple[str | float | int | None, ...]
+Pairs = tuple[tuple[str, float | None], ...]
 
 
 def unit_row(report: UnitReport) -> UnitRow:
-    """The flat :data:`UnitRow` of ``report``."""
+    """The flat :data:`UnitRow` of ``report`` (read back by :func:`read_row`)."""
+    bars, distances = report.bars, report.distances
     return (
         report.unit, report.account, report.kind, report.symbol or "", report.quote, report.state,
         report.margin_level, report.exchange_margin_level, report.total_asset_value,
-        report.total_liability_value, tuple(report.bars.items()), tuple(report.distances.items()),
-        tuple(report.liquidation_prices.items()),
+        report.total_liability_value, len(bars), len(distances),
+        *_flat(bars), *_flat(distances), *_flat(report.liquidation_prices),
     )  # fmt: skip
+
+
+def _flat(pairs: Mapping[str, float | None]) -> Iterator[str | float | None]:
+    for name, value in pairs.items():
+        yield name
+        yield value
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    """A :data:`UnitRow` read back, at scrape time: ``head`` is unit, account, kind, symbol, quote,
+    state, margin level, exchange's level, asset value, liability value; the rest (name, value)
+    pairs in the report's order."""
+
+    head: tuple[str, str, str, str, str, str, float | None, float | None, float, float]
+    bars: Pairs
+    distances: Pairs
+    liquidation_prices: Pairs
+
+
+def read_row(row: UnitRow) -> RowView:
+    """:func:`unit_row`'s fields again.
+
+    >>> row = ("u", "a", "cross", "", "USDT", "known", 1.4, None, 2.0, 1.0, 1, 0, "normal", 1.5, "BTC", 9.0)
+    >>> read_row(row).head[5:8], read_row(row).bars, read_row(row).liquidation_prices
+    (('known', 1.4, None), (('normal', 1.5),), (('BTC', 9.0),))
+    """
+    bars_end = 12 + 2 * cast(int, row[10])
+    distances_end = bars_end + 2 * cast(int, row[11])
+    head = cast("tuple[str, str, str, str, str, str, float | None, float | None, float, float]", row[:10])
+    return RowView(
+        head, _pairs(row[12:bars_end]), _pairs(row[bars_end:distances_end]), _pairs(row[distances_end:])
+    )
+
+
+def _pairs(flat: UnitRow) -> Pairs:
+    return cast(Pairs, tuple(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def safe_route(route: str) -> str:
@@ -94,8 +132,10 @@ class UnitCollector:
             for each in UNIT_STATES:
                 state.add_metric([*labels, each], 1.0 if each == "blind" else 0.0)
         for row in list(self.units.values()):
-            unit, account, kind, symbol, quote, unit_state, margin_level, exchange_level = row[:8]
-            asset_value, liability_value, bars, distances, liquidation_prices = row[8:]
+            read = read_row(row)
+            unit, account, kind, symbol, quote, unit_state, margin_level, exchange_level = read.head[:8]
+            asset_value, liability_value = read.head[8:]
+            bars, distances, liquidation_prices = read.bars, read.distances, read.liquidation_prices
             if account in gone:
                 continue
             labels = [account, kind, symbol]
@@ -105,7 +145,8 @@ class UnitCollector:
             if ml is not None:
                 level.add_metric(labels, ml)
             for name, value in bars:
-                bar.add_metric([*labels, name], value)
+                if value is not None:
+                    bar.add_metric([*labels, name], value)
             for name, dist in distances:
                 if dist is not None:
                     distance.add_metric([*labels, name], dist)
