@@ -481,3 +481,19 @@ async def test_metrics_sweep_leaves_the_rest_of_its_slice_for_the_next_second_pa
     assert observed() == accounts[:3]  # 0.1, 0.2, then 0.3 s past the start: the rest next second
     await sweep()
     assert observed() == accounts
+
+
+def test_a_unit_blind_on_a_silent_symbol_is_said_blind_since_its_last_price() -> None:
+    """The BLIND alert's "no fresh data since" is the last price of the unit's stalest silent symbol,
+    not the second the silence passed the limit: a market stream down since 1,000 s (clock) with a
+    30 s limit, noticed at 1,042 s, says 1,000 s (42 s ago), not 1,042 s."""
+    clock = Clock(now=1_042.0)
+    book = AccountBook(quote="USDT")
+    uid = long_btc(book, "demo")
+    book.on_price("BTCUSDT", 30_000.0)
+    engine = engine_of(book, clock)
+    watchers = [watching(w, uid) for w in watchers_of(book, "demo")]
+    ages = {"BTCUSDT": 42.0, "ETHUSDT": 0.5}
+    Staleness(book, engine, watchers, ages=lambda: ages, refused=frozenset, limit=LIMIT)()
+    blind = [engine.outbox.get_nowait().event for _ in range(engine.outbox.qsize())]
+    assert [(e.kind, e.unit, e.since) for e in blind] == [("blind", uid, 1_000.0)]

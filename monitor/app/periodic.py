@@ -155,6 +155,22 @@ def blind_reasons(
     return reasons
 
 
+def silent_since_price(
+    book: AccountBook, units: Collection[str], stale_symbols: Collection[str], ages: Mapping[str, float]
+) -> dict[str, float]:
+    """Seconds since each newly blind unit last had a price for all its symbols: the age of its
+    stalest silent symbol (units with none: not listed, their BLIND message says when it was seen)."""
+    silent: dict[str, float] = {}
+    if not units or not stale_symbols:
+        return silent
+    stale = set(stale_symbols)
+    for unit in units:
+        quiet = book.unit_symbols(unit) & stale if book.has_unit(unit) else set()
+        if quiet:
+            silent[unit] = max(ages[s] for s in quiet)
+    return silent
+
+
 def watchers_by_name(watchers: Collection[AccountWatcher]) -> dict[str, list[AccountWatcher]]:
     """Account name → its watcher (a list: one per name in any valid config)."""
     by_name: dict[str, list[AccountWatcher]] = {}
@@ -211,7 +227,8 @@ class Staleness:
         new one each second outlived enough young collections to reach the oldest generation):
         read it before the next call, copy it to keep it."""
         limit = self.limit
-        stale_symbols = {s for s, age in self.ages().items() if age > limit}
+        ages = self.ages()
+        stale_symbols = {s for s, age in ages.items() if age > limit}
         stale_units = self._stale  # refilled in place: not a new set each second (kept for the day)
         stale_units.clear()
         asked = 0
@@ -222,7 +239,8 @@ class Staleness:
         stale_units.update(self.book.unvalued_units())  # no price, no level
         new = stale_units - self.engine.stale
         reasons = blind_reasons(self.book, new, stale_symbols, self.refused(), self.engine.settling, limit)
-        self.engine.set_staleness(stale_units, reasons)
+        silent = silent_since_price(self.book, new, stale_symbols, ages)
+        self.engine.set_staleness(stale_units, reasons, silent)
         return stale_units
 
 

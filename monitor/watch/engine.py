@@ -159,10 +159,17 @@ class Engine:
             # exact distances cost ~50 µs a unit: a bounded slice per second keeps the loop free
             self.evaluate_all(self.distance_sweep.take(self.book.unit_ids()))
 
-    def set_staleness(self, stale_units: Iterable[str], reasons: Mapping[str, str] | None = None) -> None:
+    def set_staleness(
+        self,
+        stale_units: Iterable[str],
+        reasons: Mapping[str, str] | None = None,
+        silent_for: Mapping[str, float] | None = None,
+    ) -> None:
         """Freeze units whose data is stale ("blind"), saying why (``reasons``: unit → one line, shown
-        in the BLIND message); thaw and re-evaluate the ones fresh again. A set is read as it is, not
-        copied (the once-a-second staleness step hands the same set each time: read here, not kept)."""
+        in the BLIND message) and since when (``silent_for``: unit → seconds since its data was last
+        fresh, where known; else the BLIND message says now); thaw and re-evaluate the ones fresh
+        again. A set is read as it is, not copied (the once-a-second staleness step hands the same
+        set each time: read here, not kept)."""
         now = self.clock()
         stale_now = stale_units if isinstance(stale_units, AbstractSet) else set(stale_units)
         for unit in sorted(stale_now - self.stale):
@@ -170,7 +177,9 @@ class Engine:
             reason = reasons.get(unit, "") if reasons else ""
             if self.book.has_unit(unit):
                 self.book.set_blind(unit, reason or "no fresh data")  # the unit's state: blind
-            self._queue(self.policy.mark_stale(unit, now, reason=reason), None)
+            silent = silent_for.get(unit) if silent_for else None
+            since = None if silent is None else now - silent
+            self._queue(self.policy.mark_stale(unit, now, since=since, reason=reason), None)
         for unit in sorted(self.stale - stale_now):
             self.stale.discard(unit)
             known = self.book.has_unit(unit)  # not when it left the book while blind
