@@ -402,27 +402,25 @@ async def test_failing_consumer_does_not_stop_the_feed(server: FakeWs) -> None:
     assert any(e["event"] == "market_on_prices_failed" for e in logs)
 
 
-async def test_unreachable_server_is_retried_until_it_comes_up() -> None:
+async def test_unreachable_server_is_retried_until_it_comes_up(refused_socket: socket.socket) -> None:
     """Connection refused is retried without giving up; once a server listens, prices flow.
 
-    The port stays bound to this test (a socket bound but not listening refuses connections) until
-    the server listens on that very socket: a port freed meanwhile could be taken by another test's
-    server in a parallel worker, whose prices the stream would then receive."""
+    The port stays bound to this test (``refused_socket``: bound, not listening) until the server
+    listens on that very socket: a port freed meanwhile could be taken by another test's server in a
+    parallel worker, whose prices the stream would then receive."""
     from websockets.asyncio.server import serve
 
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
-        held.bind(("127.0.0.1", 0))
-        url = f"ws://127.0.0.1:{held.getsockname()[1]}"
-        batches: list[dict[str, float]] = []
-        stream = MarketStream(url, ["BTCUSDT"], batches.append, backoff=FAST)
-        task = asyncio.create_task(stream.run())
-        await until(lambda: stream.stats().reconnects >= 5)
-        assert not batches and not stream.supervisor.up
+    url = f"ws://127.0.0.1:{refused_socket.getsockname()[1]}"
+    batches: list[dict[str, float]] = []
+    stream = MarketStream(url, ["BTCUSDT"], batches.append, backoff=FAST)
+    task = asyncio.create_task(stream.run())
+    await until(lambda: stream.stats().reconnects >= 5)
+    assert not batches and not stream.supervisor.up
 
-        async with serve(sender(book_ticker("BTCUSDT", 4, 4)), sock=held):
-            await until(lambda: bool(batches), within=5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async with serve(sender(book_ticker("BTCUSDT", 4, 4)), sock=refused_socket):
+        await until(lambda: bool(batches), within=5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
     assert batches[0] == {"BTCUSDT": 4.0}
 
 
