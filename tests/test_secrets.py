@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import aiohttp
 import pytest
 import yaml
 from daemon_harness import Receiver
+from ops_harness import free_port
 
 from monitor.sim import Simulator, parse_scenario, run_simulator
 
@@ -74,12 +74,6 @@ async def live_sim() -> AsyncIterator[Simulator]:
     """A realtime simulator (the daemon runs in another process and needs a moving clock)."""
     async with run_simulator(parse_scenario(scenario_data(), source="<secrets>"), realtime=True) as sim:
         yield sim
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_config(tmp_path: Path, sim: Simulator, receiver: Receiver, http_port: int, dead_port: int) -> Path:
