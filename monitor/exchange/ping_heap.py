@@ -49,6 +49,12 @@ class Slot(Generic[T]):
     sent: float = float("-inf")  # when its last ping went out
     waiting: bool = False  # that ping is unanswered
     live: bool = True  # registered (False once removed or found dead)
+    order: int = 0  # ties of ``due`` go first come, first served (set at each push)
+
+    def __lt__(self, other: Slot[T]) -> bool:
+        """Heap order: ``due``, then push order. ``due`` changes only while the slot is out of the
+        heap (:meth:`step` runs on a popped slot), so the order of what is in it never moves."""
+        return (self.due, self.order) < (other.due, other.order)
 
     def step(self, now: float) -> Action | None:
         """What is due at ``now``, moving ``due`` on; None: only re-checked later."""
@@ -68,11 +74,16 @@ class Slot(Generic[T]):
 
 @dataclass(eq=False)
 class PingHeap(Generic[T]):
-    """The due-time heap of every registered connection (removal is lazy, compacted when it pays)."""
+    """The due-time heap of every registered connection (removal is lazy, compacted when it pays).
+
+    The heap holds the slots themselves: a ``(due, order, slot)`` tuple per push lived a whole
+    ping interval, long enough to reach the collector's oldest generation, and CPython cannot
+    untrack a tuple that holds a slot (a census at 1,000 connections: ~520 of them, walked by every
+    full collection; docs/benchmarks.md, session 12)."""
 
     behind: float = BEHIND
     cap_behind: int = CAP_BEHIND
-    _heap: list[tuple[float, int, Slot[T]]] = field(default_factory=list)
+    _heap: list[Slot[T]] = field(default_factory=list)
     _order: itertools.count[int] = field(default_factory=itertools.count)
     size: int = 0  # live slots
 
@@ -89,7 +100,7 @@ class PingHeap(Generic[T]):
             slot.live = False
             self.size -= 1
             if len(self._heap) > 64 and len(self._heap) > 2 * self.size:
-                self._heap = [entry for entry in self._heap if entry[2].live]
+                self._heap = [entry for entry in self._heap if entry.live]
                 heapq.heapify(self._heap)
 
     def answered(self, slot: Slot[T]) -> None:
@@ -98,7 +109,7 @@ class PingHeap(Generic[T]):
 
     def clear(self) -> list[Slot[T]]:
         """Unregister every slot; returns the ones that were live."""
-        live = [entry[2] for entry in self._heap if entry[2].live]
+        live = [entry for entry in self._heap if entry.live]
         for slot in live:
             slot.live = False
         self._heap.clear()
@@ -108,9 +119,9 @@ class PingHeap(Generic[T]):
     def next_due(self) -> float | None:
         """When the earliest live slot is due; None when nothing is registered."""
         heap = self._heap
-        while heap and not heap[0][2].live:
+        while heap and not heap[0].live:
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        return heap[0].due if heap else None
 
     def take(self, now: float) -> list[tuple[Slot[T], Action]]:
         """The actions due at ``now``: at most one, or ``cap_behind`` when more than ``behind`` s late.
@@ -121,8 +132,8 @@ class PingHeap(Generic[T]):
         cap = self.cap_behind if now - earliest > self.behind else 1
         taken: list[tuple[Slot[T], Action]] = []
         heap = self._heap
-        while len(taken) < cap and heap and heap[0][0] <= now:
-            slot = heapq.heappop(heap)[2]
+        while len(taken) < cap and heap and heap[0].due <= now:
+            slot = heapq.heappop(heap)
             if not slot.live:
                 continue
             action = slot.step(now)
@@ -136,4 +147,5 @@ class PingHeap(Generic[T]):
         return taken
 
     def _push(self, slot: Slot[T]) -> None:
-        heapq.heappush(self._heap, (slot.due, next(self._order), slot))
+        slot.order = next(self._order)
+        heapq.heappush(self._heap, slot)
