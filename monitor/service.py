@@ -206,6 +206,7 @@ class Service(PartsByName):
         delivered within DRAIN_SECONDS (the rest stays there for the next run)."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        self.loader.stop()  # no re-read timer fires into the tasks cancelled next
         self.tasks.cancel(keep="pump")
         while self.parts.engine.evaluate_due():  # a batch of prices applied is evaluated whole
             pass

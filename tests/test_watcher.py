@@ -244,7 +244,7 @@ def test_staleness() -> None:
 # -- re-reads -------------------------------------------------------------------------------------
 
 
-async def test_rereads_coalesce_back_off_and_ask_again_after_disagreement() -> None:
+def test_rereads_coalesce_back_off_and_ask_again_after_disagreement() -> None:
     """The earliest request wins; a failure retries with capped backoff; a disagreement asks again soon."""
     clock = Clock()
     rereads = Rereads(clock, lambda: 0.5)
@@ -254,7 +254,6 @@ async def test_rereads_coalesce_back_off_and_ask_again_after_disagreement() -> N
     rereads.request(5.0)  # later: ignored
     assert rereads.at == clock.now + DEBOUNCE and not rereads.take_due()
     clock.now += DEBOUNCE
-    await rereads.wait()  # due already: returns without waiting
     assert rereads.take_due() and rereads.at is None and not rereads.take_due()
     delays = [rereads.failed() for _ in range(6)]
     assert delays == sorted(delays) and delays[-1] <= 2.0 and rereads.failures == 6

@@ -59,16 +59,23 @@ class Loader:
         # the accounts not seen loaded yet, or unloaded since (by position: retried in config order);
         # load_missing looks only at these, not at every account each second
         self._missing = set(range(len(parts.watchers)))
+        self._spawn = tasks.spawn  # one bound method shared by every watcher's re-reads
         position = {id(w): i for i, w in enumerate(parts.watchers)}
         for watcher in parts.watchers:
             watcher.on_unloaded.append(lambda w: self._missing.add(position[id(w)]))
 
     def start(self, watcher: AccountWatcher) -> None:
-        """The per-account tasks of a watcher at start: risk stream (loaded cross accounts) and
-        re-reads (the key checks are one task for all: ``monitor/watch/key_checks.py``)."""
+        """The per-account work of a watcher at start: its risk stream task (loaded cross accounts)
+        and its re-reads, each in a task of ours only while one is due, none while idle
+        (``monitor/watch/rereads.py``). The key checks are one task for all (``watch/key_checks.py``)."""
         if watcher.loaded and watcher.cfg.cross:
             self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
-        self.tasks.spawn(watcher.refresh_loop(), f"refresh-{watcher.name}")
+        watcher.run_rereads(self._spawn)
+
+    def stop(self) -> None:
+        """At shutdown, before the tasks are cancelled: no re-read timer left, none started any more."""
+        for watcher in self.parts.watchers:
+            watcher.stop_rereads()
 
     def load_missing(self) -> None:
         """A loading task for every enabled account not loaded and not being loaded."""

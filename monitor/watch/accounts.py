@@ -2,7 +2,8 @@
 
 A watcher loads its account (its key checked, ``keys.py``; bars, cross and isolated snapshots and
 interest rates read into the book, ``snapshots.py``), re-reads it on a schedule and after any
-stream reconnect (``rereads.py``; reconciliation with the streams, ``settling.py``), applies its
+stream reconnect (``rereads.py``: a timer and a short-lived task only while a re-read is pending,
+nothing while idle; reconciliation with the streams, ``settling.py``), applies its
 user-data and risk events to the book through the engine (``events.py``), sets up each unit's
 alert ladder (``ladder.py``), says which units are stale (``staleness.py``) and tells the trader
 what is wrong with the account itself (``notices.py``). A rejected key disables only its own
@@ -49,7 +50,7 @@ from monitor.watch.events import AccountEvents
 from monitor.watch.keys import key_verdict, rejected_reason
 from monitor.watch.ladder import UnitLadders
 from monitor.watch.notices import AccountNotices, Notice
-from monitor.watch.rereads import DEBOUNCE, Rereads
+from monitor.watch.rereads import DEBOUNCE, Rereads, Spawn
 from monitor.watch.roster import accounts_in_shard
 from monitor.watch.settling import Settling
 from monitor.watch.snapshots import ExchangeWordHook, Snapshots
@@ -118,7 +119,7 @@ class AccountWatcher:
         self.settling = Settling(book, clock, engine)
         self.snapshots = Snapshots(account, book, self.settling, clock, self._exchange_word)
         self.ladders = UnitLadders(config, account)
-        self.rereads = Rereads(clock, rand)
+        self.rereads = Rereads(clock, rand, read=self._reread, name=f"reread-{self.name}")
         self.events = AccountEvents(
             self.name, book, self.settling, lambda: self.snapshots.units, clock,
             reread=self.request_refresh, word=self._exchange_word, on_state=on_state, on_fatal=self.disable,
@@ -322,17 +323,23 @@ class AccountWatcher:
         """Re-read the account by REST in ``delay`` seconds (or sooner, if already due sooner)."""
         self.rereads.request(delay)
 
-    async def refresh_loop(self) -> None:
-        """Re-read the account whenever one is due: after events (a burst is coalesced), while the
-        views disagree, and at once with backoff after a failed read."""
-        while True:
-            await self.rereads.wait()
-            await self.reread_if_due()
+    def run_rereads(self, spawn: Spawn) -> None:
+        """Re-read the account whenever one is due (after events, a burst coalesced; while the views
+        disagree; at once with backoff after a failed read), each time in a short-lived task started
+        by ``spawn``: an idle account holds no task, coroutine or timer (``monitor/watch/rereads.py``)."""
+        self.rereads.run(spawn)
+
+    def stop_rereads(self) -> None:
+        """No re-read timer left and none started any more (shutdown)."""
+        self.rereads.stop()
 
     async def reread_if_due(self) -> None:
-        """Do the re-read that is due by now, if any (the loop above; tests on manual time)."""
+        """Do the re-read that is due by now, if any (tests on manual time, without ``run_rereads``)."""
         if self.rereads.take_due():
-            await self.refresh(full=False)
+            await self._reread()
+
+    async def _reread(self) -> None:
+        await self.refresh(full=False)
 
     async def refresh(self, *, full: bool = True) -> None:
         """Re-read the account by REST (schedule, reconnects, events, disagreement). A failure is
