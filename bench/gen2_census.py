@@ -9,11 +9,13 @@ daemon's own), waits ``--after`` seconds past ready, then:
 1. runs one full collection (``first``: timed, with the generation-2 objects it walked). It is
    the daemon's first since ready unless one came already; it also fires start-up's one-shot
    freeze of its survivors (``monitor.ops.heap``), as the daemon's own first one would;
-2. ``--collections`` times: waits ``--spacing`` seconds, counts generation 2 by kind (a tuple by
-   its items' types, a timer by its callback, a coroutine by its code: ``bench/key_checks.py``'s
-   names) with the references each kind holds (a full collection walks its objects and their
-   references), then times a full collection of it (``steady``): what that many seconds of steady
-   state put in the oldest generation, and its cost;
+2. ``--collections`` times: waits ``--spacing`` seconds, counts what a full collection would walk
+   by kind (a tuple by its items' types, a timer by its callback, a coroutine by its code:
+   ``bench/key_checks.py``'s names) with the references each kind holds, over generations 0-2
+   and over generation 2 alone, then times a full collection (``steady``). A full collection
+   walks the young generations too, and they are not small: CPython counts a generation-0
+   collection due by allocations minus deallocations, so objects that replace older ones (a
+   message's parser state, a re-armed timer) pile up there uncounted (5,000-12,000 at a time);
 3. after one more ``--spacing``, names the top kinds' holders (one step up, over every live
    object: start-up's frozen heap is unfrozen for this, so it comes last and nothing is timed
    after it).
@@ -51,12 +53,12 @@ from monitor.service import Service
 
 
 def timed_full_collection() -> dict[str, float | int]:
-    """One ``gc.collect(2)``: the generation-2 objects it found, wall and thread-CPU ms."""
-    objects = len(gc.get_objects(2))
+    """One ``gc.collect(2)``: the objects it walked (generations 0-2), wall and thread-CPU ms."""
+    objects = sum(len(gc.get_objects(gen)) for gen in (0, 1, 2))
     wall, cpu = time.perf_counter(), time.thread_time()
     gc.collect(2)
     return {
-        "gen2_objects": objects,
+        "walked_objects": objects,
         "wall_ms": round((time.perf_counter() - wall) * 1000, 2),
         "cpu_ms": round((time.thread_time() - cpu) * 1000, 2),
     }
@@ -73,12 +75,19 @@ def _named() -> tuple[list[Any], list[str], Counter[str], Counter[str]]:
 
 
 def kinds(top: int) -> dict[str, Any]:
-    """Generation 2 by kind: objects, references, the ``top`` kinds."""
+    """What a full collection now walks, generations 0, 1 and 2: objects per generation, then the
+    ``top`` kinds of all three by objects (with their references), and of generation 2 alone."""
     objects, _, counts, refs = _named()
+    young = [o for gen in (0, 1) for o in gc.get_objects(gen)]
+    names = [_what(o) for o in young]
+    walked, walked_refs = Counter(names) + counts, Counter(refs)
+    for obj, name in zip(young, names, strict=True):
+        walked_refs[name] += len(gc.get_referents(obj))
     return {
-        "gen2_objects": len(objects),
-        "gen2_references": sum(refs.values()),
-        "kinds": [[name, n, refs[name]] for name, n in counts.most_common(top)],
+        "objects_by_generation": [len(gc.get_objects(gen)) for gen in (0, 1)] + [len(objects)],
+        "walked_references": sum(walked_refs.values()),
+        "walked_kinds": [[name, n, walked_refs[name]] for name, n in walked.most_common(top)],
+        "gen2_kinds": [[name, n, refs[name]] for name, n in counts.most_common(top)],
     }
 
 
