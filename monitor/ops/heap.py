@@ -28,8 +28,12 @@ collection walked them (bench/late_streams.py: 200 accounts, 50 attempts per 20 
 survivors of the next generation-1 collection, once (:func:`freeze_next_young_survivors`).
 
 The steady state itself keeps the oldest generation small (what full collections cost): a REST
-snapshot that changed nothing keeps the book's objects instead of promoting fresh copies
-(``monitor.risk.book``). Thresholds stay CPython's defaults: nothing here defers a collection, so
+snapshot that changed nothing keeps the book's objects and its own units set and bars instead of
+promoting fresh copies (``monitor.risk.book``, ``monitor.watch.snapshots``); an idle account holds
+no task, coroutine or timer (``monitor.watch.rereads``); the streams share one silence watchdog and
+one pinger per loop, whose heaps hold nothing the collector tracks per re-check or ping
+(``monitor.exchange.watchdog``, ``monitor.exchange.ping_heap``). What remains per connection is the
+websockets parser's state after each message (``bench/gen2_census.py``). Thresholds stay CPython's defaults: nothing here defers a collection, so
 garbage never grows beyond what the collector's own schedule allows (bench/soak.py).
 """
 
