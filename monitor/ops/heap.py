@@ -33,8 +33,9 @@ promoting fresh copies (``monitor.risk.book``, ``monitor.watch.snapshots``); an 
 no task, coroutine or timer (``monitor.watch.rereads``); the streams share one silence watchdog and
 one pinger per loop, whose heaps hold nothing the collector tracks per re-check or ping
 (``monitor.exchange.watchdog``, ``monitor.exchange.ping_heap``). What remains per connection is the
-websockets parser's state after each message (``bench/gen2_census.py``). Thresholds stay CPython's defaults: nothing here defers a collection, so
-garbage never grows beyond what the collector's own schedule allows (bench/soak.py).
+websockets parser's state after each message (``bench/gen2_census.py``). Thresholds stay
+CPython's defaults: nothing here defers a collection, so garbage never grows beyond what the
+collector's own schedule allows (bench/soak.py).
 """
 
 from __future__ import annotations
