@@ -78,7 +78,7 @@ async def test_pongs_beat_the_heartbeat() -> None:
         for task in sessions:
             task.cancel()
         await asyncio.gather(*sessions, return_exceptions=True)
-        assert pinger.schedule.size == 0 and pinger._handle is None
+        assert pinger.schedule.size == 0 and not pinger.wake.pending
         assert asyncio.get_running_loop() not in pinger_module._pingers
         assert not any(task.done() and not task.cancelled() for task in sessions)
 

@@ -75,7 +75,7 @@ async def test_sessions_share_one_watchdog_timer() -> None:
     watchdog = shared_watchdog()
     assert watchdog.schedule.size == 50
     await streams.stop()
-    assert watchdog.schedule.size == 0 and watchdog._handle is None
+    assert watchdog.schedule.size == 0 and not watchdog.wake.pending
     assert loop not in watchdog_module._watchdogs
     assert not [h for h in timers(loop) if is_wake(h)]
 

@@ -27,6 +27,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection
 
 from monitor.exchange.errors import Reconnect
+from monitor.exchange.per_loop import EarliestWake, PerLoop
 from monitor.exchange.ping_heap import Action, PingHeap, Slot
 from monitor.exchange.supervisor import Heartbeat, describe
 
@@ -61,8 +62,7 @@ class SharedPinger:
         self.loop = self._loop = loop
         self.schedule: PingHeap[Pinged] = schedule if schedule is not None else PingHeap()
         self._spread = spread
-        self._wake_at: float | None = None  # when the one pending wake runs (None: none pending)
-        self._handle: asyncio.Handle | None = None
+        self.wake = EarliestWake(loop, self._wake)  # the one timer, for the earliest due
         self._pings: set[asyncio.Task[None]] = set()  # pings in flight (one loop step each)
         self.failures = 0
 
@@ -78,7 +78,7 @@ class SharedPinger:
             now=self._loop.time(),
             first=self._spread() * interval,
         )
-        self._arm(slot.due)
+        self.wake.arm(slot.due)
         return slot
 
     def unregister(self, slot: Registration) -> None:
@@ -87,24 +87,13 @@ class SharedPinger:
         dead = slot.item.dead
         if dead.done() and not dead.cancelled():
             dead.exception()  # retrieved: a session cancelled as it failed logs nothing
-        if self.schedule.size == 0 and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            self._wake_at = None
+        if self.schedule.size == 0:
+            self.wake.cancel()
 
     # -- the loop's side ------------------------------------------------------------------------
 
-    def _arm(self, due: float) -> None:
-        if self._wake_at is not None and self._wake_at <= due:
-            return  # the pending wake comes first and re-arms for the rest
-        if self._handle is not None:
-            self._handle.cancel()
-        self._wake_at = due
-        self._handle = self._loop.call_at(due, self._wake)
-
     def _wake(self) -> None:
-        self._handle = None
-        self._wake_at = None
+        self.wake.fired()
         try:
             now = self._loop.time() + RESOLUTION
             for slot, action in self.schedule.take(now):
@@ -116,10 +105,9 @@ class SharedPinger:
                     self._end(slot, Reconnect(f"no pong within {slot.timeout:g} s"))
             due = self.schedule.next_due()
             if due is not None and due <= now:  # more due: the next turn, not this one
-                self._wake_at = now
-                self._handle = self._loop.call_soon(self._wake)
+                self.wake.soon(now)
             elif due is not None:
-                self._arm(due)
+                self.wake.arm(due)
         except Exception as exc:
             self._fail_all(exc)
 
@@ -152,28 +140,21 @@ class SharedPinger:
         self.failures += 1
         failed = self.schedule.clear()
         log.error("pinger_failed", error=describe(exc), connections=len(failed))
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = None
-        self._wake_at = None
+        self.wake.cancel()
         for slot in failed:
             self._end(slot, Reconnect(f"pinger failed: {describe(exc)}"))
 
 
-_pingers: dict[asyncio.AbstractEventLoop, SharedPinger] = {}  # one per loop, while it has connections
+_pingers: PerLoop[SharedPinger] = PerLoop(SharedPinger)  # one per loop, while it has connections
 
 
 def shared_pinger() -> SharedPinger:
     """The running loop's pinger (made on first use)."""
-    loop = asyncio.get_running_loop()
-    pinger = _pingers.get(loop)
-    if pinger is None:
-        pinger = _pingers[loop] = SharedPinger(loop)
-    return pinger
+    return _pingers.get()
 
 
 def release(pinger: SharedPinger, slot: Registration) -> None:
     """Unregister ``slot``; a pinger left with no connection is dropped (a closed loop leaves none)."""
     pinger.unregister(slot)
-    if pinger.schedule.size == 0 and _pingers.get(pinger.loop) is pinger:
-        del _pingers[pinger.loop]
+    if pinger.schedule.size == 0:
+        _pingers.forget(pinger.loop, pinger)

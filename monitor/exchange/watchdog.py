@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import structlog
 
+from monitor.exchange.per_loop import EarliestWake, PerLoop
 from monitor.exchange.silence_heap import Beats, SilenceHeap, Watch
 
 log = structlog.get_logger(__name__)
@@ -41,39 +42,28 @@ class SharedWatchdog:
     def __init__(self, loop: asyncio.AbstractEventLoop, *, schedule: SilenceHeap[End] | None = None) -> None:
         self.loop = loop
         self.schedule: SilenceHeap[End] = schedule if schedule is not None else SilenceHeap()
-        self._wake_at: float | None = None  # when the one pending wake runs (None: none pending)
-        self._handle: asyncio.TimerHandle | None = None
-        self._context = contextvars.Context()  # the wakes run in it: no session's context, no copy
+        # the one timer, for the earliest deadline; its wakes run in one empty context of their own
+        # (no session's, no copy per wake)
+        self.wake = EarliestWake(loop, self._wake, contextvars.Context())
         self.failures = 0
 
     def watch(self, heartbeat: Beats, silence: float, end: End) -> Registration:
         """Call ``end(None)`` once ``heartbeat`` has not beaten for ``silence`` seconds (never while
         paused); ``end(exc)`` if the watchdog fails. Registered until :meth:`unwatch` or ``end``."""
         watch = self.schedule.add(end, heartbeat, silence=silence)
-        self._arm(heartbeat.last + silence)
+        self.wake.arm(heartbeat.last + silence)
         return watch
 
     def unwatch(self, watch: Registration) -> None:
         """Stop watching (idempotent); the timer goes with the last registration."""
         self.schedule.remove(watch)
-        if self.schedule.size == 0 and self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-            self._wake_at = None
+        if self.schedule.size == 0:
+            self.wake.cancel()
 
     # -- the loop's side ------------------------------------------------------------------------
 
-    def _arm(self, due: float) -> None:
-        if self._wake_at is not None and self._wake_at <= due:
-            return  # the pending wake comes first and re-arms for the rest
-        if self._handle is not None:
-            self._handle.cancel()
-        self._wake_at = due
-        self._handle = self.loop.call_at(due, self._wake, context=self._context)
-
     def _wake(self) -> None:
-        self._handle = None
-        self._wake_at = None
+        self.wake.fired()
         silent: list[Registration] = []
         try:
             silent = self.schedule.take(self.loop.time())
@@ -82,7 +72,7 @@ class SharedWatchdog:
                 silent.pop()  # (after its end ran: a failing one is ended again by _fail_all)
             due = self.schedule.next_due()
             if due is not None:
-                self._arm(due)
+                self.wake.arm(due)
         except Exception as exc:
             self._fail_all(exc, silent)
 
@@ -90,10 +80,7 @@ class SharedWatchdog:
         """Every session ends (and registers again) rather than go on unwatched."""
         self.failures += 1
         failed = taken + self.schedule.clear()
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = None
-        self._wake_at = None
+        self.wake.cancel()
         unended = 0
         for watch in failed:
             try:
@@ -103,20 +90,16 @@ class SharedWatchdog:
         log.error("watchdog_failed", error=repr(exc), sessions=len(failed), unended=unended)
 
 
-_watchdogs: dict[asyncio.AbstractEventLoop, SharedWatchdog] = {}  # one per loop, while it has sessions
+_watchdogs: PerLoop[SharedWatchdog] = PerLoop(SharedWatchdog)  # one per loop, while it has sessions
 
 
 def shared_watchdog() -> SharedWatchdog:
     """The running loop's watchdog (made on first use)."""
-    loop = asyncio.get_running_loop()
-    watchdog = _watchdogs.get(loop)
-    if watchdog is None:
-        watchdog = _watchdogs[loop] = SharedWatchdog(loop)
-    return watchdog
+    return _watchdogs.get()
 
 
 def release(watchdog: SharedWatchdog, watch: Registration) -> None:
     """Unwatch ``watch``; a watchdog left with no session is dropped (a closed loop leaves none)."""
     watchdog.unwatch(watch)
-    if watchdog.schedule.size == 0 and _watchdogs.get(watchdog.loop) is watchdog:
-        del _watchdogs[watchdog.loop]
+    if watchdog.schedule.size == 0:
+        _watchdogs.forget(watchdog.loop, watchdog)
