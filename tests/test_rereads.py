@@ -11,8 +11,6 @@ Nothing here waits for a time to assert on it.
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import random
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
@@ -26,6 +24,7 @@ from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 from hypothesis import given
 from structlog.testing import capture_logs
 from test_watcher import FakeReads, watcher
+from virtual_time import VirtualTime
 
 from monitor.app.loading import Tasks
 from monitor.service import Service
@@ -33,48 +32,6 @@ from monitor.sim import Simulator
 from monitor.watch.rereads import AGAIN, DEBOUNCE, REREAD_BACKOFF, Rereads
 
 T0 = 1000.0
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class VirtualTime:
-    """A clock and ``call_later`` that move only when told; timers fire in (time, arming) order."""
-
-    def __init__(self) -> None:
-        self.now = T0
-        self._timers: list[tuple[float, int, Timer, Callable[[], None]]] = []
-        self._seq = itertools.count()
-
-    def clock(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer()
-        heapq.heappush(self._timers, (self.now + delay, next(self._seq), timer, callback))
-        return timer
-
-    def pending(self) -> int:
-        return sum(not t.cancelled for _, _, t, _ in self._timers)
-
-    def run_until(self, until: float) -> None:
-        """Fire every timer due before ``until`` (not at it: what happens at ``until`` comes first)."""
-        while self._timers and self._timers[0][0] < until:
-            when, _, timer, callback = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                self.now = when
-                callback()
-        if until != float("inf"):
-            self.now = max(self.now, until)
-
-    def run_all(self) -> None:
-        """Fire every timer, the clock left at the last."""
-        self.run_until(float("inf"))
 
 
 class Pause:
@@ -130,7 +87,7 @@ class Account:
     """A :class:`Rereads` running on virtual time whose reads take the times and answers given."""
 
     def __init__(self, reads: list[Read] | None = None, seed: int = 0) -> None:
-        self.time = VirtualTime()
+        self.time = VirtualTime(T0)
         self.runner = Runner(self.time)
         self.reads = reads or []
         self.starts: list[float] = []
@@ -221,7 +178,7 @@ def test_a_pending_reread_arms_one_timer_moved_earlier_never_later() -> None:
 
 def test_without_run_nothing_is_armed_and_due_reads_are_taken_by_hand() -> None:
     """Not running (a watcher on manual time): a request only notes the time; ``take_due`` takes it."""
-    time = VirtualTime()
+    time = VirtualTime(T0)
     rereads = Rereads(time.clock, lambda: 0.5, call_later=time.call_later)
     rereads.request()
     assert rereads.timer_at is None and time.pending() == 0 and not rereads.take_due()

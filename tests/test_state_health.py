@@ -7,10 +7,7 @@ A real SQLite state file each time: made read-only (``PRAGMA query_only``), fill
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from prometheus_client.parser import text_string_to_metric_families
+from virtual_time import VirtualTime
 
 from monitor.app.state_health import (
     FAILING_RULE,
@@ -34,40 +32,6 @@ from monitor.store import OutboxItem, StateError, Store
 from monitor.watch.notices import Notice
 
 HOLD = 10.0
-
-
-class Timer:
-    def __init__(self) -> None:
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class VirtualTime:
-    """``call_later`` on a clock that moves only by :meth:`advance` (timers fire in time order)."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._timers: list[tuple[float, int, Timer, Callable[[], None]]] = []
-        self._seq = itertools.count()
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        timer = Timer()
-        heapq.heappush(self._timers, (self.now + delay, next(self._seq), timer, callback))
-        return timer
-
-    def pending(self) -> int:
-        return sum(not t.cancelled for _, _, t, _ in self._timers)
-
-    def advance(self, seconds: float) -> None:
-        target = self.now + seconds
-        while self._timers and self._timers[0][0] <= target:
-            when, _, timer, callback = heapq.heappop(self._timers)
-            if not timer.cancelled:
-                self.now = when
-                callback()
-        self.now = target
 
 
 class Said(list[Notice]):
