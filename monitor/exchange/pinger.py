@@ -17,6 +17,7 @@ registers with it for as long as its session lasts.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
 from collections.abc import Callable
@@ -62,7 +63,9 @@ class SharedPinger:
         self.loop = self._loop = loop
         self.schedule: PingHeap[Pinged] = schedule if schedule is not None else PingHeap()
         self._spread = spread
-        self.wake = EarliestWake(loop, self._wake)  # the one timer, for the earliest due
+        # the one timer, for the earliest due; its wakes run in one empty context of their own: not a
+        # copy of whichever session armed it (its bound log fields on pinger_failed), none per wake
+        self.wake = EarliestWake(loop, self._wake, contextvars.Context())
         self._pings: set[asyncio.Task[None]] = set()  # pings in flight (one loop step each)
         self.failures = 0
 
