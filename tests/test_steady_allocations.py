@@ -107,10 +107,11 @@ def test_the_staleness_step_refills_one_set_in_place() -> None:
 
 
 async def test_a_snapshot_that_changed_nothing_keeps_the_objects_it_holds() -> None:
-    """A re-read whose units and bars are equal to the last keeps the last set and ``Bars`` objects
-    : REST hands back fresh copies each round, and each kept copy
-    reached the oldest generation (a census at 1,000 accounts: ~860 sets and ~860 ``Bars``). A
-    changed ladder, or a unit gone, still replaces them."""
+    """A re-read whose units and bars are the same as the last keeps the last set and ``Bars``
+    objects: REST hands back fresh copies each round, and each kept copy reached the oldest
+    generation (a census at 1,000 accounts: ~860 sets and ~860 ``Bars``). A changed ladder, the same
+    ladder written another way (``1.50``: the book's rule, ``book.kept``), or a unit gone still
+    replaces them."""
     snap, rest, _, _ = snapshots(config(isolated="all"))
     await snap.read(rest)
     units, cross_bars, pair_bars = snap.units, snap.bars[""], snap.bars["ETHUSDT"]
@@ -118,6 +119,10 @@ async def test_a_snapshot_that_changed_nothing_keeps_the_objects_it_holds() -> N
     rest.pair_bars = Bars({"margin_call": D("1.2"), "liquidation": D("1.1")})
     await snap.read(rest)
     assert snap.units is units and snap.bars[""] is cross_bars and snap.bars["ETHUSDT"] is pair_bars
+    rest.bars = Bars({"normal": D("1.50"), "margin_call": D("1.3"), "liquidation": D("1.1")})
+    await snap.read(rest)
+    assert snap.bars[""] == cross_bars and snap.bars[""] is rest.bars
+    cross_bars = snap.bars[""]
     rest.bars = Bars({"normal": D("1.6"), "margin_call": D("1.3"), "liquidation": D("1.1")})
     rest.pairs = []
     await snap.read(rest)

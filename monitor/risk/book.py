@@ -156,7 +156,7 @@ class AccountBook:
             self._ids = None
             self._by_index[unit.index] = unit
         else:
-            unit.positions, unit.bars = _kept_positions(unit.positions, positions), _kept(unit.bars, bars)
+            unit.positions, unit.bars = _kept_positions(unit.positions, positions), kept(unit.bars, bars)
         return unit
 
     def set_position(self, unit: str, asset: str, position: Position) -> None:
@@ -248,7 +248,7 @@ class AccountBook:
         for asset, p in u.positions.items():
             if p.is_empty:
                 continue
-            route = routes[asset] = _kept(u.routes.get(asset), self._route(u, asset))
+            route = routes[asset] = kept(u.routes.get(asset), self._route(u, asset))
             if route is None:
                 unrouted.append(asset)
             elif route.fixed:
@@ -427,19 +427,20 @@ class AccountBook:
         return build_report(u, valuation(u, self.prices.exact), restore_target)
 
 
-def _kept(old: _T, new: _T) -> _T:
+def kept(old: _T | None, new: _T) -> _T:
     """``old`` when ``new`` is the same value written the same way (Decimals compare 1.0 == 1, so
     ``repr`` decides), else ``new``.
 
     A periodic REST snapshot re-reads every account (1,000 accounts a minute): keeping the objects
-    already in the book when nothing changed lets the fresh copies die young, instead of every
-    snapshot promoting a unit's positions, routes and bars into the collector's oldest generation,
-    whose full collections then walk them (docs/benchmarks.md, "Loop stalls")."""
+    already held when nothing changed lets the fresh copies die young, instead of every snapshot
+    promoting a unit's positions, routes and bars (here) and the snapshot's own units set and bars
+    (``monitor.watch.snapshots``) into the collector's oldest generation, whose full collections
+    then walk them (docs/benchmarks.md, "Loop stalls" and session 12)."""
     return old if old is not None and old == new and repr(old) == repr(new) else new
 
 
 def _kept_positions(old: dict[str, Position], new: Mapping[str, Position]) -> dict[str, Position]:
     """The unit's new positions, reusing each unchanged :class:`Position` (and the whole dict when
-    nothing changed; see :func:`_kept`)."""
-    kept = {asset: p if (was := old.get(asset)) is None else _kept(was, p) for asset, p in new.items()}
-    return old if kept.keys() == old.keys() and all(kept[a] is old[a] for a in kept) else kept
+    nothing changed; see :func:`kept`)."""
+    merged = {asset: p if (was := old.get(asset)) is None else kept(was, p) for asset, p in new.items()}
+    return old if merged.keys() == old.keys() and all(merged[a] is old[a] for a in merged) else merged

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import structlog
 
 from monitor.config.model import AccountConfig
 from monitor.exchange.errors import ExchangeError
 from monitor.exchange.parse import CrossAccount, IsolatedPair
-from monitor.risk.book import AccountBook
+from monitor.risk.book import AccountBook, kept
 from monitor.risk.margin import Bars, Position
 from monitor.risk.report import unit_id
 from monitor.watch.settling import Settling
@@ -29,19 +29,6 @@ log = structlog.get_logger(__name__)
 ExchangeWordHook = Callable[[str, str, Decimal | None, str], None]
 RATES_EVERY = 3600.0  # s: next-hourly interest rates change at most hourly (weight 100 a read)
 RATES_RETRY = 60.0  # s: a failed rates read is tried again after this
-
-
-_T = TypeVar("_T", Bars, set[str])
-
-
-def _kept(old: _T | None, new: _T) -> _T:
-    """``old`` when ``new`` equals it, else ``new``: a read that changed nothing keeps the objects
-    already held. REST hands back fresh copies every round (1,000 accounts a minute), and each one
-    kept until the next round reached the collector's oldest generation, which every full
-    collection walks: ~860 sets and ~860 ``Bars`` at 1,000 accounts (docs/benchmarks.md, session 12).
-    (``Bars`` compare their levels as Decimals, ``1.10 == 1.1``: the book keeps the first written
-    form too, ``monitor.risk.book._kept``, and only the value matters here.)"""
-    return old if old is not None and old == new else new
 
 
 class AccountReads(Protocol):
@@ -99,7 +86,7 @@ class Snapshots:
                 if not pair.enabled and self.cfg.isolated == "all":
                     continue
                 # the tier (and so the bars) follows what the pair has borrowed: re-read each time
-                bars = _kept(self.bars.get(pair.symbol), await rest.isolated_bars(pair.symbol, pair))
+                bars = kept(self.bars.get(pair.symbol), await rest.isolated_bars(pair.symbol, pair))
                 self.bars[pair.symbol] = bars
                 units.add(self.apply_isolated(pair, bars))
                 items = ((pair.base_asset, pair.base), (pair.quote_asset, pair.quote))
@@ -107,13 +94,13 @@ class Snapshots:
         for gone in self.units - units:
             self.book.remove_unit(gone)
             self.settling.drop(gone)
-        self.units = _kept(self.units, units)
+        self.units = kept(self.units, units)
         self.last_snapshot = self.clock()
 
     def apply_cross(self, cross: CrossAccount, bars: Bars) -> str:
         """Put the cross account into the book unless REST disagrees with the streams; its unit."""
         uid = unit_id(self.name)
-        bars = self.bars[""] = _kept(self.bars.get(""), bars)
+        bars = self.bars[""] = kept(self.bars.get(""), bars)
         if not self._admit(uid, cross.positions):
             return uid
         approximate = cross.account_type == "MARGIN_2"
