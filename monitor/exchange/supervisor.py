@@ -229,8 +229,9 @@ class Supervisor:
 
                 def end(failure: Exception | None) -> None:
                     nonlocal ended
-                    ended = f"silent for {silence:g} s"
-                    if failure is not None:
+                    if failure is None:
+                        ended = f"silent for {silence:g} s"
+                    else:
                         ended = f"silence watchdog failed: {describe(failure)}"
                     deadline.reschedule(loop.time())
 
