@@ -29,6 +29,7 @@ from monitor.app.state_health import RECOVERY_HOLD
 from monitor.app.views import Views
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError
 from monitor.exchange.conn_slots import LIMIT, WINDOW
+from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION
 from monitor.logs import configure_logging
@@ -77,6 +78,7 @@ class Service(PartsByName):
         tick: float = 1.0,
         connections: tuple[int, float] = (LIMIT, WINDOW),
         state_recovery_hold: float = RECOVERY_HOLD,
+        risk_per_connection: int = KEYS_PER_CONNECTION,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -84,7 +86,8 @@ class Service(PartsByName):
         self.options = Options(clock, notify_backoff, load_backoff, key_check_interval,
                                opinion_grace, catalog_interval, per_session, tick,
                                connections=connections,
-                               state_recovery_hold=state_recovery_hold)  # fmt: skip
+                               state_recovery_hold=state_recovery_hold,
+                               risk_per_connection=risk_per_connection)  # fmt: skip
         self.stop_requested = asyncio.Event()
         self.notifier = Notifier.from_env()
         self.heartbeat = HeartbeatStats()
@@ -114,7 +117,10 @@ class Service(PartsByName):
             notices=parts.notices, config=config, clock=self.clock,
         )  # fmt: skip
         self.views = Views(parts)
-        self.loader = Loader(parts, self.tasks, self.options.load_backoff, on_loaded=self._loaded_late)
+        self.loader = Loader(
+            parts, self.tasks, self.options.load_backoff, on_loaded=self._loaded_late,
+            risk_per_connection=self.options.risk_per_connection,
+        )  # fmt: skip
         self.every_second = periodic.every_second(
             parts, self.notifier, self.outflow.send_notices, self.loader.load_missing,
             self._say_what_is_ahead, period=self.options.tick,

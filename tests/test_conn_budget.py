@@ -38,7 +38,9 @@ from monitor.sim.conn_limit import TOO_MANY_CONNECTIONS
 
 pytestmark = pytest.mark.timeout(180)
 
-ACCOUNTS = 20  # cross accounts: 20 Risk Data Streams + a market stream + a WebSocket API session
+# cross accounts: 20 Risk Data Streams + a market stream + a WebSocket API session (the daemons here
+# give each account a connection of its own, as after a server refused shared ones: many attempts)
+ACCOUNTS = 20
 SIM_LIMIT, SIM_WINDOW = 10, 3.0
 
 
@@ -173,7 +175,8 @@ def _waiting_seen(daemon: Service, seen: dict[str, Any]) -> bool:
 
 def _all_connected(daemon: Service, sim: Simulator) -> bool:
     return _risk_connections(sim) == ACCOUNTS and all(
-        w.risk is not None and w.risk.supervisor.up for w in daemon.watchers
+        w.risk is not None and w.risk.group is not None and w.risk.group.member_state(w.name)[0]
+        for w in daemon.watchers
     )
 
 
@@ -183,7 +186,7 @@ async def _daemon(tmp_path: Path, sim: Simulator, receiver: Receiver, budget: tu
     path = daemon_config(
         tmp_path, sim, receiver, accounts=accounts, snapshot_interval="60s", stale_after="60s"
     )
-    daemon = Service(load_config(path), path, connections=budget)
+    daemon = Service(load_config(path), path, connections=budget, risk_per_connection=1)
     await daemon.startup()
     return daemon
 

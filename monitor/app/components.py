@@ -32,6 +32,7 @@ from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import MarketStream, RetryPolicy, UserDataStream
 from monitor.exchange.conn_budget import ConnectionBudget, Priority
 from monitor.exchange.conn_slots import LIMIT, WINDOW
+from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
 from monitor.exchange.streams import default_connect, probed_connect
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool
@@ -91,6 +92,8 @@ class Options:
     # per 5 min per IP (monitor/exchange/conn_slots.py); tests shrink both
     connections: tuple[int, float] = (LIMIT, WINDOW)
     state_recovery_hold: float = RECOVERY_HOLD  # s of working writes before "state file works again"
+    # accounts whose Risk Data Streams share one connection (monitor/app/risk_groups.py); 1: one each
+    risk_per_connection: int = KEYS_PER_CONNECTION
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ class FeedLog:
         self._metrics = metrics
         self._watchers = watchers
         self._stopping = stopping
+        # the accounts a shared connection follows, by its name (monitor/app/risk_groups.py)
+        self.members_of: Callable[[str], list[str]] = lambda name: []
 
     def __call__(self, state: StreamState) -> None:
         if state.fatal and state.name.startswith("userdata:"):
@@ -46,8 +48,11 @@ class FeedLog:
     def waiting(self, name: str) -> None:
         """A connection attempt of ``name`` waits for a slot of the connection budget: its feed shows
         as not connected (an account's Risk Data Stream before its first connection included),
-        without a warning or a reconnect counted (the budget logs the wait once for all)."""
-        self._metrics.feed_connected(name, False)
+        without a warning or a reconnect counted (the budget logs the wait once for all). A shared
+        Risk Data Stream connection's wait is each of its accounts' (``risk:<account>``)."""
+        members = self.members_of(name)
+        for feed in [f"risk:{account}" for account in members] if members else [name]:
+            self._metrics.feed_connected(feed, False)
 
 
 def route_event(by_account: Mapping[str, AccountWatcher], feeds: FeedLog, event: Any) -> None:

@@ -9,6 +9,9 @@ from typing import Any
 import structlog
 
 from monitor.app.components import QUICK_LOAD, Components
+from monitor.app.risk_groups import RiskGroups
+from monitor.exchange.errors import KeyRejected
+from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
 from monitor.exchange.supervisor import Backoff
 from monitor.watch.accounts import AccountWatcher
 
@@ -48,14 +51,22 @@ class Loader:
     """Keeps retrying every account not loaded, then watches it like one loaded at start."""
 
     def __init__(
-        self, parts: Components, tasks: Tasks, backoff: Backoff, on_loaded: Callable[[], None] = lambda: None
+        self,
+        parts: Components,
+        tasks: Tasks,
+        backoff: Backoff,
+        on_loaded: Callable[[], None] = lambda: None,
+        *,
+        risk_per_connection: int = KEYS_PER_CONNECTION,
     ) -> None:
         self.parts = parts
         self.tasks = tasks
         self.backoff = backoff
         self.on_loaded = on_loaded  # after an account loaded late is watched (readiness may follow)
         self._loading: dict[str, asyncio.Task[Any]] = {}
-        self._risk: dict[str, asyncio.Task[Any]] = {}
+        # the Risk Data Streams: several accounts a connection (monitor/app/risk_groups.py)
+        self.risk = RiskGroups(tasks.spawn, parts.connections, per_connection=risk_per_connection)
+        parts.feeds.members_of = self.risk.members_of
         # the accounts not seen loaded yet, or unloaded since (by position: retried in config order);
         # load_missing looks only at these, not at every account each second
         self._missing = set(range(len(parts.watchers)))
@@ -65,12 +76,28 @@ class Loader:
             watcher.on_unloaded.append(lambda w: self._missing.add(position[id(w)]))
 
     def start(self, watcher: AccountWatcher) -> None:
-        """The per-account work of a watcher at start: its risk stream task (loaded cross accounts)
-        and its re-reads, each in a task of ours only while one is due, none while idle
-        (``monitor/watch/rereads.py``). The key checks are one task for all (``watch/key_checks.py``)."""
-        if watcher.loaded and watcher.cfg.cross:
-            self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+        """The per-account work of a watcher at start: its Risk Data Stream (loaded cross accounts,
+        on a connection shared with others: ``follow_risk``) and its re-reads, each in a task of ours
+        only while one is due, none while idle (``monitor/watch/rereads.py``). The key checks are one
+        task for all (``watch/key_checks.py``)."""
+        self.follow_risk(watcher)
         watcher.run_rereads(self._spawn)
+
+    def follow_risk(self, watcher: AccountWatcher) -> None:
+        """Put a loaded cross account on a Risk Data Stream connection (once; a no-op after). A key
+        revoked there takes it off, and disables the account."""
+        member = watcher.risk_member()
+        if member is None or member.group is not None:
+            return
+        disable = member.on_rejected
+
+        def rejected(exc: KeyRejected) -> None:
+            self.risk.remove(watcher.name)
+            if disable is not None:
+                disable(exc)
+
+        member.on_rejected = rejected
+        self.risk.add(watcher.endpoints.risk_stream_url, member)
 
     def stop(self) -> None:
         """At shutdown, before the tasks are cancelled: no re-read timer left, none started any more."""
@@ -102,9 +129,7 @@ class Loader:
         parts.handoff.adopt(parts.policy, set(watcher.units) - parts.handoff.adopted, saved)
         active = {s.label for s in parts.userdata.subscriptions if not s.failed}
         parts.userdata.add([s for s in watcher.subscriptions() if s.label not in active])
-        risk = self._risk.get(watcher.name)
-        if watcher.cfg.cross and (risk is None or risk.done()):
-            self._risk[watcher.name] = self.tasks.spawn(watcher.run_risk_stream(), f"risk-{watcher.name}")
+        self.follow_risk(watcher)
         for uid in watcher.units:
             parts.engine.evaluate(uid)
         parts.market.set_symbols(parts.book.symbols_needed())  # its prices start flowing now

@@ -34,7 +34,7 @@ from monitor.exchange.rest import (
     RetryPolicy,
     make_client,
 )
-from monitor.exchange.risk_stream import RiskStream
+from monitor.exchange.risk_stream import Member, RiskGroup, RiskStream
 from monitor.exchange.streams import MarketStream
 from monitor.exchange.supervisor import Backoff, Supervisor
 from monitor.exchange.userdata import UserDataStream, UserSubscription
@@ -62,8 +62,10 @@ __all__ = [
     "ListenToken",
     "MarginStatus",
     "MarketStream",
+    "Member",
     "RateLimited",
     "RetryPolicy",
+    "RiskGroup",
     "RiskStream",
     "StreamState",
     "Supervisor",

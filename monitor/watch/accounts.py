@@ -31,15 +31,14 @@ from monitor.exchange.binance import (
     ExchangeEvent,
     FatalError,
     KeyRejected,
+    Member,
     RateLimited,
-    RiskStream,
     StreamState,
     UserSubscription,
 )
-from monitor.exchange.conn_budget import ConnectionBudget, Priority, describe_wait
+from monitor.exchange.conn_budget import ConnectionBudget, describe_wait
 from monitor.exchange.diagnose import Diagnosis, diagnose
 from monitor.exchange.rest import RetryPolicy
-from monitor.exchange.streams import probed_connect
 from monitor.exchange.supervisor import Backoff
 from monitor.risk.book import AccountBook
 from monitor.risk.margin import Bars
@@ -91,7 +90,7 @@ class AccountWatcher:
         connections: ConnectionBudget | None = None,
     ) -> None:
         self.connections = connections  # the daemon's WebSocket connection budget (None: no limit)
-        self.risk: RiskStream | None = None  # the Risk Data Stream while it runs
+        self.risk: Member | None = None  # the account on a Risk Data Stream connection, once loaded
         self.catalog = catalog if catalog is not None else SharedCatalog(book)  # shared by the service
         self.cfg = account
         self.name = account.name
@@ -264,52 +263,36 @@ class AccountWatcher:
                 subs.append(UserSubscription(self.name, self.rest, symbol=uid.split(":", 2)[2]))
         return subs
 
-    async def run_risk_stream(self) -> None:
-        """The Risk Data Stream until cancelled; a rejected key disables this account only."""
-        stream = self.risk = self.risk_stream()
-        if stream is None:
-            return
-        try:
-            await stream.run()
-        except KeyRejected as exc:
-            self._key_rejected(exc)
-        finally:
-            if self.risk is stream:
-                self.risk = None
+    def risk_member(self) -> Member | None:
+        """The cross account on a Risk Data Stream connection (``monitor.app.risk_groups`` puts it on
+        one); None when it has none (not loaded, or no cross account). Made once: its key lives on."""
+        if not self.loaded or self.rest is None or not self.cfg.cross:
+            return None
+        if self.risk is None:
+            self.risk = Member(
+                self.name, self.rest, self.on_event, on_reconnected=self.on_reconnected,
+                on_state=self.on_state, on_rejected=self._key_rejected,
+            )  # fmt: skip
+        return self.risk
 
     def risk_stream_state(self) -> tuple[str, str, dict[str, float] | None] | None:
         """``(state, reason, wait)`` of the Risk Data Stream (Binance's own word on the cross
         account): ``up``; ``waiting`` for a connection slot (``wait``: how many ahead, ETA in
         seconds); ``connecting`` (first attempt under way); ``down`` with the last failure (retried).
         None when the account has none (not loaded, or no cross account)."""
-        stream = self.risk
-        if stream is None or not self.loaded or not self.cfg.cross:
+        member = self.risk
+        group = member.group if member is not None else None
+        if group is None or not self.loaded or not self.cfg.cross:
             return None
-        name = stream.supervisor.name
-        wait = self.connections.wait_of(name) if self.connections is not None else None
+        wait = self.connections.wait_of(group.name) if self.connections is not None else None
         if wait is not None:
             return "waiting", describe_wait(wait), {"ahead": wait.ahead, "eta": round(max(0.0, wait.eta), 1)}
-        if stream.supervisor.up:
+        up, reason = group.member_state(self.name)
+        if up:
             return "up", "", None
-        if not stream.supervisor.last_reason:
+        if not reason:
             return "connecting", "connecting", None
-        return "down", f"reconnecting after: {stream.supervisor.last_reason}", None
-
-    def risk_stream(self) -> RiskStream | None:
-        """The cross account's Risk Data Stream (liabilities and margin status)."""
-        if not self.loaded or self.rest is None or not self.cfg.cross:
-            return None
-        return RiskStream(
-            self.endpoints.risk_stream_url,
-            self.rest,
-            self.name,
-            self.on_event,
-            on_reconnected=self.on_reconnected,
-            on_state=self.on_state,
-            connect=probed_connect
-            if self.connections is None
-            else self.connections.connect_factory(probed_connect, f"risk:{self.name}", Priority.RISK),
-        )
+        return "down", f"reconnecting after: {reason}", None
 
     def on_event(self, event: ExchangeEvent) -> None:
         """Apply a user-data or risk event through the ledger (``monitor/watch/events.py``)."""
