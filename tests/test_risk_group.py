@@ -14,10 +14,12 @@ import asyncio
 import doctest
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import orjson
 import pytest
+from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 from exchange_fakes import until
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -433,3 +435,46 @@ def test_an_expiry_for_one_key_drops_only_that_key() -> None:
     with pytest.raises(Reconnect, match="listen key of a1 expired"):
         group._on_frame(orjson.dumps({"stream": "KEY1", "data": {"e": "listenKeyExpired", "E": 1}}))
     assert [m.key for m in group.members.values()] == ["KEY0", None]
+
+
+# -- the daemon: two accounts on one connection, and the fall-back -----------------------------------------
+
+TWO = [{"name": a, "api_key": f"{a}-key", "api_secret": f"{a}-secret"} for a in ACCOUNTS]
+
+
+def _risk_up(daemon: Any) -> bool:
+    units = [u for u in daemon.status() if u["unit"].startswith("cross:")]
+    return len(units) == 2 and all(u.get("risk_stream") == "up" for u in units)
+
+
+async def test_the_daemon_follows_two_accounts_on_one_connection(
+    tmp_path: Path, sim: Simulator, receiver: Receiver
+) -> None:
+    """The real daemon with two cross accounts: one Risk Data Stream connection follows both keys,
+    ``status`` shows each account's stream up, and a borrow of ``other`` reaches ``other``'s ledger."""
+    with capture_logs() as logs:
+        async with running_daemon(daemon_config(tmp_path, sim, receiver, accounts=TWO)) as daemon:
+            await wait_until(lambda: _risk_up(daemon), what="both risk streams up")
+            assert [len(keys) for keys in _listen_key_streams(sim)] == [2]
+            await _borrow(sim, "other", "11")
+            await wait_until(lambda: any(e["event"] == "liability_changed" and e["account"] == "other"
+                                         for e in logs), what="other's liability change")  # fmt: skip
+    assert not [e for e in logs if e["event"] == "liability_changed" and e["account"] == "demo"]
+    assert not [e for e in logs if e["event"] in ("task_failed", "risk_streams_not_combined")]
+
+
+async def test_the_daemon_gives_each_account_its_own_connection_when_sharing_is_refused(
+    tmp_path: Path, sim: Simulator, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answering ``LIST_SUBSCRIPTIONS`` without the keys: the daemon says so once, each
+    account gets a connection of its own, and ``status`` shows both streams up."""
+    _refuse_list_subscriptions(sim, monkeypatch, {"result": []})
+    with capture_logs() as logs:
+        async with running_daemon(daemon_config(tmp_path, sim, receiver, accounts=TWO)) as daemon:
+            await wait_until(
+                lambda: _risk_up(daemon) and sorted(map(len, _listen_key_streams(sim))) == [1, 1],
+                within=20, what="each account on its own connection",
+            )  # fmt: skip
+    refused = [e for e in logs if e["event"] == "risk_streams_not_combined"]
+    assert len(refused) == 1 and "the server follows 0 of 2 listen keys" in refused[0]["reason"]
+    assert not [e for e in logs if e["event"] == "task_failed"]
