@@ -29,10 +29,10 @@ from test_userdata import FAST, Recorder, rest
 import monitor.exchange.risk_stream
 from monitor.app.risk_groups import RiskGroups
 from monitor.exchange.errors import ExchangeUnavailable, KeyRejected, Reconnect
-from monitor.exchange.events import LiabilityChange, StreamState
+from monitor.exchange.events import LiabilityChange, MarginStatus, StreamState
 from monitor.exchange.rest import BinanceRest
 from monitor.exchange.risk_stream import CombinedRefused, Member, RiskGroup
-from monitor.exchange.supervisor import Backoff
+from monitor.exchange.supervisor import Backoff, Heartbeat
 from monitor.sim import Simulator
 
 ACCOUNTS = ("demo", "other")
@@ -384,6 +384,29 @@ async def test_twenty_accounts_a_connection() -> None:
     await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
+async def test_a_revoked_key_leaves_the_registry_and_an_empty_connection_ends() -> None:
+    """A member's revoked key (the group's ``_rejected``): the account is on no connection any more,
+    its ``on_rejected`` is told, and a connection left with nobody ends; the others stay."""
+    spawn, tasks = _spawner()
+    groups = RiskGroups(spawn, None, per_connection=2, make=Idle)
+    rejected: list[KeyRejected] = []
+    members = [Member(a, cast(BinanceRest, None), lambda e: None, on_rejected=rejected.append) for a in "abc"]
+    for member in members:
+        groups.add("ws://x", member)
+    first, second = groups.group_of("a"), groups.group_of("c")
+    assert first is not None and second is not None and first is not second
+    await asyncio.sleep(0)
+    second._rejected(members[2], KeyRejected("c", -2015, "Invalid API-key"))
+    first._rejected(members[0], KeyRejected("a", -2015, "Invalid API-key"))
+    await asyncio.sleep(0)
+    assert [groups.group_of(a) for a in "abc"] == [None, first, None]
+    assert [e.account for e in rejected] == ["c", "a"]
+    assert list(groups.groups) == ["risk-group-1"] and tasks["risk-group-2"].cancelled()
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
 # -- routing: each frame to the member its stream names ---------------------------------------------------
 
 _frames = st.lists(
@@ -478,3 +501,40 @@ async def test_the_daemon_gives_each_account_its_own_connection_when_sharing_is_
     refused = [e for e in logs if e["event"] == "risk_streams_not_combined"]
     assert len(refused) == 1 and "the server follows 0 of 2 listen keys" in refused[0]["reason"]
     assert not [e for e in logs if e["event"] == "task_failed"]
+
+
+async def test_each_message_is_read_in_a_loop_turn_of_its_own() -> None:
+    """Three messages already received: between two of them, a callback waiting for the loop runs
+    (the reader yields after each one instead of handing all of them out in one go)."""
+    group = RiskGroup("ws://x", "risk-group-1")
+    order: list[str] = []
+    for i in range(3):
+        member = Member(
+            f"a{i}", cast(BinanceRest, None), lambda e: order.append(cast(MarginStatus, e).account)
+        )
+        member.key = f"KEY{i}"
+        group.add(member)
+    group._following = {m.key: m for m in group.members.values() if m.key is not None}
+    group._combined = True
+    frames = [
+        orjson.dumps({"stream": f"KEY{i}", "data": {"e": "MARGIN_LEVEL_STATUS_CHANGE", "E": 1, "l": "1.2",
+                                                    "s": "MARGIN_CALL"}}).decode()
+        for i in range(3)
+    ]  # fmt: skip
+
+    class Received:
+        def __aiter__(self) -> Any:
+            return self
+
+        async def __anext__(self) -> str:
+            if not frames:
+                raise StopAsyncIteration
+            return frames.pop(0)  # no wait: as websockets hands out what it has already read
+
+    def between() -> None:
+        order.append("loop")
+
+    asyncio.get_running_loop().call_soon(between)
+    heartbeat = Heartbeat(asyncio.get_running_loop().time, asyncio.get_running_loop().time, lambda: None)
+    await group._read(cast(Any, Received()), heartbeat)
+    assert order == ["a0", "loop", "a1", "a2"]

@@ -10,7 +10,6 @@ import structlog
 
 from monitor.app.components import QUICK_LOAD, Components
 from monitor.app.risk_groups import RiskGroups
-from monitor.exchange.errors import KeyRejected
 from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
 from monitor.exchange.supervisor import Backoff
 from monitor.watch.accounts import AccountWatcher
@@ -84,20 +83,11 @@ class Loader:
         watcher.run_rereads(self._spawn)
 
     def follow_risk(self, watcher: AccountWatcher) -> None:
-        """Put a loaded cross account on a Risk Data Stream connection (once; a no-op after). A key
-        revoked there takes it off, and disables the account."""
+        """Put a loaded cross account on a Risk Data Stream connection (a no-op while it is on one).
+        A key revoked there takes it off, and disables the account (``AccountWatcher.risk_member``)."""
         member = watcher.risk_member()
-        if member is None or member.group is not None:
-            return
-        disable = member.on_rejected
-
-        def rejected(exc: KeyRejected) -> None:
-            self.risk.remove(watcher.name)
-            if disable is not None:
-                disable(exc)
-
-        member.on_rejected = rejected
-        self.risk.add(watcher.endpoints.risk_stream_url, member)
+        if member is not None and member.group is None:
+            self.risk.add(watcher.endpoints.risk_stream_url, member)
 
     def stop(self) -> None:
         """At shutdown, before the tasks are cancelled: no re-read timer left, none started any more."""

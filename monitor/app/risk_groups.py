@@ -75,13 +75,17 @@ class RiskGroups:
         return group
 
     def remove(self, account: str) -> None:
-        """Stop following ``account`` (a revoked key); a connection left with nobody ends."""
+        """Stop following ``account``; a connection left with nobody ends. A revoked key does this
+        by itself (the group's ``on_left``)."""
         group = self._of.pop(account, None)
         if group is None:
             return
         group.remove(account)
         if not group.members:
             self._stop(group.name)
+
+    def _left(self, member: Member) -> None:
+        self.remove(member.account)
 
     def group_of(self, account: str) -> RiskGroup | None:
         return self._of.get(account)
@@ -98,6 +102,7 @@ class RiskGroups:
             else self._connections.connect_factory(probed_connect, name, Priority.RISK)
         )
         group = self._make(url, name, connect=connect)
+        group.on_left = self._left
         self.groups[name] = group
         self._urls[name] = url
         self._tasks[name] = self._spawn(self._run(group), name)

@@ -200,6 +200,7 @@ class RiskGroup:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._bad = RateLimitedLog("risk_frame_skipped")
         self.confirmed = False  # the server listed every key of this connection (several keys)
+        self.on_left: Callable[[Member], None] | None = None  # told when a revoked key takes a member off
         self.supervisor = Supervisor(
             name, self._session, backoff=backoff, silence=silence, on_state=self._group_state
         )
@@ -313,6 +314,8 @@ class RiskGroup:
             raise exc
         self.remove(member.account)
         self._tell(member, False, describe(exc), fatal=True)
+        if self.on_left is not None:
+            self.on_left(member)
         member.on_rejected(exc)
 
     async def _retry_keys(self) -> None:
@@ -351,9 +354,14 @@ class RiskGroup:
         self.confirmed = True
 
     async def _read(self, ws: ClientConnection, heartbeat: Heartbeat) -> None:
+        """Each message in a loop turn of its own: in a crash Binance pushes a margin call for many
+        accounts at once, and messages already received are handed out without a wait, so 20
+        accounts' events read in one go would hold the loop for all of them (they came on 20
+        connections before, each read in its own callback)."""
         async for raw in ws:
             heartbeat.beat()
             self._on_frame(raw)
+            await asyncio.sleep(0)
 
     def _on_frame(self, raw: str | bytes) -> None:
         try:
