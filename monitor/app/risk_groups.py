@@ -68,7 +68,7 @@ class RiskGroups:
             group = self._start(
                 url, f"risk-group-{next(self._numbers)}" if shared else f"risk:{member.account}"
             )
-            if self.per_connection > 1:
+            if shared:
                 self._open[url] = group
         group.add(member)
         self._of[member.account] = group
