@@ -538,3 +538,82 @@ async def test_each_message_is_read_in_a_loop_turn_of_its_own() -> None:
     heartbeat = Heartbeat(asyncio.get_running_loop().time, asyncio.get_running_loop().time, lambda: None)
     await group._read(cast(Any, Received()), heartbeat)
     assert order == ["a0", "loop", "a1", "a2"]
+
+
+class TestShortKeys:
+    """Listen keys that live one second, so keepalives happen within a test."""
+
+    @pytest.fixture
+    def scenario_data(self, scenario_data: dict[str, Any]) -> dict[str, Any]:
+        scenario_data["limits"] = {"listen_key_validity": 1.0}
+        return scenario_data
+
+    async def test_keepalives_keep_every_key_of_a_shared_connection(self, sim: Simulator) -> None:
+        """Both keys extended from the connection's one keepalive task, faster than they lapse: over
+        two seconds (two lifetimes) the shared connection is never made again, and events flow."""
+        async with group_of(sim, keepalive=0.2) as (group, rec, _):
+            await until(lambda: _up(group, *ACCOUNTS) and group.confirmed)
+            await asyncio.sleep(2.0)
+            await _borrow(sim, "other", "1")
+            await _borrow(sim, "demo", "1")
+            await until(
+                lambda: bool(rec.of(LiabilityChange, "demo")) and bool(rec.of(LiabilityChange, "other"))
+            )
+        assert group.supervisor.retries == 0
+
+    async def test_a_lapsed_key_of_a_shared_connection_is_replaced(self, sim: Simulator) -> None:
+        """No keepalive in time (60 s against 1 s keys): ``listenKeyExpired`` for a key makes the
+        connection again with a new one, and both accounts' events flow after it."""
+        with capture_logs() as logs:
+            async with group_of(sim, keepalive=60) as (group, rec, _):
+                await until(lambda: group.supervisor.retries >= 1, within=5)
+                await until(lambda: _up(group, *ACCOUNTS))
+                await _borrow(sim, "demo", "1")
+                await _borrow(sim, "other", "1")
+                await until(
+                    lambda: bool(rec.of(LiabilityChange, "demo")) and bool(rec.of(LiabilityChange, "other"))
+                )
+        assert any(e["event"] == "stream_retry" and "expired" in e["reason"] for e in logs)
+
+
+class KeepaliveFails(FlakyKeys):
+    """The real client whose keepalive fails with a network error while ``failing``."""
+
+    def __init__(self, real: BinanceRest) -> None:
+        super().__init__(real)
+        self.failing = False
+        self.keepalive_failing = True
+
+    async def risk_keepalive(self, key: str) -> None:
+        if self.keepalive_failing:
+            raise ExchangeUnavailable("margin/listen-key keepalive: connection reset", "network")
+        await self.real.risk_keepalive(key)
+
+
+async def test_a_failed_keepalive_is_retried_without_reconnecting(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``other``'s keepalive fails with a network error: logged, retried ``KEEPALIVE_RETRY`` later,
+    and the shared connection is not made again for it (its key has half an hour left)."""
+    monkeypatch.setattr(monitor.exchange.risk_stream, "KEEPALIVE_RETRY", 0.1)
+    recorder = Recorder()
+    demo, other = await rest(sim, "demo"), await rest(sim, "other")
+    flaky = KeepaliveFails(other)
+    group = RiskGroup(sim.risk_stream_url, "risk-group-1", backoff=FAST, keepalive=0.2)
+    group.add(Member("demo", demo, recorder.events.append))
+    group.add(Member("other", cast(BinanceRest, flaky), recorder.events.append))
+    task = asyncio.create_task(group.run())
+    try:
+        with capture_logs() as logs:
+            await until(lambda: _up(group, "demo", "other") and group.confirmed)
+            await until(lambda: len([e for e in logs if e["event"] == "risk_keepalive_failed"]) >= 3)
+            flaky.keepalive_failing = False
+            renewed = group.members["other"].renewed
+            await until(lambda: group.members["other"].renewed > renewed)
+        assert group.supervisor.retries == 0 and _up(group, "demo", "other")
+        assert {e["account"] for e in logs if e["event"] == "risk_keepalive_failed"} == {"other"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await demo.close()
+        await other.close()
