@@ -9,6 +9,7 @@ immutable reports and snapshot every dict before iterating.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import math
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -28,25 +29,27 @@ UNIT_LABELS = ("account", "kind", "symbol")
 
 # What /metrics exports of a unit's latest report: unit, account, kind, symbol ("" for cross), quote,
 # state, margin level, exchange's level, asset value, liability value, the number of bars and of bar
-# distances, then the bars, the bar distances and the liquidation prices as name, value, name, value…
-# Kept per unit until its next report (~20 s with 1,000 units), it holds only strings, numbers and
-# None: CPython untracks such a tuple at the first young collection it meets, so it never reaches the
-# oldest generation. (Nested (name, value) tuples were untracked one level per collection: the row
-# itself was promoted, 50 a second at 1,000 units, and each promotion counts towards the next full
-# collection. The report object itself stayed in the oldest generation.)
-UnitRow = tuple[str | float | int | None, ...]
+# distances, then the bars, the bar distances and the liquidation prices as name, value, name, value…,
+# kept per unit until its next report (~20 s with 1,000 units) as that flat tuple ``marshal``led:
+# bytes, which the collector never tracks. (As a tuple of strings, numbers and None it was untracked
+# only at the first young collection it met, and walked there: 500-600 rows of 30 references
+# between two young collections of a quiet daemon, half of what each one walked, bench/gen2_census.py.
+# Nested (name, value) tuples, before that, were promoted into the oldest generation, 50 a second.)
+# ``marshal`` keeps every float as it was (inf and -0.0 included); the rows are the daemon's own.
+UnitRow = bytes
+Flat = tuple[str | float | int | None, ...]
 Pairs = tuple[tuple[str, float | None], ...]
 
 
 def unit_row(report: UnitReport) -> UnitRow:
-    """The flat :data:`UnitRow` of ``report`` (read back by :func:`read_row`)."""
+    """The :data:`UnitRow` of ``report`` (read back by :func:`read_row`)."""
     bars, distances = report.bars, report.distances
-    return (
+    return marshal.dumps((
         report.unit, report.account, report.kind, report.symbol or "", report.quote, report.state,
         report.margin_level, report.exchange_margin_level, report.total_asset_value,
         report.total_liability_value, len(bars), len(distances),
         *_flat(bars), *_flat(distances), *_flat(report.liquidation_prices),
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _flat(pairs: Mapping[str, float | None]) -> Iterator[str | float | None]:
@@ -70,19 +73,21 @@ class RowView:
 def read_row(row: UnitRow) -> RowView:
     """:func:`unit_row`'s fields again.
 
-    >>> row = ("u", "a", "cross", "", "USDT", "known", 1.4, None, 2.0, 1.0, 1, 0, "normal", 1.5, "BTC", 9.0)
+    >>> flat = ("u", "a", "cross", "", "USDT", "known", 1.4, None, 2.0, 1.0, 1, 0, "normal", 1.5, "BTC", 9.0)
+    >>> row = marshal.dumps(flat)
     >>> read_row(row).head[5:8], read_row(row).bars, read_row(row).liquidation_prices
     (('known', 1.4, None), (('normal', 1.5),), (('BTC', 9.0),))
     """
-    bars_end = 12 + 2 * cast(int, row[10])
-    distances_end = bars_end + 2 * cast(int, row[11])
-    head = cast("tuple[str, str, str, str, str, str, float | None, float | None, float, float]", row[:10])
+    flat = cast(Flat, marshal.loads(row))
+    bars_end = 12 + 2 * cast(int, flat[10])
+    distances_end = bars_end + 2 * cast(int, flat[11])
+    head = cast("tuple[str, str, str, str, str, str, float | None, float | None, float, float]", flat[:10])
     return RowView(
-        head, _pairs(row[12:bars_end]), _pairs(row[bars_end:distances_end]), _pairs(row[distances_end:])
+        head, _pairs(flat[12:bars_end]), _pairs(flat[bars_end:distances_end]), _pairs(flat[distances_end:])
     )
 
 
-def _pairs(flat: UnitRow) -> Pairs:
+def _pairs(flat: Flat) -> Pairs:
     return cast(Pairs, tuple(zip(flat[::2], flat[1::2], strict=True)))
 
 
