@@ -410,25 +410,27 @@ async def test_a_revoked_key_leaves_the_registry_and_an_empty_connection_ends() 
 # -- routing: each frame to the member its stream names ---------------------------------------------------
 
 _frames = st.lists(
-    st.tuples(st.integers(0, 3), st.sampled_from(["USDT", "BTC"]), st.integers(1, 10_000)), max_size=30
+    st.tuples(st.integers(0, 3), st.sampled_from(["USDT", "BTC"]), st.integers(1, 10_000), st.booleans()),
+    max_size=30,
 )
 
 
 @settings(max_examples=100, deadline=None)
 @given(frames=_frames)
-def test_each_frame_reaches_the_member_its_stream_names(frames: list[tuple[int, str, int]]) -> None:
-    """Random liability changes for three followed keys and one unknown: each followed account gets
-    exactly its own, in order; a frame for a key not followed is skipped with a log line."""
+def test_each_frame_reaches_the_member_its_stream_names(frames: list[tuple[int, str, int, bool]]) -> None:
+    """Random liability changes for three followed keys and one unknown, some named in lower case (a
+    server may lowercase stream names): each followed account gets exactly its own, in order; a
+    frame for a key not followed is skipped with a log line."""
     group = RiskGroup("ws://x", "risk-group-1")
     got: list[LiabilityChange] = []
     for i in range(3):
         member = Member(f"a{i}", cast(BinanceRest, None), lambda e: got.append(cast(LiabilityChange, e)))
         member.key = f"KEY{i}"
         group.add(member)
-    group._following = {m.key: m for m in group.members.values() if m.key is not None}
+    group.follow(list(group.members.values()))
     group._combined = True
     with capture_logs() as logs:
-        for who, asset, principal in frames:
+        for who, asset, principal, lower in frames:
             data = {
                 "e": "USER_LIABILITY_CHANGE",
                 "E": 1,
@@ -437,12 +439,13 @@ def test_each_frame_reaches_the_member_its_stream_names(frames: list[tuple[int, 
                 "p": str(principal),
                 "i": "0",
             }
-            group._on_frame(orjson.dumps({"stream": f"KEY{who}", "data": data}))
+            stream = f"KEY{who}".lower() if lower else f"KEY{who}"
+            group._on_frame(orjson.dumps({"stream": stream, "data": data}))
     for i in range(3):
         mine = [(e.asset, str(e.principal)) for e in got if e.account == f"a{i}"]
-        assert mine == [(asset, str(p)) for who, asset, p in frames if who == i]
+        assert mine == [(asset, str(p)) for who, asset, p, _ in frames if who == i]
     assert len([e for e in logs if e["event"] == "risk_frame_skipped"]) == min(
-        1, sum(w == 3 for w, _, _ in frames)
+        1, sum(w == 3 for w, _, _, _ in frames)
     )
 
 
@@ -453,7 +456,7 @@ def test_an_expiry_for_one_key_drops_only_that_key() -> None:
         member = Member(f"a{i}", cast(BinanceRest, None), lambda e: None)
         member.key = f"KEY{i}"
         group.add(member)
-    group._following = {m.key: m for m in group.members.values() if m.key is not None}
+    group.follow(list(group.members.values()))
     group._combined = True
     with pytest.raises(Reconnect, match="listen key of a1 expired"):
         group._on_frame(orjson.dumps({"stream": "KEY1", "data": {"e": "listenKeyExpired", "E": 1}}))
@@ -514,7 +517,7 @@ async def test_each_message_is_read_in_a_loop_turn_of_its_own() -> None:
         )
         member.key = f"KEY{i}"
         group.add(member)
-    group._following = {m.key: m for m in group.members.values() if m.key is not None}
+    group.follow(list(group.members.values()))
     group._combined = True
     frames = [
         orjson.dumps({"stream": f"KEY{i}", "data": {"e": "MARGIN_LEVEL_STATUS_CHANGE", "E": 1, "l": "1.2",

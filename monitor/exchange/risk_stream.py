@@ -193,7 +193,8 @@ class RiskGroup:
         self._connect = connect
         self._clock = clock
         self.members: dict[str, Member] = {}
-        self._following: dict[str, Member] = {}  # key → member, on the connection now
+        # key (casefolded: a server may lowercase stream names) → member, on the connection now
+        self._following: dict[str, Member] = {}
         self._combined = False  # the connection now is the ``/stream?streams=`` form
         self._joined = asyncio.Event()  # a member joined after the connection was made
         self._answers: dict[int, asyncio.Future[Any]] = {}
@@ -218,10 +219,14 @@ class RiskGroup:
         if member is None:
             return None
         if member.key is not None:
-            self._following.pop(member.key, None)
+            self._following.pop(member.key.casefold(), None)
         if member.group is self:
             member.group = None
         return member
+
+    def follow(self, members: list[Member]) -> None:
+        """The connection now follows these members' keys (messages are routed by them)."""
+        self._following = {m.key.casefold(): m for m in members if m.key is not None}
 
     def __len__(self) -> int:
         return len(self.members)
@@ -231,7 +236,7 @@ class RiskGroup:
         member = self.members.get(account)
         if member is None:
             return False, "not followed"
-        if self.supervisor.up and member.key is not None and member.key in self._following:
+        if self.supervisor.up and member.key is not None and member.key.casefold() in self._following:
             return True, ""
         if member.trouble:
             return False, f"no listen key: {member.trouble}"
@@ -258,7 +263,7 @@ class RiskGroup:
         try:
             async with self._connect(url) as ws:
                 connected = True
-                self._following = {m.key: m for m in keyed if m.key is not None}
+                self.follow(keyed)
                 heartbeat.connected()
                 for member in self.members.values():
                     if member.key is None:
@@ -406,7 +411,7 @@ class RiskGroup:
             sole = self._on_connection()
             return sole[0] if len(sole) == 1 else None
         stream = message.get("stream") if type(message) is dict else None
-        return self._following.get(stream) if type(stream) is str else None
+        return self._following.get(stream.casefold()) if type(stream) is str else None
 
     def _on_connection(self) -> list[Member]:
         """The members the connection follows (a lone member when none is known: a frame handed in
