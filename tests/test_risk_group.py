@@ -19,12 +19,16 @@ from typing import Any, cast
 
 import orjson
 import pytest
+from aiohttp import web
 from daemon_harness import Receiver, daemon_config, running_daemon, wait_until
 from exchange_fakes import until
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 from test_userdata import FAST, Recorder, rest
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
 
 import monitor.exchange.risk_stream
 from monitor.app.risk_groups import RiskGroups
@@ -262,6 +266,81 @@ async def test_no_answer_within_the_limit_ends_the_group(
     finally:
         for client in clients.values():
             await client.close()
+
+
+async def test_a_server_closing_every_shared_connection_ends_the_group(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server closing a shared connection (code 1008) whenever it is asked ``LIST_SUBSCRIPTIONS``:
+    three in a row, and ``CombinedRefused`` (not a retry for ever)."""
+    streams = sim.engine.streams
+    real = streams._on_text
+
+    async def closing(sc: Any, text: str) -> None:
+        if orjson.loads(text).get("method") == "LIST_SUBSCRIPTIONS":
+            sc.conn.close_soon(1008, "unknown method")
+            return
+        await real(sc, text)
+
+    monkeypatch.setattr(streams, "_on_text", closing)
+    clients = {a: await rest(sim, a) for a in ACCOUNTS}
+    group = RiskGroup(sim.risk_stream_url, "risk-group-1", backoff=FAST)
+    for account in ACCOUNTS:
+        group.add(Member(account, clients[account], lambda event: None))
+    try:
+        with pytest.raises(
+            CombinedRefused, match=r"3 shared connections in a row closed by the server \(code 1008\)"
+        ):
+            await asyncio.wait_for(group.run(), 10)
+        assert group.supervisor.retries == 2
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+async def test_a_server_refusing_the_shared_address_ends_the_group(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server answering the handshake of ``/stream?streams=<key1>/<key2>`` with HTTP 400 (one key a
+    connection only): three in a row, and ``CombinedRefused``."""
+    streams = sim.engine.streams
+    real = streams._serve
+
+    async def one_key_only(request: Any, names: list[str], combined: bool) -> Any:
+        if combined and len(names) > 1:
+            return web.Response(status=400, body=b'{"code": 2, "msg": "Invalid request"}')
+        return await real(request, names, combined)
+
+    monkeypatch.setattr(streams, "_serve", one_key_only)
+    clients = {a: await rest(sim, a) for a in ACCOUNTS}
+    group = RiskGroup(sim.risk_stream_url, "risk-group-1", backoff=FAST)
+    for account in ACCOUNTS:
+        group.add(Member(account, clients[account], lambda event: None))
+    try:
+        with pytest.raises(CombinedRefused, match="refused at the handshake with HTTP 400"):
+            await asyncio.wait_for(group.run(), 10)
+    finally:
+        for client in clients.values():
+            await client.close()
+
+
+def test_only_the_servers_own_refusals_count() -> None:
+    """Before confirmation, a shared connection ended by us (a member joining), by the network (1006),
+    or refused for the connection budget (429) does not count; three the server closed do."""
+    group = RiskGroup("ws://x", "risk-group-1")
+    group._combined = True
+    too_many = InvalidStatus(Response(429, "Too Many Requests", Headers()))
+    for _ in range(5):
+        group._unconfirmed_end(Reconnect("accounts joined the connection"), None)
+        group._unconfirmed_end(Reconnect("closed by server (code 1006, no reason)"), 1006)
+        group._unconfirmed_end(too_many, None)
+    group._unconfirmed_end(Reconnect("closed by server"), 1008)
+    group._unconfirmed_end(Reconnect("closed by server"), 1008)
+    group.confirmed = True
+    group._unconfirmed_end(Reconnect("closed by server"), 1008)  # confirmed: not counted
+    group.confirmed = False
+    with pytest.raises(CombinedRefused):
+        group._unconfirmed_end(Reconnect("closed by server"), 1008)
 
 
 async def test_refused_sharing_gives_every_account_its_own_connection(

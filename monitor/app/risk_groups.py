@@ -8,7 +8,8 @@ accounts that is 50 connections instead of 1,000: 50 slots of Binance's 300 conn
 instead of waiting up to 20 minutes for a slot.
 
 When a server does not confirm several keys on one connection (``CombinedRefused``: its answer to
-``LIST_SUBSCRIPTIONS`` misses keys, is an error, or does not come), the daemon says so once
+``LIST_SUBSCRIPTIONS`` misses keys, is an error, or does not come; or the server refuses or closes
+three shared connections in a row before answering), the daemon says so once
 (``risk_streams_not_combined``, an error) and from then on gives every account a connection of its
 own (``risk:<account>``, the documented ``/ws/<key>`` form): the accounts of every shared connection
 move to connections of their own, keeping their keys. Nothing is dropped meanwhile: each account's

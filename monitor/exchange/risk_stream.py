@@ -17,9 +17,11 @@ collections walked (``bench/gen2_census.py``, issue #12).
 That several *accounts'* keys share one connection is not confirmed by Binance in words for the
 margin stream. So a connection following more than one key asks the server which streams it follows
 (``LIST_SUBSCRIPTIONS``, the streams' documented request) and goes on only if every key is listed
-within :data:`VERIFY_TIMEOUT`; anything else (an error, keys missing, no answer) ends the group with
-:class:`CombinedRefused`, and ``monitor.app.risk_groups`` gives each account a connection of its
-own from then on (the documented ``/ws/<key>`` form), saying so once in the log.
+within :data:`VERIFY_TIMEOUT`; anything else (an error, keys missing, no answer, or :data:`REFUSALS`
+shared connections in a row that the server refused at the handshake with an HTTP 4xx or closed with
+a close frame before confirming) ends the group with :class:`CombinedRefused`, and
+``monitor.app.risk_groups`` gives each account a connection of its own from then on (the documented
+``/ws/<key>`` form), saying so once in the log.
 
 Each member's key is extended by ``PUT`` every ``keepalive`` seconds (30 min; the first one at a
 random point of the second half, ``first_extension``, so that keys made together do not extend
@@ -53,6 +55,7 @@ from typing import Any
 import orjson
 import structlog
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from monitor.exchange import frames
 from monitor.exchange.errors import (
@@ -78,6 +81,7 @@ VERIFY_TIMEOUT = 10.0  # s for the server to list a combined connection's stream
 KEEPALIVE_RETRY = 60.0  # s after a keepalive failed for another reason than -1125
 JOIN_DELAY = 0.5  # s: accounts joining a connected group within this are taken in one reconnect
 KEY_RETRY = Backoff(initial=1.0, maximum=60.0)  # a member whose key could not be had, retried
+REFUSALS = 3  # shared connections in a row the server ended or refused before confirming: not shared
 
 _request_ids = itertools.count(1)
 
@@ -201,6 +205,7 @@ class RiskGroup:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._bad = RateLimitedLog("risk_frame_skipped")
         self.confirmed = False  # the server listed every key of this connection (several keys)
+        self._refusals = 0  # shared connections in a row the server ended or refused unconfirmed
         self.on_left: Callable[[Member], None] | None = None  # told when a revoked key takes a member off
         self.supervisor = Supervisor(
             name, self._session, backoff=backoff, silence=silence, on_state=self._group_state
@@ -260,6 +265,8 @@ class RiskGroup:
         joined = "/".join(keys)
         url = f"{self._base}/stream?streams={joined}" if self._combined else f"{self._base}/ws/{joined}"
         connected = False
+        self.confirmed = False
+        closed_by: int | None = None  # the close code of a close the server began
         try:
             async with self._connect(url) as ws:
                 connected = True
@@ -279,11 +286,17 @@ class RiskGroup:
                     if len(keyed) < len(self.members):
                         group.create_task(self._retry_keys())
                     await reader
+                    closed_by = ws.close_code  # the reader ended: the server closed (ours comes later)
                     raise Reconnect(
                         f"closed by server (code {ws.close_code}, {ws.close_reason or 'no reason'})"
                     )
         except BaseExceptionGroup as failed:
-            raise first_error(failed) from None
+            error = first_error(failed)
+            self._unconfirmed_end(error, closed_by)
+            raise error from None
+        except Exception as exc:
+            self._unconfirmed_end(exc, closed_by)
+            raise
         finally:
             self._following = {}
             for answer in self._answers.values():
@@ -293,6 +306,36 @@ class RiskGroup:
                 for member in keyed:
                     member.key = None  # the handshake failed: a key may be the reason
         return None  # pragma: no cover - the task group always exits by raising
+
+    def _unconfirmed_end(self, error: BaseException, closed_by: int | None) -> None:
+        """A shared connection ended before the server confirmed it: counted when the server itself
+        refused it (an HTTP 4xx at the handshake, but 429/418: the connection budget's) or began
+        closing it (``closed_by``, or a close frame it sent first; not a network loss, 1006, nor a
+        close of ours: a member joining, a lapsed key); :data:`REFUSALS` in a row end the group with
+        :class:`CombinedRefused` (a server that will not have several keys on a connection would
+        otherwise be retried for ever, Binance's word on those accounts missing meanwhile)."""
+        if not self._combined or self.confirmed or isinstance(error, CombinedRefused):
+            return
+        code = closed_by
+        if code is None and isinstance(error, ConnectionClosed) and error.rcvd is not None:
+            code = error.rcvd.code if error.rcvd_then_sent is not False else None
+        if isinstance(error, InvalidStatus):
+            status = error.response.status_code
+            refused = 400 <= status < 500 and status not in (429, 418)
+            why = f"refused at the handshake with HTTP {status}" if refused else ""
+        elif code is not None and code != 1006:
+            why = f"closed by the server (code {code}) before answering LIST_SUBSCRIPTIONS"
+        else:
+            why = ""
+        if not why:
+            return
+        self._refusals += 1
+        if self._refusals >= REFUSALS:
+            self._refusals = 0
+            raise CombinedRefused(
+                f"several listen keys on one connection not confirmed: {REFUSALS} shared connections "
+                f"in a row {why}"
+            ) from error
 
     def _needs_key(self, member: Member) -> bool:
         return member.key is None or self._clock() - member.renewed > KEY_LIFETIME * 0.9
@@ -356,7 +399,7 @@ class RiskGroup:
             self._answers.pop(request_id, None)
         if reason:
             raise CombinedRefused(f"several listen keys on one connection not confirmed: {reason}")
-        self.confirmed = True
+        self.confirmed, self._refusals = True, 0
 
     async def _read(self, ws: ClientConnection, heartbeat: Heartbeat) -> None:
         """Each message in a loop turn of its own: in a crash Binance pushes a margin call for many
