@@ -29,7 +29,7 @@ from monitor.app.state_health import RECOVERY_HOLD
 from monitor.app.views import Views
 from monitor.config.model import EXIT_CONFIG, Config, ConfigError
 from monitor.exchange.conn_slots import LIMIT, WINDOW
-from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
+from monitor.exchange.risk_group import KEYS_PER_CONNECTION
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION
 from monitor.logs import configure_logging

@@ -1,4 +1,4 @@
-"""Several accounts' Risk Data Streams on one connection (``monitor/exchange/risk_stream.py``
+"""Several accounts' Risk Data Streams on one connection (``monitor/exchange/risk_group.py``
 ``RiskGroup``) and the daemon's assignment of accounts to connections (``monitor/app/risk_groups.py``).
 
 Against the real simulator (its ``/stream?streams=<key1>/<key2>`` serves several listen keys and
@@ -30,12 +30,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
-import monitor.exchange.risk_stream
+import monitor.exchange.risk_group
 from monitor.app.risk_groups import RiskGroups
 from monitor.exchange.errors import ExchangeUnavailable, KeyRejected, Reconnect
 from monitor.exchange.events import LiabilityChange, MarginStatus, StreamState
 from monitor.exchange.rest import BinanceRest
-from monitor.exchange.risk_stream import CombinedRefused, Member, RiskGroup
+from monitor.exchange.risk_group import CombinedRefused, Member, RiskGroup
 from monitor.exchange.supervisor import Backoff, Heartbeat
 from monitor.sim import Simulator
 
@@ -43,7 +43,7 @@ ACCOUNTS = ("demo", "other")
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(monitor.exchange.risk_stream).failed == 0
+    assert doctest.testmod(monitor.exchange.risk_group).failed == 0
 
 
 def _listen_key_streams(sim: Simulator) -> list[list[str]]:
@@ -658,7 +658,7 @@ async def test_a_failed_keepalive_is_retried_without_reconnecting(
 ) -> None:
     """``other``'s keepalive fails with a network error: logged, retried ``KEEPALIVE_RETRY`` later,
     and the shared connection is not made again for it (its key has half an hour left)."""
-    monkeypatch.setattr(monitor.exchange.risk_stream, "KEEPALIVE_RETRY", 0.1)
+    monkeypatch.setattr(monitor.exchange.risk_group, "KEEPALIVE_RETRY", 0.1)
     recorder = Recorder()
     demo, other = await rest(sim, "demo"), await rest(sim, "other")
     flaky = KeepaliveFails(other)

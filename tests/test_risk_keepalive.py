@@ -1,4 +1,4 @@
-"""When a Risk Data Stream first extends its listen key (``risk_stream.first_extension``).
+"""When a Risk Data Stream first extends its listen key (``risk_group.first_extension``).
 
 The streams connected together (1,000 at start-up, 250 per budget window) used to extend exactly
 ``keepalive`` after connecting: all their PUTs in one burst every 30 minutes. The first extension
@@ -14,14 +14,14 @@ import doctest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import monitor.exchange.risk_stream
-from monitor.exchange.risk_stream import first_extension
+import monitor.exchange.risk_group
+from monitor.exchange.risk_group import first_extension
 
 KEEPALIVE = st.floats(min_value=0.1, max_value=7200.0)
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(monitor.exchange.risk_stream).failed == 0
+    assert doctest.testmod(monitor.exchange.risk_group).failed == 0
 
 
 @given(keepalive=KEEPALIVE, age=st.floats(min_value=0.0, max_value=10_000.0), r=st.floats(0.0, 1.0))

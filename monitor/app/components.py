@@ -32,7 +32,7 @@ from monitor.endpoints import open_endpoints
 from monitor.exchange.binance import MarketStream, RetryPolicy, UserDataStream
 from monitor.exchange.conn_budget import ConnectionBudget, Priority
 from monitor.exchange.conn_slots import LIMIT, WINDOW
-from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
+from monitor.exchange.risk_group import KEYS_PER_CONNECTION
 from monitor.exchange.streams import default_connect, probed_connect
 from monitor.exchange.supervisor import Backoff
 from monitor.exchange.userdata_pool import PER_SESSION, UserDataPool

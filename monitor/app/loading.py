@@ -10,7 +10,7 @@ import structlog
 
 from monitor.app.components import QUICK_LOAD, Components
 from monitor.app.risk_groups import RiskGroups
-from monitor.exchange.risk_stream import KEYS_PER_CONNECTION
+from monitor.exchange.risk_group import KEYS_PER_CONNECTION
 from monitor.exchange.supervisor import Backoff
 from monitor.watch.accounts import AccountWatcher
 

@@ -1,7 +1,7 @@
 """Which Risk Data Stream connection follows which account, and the fall-back to one each.
 
 Cross accounts are put on connections of up to ``KEYS_PER_CONNECTION`` listen keys
-(``monitor.exchange.risk_stream.RiskGroup``) in the order they are loaded, one set of connections per
+(``monitor.exchange.risk_group.RiskGroup``) in the order they are loaded, one set of connections per
 ``risk_stream_url``; each connection runs in a task of the daemon's (``risk-group-<n>``). At 1,000
 accounts that is 50 connections instead of 1,000: 50 slots of Binance's 300 connection attempts per
 5 minutes, so after a network break every account has Binance's own word back within seconds
@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from monitor.exchange.conn_budget import ConnectionBudget, Priority
-from monitor.exchange.risk_stream import KEYS_PER_CONNECTION, CombinedRefused, Member, RiskGroup
+from monitor.exchange.risk_group import KEYS_PER_CONNECTION, CombinedRefused, Member, RiskGroup
 from monitor.exchange.streams import probed_connect
 
 log = structlog.get_logger("monitor.service")

@@ -34,7 +34,8 @@ from monitor.exchange.rest import (
     RetryPolicy,
     make_client,
 )
-from monitor.exchange.risk_stream import Member, RiskGroup, RiskStream
+from monitor.exchange.risk_group import Member, RiskGroup
+from monitor.exchange.risk_stream import RiskStream
 from monitor.exchange.streams import MarketStream
 from monitor.exchange.supervisor import Backoff, Supervisor
 from monitor.exchange.userdata import UserDataStream, UserSubscription

@@ -33,7 +33,7 @@ promoting fresh copies (``monitor.risk.book``, ``monitor.watch.snapshots``); an 
 no task, coroutine or timer (``monitor.watch.rereads``); the streams share one silence watchdog and
 one pinger per loop, whose heaps hold nothing the collector tracks per re-check or ping
 (``monitor.exchange.watchdog``, ``monitor.exchange.ping_heap``); the Risk Data Streams of 20
-accounts share one connection (``monitor.exchange.risk_stream``), so the websockets parser's state
+accounts share one connection (``monitor.exchange.risk_group``), so the websockets parser's state
 kept after each message is 50 connections' at 1,000 accounts, not 1,000
 (``bench/gen2_census.py``). Thresholds stay CPython's defaults: nothing here defers a collection,
 so garbage never grows beyond what the collector's own schedule allows (bench/soak.py).
