@@ -420,7 +420,7 @@ def test_every_account_is_on_exactly_one_connection_of_its_url(
             for account in group.members:
                 assert account not in on
                 on[account] = name
-                assert groups._urls[name] == url_of[account]
+                assert group.url == url_of[account]
         assert set(on) == set(url_of)
         for task in tasks.values():
             task.cancel()

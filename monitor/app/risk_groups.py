@@ -52,7 +52,6 @@ class RiskGroups:
         self.refused = ""  # why the server did not confirm several keys on one connection
         self.groups: dict[str, RiskGroup] = {}  # by name
         self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self._urls: dict[str, str] = {}  # group name → its risk_stream_url
         self._of: dict[str, RiskGroup] = {}  # account → its group
         self._open: dict[str, RiskGroup] = {}  # risk_stream_url → the group taking new members
         self._numbers = itertools.count(1)
@@ -105,15 +104,13 @@ class RiskGroups:
         group = self._make(url, name, connect=connect)
         group.on_left = self._left
         self.groups[name] = group
-        self._urls[name] = url
         self._tasks[name] = self._spawn(self._run(group), name)
         return group
 
     def _stop(self, name: str) -> None:
         group = self.groups.pop(name, None)
-        url = self._urls.pop(name, None)
-        if group is not None and url is not None and self._open.get(url) is group:
-            del self._open[url]
+        if group is not None and self._open.get(group.url) is group:
+            del self._open[group.url]
         task = self._tasks.pop(name, None)
         if task is None:
             return
@@ -142,9 +139,7 @@ class RiskGroups:
         for name, group in list(self.groups.items()):
             if name.startswith("risk:"):
                 continue  # already an account's own
-            url = self._urls[name]
             self._stop(name)
             for member in list(group.members.values()):
-                group.remove(member.account)
-                del self._of[member.account]
-                self.add(url, member)
+                self.remove(member.account)
+                self.add(group.url, member)

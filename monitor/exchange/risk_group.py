@@ -38,8 +38,8 @@ down with the reason while the others connect; it is retried with backoff, and t
 made again once its key comes. A key revoked (``KeyRejected``) removes that member and tells its
 ``on_rejected``; a member without ``on_rejected`` (``monitor/exchange/risk_stream.py``'s
 ``RiskStream``, one account) ends the stream with it instead. Each member's up/down is told to its
-own ``on_state`` as
-``StreamState("risk:<account>", ...)``, as when every account had a connection of its own.
+own ``on_state`` as ``StreamState("risk:<account>", ...)``, as when every account had a connection
+of its own.
 
 Isolated accounts are not served by Binance's risk stream.
 """
@@ -71,7 +71,15 @@ from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
 from monitor.exchange.streams import ConnectFactory, probed_connect
 from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
-from monitor.exchange.userdata import PONG_TIMEOUT, EventHook, ReconcileHook, first_error, probe
+from monitor.exchange.userdata import (
+    PONG_TIMEOUT,
+    EventHook,
+    ReconcileHook,
+    Reconciles,
+    first_error,
+    hand_out,
+    probe,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -139,8 +147,8 @@ class Member:
     its hooks, and its key's state."""
 
     __slots__ = (
-        "account", "announced", "due", "events", "group", "key", "on_event", "on_reconnected",
-        "on_rejected", "on_state", "renewed", "rest", "trouble",
+        "account", "announced", "due", "group", "key", "on_event", "on_reconnected", "on_rejected",
+        "on_state", "renewed", "rest", "trouble",
     )  # fmt: skip
 
     def __init__(
@@ -164,7 +172,6 @@ class Member:
         self.due = 0.0  # clock of its next keepalive (set when a connection follows it)
         self.trouble = ""  # why it has no key now ("" when none was refused)
         self.announced: bool | None = None  # the last up/down told to on_state
-        self.events = 0
         self.group: RiskGroup | None = None  # the connection following it
 
 
@@ -188,6 +195,7 @@ class RiskGroup:
         connect: ConnectFactory = probed_connect,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.url = risk_stream_url
         self._base = risk_stream_url.rstrip("/")
         self.name = name
         self._keepalive = keepalive
@@ -203,7 +211,7 @@ class RiskGroup:
         self._combined = False  # the connection now is the ``/stream?streams=`` form
         self._joined = asyncio.Event()  # a member joined after the connection was made
         self._answers: dict[int, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._reconciles = Reconciles("risk_reconcile_failed")
         self._bad = RateLimitedLog("risk_frame_skipped")
         self.confirmed = False  # the server listed every key of this connection (several keys)
         self._refusals = 0  # shared connections in a row the server ended or refused unconfirmed
@@ -442,12 +450,7 @@ class RiskGroup:
             self._bad(reason=str(exc), account=member.account)
             self._reconcile(member)
             return
-        for event in events:
-            member.events += 1
-            try:
-                member.on_event(event)
-            except Exception as exc:
-                log.error("risk_hook_failed", account=member.account, error=describe(exc))
+        hand_out(events, member.on_event, "risk_hook_failed", account=member.account)
 
     def _member_of(self, message: Any) -> Member | None:
         """The member a message is for: named by its ``stream`` on a combined connection."""
@@ -525,14 +528,4 @@ class RiskGroup:
             log.error("stream_state_hook_failed", stream=f"risk:{member.account}", error=describe(exc))
 
     def _reconcile(self, member: Member) -> None:
-        if member.on_reconnected is None:
-            return
-        try:
-            result = member.on_reconnected(member.account, None)
-        except Exception as exc:
-            log.error("risk_reconcile_failed", account=member.account, error=describe(exc))
-            return
-        if result is not None:
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._reconciles(member.on_reconnected, member.account, None, account=member.account)

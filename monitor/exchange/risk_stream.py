@@ -49,7 +49,3 @@ class RiskStream(RiskGroup):
         self.account = account
         self.member = Member(account, rest, on_event, on_reconnected=on_reconnected, on_state=on_state)
         self.add(self.member)
-
-    @property
-    def events(self) -> int:
-        return self.member.events

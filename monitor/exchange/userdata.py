@@ -97,6 +97,46 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
+def hand_out(events: list[ExchangeEvent], hook: EventHook, failed: str, **fields: Any) -> None:
+    """Each of ``events`` to ``hook``; one that raises is logged as ``failed`` (with ``fields`` and the
+    error) and the others still go: a hook's bug never ends a stream (user data, risk)."""
+    for event in events:
+        try:
+            hook(event)
+        except Exception as exc:
+            log.error(failed, **fields, error=describe(exc))
+
+
+class Reconciles:
+    """Calls a stream's ``on_reconnected`` hooks (user data, risk): a coroutine a hook returns runs in
+    a task kept here until it ends; a hook that raises, at once or in its task, is logged as
+    ``failed`` and is never the stream's failure."""
+
+    def __init__(self, failed: str) -> None:
+        self._failed = failed
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def __call__(
+        self, hook: ReconcileHook | None, account: str, symbol: str | None, /, **fields: Any
+    ) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(account, symbol)
+        except Exception as exc:
+            log.error(self._failed, **fields, error=describe(exc))
+            return
+        if result is not None:
+            task = asyncio.ensure_future(result)
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(self._failed, error=describe(task.exception()))  # type: ignore[arg-type]
+
+
 async def probe(
     ws: ClientConnection, heartbeat: Heartbeat, interval: float, pong_timeout: float = PONG_TIMEOUT
 ) -> None:
@@ -198,7 +238,7 @@ class UserDataStream:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._by_id: dict[int, UserSubscription] = {}
         self._retired: set[int] = set()  # ids we unsubscribed: their last frames are expected
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._reconciles = Reconciles("userdata_reconcile_failed")
         self._group: asyncio.TaskGroup | None = None
         self._more = asyncio.Event()
         self._bad = RateLimitedLog("userdata_frame_skipped")
@@ -307,12 +347,8 @@ class UserDataStream:
             self._bad(reason=str(exc), subscription=sub.label)
             self._reconcile(sub)  # a skipped balance change: re-read the account
             return
-        for item in events:
-            self.events += 1
-            try:
-                self._on_event(item)
-            except Exception as exc:
-                log.error("userdata_hook_failed", subscription=sub.label, error=describe(exc))
+        self.events += len(events)
+        hand_out(events, self._on_event, "userdata_hook_failed", subscription=sub.label)
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         ws = self._ws
@@ -424,19 +460,4 @@ class UserDataStream:
                 log.error("userdata_state_hook_failed", error=describe(exc))
 
     def _reconcile(self, sub: UserSubscription) -> None:
-        if self._on_reconnected is None:
-            return
-        try:
-            result = self._on_reconnected(sub.account, sub.symbol)
-        except Exception as exc:
-            log.error("userdata_reconcile_failed", subscription=sub.label, error=describe(exc))
-            return
-        if result is not None:
-            task = asyncio.ensure_future(result)
-            self._tasks.add(task)
-            task.add_done_callback(self._reconciled)
-
-    def _reconciled(self, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("userdata_reconcile_failed", error=describe(task.exception()))  # type: ignore[arg-type]
+        self._reconciles(self._on_reconnected, sub.account, sub.symbol, subscription=sub.label)
