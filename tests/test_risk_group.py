@@ -74,6 +74,19 @@ class FlakyKeys:
 
 
 @asynccontextmanager
+async def running(group: RiskGroup, *clients: BinanceRest) -> AsyncIterator[RiskGroup]:
+    """``group`` running in the background; at the end it is stopped and ``clients`` are closed."""
+    task = asyncio.create_task(group.run())
+    try:
+        yield group
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for client in clients:
+            await client.close()
+
+
+@asynccontextmanager
 async def group_of(
     sim: Simulator, accounts: tuple[str, ...] = ACCOUNTS, **kwargs: Any
 ) -> AsyncIterator[tuple[RiskGroup, Recorder, dict[str, BinanceRest]]]:
@@ -84,13 +97,11 @@ async def group_of(
     for account in accounts:
         group.add(Member(account, clients[account], recorder.events.append,
                          on_reconnected=recorder.reconcile, on_state=recorder.states.append))  # fmt: skip
-    task = asyncio.create_task(group.run())
     try:
-        yield group, recorder, clients
+        async with running(group):
+            yield group, recorder, clients
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        for client in clients.values():
+        for client in clients.values():  # (the test may add clients while it runs)
             await client.close()
 
 
@@ -128,8 +139,7 @@ async def test_one_accounts_missing_key_blinds_only_that_account(sim: Simulator)
     group.add(
         Member("other", cast(BinanceRest, flaky), recorder.events.append, on_state=recorder.states.append)
     )
-    task = asyncio.create_task(group.run())
-    try:
+    async with running(group, demo, other):
         await until(lambda: _up(group, "demo"))
         up, reason = group.member_state("other")
         assert (
@@ -142,11 +152,6 @@ async def test_one_accounts_missing_key_blinds_only_that_account(sim: Simulator)
         await until(lambda: _up(group, "demo", "other") and group.confirmed)
         await _borrow(sim, "other", "3")
         await until(lambda: bool(recorder.of(LiabilityChange, "other")))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await demo.close()
-        await other.close()
 
 
 async def test_an_expired_key_is_replaced_and_the_others_keep_their_events(sim: Simulator) -> None:
@@ -178,18 +183,12 @@ async def test_a_revoked_key_takes_its_account_off_and_the_others_stay(sim: Simu
     group.add(Member("other", other, recorder.events.append, on_state=recorder.states.append,
                      on_rejected=rejected.append))  # fmt: skip
     sim.engine.state.revoke("other")
-    task = asyncio.create_task(group.run())
-    try:
+    async with running(group, demo, other):
         await until(lambda: _up(group, "demo") and bool(rejected))
         assert list(group.members) == ["demo"]
         assert any(s.name == "risk:other" and s.fatal for s in recorder.states)
         await _borrow(sim, "demo", "2")
         await until(lambda: bool(recorder.of(LiabilityChange, "demo")))
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await demo.close()
-        await other.close()
 
 
 async def test_an_account_joining_a_connected_group_is_followed(sim: Simulator) -> None:
@@ -333,12 +332,7 @@ async def test_refused_sharing_gives_every_account_its_own_connection(
     _refuse_list_subscriptions(sim, monkeypatch, {"result": []})
     recorder = Recorder()
     clients = {a: await rest(sim, a) for a in ACCOUNTS}
-    tasks: list[asyncio.Task[Any]] = []
-
-    def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        tasks.append(asyncio.create_task(coro, name=name))
-        return tasks[-1]
-
+    spawn, tasks = _spawner()
     groups = RiskGroups(spawn, None, make=lambda url, name, **kw: RiskGroup(url, name, backoff=FAST, **kw))
     try:
         with capture_logs() as logs:
@@ -352,9 +346,7 @@ async def test_refused_sharing_gives_every_account_its_own_connection(
         await _borrow(sim, "other", "8")
         await until(lambda: bool(recorder.of(LiabilityChange, "other")))
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop_all(tasks)
         for client in clients.values():
             await client.close()
 
@@ -383,6 +375,12 @@ def _spawner() -> tuple[
         return tasks[name]
 
     return spawn, tasks
+
+
+async def _stop_all(tasks: dict[str, asyncio.Task[Any]]) -> None:
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
 
 
 def _member(account: str) -> Member:
@@ -422,9 +420,7 @@ def test_every_account_is_on_exactly_one_connection_of_its_url(
                 on[account] = name
                 assert group.url == url_of[account]
         assert set(on) == set(url_of)
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await _stop_all(tasks)
 
     asyncio.run(scenario())
 
@@ -439,9 +435,7 @@ async def test_twenty_accounts_a_connection() -> None:
         "risk-group-1": 20, "risk-group-2": 20, "risk-group-3": 5,
     }  # fmt: skip
     assert groups.members_of("risk-group-3") == [f"a{i}" for i in range(40, 45)]
-    for task in tasks.values():
-        task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await _stop_all(tasks)
 
 
 async def test_a_revoked_key_leaves_the_registry_and_an_empty_connection_ends() -> None:
@@ -462,9 +456,7 @@ async def test_a_revoked_key_leaves_the_registry_and_an_empty_connection_ends() 
     assert [groups.group_of(a) for a in "abc"] == [None, first, None]
     assert [e.account for e in rejected] == ["c", "a"]
     assert list(groups.groups) == ["risk-group-1"] and tasks["risk-group-2"].cancelled()
-    for task in tasks.values():
-        task.cancel()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await _stop_all(tasks)
 
 
 # -- routing: each frame to the member its stream names ---------------------------------------------------
@@ -665,8 +657,7 @@ async def test_a_failed_keepalive_is_retried_without_reconnecting(
     group = RiskGroup(sim.risk_stream_url, "risk-group-1", backoff=FAST, keepalive=0.2)
     group.add(Member("demo", demo, recorder.events.append))
     group.add(Member("other", cast(BinanceRest, flaky), recorder.events.append))
-    task = asyncio.create_task(group.run())
-    try:
+    async with running(group, demo, other):
         with capture_logs() as logs:
             await until(lambda: _up(group, "demo", "other") and group.confirmed)
             await until(lambda: len([e for e in logs if e["event"] == "risk_keepalive_failed"]) >= 3)
@@ -675,8 +666,3 @@ async def test_a_failed_keepalive_is_retried_without_reconnecting(
             await until(lambda: group.members["other"].renewed > renewed)
         assert group.supervisor.retries == 0 and _up(group, "demo", "other")
         assert {e["account"] for e in logs if e["event"] == "risk_keepalive_failed"} == {"other"}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await demo.close()
-        await other.close()
