@@ -281,10 +281,11 @@ class RiskGroup:
                 connected = True
                 self.follow(keyed)
                 heartbeat.connected()
+                for member in keyed:
+                    self._reconcile(member)  # events may have been missed while it was not followed
                 for member in self.members.values():
-                    if member.key is None:
+                    if member.key is None and member.trouble:
                         self._tell(member, False, f"no listen key: {member.trouble}")
-                    self._reconcile(member)
                 async with asyncio.TaskGroup() as group:
                     reader = group.create_task(self._read(ws, heartbeat))
                     group.create_task(probe(ws, heartbeat, self._probe_interval, self._pong_timeout))
