@@ -288,6 +288,33 @@ def latencies(
     return (None if not exact.latency and old.latency else exact), old  # None: a tree the hook cannot read
 
 
+def lost_outside(lost: Counter[Any], received: Calls, window: tuple[float, float]) -> list[str]:
+    """The lost alerts that did reach the webhook, but outside the phase's window: when (seconds
+    from the window's start) — a late arrival or an earlier phase's, not an alert never sent."""
+    lo, hi = window
+    return [
+        f"{key} at {at - lo:+.2f} s"
+        for at, title in received
+        if (key := parse_title(title)) is not None and lost[key] and not lo <= at < hi
+    ][:5]
+
+
+def transient(
+    lost: Counter[Any], expected: Any, ticks: tuple[int, int], replay: Replay, sent: Any
+) -> list[str]:
+    """Each lost alert's level, how long it held before the account's next tick took it back
+    (``Replay.held_ms``): under a ms is a level between two ticks the daemon read in one batch."""
+    out = []
+    for key in lost:
+        account, bar, kind = key
+        for t in expected.events[key]:
+            if ticks[0] <= t < ticks[1]:
+                ms = replay.held_ms(account, bar, kind, t, HYSTERESIS, sent)
+                shown = "to the end" if ms is None else f"{ms:.2f} ms"
+                out.append(f"{key}: level {replay.level(account, t):.6f} at tick {t}, held {shown}")
+    return out[:5]
+
+
 def analyse(
     phase: dict[str, Any],
     expected: Any,
@@ -357,6 +384,9 @@ def analyse(
         "gc_full": sum(1 for _, g, _, _ in phase["gc"] if g == 2),
         "gc_max_ms": round(max((d for _, _, d, _ in phase["gc"]), default=0.0) * 1000, 1),
         "doubled_sample": [f"{k} x{n}" for k, n in list((have - want).items())[:3]],
+        "lost_sample": [f"{k} x{n}" for k, n in list((want - have).items())[:3]],
+        "lost_outside_window": lost_outside(want - have, received, (lo, hi)),
+        "lost_transient": transient(want - have, expected, (start, stop), replay, sent),
         "cpu": round(phase["cpu"], 3),
         **compositions(phase, sends),
     }

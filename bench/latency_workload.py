@@ -286,6 +286,28 @@ class Replay:
                 return int(ticks[j])
         return None
 
+    def held_ms(
+        self, account: str, bar: float, kind: str, tick: int, hysteresis: float, sent: F64
+    ) -> float | None:
+        """How long the replay's event at ``tick`` stayed on its side (firing: ≤ bar; resolved: > bar
+        + hysteresis), in ms of the simulator's send clock: from ``tick`` to the account's next tick
+        that took it back; None if it held to the end of what was sent. A lost alert held for a
+        fraction of a ms was a level between two ticks read together: the daemon evaluates each
+        batch it reads once, after all its prices (as it should: the level it alerts on existed),
+        and never saw that one."""
+        held = self.work.holdings[self.account[account]]
+        price = {s: self.price(s, tick) for s, _ in held}
+        mine = np.sort(np.concatenate([self.ticks[s] for s, _ in held]))
+        for t in mine[np.searchsorted(mine, tick, side="right") :]:
+            t = int(t)
+            if np.isnan(sent[t]) or np.isnan(sent[tick]):
+                return None
+            price[int(self.symbol[t])] = float(self.mid[t])
+            level = sum(q * price[s] for s, q in held) / LOAN
+            if not (level <= bar if kind == "firing" else level > bar + hysteresis):
+                return float(sent[t] - sent[tick]) * 1000
+        return None
+
     def onset(self, account: str, bar: float, kind: str, end: int, hysteresis: float) -> int | None:
         """The first tick from which ``account``'s level stayed on ``kind``'s side of ``bar``
         (firing: ≤ bar; resolved: > bar + hysteresis) through tick ``end``; None if it is not there
