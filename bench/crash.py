@@ -60,6 +60,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import apprise
+import gauge
 import numpy as np
 from deliver_times import DeliverTimes
 from floor import floor_pass
@@ -226,21 +227,43 @@ def gap_cause(lo: float, hi: float, phase: dict[str, Any], sends: list[tuple[flo
     return "gap: OS / other"
 
 
+def late_spans(phase: dict[str, Any], only: set[float] | None = None) -> list[tuple[float, float, Any]]:
+    """Each lag sample over 5 ms (of those woken at ``only``, if given) with what filled its span."""
+    late = {at: (lag, ran) for at, lag, ran in phase["late"]}
+    return [
+        (at, lag, compose(at - lag, at, late[at][1]))
+        for at, lag, _ in phase["lags"]
+        if lag > STALL and at in late and (only is None or at in only)
+    ]
+
+
+def kinds_of(
+    spans: list[tuple[float, float, Any]], phase: dict[str, Any], sends: list[tuple[float, float]]
+) -> Counter[str]:
+    """The spans by kind (``loop_names.composition_kind``; a gap by what overlapped it)."""
+    return Counter(
+        gap_cause(at - lag, at, phase, sends) if (k := composition_kind(c)).startswith("gap") else k
+        for at, lag, c in spans
+    )
+
+
+def late_kinds(
+    phase: dict[str, Any], send_times: list[tuple[float, float]], only: set[float]
+) -> dict[str, int]:
+    """:func:`kinds_of` for the lag samples woken at ``only`` (the gauge's "own" ones)."""
+    lo, hi = phase["window"]
+    sends = [(at, at + d) for at, d in send_times if lo <= at < hi]
+    return dict(kinds_of(late_spans(phase, only), phase, sends).most_common())
+
+
 def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dict[str, Any]:
     """What filled the late spans of the lag samples over 5 ms (``loop_names.compose``): how many
     of each kind, the callbacks by name over all of them (late samples it ran in, count, CPU ms),
     the gap not covered by any callback, the five worst spans in full; and what the timing
     wrapper itself costs (its measured µs per callback × the callbacks run)."""
-    late = {at: (lag, ran) for at, lag, ran in phase["late"]}
-    spans = []
-    for at, lag, _ in phase["lags"]:
-        if lag > STALL and at in late:
-            spans.append((at, lag, compose(at - lag, at, late[at][1])))
+    spans = late_spans(phase)
     runq = phase.get("runq", {})
-    kinds = Counter(
-        gap_cause(at - lag, at, phase, sends) if (k := composition_kind(c)).startswith("gap") else k
-        for at, lag, c in spans
-    )
+    kinds = kinds_of(spans, phase, sends)
     names: dict[str, list[float]] = {}
     for _, _, c in spans:
         for name, (n, ms) in c.by_name.items():
@@ -549,6 +572,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tmp = FsPath(tmp_name)
         sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         hook, hook_port = await Receiver.launch(args.hook_delay_ms, other_cpus(args.cpus))
+        gauges = [] if args.no_gauge else await gauge.launch(daemon_cpus(args.cpus))
         prober = asyncio.create_task(probe.run())
         phases: list[dict[str, Any]] = []
         try:
@@ -605,8 +629,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 r["deliver"] = deliver.report(*p["window"])
             for r, f in zip(results, floor or [], strict=False):
                 r["floor"] = f
+            readings = [await g.readings(tmp / f"gauge-{i}.json") for i, g in enumerate(gauges)]
+            for p, r in zip(phases, results, strict=True):
+                if readings:
+                    lo, hi = p["window"]
+                    r["machine"] = gauge.phase_report(readings, p["lags"], lo, hi, PROBE)
+                    own = set(r["machine"].pop("own_at"))
+                    r["machine"]["own_kinds"] = late_kinds(p, SEND_TIMES, own) if p["late"] else {}
         finally:
             prober.cancel()
+            for g in gauges:
+                await g.stop()
             await hook.stop()
             await sim.stop()
     return {
@@ -668,6 +701,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--floor",
         action="store_true",
         help="after the daemon's pass, the same ticks to bench/null_daemon.py: the lag probe's floor",
+    )
+    parser.add_argument(
+        "--no-gauge",
+        action="store_true",
+        help="without bench/machine_gauge.py beside the daemon (the machine's speed, ~2 %% of a CPU)",
     )
     add_argument(parser)
     return parser.parse_args(argv)
