@@ -8,7 +8,7 @@ import datetime as dt
 import doctest
 import itertools
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -98,6 +98,15 @@ def watchers_of(book: AccountBook, *names: str) -> list[AccountWatcher]:
     )
     endpoints = Endpoints("http://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9", "ws://127.0.0.1:9")
     return build_watchers(config, Path("config.yaml"), endpoints, book, lambda _: None, [])
+
+
+def noted(note: Callable[[str], object], step: str) -> Callable[[], Awaitable[None]]:
+    """An async step that only notes that it ran (Binance's opinions, step 5)."""
+
+    async def step_ran() -> None:
+        note(step)
+
+    return step_ran
 
 
 async def nothing_to_send() -> None:
@@ -301,7 +310,7 @@ async def test_every_second_decides_readiness_before_the_sweep_yields(
     job = EverySecond(
         notices=[], send_notices=nothing_to_send, engine=engine,
         staleness=Staleness(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
-        opinions_sweep=lambda: order.append("opinions"), resubscribe=lambda: order.append("resubscribe"),
+        opinions_sweep=noted(order.append, "opinions"), resubscribe=lambda: order.append("resubscribe"),
         readiness=readiness, sweep=MetricsSweep(book, Metrics(version="test"), "normal"),
         status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)), monotonic=ticks,
     )  # fmt: skip
@@ -362,7 +371,7 @@ async def test_every_second_is_not_ready_while_units_wait_for_their_evaluation(
     job = EverySecond(
         notices=[], send_notices=nothing_to_send, engine=engine,
         staleness=Staleness(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
-        opinions_sweep=lambda: None, resubscribe=lambda: None, readiness=readiness,
+        opinions_sweep=nothing_to_send, resubscribe=lambda: None, readiness=readiness,
         sweep=MetricsSweep(book, Metrics(version="test"), "normal"),
         status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
     )  # fmt: skip
@@ -444,7 +453,7 @@ async def test_every_second_gives_the_loop_a_turn_between_its_steps(
         job = EverySecond(
             notices=[], send_notices=nothing_to_send, engine=engine,
             staleness=Seen(book, engine, watchers, ages=dict, refused=frozenset, limit=LIMIT),
-            opinions_sweep=lambda: at("opinions"), resubscribe=lambda: at("resubscribe"),
+            opinions_sweep=noted(at, "opinions"), resubscribe=lambda: at("resubscribe"),
             readiness=Decided(watchers, notifier), sweep=MetricsSweep(book, metrics, "normal"),
             status=SystemdStatus(watchers, notifier, lambda: summary(book, engine)),
         )  # fmt: skip

@@ -14,7 +14,8 @@ they held the loop 3-16 ms):
    (nothing yields between them): an account that finishes loading in a later turn has units
    with no price yet that the set does not hold, and would make READY=1 flicker true (commit 50ad417);
    — a turn —
-5. Binance's own word re-decided on step 3's state (:meth:`ExchangeOpinions.sweep`);
+5. Binance's own word re-decided on step 3's state (:meth:`ExchangeOpinions.sweep`, a few units a
+   turn: in a crash Binance speaks of a hundred units or more);
    — a turn —
 6. resubscribe: accounts not loaded are retried (a task each: nothing loads within the step, so
    step 4 is not changed by it), the market stream follows the symbols needed;
@@ -367,7 +368,7 @@ class EverySecond:
         send_notices: Callable[[], Awaitable[None]],
         engine: Engine,
         staleness: Staleness,
-        opinions_sweep: Callable[[], None],
+        opinions_sweep: Callable[[], Awaitable[None]],
         resubscribe: Callable[[], None],
         readiness: Readiness,
         sweep: MetricsSweep,
@@ -394,7 +395,7 @@ class EverySecond:
         due = self.engine.due  # units moved by prices and not evaluated yet: not ready on them
         becomes_ready = self.readiness.decide({*stale_units, *due} if due else stale_units)  # 4.
         await asyncio.sleep(0)
-        self.opinions_sweep()  # 5.
+        await self.opinions_sweep()  # 5. (a slice of units a turn: monitor/watch/opinion_feed.py)
         await asyncio.sleep(0)
         self.resubscribe()  # 6.
         await self.sweep()  # 7. (its first turn before any report)

@@ -2,13 +2,15 @@
 
 The account watchers call :meth:`ExchangeOpinions.heard` with every ``MARGIN_LEVEL_STATUS_CHANGE``
 and every REST read's ``marginLevel`` / ``marginLevelStatus``; the service calls
-:meth:`ExchangeOpinions.sweep` once a second (the grace period runs out, our view changes). Events go
+:meth:`ExchangeOpinions.sweep` once a second (the grace period runs out, our view changes), which
+re-decides :data:`SWEEP_SLICE` units a turn of the event loop. Events go
 onto the engine's outbox like any alert; each disagreement alerted is counted in
 ``margin_monitor_exchange_disagreements_total`` and logged as a warning (``exchange_disagrees``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -24,6 +26,10 @@ from monitor.watch.engine import Engine, Outgoing
 
 log = structlog.get_logger(__name__)
 BarsOf = Callable[[str], Mapping[str, float]]
+# units re-decided by the once-a-second sweep between turns of the event loop: our view of a unit is
+# an exact valuation (~60 µs); in a crash Binance speaks of a hundred units or more at once, and the
+# whole sweep in one turn held the loop 5-8 ms (bench/crash.py, 5,000 ticks/s: docs/benchmarks.md)
+SWEEP_SLICE = 8
 
 
 def unit_labels(unit: str) -> tuple[str, str, str]:
@@ -69,15 +75,23 @@ class ExchangeOpinions:
         if self.engine is not None and self.opinion.active(unit) and unit not in self.engine.settling:
             self._queue(self.opinion.check(unit, now, self.own(unit)))
 
-    def sweep(self) -> None:
-        """Re-decide every unit Binance spoke about (once a second)."""
-        if self.engine is None:
+    async def sweep(self) -> None:
+        """Re-decide every unit Binance spoke about (once a second), :data:`SWEEP_SLICE` a turn of the
+        event loop. Each unit is decided on the state of its own turn: one that went calm or started
+        settling meanwhile is left (:meth:`heard` decided it), one Binance first spoke of meanwhile
+        was decided by :meth:`heard` and comes round next second."""
+        engine = self.engine
+        if engine is None:
             return
-        now = self._clock()
         active = self.opinion.active_units()  # the others are calm whatever our view (not looked at)
-        for unit in active:
-            if unit not in self.engine.settling:  # a settling unit waits for its views to agree
-                self._queue(self.opinion.check(unit, now, self.own(unit)))
+        for start in range(0, len(active), SWEEP_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            now = self._clock()
+            for unit in active[start : start + SWEEP_SLICE]:
+                # a settling unit waits for its views to agree; a calm one is calm whatever our view
+                if unit not in engine.settling and self.opinion.active(unit):
+                    self._queue(self.opinion.check(unit, now, self.own(unit)))
 
     def own(self, unit: str) -> OwnView:
         """Our current view of ``unit`` (the book asked about it alone: not a set of every unit id)."""
