@@ -12,7 +12,8 @@ and (b) how long the unit took, wall clock. It runs at the lowest real-time prio
 1, where permitted: it then runs the moment it wakes, so no guest thread delays it and (a) and (b)
 grow only when the machine itself is slow: the vCPU taken by the host, its core shared, interrupts)
 on the CPUs given (the daemon's, with ``--cpus``). It costs the daemon's CPU ~1 % (200 µs every
-20 ms) and delays the daemon's loop by at most a unit when the two meet.
+20 ms; ``bench/gauge.py`` runs it at 100 µs every 5 ms, ~2 %) and delays the daemon's loop by at
+most a unit when the two meet.
 
 A reading: ``slow`` = (b) / the run's 10th percentile of (b): 1.0 a normal machine, 3.0 three times
 slower than its best. ``bench/crash.py`` puts each lag sample over 5 ms beside the gauge's readings

@@ -1,6 +1,6 @@
 """The once-a-second sweep of Binance's word (``ExchangeOpinions.sweep``) re-decides a few units a
 turn of the event loop: in a crash Binance speaks of a hundred units or more at once, and each of our
-views is an exact valuation (~60 µs), 5-8 ms of the loop in one turn at 5,000 ticks/s
+views is an exact valuation (~60 µs), 3-12 ms of the loop in one turn at 5,000 ticks/s
 (bench/crash.py). Sliced, it decides the same units with the same outcome as deciding them all at
 once, and a unit that changes while the sweep waits for its turn is decided on its state then.
 

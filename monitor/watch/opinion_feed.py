@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 BarsOf = Callable[[str], Mapping[str, float]]
 # units re-decided by the once-a-second sweep between turns of the event loop: our view of a unit is
 # an exact valuation (~60 µs); in a crash Binance speaks of a hundred units or more at once, and the
-# whole sweep in one turn held the loop 5-8 ms (bench/crash.py, 5,000 ticks/s: docs/benchmarks.md)
+# whole sweep in one turn held the loop 3-12 ms (bench/crash.py, 5,000 ticks/s: docs/benchmarks.md)
 SWEEP_SLICE = 8
 
 
