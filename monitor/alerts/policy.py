@@ -5,7 +5,9 @@ I/O. Per rule the phases are ``ok → pending (breach seen, `for` running) → f
 
 - a level rule is breached at ``level <= bar``; a pending or firing rule ends only at
   ``level > bar + hysteresis`` (so a level hovering at a bar neither flaps nor resets ``for``);
-- the distance rule is breached at ``|distance| <= within`` and ends at ``> within + hysteresis``;
+- the distance rule is breached at ``|distance| <= within`` and ends at ``> within + hysteresis``,
+  and is breached whatever the distance while the level is at or below its ``liquidation_bar``
+  (past liquidation the distance is the move back, and a unit sinking deeper is not "far from" it);
 - ``level is None`` means no debt (infinitely safe); a NaN level or distance is ignored.
 
 A unit marked stale is frozen (no event but one "blind") until :meth:`AlertPolicy.mark_fresh`;
@@ -52,6 +54,8 @@ def _breached(rule: Rule, hysteresis: float, engaged: bool, level: float | None,
     if isinstance(rule, LevelRule):
         value = math.inf if level is None else level
         return value <= (rule.bar + hysteresis if engaged else rule.bar)
+    if rule.liquidation_bar is not None and level is not None and level <= rule.liquidation_bar:
+        return True  # past liquidation: the distance is the move that restores the bar
     value = math.inf if dist is None else abs(dist)
     return value <= (rule.within + rule.hysteresis if engaged else rule.within)
 

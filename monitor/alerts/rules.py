@@ -27,7 +27,12 @@ class LevelRule:
 
 @dataclass(frozen=True, slots=True)
 class DistanceRule:
-    """Alert when a uniform move of at most ``within`` (0.05 = 5 %, either sign) liquidates."""
+    """Alert when a uniform move of at most ``within`` (0.05 = 5 %, either sign) liquidates.
+
+    ``liquidation_bar`` is the bar the distance is measured to: at or below it the rule stays
+    breached whatever the distance, which there is the move that *restores* the bar. Without it a
+    long account sinking 4 % past liquidation had its distance alert "resolved" (|+4 %| > within)
+    while it got worse."""
 
     within: float
     routes: tuple[str, ...]
@@ -35,6 +40,7 @@ class DistanceRule:
     resolved: bool = True
     hysteresis: float = 0.005
     name: str = "liquidation_distance"
+    liquidation_bar: float | None = None
 
 
 Rule = LevelRule | DistanceRule

@@ -95,7 +95,9 @@ def run(
             wanted = {s: p for s, p in files.items() if any(start.symbol_of(a) == s for a in start.prices)}
             ticks = prices_from_klines(start, wanted, absolute=absolute)
             bars = {name: float(v) for name, v in start.bars.levels.items()}
-            policy = policy_for_unit(alerts, bars, routes or ("replay",))
+            policy = policy_for_unit(
+                alerts, bars, routes or ("replay",), liquidation_bar=float(start.bars.liquidation_level)
+            )
             result = replay(start, ticks, policy, alerts.restore_target, absolute=absolute)
             if done:
                 print()

@@ -25,12 +25,14 @@ def policy_for_unit(
     *,
     levels: tuple[LevelConfig, ...] | None = None,
     routes: tuple[str, ...] | None = None,
+    liquidation_bar: float | None = None,
 ) -> PolicyConfig:
     """The unit's policy: each ladder rung's bar resolved against the unit's own bars.
 
     ``levels``/``routes`` are an account's overrides. With no ladder configured, every bar the
     exchange reports becomes a rung. A rung without routes goes to ``routes`` (the account's),
-    else ``alerts.default_routes``, else every route.
+    else ``alerts.default_routes``, else every route. ``liquidation_bar``: the bar the distance
+    rule measures to (default: ``bars["liquidation"]``), past which it stays breached.
     """
     fallback = routes or alerts.default_routes or all_routes
     ladder = levels or alerts.levels or tuple(LevelConfig(bar=name) for name in DEFAULT_BARS if name in bars)
@@ -58,6 +60,7 @@ def policy_for_unit(
             routes=_routes(alerts.distance.routes, fallback),
             repeat=alerts.distance.repeat,
             resolved=alerts.resolved,
+            liquidation_bar=liquidation_bar if liquidation_bar is not None else bars.get("liquidation"),
         )
     return PolicyConfig(
         levels=tuple(rules),
@@ -102,6 +105,7 @@ class UnitLadders:
                     self.config.route_names(),
                     levels=override.levels if override else None,
                     routes=override.routes if override else None,
+                    liquidation_bar=float(bars.liquidation_level),
                 ),
             )
 
