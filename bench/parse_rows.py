@@ -1,11 +1,11 @@
 """A cross margin account reply's parse with Binance's zero rows (not a CI test); prints JSON.
 
-``GET /sapi/v1/margin/account`` lists every margin asset in ``userAssets``, most of them all zero
-(Binance's own example has two such rows of four). The daemon parses it at every re-read of every
-account, on the event loop. Timed here, in the same run: ``cross_account`` as it is (zero rows
-skipped before their amounts are parsed) and the baseline, every row parsed and the empty ones
-dropped after (what it did before); ``json.loads`` of the body beside them. Every run's figure is
-printed.
+``GET /sapi/v1/margin/account`` lists assets with all-zero amounts in ``userAssets`` (two of the
+four rows of Binance's own example; how many a real account gets is not documented: 400 here).
+The daemon parses it at every re-read of every account, on the event loop. Timed here, in the
+same run: ``cross_account`` as it is (zero rows skipped before their amounts are parsed) and the
+baseline, every row parsed and the empty ones dropped after (what it did before); ``json.loads``
+of the body beside them. Every run's figure is printed.
 
 Usage: ``python bench/parse_rows.py [--rows 400] [--held 5] [--repeat 200] [--runs 5]``.
 """
