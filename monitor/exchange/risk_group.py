@@ -70,7 +70,7 @@ from monitor.exchange.events import StreamState
 from monitor.exchange.ratelog import RateLimitedLog
 from monitor.exchange.rest import BinanceRest
 from monitor.exchange.streams import ConnectFactory, probed_connect
-from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe
+from monitor.exchange.supervisor import Backoff, Heartbeat, StateHook, Supervisor, describe, tell_state
 from monitor.exchange.userdata import (
     PONG_TIMEOUT,
     EventHook,
@@ -521,12 +521,7 @@ class RiskGroup:
         if member.announced is up and not fatal:
             return
         member.announced = up
-        if member.on_state is None:
-            return
-        try:
-            member.on_state(StreamState(f"risk:{member.account}", up, reason, fatal))
-        except Exception as exc:
-            log.error("stream_state_hook_failed", stream=f"risk:{member.account}", error=describe(exc))
+        tell_state(member.on_state, StreamState(f"risk:{member.account}", up, reason, fatal))
 
     def _reconcile(self, member: Member) -> None:
         self._reconciles(member.on_reconnected, member.account, None, account=member.account)

@@ -126,6 +126,17 @@ def is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, FatalError)
 
 
+def tell_state(hook: StateHook | None, state: StreamState) -> None:
+    """``state`` to ``hook`` (a supervised session's, or one account's on a shared Risk Data Stream
+    connection); a hook that raises is logged, never the stream's failure."""
+    if hook is None:
+        return
+    try:
+        hook(state)
+    except Exception as exc:
+        log.error("stream_state_hook_failed", stream=state.name, error=describe(exc))
+
+
 def describe(exc: BaseException) -> str:
     """One short line naming an exception (type and message, newlines folded): python-binance can
     put a response's headers on later lines of its error.
@@ -261,9 +272,4 @@ class Supervisor:
             self._emit(StreamState(self.name, False, reason, fatal))
 
     def _emit(self, state: StreamState) -> None:
-        if self._on_state is None:
-            return
-        try:
-            self._on_state(state)
-        except Exception as exc:
-            log.error("stream_state_hook_failed", stream=self.name, error=describe(exc))
+        tell_state(self._on_state, state)
