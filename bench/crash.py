@@ -247,13 +247,15 @@ def kinds_of(
     )
 
 
-def late_kinds(
-    phase: dict[str, Any], send_times: list[tuple[float, float]], only: set[float]
-) -> dict[str, int]:
+def sends_in(window: tuple[float, float]) -> list[tuple[float, float]]:
+    """(start, end) of each Apprise call that started in ``window``."""
+    lo, hi = window
+    return [(at, at + d) for at, d in SEND_TIMES if lo <= at < hi]
+
+
+def late_kinds(phase: dict[str, Any], only: set[float]) -> dict[str, int]:
     """:func:`kinds_of` for the lag samples woken at ``only`` (the gauge's "own" ones)."""
-    lo, hi = phase["window"]
-    sends = [(at, at + d) for at, d in send_times if lo <= at < hi]
-    return dict(kinds_of(late_spans(phase, only), phase, sends).most_common())
+    return dict(kinds_of(late_spans(phase, only), phase, sends_in(phase["window"])).most_common())
 
 
 def compositions(phase: dict[str, Any], sends: list[tuple[float, float]]) -> dict[str, Any]:
@@ -364,7 +366,7 @@ def analyse(
     by_callback: dict[str, list[float]] = {}
     for _, _, name, ms, _ in stalls:
         by_callback.setdefault(name, []).append(ms)
-    sends = [(at, at + d) for at, d in SEND_TIMES if lo <= at < hi]
+    sends = sends_in((lo, hi))
     causes, busiest = stall_causes(phase, sends)
     return {
         "rate": phase["rate"],
@@ -573,6 +575,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         sim, url = await start_sim(tmp, work, path, other_cpus(args.cpus))
         hook, hook_port = await Receiver.launch(args.hook_delay_ms, other_cpus(args.cpus))
         gauges = [] if args.no_gauge else await gauge.launch(daemon_cpus(args.cpus))
+        gauge_info = gauge.described(gauges)
         prober = asyncio.create_task(probe.run())
         phases: list[dict[str, Any]] = []
         try:
@@ -635,7 +638,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     lo, hi = p["window"]
                     r["machine"] = gauge.phase_report(readings, p["lags"], lo, hi, PROBE)
                     own = set(r["machine"].pop("own_at"))
-                    r["machine"]["own_kinds"] = late_kinds(p, SEND_TIMES, own) if p["late"] else {}
+                    r["machine"]["own_kinds"] = late_kinds(p, own) if p["late"] else {}
         finally:
             prober.cancel()
             for g in gauges:
@@ -648,6 +651,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine(),
         "hook_delay_ms": args.hook_delay_ms,
         "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
+        "gauges": gauge_info,
         "placement": args.cpus.report() if args.cpus else None,
         "workload": {
             "accounts": args.accounts,

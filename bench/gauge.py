@@ -36,8 +36,8 @@ Readings = np.ndarray  # columns: wake time (monotonic s), late µs, unit µs
 class Gauge(SimProcess):
     """One ``bench/machine_gauge.py`` on one CPU."""
 
-    cpu: int | None = None
-    started: dict[str, Any] = {}  # noqa: RUF012  (its first line: calibrated rounds, real-time or not)
+    cpu: int | None  # the CPU it is pinned to (None: unpinned)
+    started: dict[str, Any]  # its first line: the unit's calibrated rounds, real-time priority or not
 
     @classmethod
     async def launch(cls, cpu: int | None) -> Gauge:
@@ -66,6 +66,11 @@ class Gauge(SimProcess):
 async def launch(cpus: frozenset[int] | None) -> list[Gauge]:
     """A gauge on each of ``cpus`` (every CPU this process may use when None)."""
     return [await Gauge.launch(cpu) for cpu in sorted(cpus if cpus else os.sched_getaffinity(0))]
+
+
+def described(gauges: list[Gauge]) -> list[dict[str, Any]]:
+    """Each gauge's CPU and what it said at start (``realtime``: whether SCHED_FIFO was granted)."""
+    return [{"cpu": g.cpu, **g.started} for g in gauges]
 
 
 def best(readings: Readings) -> float:

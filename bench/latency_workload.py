@@ -195,6 +195,11 @@ def parse_title(title: str) -> tuple[str, float, str] | None:
     return m["account"], float(m["bar"]), "resolved" if m["resolved"] else "firing"
 
 
+def on_side(level: float, bar: float, kind: str, hysteresis: float) -> bool:
+    """Whether ``level`` is on an alert's side of ``bar``: firing ≤ bar, resolved > bar + hysteresis."""
+    return level <= bar if kind == "firing" else level > bar + hysteresis
+
+
 @dataclass
 class Matched:
     """Latencies (seconds) of the calls that matched an expected event, and the rest."""
@@ -268,6 +273,11 @@ class Replay:
         k = int(np.searchsorted(self.ticks[s], t, side="right")) - 1
         return float(self.mid[self.ticks[s][k]]) if k >= 0 else float(self.work.prices[s])
 
+    def _held(self, account: str) -> tuple[list[tuple[int, float]], I64]:
+        """The account's holdings, and the ticks that move it (of any of its symbols), in order."""
+        held = self.work.holdings[self.account[account]]
+        return held, np.sort(np.concatenate([self.ticks[s] for s, _ in held]))
+
     def level(self, account: str, t: int) -> float:
         held = self.work.holdings[self.account[account]]
         return sum(q * self.price(s, t) for s, q in held) / LOAN
@@ -295,16 +305,16 @@ class Replay:
         fraction of a ms was a level between two ticks read together: the daemon evaluates each
         batch it reads once, after all its prices (as it should: the level it alerts on existed),
         and never saw that one."""
-        held = self.work.holdings[self.account[account]]
+        held, mine = self._held(account)
+        if np.isnan(sent[tick]):
+            return None
         price = {s: self.price(s, tick) for s, _ in held}
-        mine = np.sort(np.concatenate([self.ticks[s] for s, _ in held]))
         for t in mine[np.searchsorted(mine, tick, side="right") :]:
             t = int(t)
-            if np.isnan(sent[t]) or np.isnan(sent[tick]):
+            if np.isnan(sent[t]):
                 return None
             price[int(self.symbol[t])] = float(self.mid[t])
-            level = sum(q * price[s] for s, q in held) / LOAN
-            if not (level <= bar if kind == "firing" else level > bar + hysteresis):
+            if not on_side(sum(q * price[s] for s, q in held) / LOAN, bar, kind, hysteresis):
                 return float(sent[t] - sent[tick]) * 1000
         return None
 
@@ -312,15 +322,10 @@ class Replay:
         """The first tick from which ``account``'s level stayed on ``kind``'s side of ``bar``
         (firing: ≤ bar; resolved: > bar + hysteresis) through tick ``end``; None if it is not there
         at ``end`` (the replay disagrees with the daemon)."""
-
-        def side(level: float) -> bool:
-            return level <= bar if kind == "firing" else level > bar + hysteresis
-
-        held = self.work.holdings[self.account[account]]
+        held, mine = self._held(account)
         price = {s: self.price(s, end) for s, _ in held}
-        if not side(sum(q * price[s] for s, q in held) / LOAN):
+        if not on_side(sum(q * price[s] for s, q in held) / LOAN, bar, kind, hysteresis):
             return None
-        mine = np.sort(np.concatenate([self.ticks[s] for s, _ in held]))
         j = int(np.searchsorted(mine, end, side="right")) - 1
         onset = end
         while j >= 0:
@@ -328,7 +333,7 @@ class Replay:
             onset = t
             s = int(self.symbol[t])
             price[s] = self.price(s, t - 1)
-            if not side(sum(q * price[x] for x, q in held) / LOAN):
+            if not on_side(sum(q * price[x] for x, q in held) / LOAN, bar, kind, hysteresis):
                 return onset
             j -= 1
         return 0
