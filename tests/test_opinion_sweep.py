@@ -18,12 +18,11 @@ from decimal import Decimal as D
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_periodic import Clock, Turns
+from test_periodic import Clock, Turns, long_btc
 
 from monitor.alerts.policy import AlertPolicy
 from monitor.config.model import AlertsConfig
 from monitor.risk.book import AccountBook
-from monitor.risk.margin import Bars, Position
 from monitor.watch import opinion_feed
 from monitor.watch.engine import Engine
 from monitor.watch.ladder import default_policy
@@ -40,13 +39,7 @@ class Daemon:
         self.book = AccountBook(quote="USDT")
         policy = AlertPolicy(default_policy(AlertsConfig(), ("hook",)), {})
         self.engine = Engine(self.book, policy, clock=self.clock)
-        self.units = []
-        for i in range(n):
-            positions = {
-                "BTC": Position(D(1), D(0), D(0), D(0)),
-                "USDT": Position(D(0), D(0), D(18750), D(0)),
-            }
-            self.units.append(self.book.upsert_cross(f"u{i}", positions, Bars.classic()))
+        self.units = [long_btc(self.book, f"u{i}") for i in range(n)]
         self.book.on_price("BTCUSDT", 30_000.0)
         self.opinions = ExchangeOpinions(lambda _: BARS, grace=5.0, clock=self.clock)
         self.opinions.engine = self.engine
