@@ -9,7 +9,8 @@ be on either, so the *least* slow CPU is taken (a sample is never excused by a C
 not have been on).
 
 A late sample is put down to the machine when its span had ``slow`` over :data:`SLOW` or a wake
-over :data:`LATE_US` late; else it is the daemon's own (``own``).
+over :data:`LATE_US` late; else it is counted as the daemon's own (``own``): an upper bound, since
+the gauge does not see every slowdown the daemon's thread sees (docs/benchmarks.md, session 14).
 """
 
 from __future__ import annotations

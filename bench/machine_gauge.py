@@ -18,7 +18,8 @@ most a unit when the two meet.
 A reading: ``slow`` = (b) / the run's 10th percentile of (b): 1.0 a normal machine, 3.0 three times
 slower than its best. ``bench/crash.py`` puts each lag sample over 5 ms beside the gauge's readings
 in its span (``machine_during_late``): a late sample when the machine ran at its normal speed
-(``slow`` ≤ 1.5 and no late wake over 1 ms) is the daemon's own.
+(``slow`` ≤ 1.5 and no late wake over 1 ms) is counted as the daemon's own, an upper bound: a slow
+hour that inflates the daemon's CPU without slowing this small loop is not seen.
 
 Protocol (the bench's JSON lines on stdin/stdout): it prints ``{"calibrated": iterations,
 "unit_us": ..., "realtime": bool}`` when ready; ``{"cmd": "dump", "out": FILE}`` writes every
