@@ -35,8 +35,12 @@ The floor (``--floor``, ``bench/floor.py``): after the daemon's pass, the same t
 rates again, read by ``bench/null_daemon.py`` (a process that only decodes the frames, the same
 lag probe, ``bench/lag_probe.py``), pinned where the daemon was; each phase's ``floor`` key has
 the same lag columns (``stalls_over_5ms``, ``lag_max_ms``, ``lag_samples``): what of the daemon's
-count the machine alone shows. ``--cpus DAEMON:OTHERS`` (``bench/placement.py``) pins this process
-(the daemon's) to the CPUs before the colon, the simulator and the webhook receiver to the others.
+count the machine alone shows. With ``--floor-duty`` the null daemon's loop is also kept as busy
+as the daemon's was in each phase (its CPU share), in steps of ~0.2 ms of fixed pure-Python work:
+a loop at the daemon's load none of whose steps is long, with no collection, thread or disk: its
+lag samples over 5 ms are the machine's at that load. ``--cpus DAEMON:OTHERS``
+(``bench/placement.py``) pins this process (the daemon's) to the CPUs before the colon, the
+simulator and the webhook receiver to the others.
 
 Usage: ``python bench/crash.py [--rates 1000 5000] [--seconds 8] [--accounts 1000] [--floor]
 [--cpus 1:0]``.
@@ -613,12 +617,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "callbacks": callbacks, "seconds": end - wall, "wrapper_us": wrapper_us,
                     })  # fmt: skip
                 rss_end = rss_mib()
+                threads = {str(t.native_id): t.name for t in threading.enumerate()}
             finally:
                 await service.shutdown()
             floor = None
             if args.floor:  # the same ticks to a null daemon, pinned where the daemon was
                 prober.cancel()  # this process's probe is not the floor's
-                floor = await floor_pass(sim, url, work.symbols, plan, tmp, daemon_cpus(args.cpus))
+                duty = [p["cpu"] for p in phases] if args.floor_duty else None
+                floor = await floor_pass(sim, url, work.symbols, plan, tmp, daemon_cpus(args.cpus), duty=duty)
             dump = tmp / "received.json"
             await hook.call(cmd="dump", out=str(dump))
             received = [(float(at), str(t)) for at, t in json.loads(dump.read_text())]
@@ -652,6 +658,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "hook_delay_ms": args.hook_delay_ms,
         "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "gauges": gauge_info,
+        "pid": os.getpid(),
+        "threads": threads,  # OS thread id -> Python thread name, at the end of the last phase
         "placement": args.cpus.report() if args.cpus else None,
         "workload": {
             "accounts": args.accounts,
@@ -705,6 +713,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--floor",
         action="store_true",
         help="after the daemon's pass, the same ticks to bench/null_daemon.py: the lag probe's floor",
+    )
+    parser.add_argument(
+        "--floor-duty",
+        action="store_true",
+        help="with --floor: the null daemon's loop kept as busy as the daemon's was in each phase "
+        "(its CPU share), in steps of ~0.2 ms: the machine's lag at the daemon's load",
     )
     parser.add_argument(
         "--no-gauge",

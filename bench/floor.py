@@ -71,6 +71,9 @@ def phase_report(phase: dict[str, Any], samples: list[Sample]) -> dict[str, Any]
         "frames_sent": phase["sent"],
         "frames_decoded": phase["frames"],
         "cpu": round(phase["cpu"], 3),
+        "duty": phase["duty"],
+        "duty_unit_us": phase["duty_unit_us"],
+        "busy_steps": phase["busy_steps"],
     }
 
 
@@ -83,24 +86,32 @@ async def floor_pass(
     cpus: frozenset[int] | None = None,
     pause: float = 1.0,
     drain: float = 2.0,
+    duty: list[float] | None = None,
 ) -> list[dict[str, Any]]:
     """Every phase of ``plan`` again, to a null daemon (pinned to ``cpus``); a report per phase
-    (a phase's frames counted once all are decoded, or ``drain`` seconds after its last tick)."""
+    (a phase's frames counted once all are decoded, or ``drain`` seconds after its last tick).
+    ``duty``: per phase, the share of the time the null daemon's loop is kept busy besides
+    decoding, in short steps (``bench/null_daemon.py``'s ``duty``), e.g. the daemon's own CPU share
+    in that phase: what the machine does to a loop as busy as the daemon's."""
     null = await NullProcess.launch(url.replace("http://", "ws://"), symbols, cpus)
     phases: list[dict[str, Any]] = []
     try:
         await connected(sim, null, len(symbols))
-        for rate, start, stop in plan:
+        for i, (rate, start, stop) in enumerate(plan):
+            share = duty[i] if duty and i < len(duty) else 0.0
+            busy = await null.call(cmd="duty", share=share)
             await asyncio.sleep(pause)  # as the daemon's pass waits for the last phase's alerts
             before = await null.call(cmd="mark")
             wall = time.monotonic()
             file = tmp / f"floor-{rate}-{start}.npy"
             reply = await sim.call(cmd="run", start=start, stop=stop, rate=rate, out=str(file))
             after = await null.call(cmd="mark", at_least=int(before["frames"]) + stop - start, within=drain)
+            idle = await null.call(cmd="duty", share=0.0)
             phases.append({
                 "rate": rate, "sent_rate": reply["rate"], "sent": stop - start,
                 "window": (wall, wall + reply["wall"] + 0.2),  # the daemon's pass's lag window
                 "frames": int(after["frames"]) - int(before["frames"]),
+                "duty": share, "duty_unit_us": busy["unit_us"], "busy_steps": idle["steps"] - busy["steps"],
                 "cpu": (after["cpu"] - before["cpu"]) / max(after["at"] - before["at"], 1e-9),
             })  # fmt: skip
         dump = tmp / "floor-lags.json"

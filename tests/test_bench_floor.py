@@ -164,3 +164,24 @@ async def test_the_floor_pass_reads_every_tick_of_every_phase(tmp_path: FsPath) 
     for p, (_, start, stop) in zip(phases, plan, strict=True):
         assert p["frames_sent"] == p["frames_decoded"] == stop - start
         assert set(p) >= {"stalls_over_5ms", "lag_max_ms", "lag_samples", "cpu"}
+
+
+async def test_the_floor_pass_keeps_the_loop_busy_at_the_duty_asked(tmp_path: FsPath) -> None:
+    """``duty`` per phase (``--floor-duty``): the null daemon runs its short busy steps in a phase
+    with a share, none in a phase without, and reports both."""
+    from crash import crash_path
+
+    work = make_workload(3, 2, 1, 11, levels=(1.33, 1.9))
+    path, plan = crash_path(work.prices, [100, 200], 0.5, 0.05, 11)
+    cpus = frozenset({min(os.sched_getaffinity(0))})
+    sim, url = await start_sim(tmp_path, work, path, cpus)
+    try:
+        phases = await floor_pass(
+            sim, url, work.symbols, plan, tmp_path, cpus, pause=0.2, drain=60.0, duty=[0.3]
+        )
+    finally:
+        await sim.stop()
+    busy, idle = phases
+    assert (busy["duty"], idle["duty"]) == (0.3, 0.0)
+    assert busy["busy_steps"] > 0 and idle["busy_steps"] == 0
+    assert busy["duty_unit_us"] > 0
