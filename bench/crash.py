@@ -106,7 +106,7 @@ from loop_names import (
     snapshot,
     top_callback,
 )
-from placement import add_argument, daemon_cpus, other_cpus, pin
+from placement import add_argument, cpu_set, daemon_cpus, other_cpus, pin
 
 import monitor
 from monitor.logs import configure_logging
@@ -173,13 +173,25 @@ def record_handoffs() -> list[tuple[float, str]]:
     whether it then awaits ``Apprise.async_notify`` or runs ``Apprise.notify`` on a thread; else
     ``Apprise.async_notify`` itself (title as a keyword)."""
     calls: list[tuple[float, str]] = []
-    owner: Any
+    owners: list[Any]
     try:
         from monitor.notify.apprise_sink import AppriseSender
     except ImportError:
-        owner, name, title_at = apprise.Apprise, "async_notify", None
+        owners, name, title_at = [apprise.Apprise], "async_notify", None
     else:
-        owner, name, title_at = AppriseSender, "__call__", 1
+        owners, name, title_at = [AppriseSender], "__call__", 1
+        try:  # the worker process's sender (notify.sends), where a tree has it
+            from monitor.notify.send_process import ProcessSender
+        except ImportError:
+            pass
+        else:
+            owners.append(ProcessSender)
+    for owner in owners:
+        wrap_handoff(owner, name, title_at, calls)
+    return calls
+
+
+def wrap_handoff(owner: Any, name: str, title_at: int | None, calls: list[tuple[float, str]]) -> None:
     original = getattr(owner, name)
 
     async def recorded(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -191,7 +203,24 @@ def record_handoffs() -> list[tuple[float, str]]:
             SEND_TIMES.append((start, time.monotonic() - start))
 
     setattr(owner, name, recorded)
-    return calls
+
+
+def sends_worker(service: Any) -> int | None:
+    """The pid of the daemon's send worker (``notify.sends``), None when it sends on threads."""
+    sender = getattr(service.dispatcher, "_apprise", None)
+    worker = getattr(sender, "_worker", None)
+    return None if worker is None else int(worker.process.pid)
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (0 when None or gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = FsPath(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 Calls = list[tuple[float, str]]
@@ -417,6 +446,7 @@ def analyse(
         "lost_outside_window": lost_outside(want - have, received, (lo, hi)),
         "lost_transient": transient(want - have, expected, (start, stop), replay, sent),
         "cpu": round(phase["cpu"], 3),
+        "worker_cpu": round(phase["worker_cpu"], 3),
         **compositions(phase, sends),
     }
 
@@ -583,11 +613,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         prober = asyncio.create_task(probe.run())
         phases: list[dict[str, Any]] = []
         try:
-            config_path = daemon_config(tmp, url, work, (f"json://127.0.0.1:{hook_port}/hook",))
+            hook_url = f"json://127.0.0.1:{hook_port}/hook"
+            config_path = daemon_config(tmp, url, work, (hook_url,), sends=args.sends)
             service = steady_service(config_path)
             started = time.monotonic()
             await service.startup()
             startup_s = time.monotonic() - started
+            worker = sends_worker(service)
+            if worker is not None and args.worker_cpus is not None:
+                pin(worker, cpu_set(args.worker_cpus, "worker"))
             try:
                 ready_s = await warm_until_ready(service, sim, started)
                 rss_ready = rss_mib()["now"]
@@ -601,6 +635,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     timed.start()
                     lag_from, gc_from = len(lags), len(pauses)
                     cpu, wall = time.process_time(), time.monotonic()
+                    worker_cpu = cpu_seconds(worker)
                     file = tmp / f"sent-{rate}-{start}.npy"  # a rate may come twice (--rates 1000 5000 1000)
                     reply = await sim.call(cmd="run", start=start, stop=stop, rate=rate, out=str(file))
                     await quiet(handed)
@@ -611,6 +646,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     phases.append({
                         "rate": rate, "start": start, "stop": stop, "file": file, "window": (wall, end),
                         "cpu": (time.process_time() - cpu) / (end - wall), "sent_rate": reply["rate"],
+                        "worker_cpu": (cpu_seconds(worker) - worker_cpu) / (end - wall),
                         "lags": [s for s in lags[lag_from:] if s[0] < wall + reply["wall"] + 0.2],
                         "gc": pauses[gc_from:], "cpu_stalls": daemon_slow, "harness": harness_slow,
                         "busy": busy, "late": [x for x in late if wall <= x[0] < end], "runq": probe.runq,
@@ -659,6 +695,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "switch_interval_ms": round(sys.getswitchinterval() * 1000, 3),
         "gauges": gauge_info,
         "pid": os.getpid(),
+        "sends": {"asked": args.sends, "worker_pid": worker, "worker_cpus": args.worker_cpus},
         "threads": threads,  # OS thread id -> Python thread name, at the end of the last phase
         "placement": args.cpus.report() if args.cpus else None,
         "workload": {
@@ -686,6 +723,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rates", type=int, nargs="+", default=[1000, 5000])
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--sends", choices=["auto", "threads", "process"], default="auto",
+        help="the daemon's notify.sends (auto: a worker process from 20 accounts)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--worker-cpus", help="CPUs for the send worker (e.g. 0); default: the daemon's (inherited)"
+    )
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--symbols", type=int, default=20)
     parser.add_argument("--per-account", type=int, default=5)

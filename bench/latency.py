@@ -266,10 +266,11 @@ def steady_service(config_path: FsPath) -> Service:
 
 
 def daemon_config(
-    tmp: FsPath, url: str, work: Workload, urls: tuple[str, ...] = ("bench://",), http: str | None = None
-) -> FsPath:
+    tmp: FsPath, url: str, work: Workload, urls: tuple[str, ...] = ("bench://",), http: str | None = None,
+    sends: str = "auto",
+) -> FsPath:  # fmt: skip
     """The daemon's config: ``kind: binance`` at the simulator, every account, one route to ``urls``
-    (``bench://`` here), HTTP on ``http`` (host:port) or off."""
+    (``bench://`` here), HTTP on ``http`` (host:port) or off, ``notify.sends`` as ``sends``."""
     ws = url.replace("http://", "ws://")
     data = {
         "exchange": {
@@ -281,7 +282,7 @@ def daemon_config(
         },
         "accounts": [{"name": n, "api_key": f"key-{n}", "api_secret": f"secret-{n}"} for n in work.names],
         "alerts": {"hysteresis": HYSTERESIS, "stale_after": "30s"},
-        "notify": {"routes": {"bench": {"urls": list(urls)}}},
+        "notify": {"routes": {"bench": {"urls": list(urls)}}, "sends": sends},
         "state_dir": str(tmp / "state"),
         "log": {"format": "json", "level": "warning"},
         "http": {"enabled": True, "listen": http} if http else {"enabled": False},

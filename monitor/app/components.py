@@ -40,6 +40,7 @@ from monitor.leftovers import expire_notices
 from monitor.logs import register_secrets
 from monitor.notify.dispatcher import Dispatcher, default_backoff
 from monitor.notify.route import NotifyRoute
+from monitor.notify.send_process import sender_for
 from monitor.notify.silence_stage import SilenceRegistry, SilenceStage
 from monitor.ops import heap
 from monitor.ops.history import FILE_NAME as HISTORY_FILE
@@ -203,6 +204,7 @@ async def resolve(
     dispatcher = Dispatcher(
         routes, store, timeout=config.notify.timeout, backoff=options.notify_backoff,
         silence=SilenceStage(silences, lambda: firing_map(policy, book, restore)),
+        apprise=sender_for(config.notify.sends, len(watchers), level=config.log.level),
     )  # fmt: skip
     await dispatcher.start()
     stack.push_async_callback(dispatcher.stop)

@@ -206,10 +206,12 @@ class RouteConfig(Section):
 class NotifyConfig(Section):
     routes: dict[str, RouteConfig]
     timeout: float = 10.0
+    sends: Literal["auto", "threads", "process"] = "auto"
 
     rules: ClassVar[dict[str, Rule]] = {
         "routes": Table(Nested(RouteConfig), min_items=1),
         "timeout": duration,
+        "sends": OneOf(("auto", "threads", "process")),
     }
 
 

@@ -18,7 +18,7 @@ import asyncio
 import contextvars
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,8 @@ class AppriseSender:
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
 
-    def _apprise(self, url: str) -> apprise.Apprise:
+    def apprise_for(self, url: str) -> apprise.Apprise:
+        """``url``'s ``Apprise`` object, built at its first use; PermanentFailure if Apprise rejects it."""
         obj = self._objects.get(url)
         if obj is None:
             obj = _new_apprise(url, service_timeout=0)
@@ -104,7 +105,7 @@ class AppriseSender:
         if is_console(url):
             return 1
         try:
-            plugins = list(self._apprise(url))
+            plugins = list(self.apprise_for(url))
         except PermanentFailure:
             return 1
         return parallel if plugins and all(p.request_rate_per_sec <= 0 for p in plugins) else 1
@@ -112,7 +113,9 @@ class AppriseSender:
     async def __call__(self, url: str, title: str, body: str, notify_type: str, seconds: float) -> bool:
         if is_console(url):
             return console(url, title, body, notify_type)
-        notify = functools.partial(self._apprise(url).notify, body=body, title=title, notify_type=notify_type)
+        notify = functools.partial(
+            self.apprise_for(url).notify, body=body, title=title, notify_type=notify_type
+        )
         context = contextvars.copy_context()  # the caller's log context, as Apprise's pool had it
         sent = asyncio.get_running_loop().run_in_executor(self._executor(), context.run, notify)
         try:
@@ -126,6 +129,13 @@ class AppriseSender:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="notify-send")
         return self._pool
+
+    async def start(self, urls: Iterable[str] = ()) -> None:
+        """Nothing to start: threads start as sends need them (``ProcessSender`` starts its worker)."""
+
+    async def aclose(self) -> None:
+        """:meth:`close`, awaitable as :class:`~monitor.notify.send_process.ProcessSender`'s."""
+        self.close()
 
     def close(self) -> None:
         """Let the pool's threads end once their sends are done (a later send starts a new pool)."""

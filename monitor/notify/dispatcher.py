@@ -72,10 +72,11 @@ class Dispatcher:
         on_failed: Callable[[Delivery], None] | None = None,
         concurrency: Callable[[str], int] | None = None,
         silence: SilenceStage | None = None,
+        apprise: AppriseSender | None = None,
     ) -> None:
         self._apprise: AppriseSender | None = None
         if sender is None:  # Apprise knows each service's spacing; another sender: one at a time
-            apprise_sender = self._apprise = AppriseSender()
+            apprise_sender = self._apprise = apprise or AppriseSender()
             sender = apprise_sender
             concurrency = concurrency or (lambda url: apprise_sender.concurrency(url, DEFAULT_CONCURRENCY))
         self._clock = clock
@@ -103,6 +104,8 @@ class Dispatcher:
         self.retry.start()
         self.flood.start(self._flush)
         self.checkpoint.start()
+        if self._apprise is not None:  # a worker process, if that is how it sends, warmed with the URLs
+            await self._apprise.start(t.url for t in self.route.all_targets())
 
     async def drain(self, timeout: float) -> None:  # noqa: ASYNC109 (a bound, not a cancel scope)
         """Shutdown: flush held summaries, retry at once, wait up to ``timeout`` s; the rest stays queued."""
@@ -125,7 +128,7 @@ class Dispatcher:
         self.outbox.flush_sent()
         await self.flood.stop()
         if self._apprise is not None:
-            self._apprise.close()  # its threads end with their sends; a restart makes a new pool
+            await self._apprise.aclose()  # its threads (or worker) end with their sends; a restart: new
         self._started = False
 
     # -- input ---------------------------------------------------------------------------------
