@@ -37,6 +37,24 @@ def status_mib(pid: int) -> dict[str, float]:
     return {k: round(int(fields[v].split()[0]) / 1024, 1) for k, v in (("rss", "VmRSS"), ("peak", "VmHWM"))}
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the send worker, with ``notify.sends: process``)."""
+    found: list[int] = []
+    for task in FsPath(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def rollup_mib(pid: int) -> dict[str, float]:
+    """RSS, PSS (shared pages split between the processes mapping them) and private memory of ``pid``."""
+    kb: dict[str, int] = {}
+    for line in FsPath(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        kb[name] = int(rest.split()[0])
+    private = kb.get("Private_Clean", 0) + kb.get("Private_Dirty", 0)
+    return {k: round(v / 1024, 1) for k, v in (("rss", kb["Rss"]), ("pss", kb["Pss"]), ("private", private))}
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` so far (``/proc/PID/stat``): unlike wall time, not inflated by
     other processes on a busy machine."""
@@ -77,7 +95,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         path.save(str(tmp / "path.npz"))
         sim, url = await SimProcess.start(tmp / "scenario.json", tmp / "path.npz")
         port = free_port()
-        config = daemon_config(tmp, url, work, ("json://127.0.0.1:9/hook",), http=f"127.0.0.1:{port}")
+        hook = ("json://127.0.0.1:9/hook",)
+        config = daemon_config(tmp, url, work, hook, http=f"127.0.0.1:{port}", sends=args.sends)
         if args.log:  # the daemon's info lines (each account's load, ready) to a file, to see where time goes
             config.write_text(config.read_text().replace("level: warning", "level: info"))
         started, spawned_at = time.monotonic(), time.time()
@@ -113,6 +132,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await warm
             await asyncio.sleep(args.hold)
             later = status_mib(daemon.pid)
+            memory = {str(pid): rollup_mib(pid) for pid in [daemon.pid, *children(daemon.pid)]}
             if args.heap:
                 daemon.send_signal(signal.SIGUSR1)
                 await asyncio.sleep(min(30.0, 5 + args.accounts / 50))  # the snapshot takes a while
@@ -137,6 +157,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rss_ready_mib": at_ready["rss"],
         "rss_later_mib": later["rss"],
         "rss_peak_mib": later["peak"],
+        "sends": args.sends,
+        "processes_later": memory,  # the daemon, then its children (the send worker): RSS, PSS, private MiB
         "hold_s": args.hold,
         **({"phases_s": phases} if phases is not None else {}),
     }
@@ -186,6 +208,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log", help="the daemon's stderr (log level info) into this file")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds after ready for the second RSS")
+    parser.add_argument(
+        "--sends", choices=["auto", "threads", "process"], default="auto",
+        help="the daemon's notify.sends (auto: a worker process from 20 accounts)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.symbols is None:
         args.symbols = min(100, 5 * args.accounts)

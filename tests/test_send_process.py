@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -254,3 +255,30 @@ async def test_a_worker_left_alone_exits_when_its_input_ends() -> None:
             await process.wait()
     assert process.returncode == 0
     await sender.aclose()
+
+
+async def test_the_worker_outlives_a_stop_signal_sent_to_the_whole_group(receiver: Receiver) -> None:
+    """systemd's stop (SIGTERM to every process of the unit) and a terminal's Ctrl-C (SIGINT to the
+    process group) reach the worker too: it keeps sending while the daemon drains its last alerts,
+    and ends when the daemon closes its input."""
+    sender = ProcessSender()
+    await sender.start([receiver.url])
+    pid = worker_pid(sender)
+    assert await sender(receiver.url, "warm", "b", "info", 10.0) is True  # the worker is past its set-up
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    assert await sender(receiver.url, "draining", "b", "info", 10.0) is True
+    assert worker_pid(sender) == pid and sender.started == 1
+    assert receiver.titles() == ["warm", "draining"]
+    await sender.aclose()
+
+
+def test_the_worker_imports_neither_rich_nor_a_charset_detector() -> None:
+    """The worker is a second Python beside the daemon: it loads structlog without rich and
+    requests without charset_normalizer, as the daemon does (monitor/logs.py, monitor/requests_lean.py)."""
+    probe = (
+        "import sys, monitor.notify.send_worker; "
+        "print(sorted(m for m in ('rich', 'charset_normalizer', 'chardet') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

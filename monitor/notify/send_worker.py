@@ -21,7 +21,9 @@ tokens).
 Each send runs ``Apprise.notify`` on a thread of a pool of :data:`SEND_THREADS` (as the daemon's
 own pool did), with each URL's object built once (:class:`AppriseSender`'s rules: no Apprise
 limit per service, the daemon bounds each send's wait). At the end of its input (the daemon closed
-the pipe, or died) the worker lets the sends in flight finish and exits.
+the pipe, or died) the worker lets the sends in flight finish and exits. SIGTERM and SIGINT are
+ignored: sent to every process of the daemon's group (systemd's stop, Ctrl-C), they are the
+daemon's to act on, and it still sends its last alerts through the worker while it drains.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +39,7 @@ from typing import IO, Any
 
 import orjson
 
+import monitor.logs  # structlog without rich (~5 MiB), before anything imports structlog
 import monitor.requests_lean  # noqa: F401  # requests without charset_normalizer, before Apprise
 from monitor.notify.apprise_sink import SEND_THREADS, AppriseSender, PermanentFailure
 
@@ -116,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", default="warning", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--threads", type=int, default=SEND_THREADS)
     args = parser.parse_args(argv)
+    # a stop signal for the whole group (systemd's stop, a terminal's Ctrl-C) is the daemon's to act
+    # on: it drains its last alerts through this worker, then closes its input, which ends it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = os.fdopen(os.dup(1), "wb")  # the answer pipe; fd 1 itself goes to standard error
     os.dup2(2, 1)
     sys.stdout = sys.stderr
