@@ -64,6 +64,8 @@ SWEEP_SECONDS = 0.25  # wall seconds the per-second metrics sweep may take; the 
 SWEEP_YIELD_EVERY = 1  # units reported between event-loop turns in the per-second metrics sweep: one
 # exact report is 0.2 ms on a quiet machine, up to 2 ms under a crash (4 a turn held the loop 3-10 ms)
 SNAPSHOT_CONCURRENCY = 4
+SNAPSHOT_RATE = 50.0  # re-reads started per second in a round, at most: 1,000 accounts over 20 s
+SNAPSHOT_SPREAD = 0.5  # and a round's starts fit in this share of the period whatever the accounts
 RESYNC_SLICE = 25  # units recomputed exactly between event-loop turns: ~8 µs each at 1,000 accounts
 # (100 a turn held the loop ~1 ms; three such turns beside the snapshot round's made a 5-6 ms lag sample)
 OUTBOX_KEEP = 7 * 86400.0  # seconds a finished outbox row is kept (what was sent, for a post-mortem)
@@ -407,34 +409,80 @@ class EverySecond:
 
 # -- the slower jobs ------------------------------------------------------------------------------
 class Snapshots:
-    """Re-read every account, a few at a time: 1,000 replies parsed back to back would hold the
-    loop for seconds, delaying ticks.
+    """Re-read every account, a few at a time and paced: 1,000 replies parsed back to back would hold
+    the loop for seconds, delaying ticks.
 
     A round is :data:`SNAPSHOT_CONCURRENCY` workers draining one iterator of the watchers, not a task
     (and a coroutine, a future, a semaphore waiter) per account: with 1,000 accounts those ~1,000
     objects a round lived for the round's whole length (tens of seconds), long enough to be promoted
     into the generation full collections walk, and each round left that walk longer (bench/gc_census.py).
     An account's re-read handles its own errors (``AccountWatcher.refresh``); one that raises all the
-    same is logged and the worker goes on with the next account."""
+    same is logged and the worker goes on with the next account.
+
+    Re-reads start at most :data:`SNAPSHOT_RATE` a second (:class:`Pace`), and closer together when
+    the round would not otherwise fit in :data:`SNAPSHOT_SPREAD` of the period. Unpaced, a round of
+    1,000 accounts against a fast REST ran its four workers' answers back to back, several parsed,
+    applied and evaluated in one turn of the loop (~0.6 ms each on a slow machine): the loop's
+    longest turns of a crash, and its late samples every snapshot period in a quiet daemon
+    (docs/benchmarks.md, session 16). Each account keeps its place in the round, so it is still
+    re-read once a period."""
 
     name = "snapshots"
 
-    def __init__(self, watchers: list[AccountWatcher], period: float) -> None:
+    def __init__(
+        self,
+        watchers: list[AccountWatcher],
+        period: float,
+        *,
+        rate: float = SNAPSHOT_RATE,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.watchers, self.period = watchers, period
+        self.rate, self._clock, self._sleep = rate, clock, sleep
+
+    def spacing(self, accounts: int) -> float:
+        """Seconds between two re-reads' starts in a round of ``accounts``.
+
+        >>> Snapshots([], 60.0).spacing(1000), Snapshots([], 60.0).spacing(5000)
+        (0.02, 0.006)
+        """
+        return min(1.0 / self.rate, self.period * SNAPSHOT_SPREAD / max(accounts, 1))
 
     async def run(self) -> None:
-        pending = iter(list(self.watchers))  # shared: each watcher is taken by exactly one worker
-        workers = min(SNAPSHOT_CONCURRENCY, len(self.watchers))
-        await asyncio.gather(*(self._drain(pending) for _ in range(workers)))
+        watchers = list(self.watchers)
+        pending = iter(watchers)  # shared: each watcher is taken by exactly one worker
+        pace = Pace(self.spacing(len(watchers)), self._clock, self._sleep)
+        workers = min(SNAPSHOT_CONCURRENCY, len(watchers))
+        await asyncio.gather(*(self._drain(pending, pace) for _ in range(workers)))
 
     @staticmethod
-    async def _drain(pending: Iterator[AccountWatcher]) -> None:
+    async def _drain(pending: Iterator[AccountWatcher], pace: Pace) -> None:
         for watcher in pending:
+            await pace.turn()
             try:
                 await watcher.refresh()
             except Exception as exc:  # a bug in one account's re-read: the others are still re-read
                 log.error("snapshot_crashed", account=watcher.name, error=f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(0)
+
+
+class Pace:
+    """Starts spaced ``spacing`` seconds apart, shared by the round's workers: :meth:`turn` waits
+    for the next free start (the first at once; none when the round is already behind)."""
+
+    def __init__(
+        self, spacing: float, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self.spacing, self._clock, self._sleep = spacing, clock, sleep
+        self._next: float | None = None
+
+    async def turn(self) -> None:
+        now = self._clock()
+        at = now if self._next is None else max(now, self._next)
+        self._next = at + self.spacing
+        if at > now:
+            await self._sleep(at - now)
 
 
 class Resync:
