@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import webhook_receiver
 from placement import add_argument, daemon_cpus, other_cpus, pin
 
-BENCH = Path(__file__).resolve().parent
 VARIANTS = ("none", "threads", "process")
 WARM_UP = 2.0  # s not counted
 TICK_WORK = 0.0002  # s of Python per tick
@@ -107,34 +107,26 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(asyncio.run(one_variant(args.variant, args.url, args))))
 
 
-def parent(args: argparse.Namespace) -> None:
-    hook = subprocess.Popen(
-        [sys.executable, str(BENCH / "webhook_receiver.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert hook.stdout is not None and hook.stdin is not None
-    pin(hook.pid, other_cpus(args.cpus))
-    port = json.loads(hook.stdout.readline())["port"]
-    url = f"json://127.0.0.1:{port}/hook"
+def variants_in_turn(args: argparse.Namespace, url: str) -> list[dict[str, Any]]:
+    """Each variant in a child process of its own, ``--rounds`` times in turn."""
     runs = []
     common = ["--seconds", str(args.seconds), "--burst", str(args.burst), "--every", str(args.every)]
     common += ["--concurrency", str(args.concurrency)] + (["--cpus", str(args.cpus)] if args.cpus else [])
-    try:
-        for round_no in range(1, args.rounds + 1):
-            for variant in VARIANTS:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--variant", variant, "--url", url, *common],
-                    check=True, capture_output=True, text=True,
-                )  # fmt: skip
-                run = {"round": round_no, **json.loads(out.stdout.splitlines()[-1])}
-                print(json.dumps(run), file=sys.stderr, flush=True)
-                runs.append(run)
-    finally:
-        hook.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        hook.stdin.close()
-        hook.wait(5)
+    for round_no in range(1, args.rounds + 1):
+        for variant in VARIANTS:
+            out = subprocess.run(
+                [sys.executable, __file__, "--variant", variant, "--url", url, *common],
+                check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            run = {"round": round_no, **json.loads(out.stdout.splitlines()[-1])}
+            print(json.dumps(run), file=sys.stderr, flush=True)
+            runs.append(run)
+    return runs
+
+
+def parent(args: argparse.Namespace) -> None:
+    with webhook_receiver.running(lambda pid: pin(pid, other_cpus(args.cpus))) as port:
+        runs = variants_in_turn(args, f"json://127.0.0.1:{port}/hook")
     print(json.dumps({
         "benchmark": "event-loop lag beside bursts of Apprise sends: threads, a worker process, none",
         "command": " ".join([Path(sys.executable).name, "bench/send_gil.py", *sys.argv[1:]]),

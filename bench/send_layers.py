@@ -19,19 +19,17 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
+import webhook_receiver
 
 import monitor.requests_lean  # noqa: F401  # requests as the daemon loads it
 from monitor.notify.apprise_sink import AppriseSender
 
-BENCH = Path(__file__).resolve().parent
 WARM = 20
 
 
@@ -45,6 +43,8 @@ def cpu_ms(send: Callable[[], object], n: int) -> float:
 
 
 def variants(port: int) -> dict[str, Callable[[], object]]:
+    import requests  # after monitor.requests_lean, as the daemon imports it
+
     url = f"http://127.0.0.1:{port}/hook"
     body = json.dumps({"version": "1.0", "title": "MARGIN CALL", "message": "x" * 300, "type": "warning"})
     headers = {"User-Agent": "Apprise", "Content-Type": "application/json"}
@@ -79,23 +79,11 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    hook = subprocess.Popen(
-        [sys.executable, str(BENCH / "webhook_receiver.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert hook.stdin is not None and hook.stdout is not None
-    try:
-        port = json.loads(hook.stdout.readline())["port"]
-        runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    with webhook_receiver.running() as port:
         for round_no in range(1, args.rounds + 1):
             for name, send in variants(port).items():
                 runs.append({"round": round_no, "variant": name, "cpu_ms_per_send": cpu_ms(send, args.sends)})
-    finally:
-        hook.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-        hook.stdin.close()
-        hook.wait(5)
     print(json.dumps({
         "benchmark": "CPU per alert's HTTP POST on the sending thread, by layer",
         "command": " ".join([Path(sys.executable).name, "bench/send_layers.py", *sys.argv[1:]]),

@@ -10,10 +10,13 @@ processes on Linux, so it compares with the simulator's send times). Commands, o
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -43,6 +46,23 @@ class Hook(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         return
+
+
+@contextlib.contextmanager
+def running(on_start: Callable[[int], None] = lambda pid: None) -> Iterator[int]:
+    """This receiver as a child process, for a synchronous bench: yields its port, quits it at the
+    end; ``on_start`` gets its pid first (to pin it)."""
+    hook = subprocess.Popen(
+        [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert hook.stdin is not None and hook.stdout is not None
+    try:
+        on_start(hook.pid)
+        yield int(json.loads(hook.stdout.readline())["port"])
+    finally:
+        hook.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+        hook.stdin.close()
+        hook.wait(5)
 
 
 def main() -> None:

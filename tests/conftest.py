@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import socket
@@ -178,3 +179,19 @@ async def binance_client(sim: Simulator) -> AsyncIterator[ClientFactory]:
 async def client(binance_client: ClientFactory) -> Any:
     """A real ``AsyncClient`` for the demo account."""
     return await binance_client()
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """A TCP port on 127.0.0.1 that accepts a connection and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1])
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()

@@ -12,7 +12,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
 from monitor.config.model import Config, load_config
+from monitor.notify.dispatcher import Dispatcher
+from monitor.notify.messages import Message
 from monitor.service import Service
 from monitor.sim import Simulator
 
@@ -151,3 +154,23 @@ def cross_account(name: str, *assets: tuple[str, str, str]) -> dict[str, Any]:
         "api_secret": f"{name}-secret",
         "cross": [{"asset": a, "free": free, "borrowed": borrowed} for a, free, borrowed in assets],
     }
+
+
+def crossing(unit: str) -> AlertEvent:
+    """``unit`` crossing 1.5 (the normal rung, routed to ``chat``) on one tick."""
+    policy = AlertPolicy(PolicyConfig(levels=(LevelRule("normal", 1.5, ("chat",)),)))
+    now = time.time()
+    policy.evaluate(unit, 1.6, None, now)
+    (event,) = policy.evaluate(unit, 1.45, None, now)
+    return event
+
+
+async def deliver_and_stop(dispatcher: Dispatcher, receiver: Receiver, n: int = 10) -> list[AlertEvent]:
+    """``n`` crossings through a started ``dispatcher`` (outbox, retry stage, send stage) until
+    ``receiver`` has them all; then drain and stop it. The events, for the caller's checks."""
+    events = [crossing(f"cross:{i}") for i in range(n)]
+    await dispatcher.enqueue_many([(e, Message(e.dedupe_key, "b", "warning")) for e in events])
+    await receiver.wait_for(lambda got: len(got) == n)
+    await dispatcher.drain(5.0)
+    await dispatcher.stop()
+    return events

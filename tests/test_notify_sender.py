@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import apprise
 import pytest
-from daemon_harness import Receiver
+from daemon_harness import Receiver, deliver_and_stop
 
 import monitor.notify.apprise_sink as sink
-from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
 from monitor.notify.apprise_sink import AppriseSender
 from monitor.notify.dispatcher import Dispatcher
-from monitor.notify.messages import Message
 from monitor.notify.route import NotifyRoute
 from monitor.store import Store
 
@@ -80,22 +76,6 @@ async def test_a_url_apprise_rejects_is_dropped_without_a_thread(calls: dict[str
     assert calls["threads"] == [] and sender._pool is None
 
 
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """A TCP port that accepts a connection and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    yield int(server.sockets[0].getsockname()[1])
-    for writer in held:
-        writer.close()
-    server.close()
-    await server.wait_closed()
-
-
 async def test_a_send_past_its_timeout_is_not_delivered(silent_port: int) -> None:
     """The call's timeout is the sender's (Apprise's own limit per service is off on its objects):
     a webhook that never answers is not delivered; the loop kept running (the silent server is
@@ -103,15 +83,6 @@ async def test_a_send_past_its_timeout_is_not_delivered(silent_port: int) -> Non
     sender = AppriseSender()
     assert await sender(f"json://127.0.0.1:{silent_port}/hook?rto=1", "t", "b", "info", 0.2) is False
     sender.close()
-
-
-def event(unit: str) -> AlertEvent:
-    """``unit`` crossing 1.5 (the normal rung) on one tick."""
-    policy = AlertPolicy(PolicyConfig(levels=(LevelRule("normal", 1.5, ("chat",)),)))
-    now = time.time()
-    policy.evaluate(unit, 1.6, None, now)
-    (crossing,) = policy.evaluate(unit, 1.45, None, now)
-    return crossing
 
 
 async def test_the_dispatcher_sends_on_the_pool_and_closes_it_at_stop(
@@ -122,11 +93,7 @@ async def test_the_dispatcher_sends_on_the_pool_and_closes_it_at_stop(
     with Store(tmp_path) as store:
         d = Dispatcher({"chat": NotifyRoute("chat", (receiver.url,))}, store)
         await d.start()
-        events = [event(f"cross:{n}") for n in range(10)]
-        await d.enqueue_many([(e, Message(e.dedupe_key, "b", "warning")) for e in events])
-        await receiver.wait_for(lambda got: len(got) == 10)
-        await d.drain(5.0)
-        await d.stop()
+        events = await deliver_and_stop(d, receiver)
         assert store.open_outbox() == []
         assert d._apprise is not None and d._apprise._pool is None
     assert calls["built"] == [receiver.url]

@@ -15,42 +15,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from daemon_harness import Receiver
+from daemon_harness import Receiver, deliver_and_stop
 from structlog.testing import capture_logs
 
-from monitor.alerts.policy import AlertEvent, AlertPolicy, LevelRule, PolicyConfig
 from monitor.config.model import ConfigError, load_config
 from monitor.notify.apprise_sink import AppriseSender, PermanentFailure
 from monitor.notify.dispatcher import Dispatcher
-from monitor.notify.messages import Message
 from monitor.notify.route import NotifyRoute
 from monitor.notify.send_process import FALL_BACK_AFTER, PROCESS_FROM_ACCOUNTS, ProcessSender, sender_for
 from monitor.store import Store
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """A TCP port that accepts a connection and never answers."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    yield int(server.sockets[0].getsockname()[1])
-    for writer in held:
-        writer.close()
-    server.close()
-    await server.wait_closed()
 
 
 def command_line(pid: int) -> str:
@@ -192,15 +172,6 @@ async def test_apprises_records_come_back_in_the_sends_context(receiver: Receive
     assert failed and all(n.startswith("apprise") and c == {"unit": "acct:demo"} for n, _, c in failed)
 
 
-def event(unit: str) -> AlertEvent:
-    """``unit`` crossing 1.5 (the normal rung) on one tick."""
-    policy = AlertPolicy(PolicyConfig(levels=(LevelRule("normal", 1.5, ("chat",)),)))
-    now = time.time()
-    policy.evaluate(unit, 1.6, None, now)
-    (crossing,) = policy.evaluate(unit, 1.45, None, now)
-    return crossing
-
-
 async def test_the_dispatcher_sends_through_the_worker_and_stops_it(
     tmp_path: Path, receiver: Receiver
 ) -> None:
@@ -210,11 +181,7 @@ async def test_the_dispatcher_sends_through_the_worker_and_stops_it(
         await d.start()
         assert sender.started == 1  # started (and warmed) with the dispatcher, before any alert
         process = sender._worker.process if sender._worker else None
-        events = [event(f"cross:{n}") for n in range(10)]
-        await d.enqueue_many([(e, Message(e.dedupe_key, "b", "warning")) for e in events])
-        await receiver.wait_for(lambda got: len(got) == 10)
-        await d.drain(5.0)
-        await d.stop()
+        events = await deliver_and_stop(d, receiver)
         assert store.open_outbox() == []
     assert process is not None and process.returncode == 0  # the worker ended at its input's end
     assert sender._pool is None
