@@ -267,10 +267,14 @@ def steady_service(config_path: FsPath) -> Service:
 
 def daemon_config(
     tmp: FsPath, url: str, work: Workload, urls: tuple[str, ...] = ("bench://",), http: str | None = None,
-    sends: str = "auto",
+    sends: str | None = None,
 ) -> FsPath:  # fmt: skip
     """The daemon's config: ``kind: binance`` at the simulator, every account, one route to ``urls``
-    (``bench://`` here), HTTP on ``http`` (host:port) or off, ``notify.sends`` as ``sends``."""
+    (``bench://`` here), HTTP on ``http`` (host:port) or off, ``notify.sends`` as ``sends``; by
+    default ``threads`` for ``bench://`` (a plugin registered in this process only: a send worker
+    would not know it), else ``auto``."""
+    if sends is None:
+        sends = "threads" if any(u.startswith("bench://") for u in urls) else "auto"
     ws = url.replace("http://", "ws://")
     data = {
         "exchange": {
