@@ -107,6 +107,7 @@ from loop_names import (
     top_callback,
 )
 from placement import add_argument, cpu_set, daemon_cpus, other_cpus, pin
+from rss import cpu_s
 
 import monitor
 from monitor.logs import configure_logging
@@ -207,20 +208,17 @@ def wrap_handoff(owner: Any, name: str, title_at: int | None, calls: list[tuple[
 
 def sends_worker(service: Any) -> int | None:
     """The pid of the daemon's send worker (``notify.sends``), None when it sends on threads."""
-    sender = getattr(service.dispatcher, "_apprise", None)
-    worker = getattr(sender, "_worker", None)
-    return None if worker is None else int(worker.process.pid)
+    return getattr(service.dispatcher._apprise, "worker_pid", None)
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` (0 when None or gone)."""
+    """``rss.cpu_s`` of process ``pid``, 0 when None or gone (a send worker that exited)."""
     if pid is None:
         return 0.0
     try:
-        fields = FsPath(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return cpu_s(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 Calls = list[tuple[float, str]]

@@ -125,6 +125,8 @@ def variants_in_turn(args: argparse.Namespace, url: str) -> list[dict[str, Any]]
 
 
 def parent(args: argparse.Namespace) -> None:
+    from latency import machine  # here, not in the measured children (it loads numpy)
+
     with webhook_receiver.running(lambda pid: pin(pid, other_cpus(args.cpus))) as port:
         runs = variants_in_turn(args, f"json://127.0.0.1:{port}/hook")
     print(json.dumps({
@@ -139,14 +141,6 @@ def parent(args: argparse.Namespace) -> None:
         "placement": args.cpus.report() if args.cpus else None,
         "runs": runs,
     }, indent=2))  # fmt: skip
-
-
-def machine() -> dict[str, Any]:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), "?",
-    )  # fmt: skip
-    return {"cpu": model, "cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()}
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import webhook_receiver
+from latency import machine
 
 import monitor.requests_lean  # noqa: F401  # requests as the daemon loads it
 from monitor.notify.apprise_sink import AppriseSender
@@ -87,7 +88,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "CPU per alert's HTTP POST on the sending thread, by layer",
         "command": " ".join([Path(sys.executable).name, "bench/send_layers.py", *sys.argv[1:]]),
-        "python": sys.version.split()[0], "cpus": os.cpu_count(), "load": os.getloadavg(),
+        "machine": machine(),
         "environment_variables": len(os.environ),  # requests reads the proxy settings from them per call
         "runs": runs,
     }, indent=2))  # fmt: skip

@@ -38,9 +38,8 @@ def command_line(pid: int) -> str:
 
 
 def worker_pid(sender: ProcessSender) -> int:
-    assert sender._worker is not None
-    pid = sender._worker.process.pid
-    assert isinstance(pid, int)
+    pid = sender.worker_pid
+    assert pid is not None
     return pid
 
 

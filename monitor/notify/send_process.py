@@ -31,7 +31,7 @@ import contextlib
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -55,7 +55,7 @@ _Pending = tuple["asyncio.Future[dict[str, Any]]", list[dict[str, Any]]]
 class _Worker:
     """One running worker: its process, the sends waiting for an answer, its two readers."""
 
-    def __init__(self, process: asyncio.subprocess.Process, on_exit: Any) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, on_exit: Callable[[_Worker, int], None]) -> None:
         self.process = process
         self.pending: dict[int, _Pending] = {}
         self.answered = 0
@@ -144,6 +144,11 @@ class ProcessSender(AppriseSender):
         self.fallen_back = False
         self.started = 0  # workers started so far
         self._closing = False
+
+    @property
+    def worker_pid(self) -> int | None:
+        """The running worker's process id (None while none runs)."""
+        return None if self._worker is None else self._worker.process.pid
 
     async def start(self, urls: Iterable[str] = ()) -> None:
         """Start the worker now and have it build each URL's ``Apprise`` object (its plugin imported)
